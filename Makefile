@@ -1,0 +1,39 @@
+# Set-up and the two entry points named in the README.
+#   make reproduce   install everything, then run the main job
+#   make test        install everything, then run the test suite
+# GPU users: make setup TORCH_SPEC="torch==2.14.1" (or any spec pip understands).
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+STAMP      := $(VENV)/.losslab-installed
+
+.PHONY: setup reproduce test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	echo "$(TORCH_SPEC)" > $(VENV)/constraints.txt
+	$(PIP) install --disable-pip-version-check -q "$(TORCH_SPEC)"
+	$(PIP) install --disable-pip-version-check -q -c $(VENV)/constraints.txt -e ".[test,report]"
+	$(PY) -c "import torch, losslab; print('torch', torch.__version__, 'losslab', losslab.__version__)"
+	touch $(STAMP)
+
+reproduce: setup
+	$(VENV)/bin/losslab train --dataset digits --model mlp --out runs
+	$(VENV)/bin/losslab train --dataset mnist1d --model cnn1d --out runs
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PIP) install --disable-pip-version-check -q -c $(VENV)/constraints.txt -e ".[bench]"
+	$(PY) bench/surface.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

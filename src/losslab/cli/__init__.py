@@ -1,0 +1,1 @@
+"""The ``losslab`` command line: one module a subcommand (see :mod:`losslab.cli.main`)."""

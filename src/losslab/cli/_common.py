@@ -1,0 +1,93 @@
+"""Shared CLI plumbing: flags generated from config dataclasses, JSON output, one-line errors."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from typing import Any
+
+from ..config import coerce
+from ..errors import LosslabError
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = (),
+                       title: str | None = None) -> None:
+    """Add one flag per field of a config dataclass, with its help text and default.
+
+    ``dict`` fields take repeated ``KEY=VALUE`` items (values parsed as JSON when possible).
+    """
+    group = parser.add_argument_group(title or (cls.__doc__ or cls.__name__).strip().splitlines()[0])
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp = hints[f.name]
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if tp is bool:
+            group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{help_text} (default: {default})")
+        elif tp is dict:
+            group.add_argument(flag(f.name), nargs="+", metavar="KEY=VALUE", default=None, help=help_text)
+        else:
+            base = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+            group.add_argument(flag(f.name), type=_typed(base[0], f.name), default=None,
+                               help=f"{help_text} (default: {default})")
+
+
+def _typed(tp: type, name: str):
+    def convert(text: str):
+        try:
+            return tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag(name)} expects {tp.__name__}, got {text!r}")
+
+    convert.__name__ = tp.__name__
+    return convert
+
+
+def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LosslabError(f"{what} expects KEY=VALUE items, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace, base: Any = None, **overrides: Any) -> Any:
+    """Build ``cls`` from parsed flags (unset flags keep ``base``'s or the default values)."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {} if base is None else {f.name: getattr(base, f.name) for f in dataclasses.fields(cls)}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if hints[f.name] is dict:
+            value = parse_kv(value, flag(f.name))
+        kwargs[f.name] = coerce(value, hints[f.name], flag(f.name))
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**kwargs)
+
+
+def emit(args: argparse.Namespace, summary: dict[str, Any], text: str) -> None:
+    """Print the machine-readable summary with ``--json``, else the human text."""
+    if getattr(args, "json", False):
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        print(text)
+
+
+def fail(message: str, code: int = 2) -> "typing.NoReturn":
+    print(f"losslab: error: {message}", file=sys.stderr)
+    raise SystemExit(code)

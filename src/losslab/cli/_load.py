@@ -1,0 +1,78 @@
+"""Resolve what a measurement command runs on: a run directory, or a checkpoint plus a model spec."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import LosslabError
+
+
+def add_target_args(p: argparse.ArgumentParser, *, positional: str = "target", nargs: Any = None) -> None:
+    p.add_argument(positional, nargs=nargs, metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="a losslab run directory, or a state-dict checkpoint (.pt) with --model")
+    g = p.add_argument_group("model and data for a bare checkpoint (a run directory knows its own)")
+    g.add_argument("--model", default=None,
+                   help="zoo model name (see `losslab.models.available()`) or pkg.module:factory for your own")
+    g.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE", default=None,
+                   help="arguments of the zoo model or of your factory")
+    g.add_argument("--dataset", default=None, help="dataset name (default: the run's, or digits)")
+    g.add_argument("--dataset-kwargs", nargs="+", metavar="KEY=VALUE", default=None, help="dataset arguments")
+    g.add_argument("--step", type=int, default=None, help="checkpoint step of a run directory (default: final)")
+
+
+@dataclass
+class Target:
+    """A model ready to measure (never trained further), its data and a description."""
+
+    model: nn.Module
+    bundle: Any
+    description: dict[str, Any]
+    run: Any = None
+
+
+def resolve(target: str, args: argparse.Namespace) -> Target:
+    """Load ``target`` (run dir or checkpoint file) into a model + data bundle."""
+    from .. import data, models
+    from ..runs import Run, load_state
+    from ._common import parse_kv
+
+    path = Path(target)
+    if not path.exists():
+        raise LosslabError(f"{target} does not exist (expected a run directory or a checkpoint file)")
+    dataset_kwargs = parse_kv(getattr(args, "dataset_kwargs", None), "--dataset-kwargs")
+    model_kwargs = parse_kv(getattr(args, "model_kwargs", None), "--model-kwargs")
+    if path.is_dir():
+        run = Run.open(path)
+        cfg = run.config
+        if args.dataset is not None and args.dataset != cfg.data.dataset:
+            bundle = data.load(args.dataset, **dataset_kwargs)
+        else:
+            bundle = run.bundle()
+        model = run.build_model(getattr(args, "step", None))
+        desc = {"run_dir": str(path), "step": getattr(args, "step", None), "dataset": bundle.name,
+                "model": cfg.model.model}
+        return Target(model, bundle, desc, run)
+
+    state = load_state(path)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LosslabError(f"{path} is not a state dict of tensors")
+    bundle = data.load(args.dataset or "digits", **dataset_kwargs)
+    if not args.model:
+        raise LosslabError(f"{path} is a bare checkpoint: say which model with --model NAME or pkg.module:factory")
+    if ":" in args.model:
+        model = models.load_factory(args.model)(**model_kwargs)
+        if not isinstance(model, nn.Module):
+            raise LosslabError(f"factory {args.model} returned {type(model).__name__}, not an nn.Module")
+    else:
+        model = models.build(args.model, input_shape=tuple(bundle.input_shape), num_classes=bundle.num_classes,
+                             seed=0, **model_kwargs)
+    models.load_state_dict_checked(model, state)
+    model.eval()
+    return Target(model, bundle, {"checkpoint": str(path), "dataset": bundle.name, "model": args.model})

@@ -1,0 +1,53 @@
+"""Entry point of the ``losslab`` command. Each subcommand lives in its own module with
+``add_parser(subparsers)`` and ``run(args) -> int``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import LosslabError
+
+SUBCOMMANDS = ["train", "evaluate", "env"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="losslab",
+        description="losslab: measure neural-network loss landscapes on any PyTorch model.",
+        epilog="Run `losslab COMMAND --help` for a command's options. Add --json for machine-readable output.",
+    )
+    parser.add_argument("--version", action="version", version=f"losslab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f".{name.replace('-', '_')}", __package__).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from ..settings import set_threads
+
+    set_threads(getattr(args, "threads", None))
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("losslab: interrupted (finished work is saved; rerun the same command to resume)", file=sys.stderr)
+        return 130
+    except (LosslabError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"losslab: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,836 @@
+r"""Permutation symmetry and weight matching (Ainsworth, Hayase & Srinivasa 2023, "Git Re-Basin").
+
+Hidden units of a network can be reordered without changing the function it computes: permuting the
+output axis of a layer (its weight rows, bias, the per-channel parameters and running statistics of
+the norm layer after it) and the input axis of the next layer by the same permutation :math:`P`
+leaves every output unchanged, because elementwise activations commute with permutations:
+:math:`W_{l+1} P^\top \sigma(P W_l x + P b_l) = W_{l+1} \sigma(W_l x + b_l)`.
+
+A :class:`PermutationSpec` lists the *permutation groups* of a model: one hidden axis each (e.g.
+``"P_fc0"``, the outputs of ``fc0``), with every ``(tensor name, axis)`` it acts on.
+:func:`weight_matching` finds, for two points A and B of the same architecture, the permutation
+:math:`\pi` that maximises :math:`\langle \theta_A, \pi(\theta_B) \rangle`, i.e. minimises
+:math:`\lVert \theta_A - \pi(\theta_B) \rVert^2`, by coordinate descent over groups, each step a
+linear assignment problem. :func:`align` does this for a model and *verifies* that the permuted B
+computes the same function as B before returning it.
+
+Spec format (what users pass for their own architectures)::
+
+    {group_name: [(tensor_name, axis), ...]}            # or (tensor_name, axis, block)
+
+``tensor_name`` is a key of the point (``model.named_parameters()`` / ``named_buffers()``);
+``axis >= 0`` is the axis the group permutes. With ``block = b > 1`` (default 1) the axis has size
+``n * b`` and group unit ``i`` owns the contiguous slice ``[i*b, (i+1)*b)``: this is the head's input
+axis after ``nn.Flatten`` of a ``(C, *spatial)`` activation, feature ``c * prod(spatial) + position``.
+Every ``(tensor_name, axis)`` may appear in at most one group; all entries of a group must give the
+same group size ``n``. Tensors the spec does not name are left untouched (input axis of the first
+layer, output axis of the last).
+
+A permutation is ``{group_name: LongTensor of shape (n,)}`` with the convention
+``new[..., i, ...] = old[..., perm[i], ...]`` on every axis of the group: unit ``i`` of the permuted
+point is unit ``perm[i]`` of the original.
+
+Example:
+    >>> import torch
+    >>> from losslab import models, params
+    >>> from losslab.connect import align, apply_permutation, random_permutation, spec_for
+    >>> net = models.build("mlp", input_shape=(8,), num_classes=3, seed=0, width=16)
+    >>> spec = spec_for(net)
+    >>> sorted(spec.groups)
+    ['P_fc0', 'P_fc1']
+    >>> a = params.get_point(net, buffers=True)
+    >>> b = apply_permutation(spec, random_permutation(spec, a, seed=1), a)
+    >>> res = align(net, a, b, check_inputs=torch.randn(5, 8))
+    >>> res.verified, params.distance(res.point_b_aligned, a) < 1e-6
+    (True, True)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Mapping, Sequence, Union
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from .. import params
+from ..errors import LosslabError
+from ..models._zoo import ResidualBlock
+from ..params import Point
+
+__all__ = [
+    "PermutationSpec",
+    "Permutation",
+    "SpecLike",
+    "WeightMatchingInfo",
+    "AlignResult",
+    "mlp_spec",
+    "cnn_spec",
+    "resnet_spec",
+    "spec_for",
+    "apply_permutation",
+    "random_permutation",
+    "invert_permutation",
+    "weight_matching",
+    "align",
+]
+
+Entry = tuple[str, int, int]
+Permutation = dict[str, Tensor]
+SpecLike = Union["PermutationSpec", Mapping[str, Sequence[Sequence[object]]]]
+
+
+# ------------------------------------------------------------------------------------------- the spec
+@dataclass(frozen=True)
+class PermutationSpec:
+    """Which hidden axes (permutation groups) act on which axis of which tensor.
+
+    Attributes:
+        groups: ``{group_name: ((tensor_name, axis, block), ...)}``; constructed from 2- or 3-tuples
+            (``block`` defaults to 1, see the module docstring), stored normalised as 3-tuples.
+        buffers: names in ``groups`` that are buffers (BatchNorm ``running_mean``/``running_var``).
+            They are permuted by :func:`apply_permutation` like parameters but left out of the
+            weight-matching objective by default (statistics, not weights).
+
+    Raises:
+        LosslabError: a malformed entry (non-integer or negative axis, block < 1), an empty group, or
+            a ``(tensor_name, axis)`` listed twice.
+    """
+
+    groups: Mapping[str, tuple[Entry, ...]]
+    buffers: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        norm: dict[str, tuple[Entry, ...]] = {}
+        seen: dict[tuple[str, int], str] = {}
+        if not isinstance(self.groups, Mapping):
+            raise LosslabError(f"spec groups must be a mapping {{group: [(name, axis), ...]}}, got {type(self.groups).__name__}")
+        for g, entries in self.groups.items():
+            if not isinstance(g, str) or not g:
+                raise LosslabError(f"permutation group names must be non-empty strings, got {g!r}")
+            out: list[Entry] = []
+            for e in entries:
+                if isinstance(e, (str, bytes)) or not isinstance(e, Sequence) or len(e) not in (2, 3):
+                    raise LosslabError(f"group {g!r}: entry {e!r} is not (tensor_name, axis) or (tensor_name, axis, block)")
+                name, axis = e[0], e[1]
+                block = e[2] if len(e) == 3 else 1
+                if not isinstance(name, str):
+                    raise LosslabError(f"group {g!r}: tensor name must be a string, got {name!r}")
+                for what, v, lo in (("axis", axis, 0), ("block", block, 1)):
+                    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                        raise LosslabError(f"group {g!r}, tensor {name!r}: {what} must be an integer >= {lo}, got {v!r}")
+                if (name, axis) in seen:
+                    raise LosslabError(
+                        f"axis {axis} of {name!r} is listed twice (groups {seen[(name, axis)]!r} and {g!r})")
+                seen[(name, axis)] = g
+                out.append((name, int(axis), int(block)))
+            if not out:
+                raise LosslabError(f"permutation group {g!r} has no entries")
+            norm[g] = tuple(out)
+        object.__setattr__(self, "groups", norm)
+        object.__setattr__(self, "buffers", frozenset(self.buffers))
+
+    @property
+    def tensors(self) -> dict[str, dict[int, tuple[str, int]]]:
+        """``{tensor_name: {axis: (group, block)}}``: the groups acting on each tensor."""
+        out: dict[str, dict[int, tuple[str, int]]] = {}
+        for g, entries in self.groups.items():
+            for name, axis, block in entries:
+                out.setdefault(name, {})[axis] = (g, block)
+        return out
+
+    def as_dict(self) -> dict[str, list[tuple[str, int, int]]]:
+        """The user-facing format ``{group: [(tensor_name, axis, block), ...]}``."""
+        return {g: list(e) for g, e in self.groups.items()}
+
+    def group_sizes(self, point: Mapping[str, Tensor]) -> dict[str, int]:
+        """Size ``n`` of every group, read from the tensors of ``point`` (absent tensors are skipped).
+
+        Raises:
+            LosslabError: an axis out of range, an axis size not divisible by its block, entries of one
+                group disagreeing on ``n``, or a group none of whose tensors is in ``point``.
+        """
+        sizes: dict[str, int] = {}
+        for g, entries in self.groups.items():
+            for name, axis, block in entries:
+                if name not in point:
+                    continue
+                t = point[name]
+                if axis >= t.dim():
+                    raise LosslabError(f"group {g!r}: {name!r} has {t.dim()} dims, no axis {axis}")
+                m = t.shape[axis]
+                if m % block:
+                    raise LosslabError(f"group {g!r}: axis {axis} of {name!r} has size {m}, not a multiple of block {block}")
+                n = m // block
+                if sizes.setdefault(g, n) != n:
+                    raise LosslabError(f"group {g!r}: {name!r} axis {axis} gives size {n}, other tensors give {sizes[g]}")
+            if g not in sizes:
+                raise LosslabError(f"group {g!r}: none of its tensors {[e[0] for e in entries]} is in the point")
+        return sizes
+
+
+def _as_spec(spec: SpecLike) -> PermutationSpec:
+    if isinstance(spec, PermutationSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return PermutationSpec(spec)  # type: ignore[arg-type]
+    raise LosslabError(f"spec must be a PermutationSpec or a dict {{group: [(name, axis), ...]}}, got {type(spec).__name__}")
+
+
+# ------------------------------------------------------------------------------- deriving the spec
+_ELEMENTWISE = (
+    nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
+    nn.Tanhshrink, nn.LogSigmoid, nn.Dropout, nn.AlphaDropout,
+)
+# act on each channel separately (keep the channel axis of an (N, C, *spatial) tensor)
+_CHANNELWISE = (
+    nn.Dropout1d, nn.Dropout2d, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+)
+_CONVS = (nn.Conv1d, nn.Conv2d)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+class _Walker:
+    """Walks an ``nn.Sequential`` in forward order, tracking which group the hidden axis belongs to.
+
+    State: ``group`` (``None`` while the activation is still the input), ``size`` (its number of
+    units) and ``flat`` (activation is ``(N, F)`` with ``F = size * block``; else ``(N, C, *spatial)``
+    with ``C = size``).
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[str, list[Entry]] = {}
+        self.buffers: set[str] = set()
+        self.group: str | None = None
+        self.size = 0
+        self.flat = False
+
+    # -- helpers
+    def _add(self, group: str, name: str, axis: int, block: int = 1) -> None:
+        self.groups.setdefault(group, []).append((name, axis, block))
+
+    def _new(self, group: str, size: int, flat: bool) -> None:
+        if group in self.groups:
+            raise LosslabError(f"spec_for: duplicate permutation group {group!r}")
+        self.groups[group] = []
+        self.group, self.size, self.flat = group, size, flat
+
+    def _block(self, layer: str, features: int) -> int:
+        """Block of the current group on a feature axis of size ``features`` (1 unless after a Flatten)."""
+        if features % self.size:
+            raise LosslabError(
+                f"spec_for: layer {layer!r} has {features} input features, not a multiple of the "
+                f"{self.size} units of the preceding layer")
+        return features // self.size
+
+    def _input(self, layer: str, name: str, axis: int, features: int, *, conv: bool) -> None:
+        """Register the input axis of a Linear/Conv weight with the current group."""
+        if self.group is None:
+            return
+        if conv:
+            if self.flat:
+                raise LosslabError(f"spec_for: conv layer {layer!r} after a Flatten is not supported")
+            if features != self.size:
+                raise LosslabError(f"spec_for: {layer!r} expects {features} channels, got {self.size}")
+            self._add(self.group, name, axis)
+        else:
+            self._add(self.group, name, axis, self._block(layer, features))
+
+    def _per_unit(self, layer: str, prefix: str, module: nn.Module, features: int) -> None:
+        """Per-unit parameters/buffers (norm affine, running stats) of the current group."""
+        if self.group is None:
+            return
+        block = self._block(layer, features) if self.flat else 1
+        if not self.flat and features != self.size:
+            raise LosslabError(f"spec_for: {layer!r} has {features} channels, the activation has {self.size}")
+        for pname, _ in module.named_parameters(recurse=False):
+            self._add(self.group, prefix + pname, 0, block)
+        for bname, buf in module.named_buffers(recurse=False):
+            if buf is not None and buf.dim() == 1 and buf.numel() == features:
+                self._add(self.group, prefix + bname, 0, block)
+                self.buffers.add(prefix + bname)
+
+    # -- layers
+    def layer(self, name: str, module: nn.Module) -> None:
+        prefix = name + "."
+        if isinstance(module, ResidualBlock):
+            self.residual(name, module)
+        elif type(module) is nn.Sequential:
+            for child_name, child in module.named_children():
+                self.layer(prefix + child_name, child)
+        elif isinstance(module, nn.Linear):
+            self._input(name, prefix + "weight", 1, module.in_features, conv=False)
+            self._new(f"P_{name}", module.out_features, flat=True)
+            self._add(self.group, prefix + "weight", 0)  # type: ignore[arg-type]
+            if module.bias is not None:
+                self._add(self.group, prefix + "bias", 0)  # type: ignore[arg-type]
+        elif isinstance(module, _CONVS):
+            if module.groups != 1:
+                raise LosslabError(f"spec_for: grouped convolution {name!r} (groups={module.groups}) is not supported")
+            self._input(name, prefix + "weight", 1, module.in_channels, conv=True)
+            self._new(f"P_{name}", module.out_channels, flat=False)
+            self._add(self.group, prefix + "weight", 0)  # type: ignore[arg-type]
+            if module.bias is not None:
+                self._add(self.group, prefix + "bias", 0)  # type: ignore[arg-type]
+        elif isinstance(module, _BATCHNORMS):
+            self._per_unit(name, prefix, module, module.num_features)
+        elif isinstance(module, nn.LayerNorm):
+            if self.group is not None and (not self.flat or len(module.normalized_shape) != 1):
+                raise LosslabError(
+                    f"spec_for: LayerNorm {name!r} must normalise the features of a flat (N, F) activation")
+            self._per_unit(name, prefix, module, module.normalized_shape[0])
+        elif isinstance(module, nn.GroupNorm):
+            if self.group is not None:
+                if self.flat:
+                    raise LosslabError(f"spec_for: GroupNorm {name!r} after a Flatten is not supported")
+                if module.num_groups not in (1, module.num_channels):
+                    raise LosslabError(
+                        f"spec_for: GroupNorm {name!r} with {module.num_groups} groups of channels is not "
+                        "permutation-equivariant (only num_groups=1 or num_groups=num_channels are)")
+            self._per_unit(name, prefix, module, module.num_channels)
+        elif isinstance(module, nn.PReLU):
+            if module.num_parameters > 1:
+                self._per_unit(name, prefix, module, module.num_parameters)
+        elif isinstance(module, _ELEMENTWISE):
+            pass
+        elif isinstance(module, _CHANNELWISE):
+            if self.group is not None and self.flat:
+                raise LosslabError(f"spec_for: channel-wise layer {name!r} after a Flatten is not supported")
+        elif isinstance(module, nn.Flatten):
+            if self.group is not None and not self.flat:
+                if module.start_dim != 1 or module.end_dim != -1:
+                    raise LosslabError(
+                        f"spec_for: {name!r} = nn.Flatten({module.start_dim}, {module.end_dim}) inside the "
+                        "network; only nn.Flatten(1, -1) is supported after the first layer")
+                self.flat = True
+        elif isinstance(module, nn.Unflatten):
+            if self.group is not None:
+                raise LosslabError(f"spec_for: nn.Unflatten {name!r} after the first layer is not supported")
+        else:
+            raise LosslabError(
+                f"spec_for: unsupported layer {name!r} ({type(module).__name__}); pass your own spec "
+                "{group: [(tensor_name, axis), ...]} instead")
+
+    def residual(self, name: str, block: ResidualBlock) -> None:
+        r"""``out = act2(norm2(conv2(act1(norm1(conv1(x))))) [+ shortcut(x)])``.
+
+        With an identity shortcut the block's output lives in the same residual stream as its input, so
+        ``conv2``/``norm2`` join the current group; otherwise (no skip, or a projection shortcut) the
+        output gets its own group ``P_{name}``, which the projection's outputs join.
+        """
+        if self.group is None or self.flat:
+            raise LosslabError(f"spec_for: residual block {name!r} must follow a conv layer")
+        p = name + "."
+        stream, size = self.group, self.size
+        self.layer(p + "conv1", block.conv1)
+        self.layer(p + "norm1", block.norm1)
+        self.layer(p + "act1", block.act1)
+        identity = isinstance(block.shortcut, nn.Identity)
+        if block.skip and identity:
+            out_group = stream
+            if block.conv2.out_channels != size:
+                raise LosslabError(f"spec_for: {name!r} identity shortcut with changing width")
+        else:
+            out_group = f"P_{name}"
+            if out_group in self.groups:
+                raise LosslabError(f"spec_for: duplicate permutation group {out_group!r}")
+            self.groups[out_group] = []
+        # conv2: input is the inner group, output the block's output group
+        c2 = block.conv2
+        if c2.groups != 1:
+            raise LosslabError(f"spec_for: grouped convolution {p + 'conv2'!r} is not supported")
+        self._input(p + "conv2", p + "conv2.weight", 1, c2.in_channels, conv=True)
+        self._add(out_group, p + "conv2.weight", 0)
+        if c2.bias is not None:
+            self._add(out_group, p + "conv2.bias", 0)
+        self.group, self.size, self.flat = out_group, c2.out_channels, False
+        self.layer(p + "norm2", block.norm2)
+        if not identity:
+            # projection: input from the incoming stream, output into the block's output group
+            self.group, self.size = stream, size
+            sc = block.shortcut
+            if not isinstance(sc, nn.Sequential):
+                raise LosslabError(f"spec_for: unsupported shortcut {p + 'shortcut'!r} ({type(sc).__name__})")
+            for cname, child in sc.named_children():
+                cn = f"{p}shortcut.{cname}"
+                if isinstance(child, _CONVS):
+                    if child.groups != 1:
+                        raise LosslabError(f"spec_for: grouped convolution {cn!r} is not supported")
+                    self._input(cn, cn + ".weight", 1, child.in_channels, conv=True)
+                    self.group, self.size = out_group, child.out_channels
+                    self._add(out_group, cn + ".weight", 0)
+                    if child.bias is not None:
+                        self._add(out_group, cn + ".bias", 0)
+                else:
+                    self.layer(cn, child)
+            if self.group != out_group:
+                raise LosslabError(f"spec_for: shortcut {p + 'shortcut'!r} has no conv layer")
+        self.group, self.size, self.flat = out_group, c2.out_channels, False
+        self.layer(p + "act2", block.act2)
+
+    def finish(self) -> PermutationSpec:
+        # the last group is the model's output axis: it must not be permuted
+        if self.group is not None:
+            del self.groups[self.group]
+        groups = {g: e for g, e in self.groups.items() if e}
+        used = {name for e in groups.values() for name, _, _ in e}
+        return PermutationSpec(groups, buffers=frozenset(self.buffers & used))
+
+
+def spec_for(model: nn.Module) -> PermutationSpec:
+    """Derive the permutation spec of a sequential model from its module graph.
+
+    Walks ``model`` (an ``nn.Sequential``, nested Sequentials allowed) in forward order. Each Linear or
+    Conv (``groups=1``) opens a group ``"P_<layer name>"`` for its output axis (weight axis 0, bias);
+    BatchNorm/LayerNorm/GroupNorm(1 or C groups)/PReLU parameters and BatchNorm running statistics join
+    the current group on axis 0; the next Linear/Conv takes it on its input axis (weight axis 1). After
+    ``nn.Flatten`` of an ``(N, C, *spatial)`` activation the next Linear's input axis has ``C *
+    prod(spatial)`` features, channel-major, so the entry gets ``block = prod(spatial)``. Elementwise
+    activations, dropout and pooling pass through. A losslab :class:`~losslab.models.ResidualBlock` with
+    an identity shortcut keeps the residual stream's group (one permutation shared by the stem and every
+    block output it reaches); ``conv1`` gets its own group; a block without skip or with a projection
+    shortcut starts a new group ``"P_<block name>"`` (the projection conv's outputs join it). The last
+    group (the model's outputs) is dropped: outputs are never permuted.
+
+    Args:
+        model: an ``nn.Sequential`` (e.g. any model of :mod:`losslab.models`).
+
+    Returns:
+        The spec; ``buffers`` holds the names of the BatchNorm running statistics.
+
+    Raises:
+        LosslabError: ``model`` is not an ``nn.Sequential``, or contains a layer whose permutation
+            behaviour is unknown (the message names it; pass your own spec then).
+    """
+    if not isinstance(model, nn.Sequential):
+        raise LosslabError(
+            f"spec_for derives specs for nn.Sequential models, got {type(model).__name__}; pass your own spec "
+            "{group: [(tensor_name, axis), ...]}")
+    w = _Walker()
+    for name, child in model.named_children():
+        w.layer(name, child)
+    return w.finish()
+
+
+def _kinds(model: nn.Module) -> set[str]:
+    kinds = set()
+    for m in model.modules():
+        if isinstance(m, ResidualBlock):
+            kinds.add("residual")
+        elif isinstance(m, _CONVS):
+            kinds.add("conv")
+        elif isinstance(m, nn.Linear):
+            kinds.add("linear")
+    return kinds
+
+
+def mlp_spec(model: nn.Module) -> PermutationSpec:
+    """Spec of an MLP (``flatten, fc0, [norm0], act0, ..., head``): group ``P_fc{i}`` per hidden layer.
+
+    ``P_fc{i}`` acts on ``fc{i}.weight`` axis 0, ``fc{i}.bias``, ``norm{i}.*`` (and BatchNorm running
+    stats) axis 0, and on axis 1 of the next layer's weight.
+
+    Raises:
+        LosslabError: the model has conv layers or residual blocks, or an unsupported layer.
+    """
+    if _kinds(model) - {"linear"}:
+        raise LosslabError("mlp_spec: the model has conv layers; use cnn_spec, resnet_spec or spec_for")
+    return spec_for(model)
+
+
+def cnn_spec(model: nn.Module) -> PermutationSpec:
+    """Spec of a plain 1-D/2-D CNN (``[reshape], conv{i}, [norm{i}], act{i}, ..., [pool], flatten, head``).
+
+    Group ``P_conv{i}`` acts on ``conv{i}`` output channels (weight axis 0, bias), ``norm{i}`` axis 0 and
+    ``conv{i+1}.weight`` axis 1. The last conv's group acts on ``head.weight`` axis 1 with ``block =
+    prod(spatial)`` when ``pool="flatten"`` (channel ``c`` owns features ``[c*S, (c+1)*S)``), ``block =
+    1`` after global average pooling.
+
+    Raises:
+        LosslabError: the model has no conv layer, has residual blocks, or an unsupported layer.
+    """
+    kinds = _kinds(model)
+    if "conv" not in kinds or "residual" in kinds:
+        raise LosslabError("cnn_spec: expected a plain CNN (conv layers, no residual blocks); use spec_for")
+    return spec_for(model)
+
+
+def resnet_spec(model: nn.Module) -> PermutationSpec:
+    """Spec of a losslab ResNet (stem ``conv0, [norm0], act0``, ``block{j}``, pool, flatten, head).
+
+    With ``skip=True`` one group ``P_conv0`` (the residual stream) acts on the stem's outputs and on
+    every ``block{j}.conv2``/``norm2`` output reached through identity shortcuts, and on the input axis
+    of each ``block{j}.conv1`` (and of the head). Each ``block{j}.conv1`` has its own group
+    ``P_block{j}.conv1`` (acting on ``norm1`` and ``conv2``'s input axis). A block with a projection
+    shortcut starts a new stream ``P_block{j}``, shared by ``conv2``, ``norm2`` and ``shortcut.conv/norm``.
+    With ``skip=False`` every block output has its own group ``P_block{j}``.
+
+    Raises:
+        LosslabError: the model has no residual block, or an unsupported layer.
+    """
+    if "residual" not in _kinds(model):
+        raise LosslabError("resnet_spec: the model has no ResidualBlock; use mlp_spec, cnn_spec or spec_for")
+    return spec_for(model)
+
+
+# ------------------------------------------------------------------------------- permutations
+def _check_perm(spec: PermutationSpec, perm: Mapping[str, Tensor], sizes: Mapping[str, int]) -> dict[str, Tensor]:
+    missing = sorted(set(spec.groups) - set(perm))
+    unknown = sorted(set(perm) - set(spec.groups))
+    if missing or unknown:
+        raise LosslabError(f"permutation does not match the spec: missing groups {missing}, unknown groups {unknown}")
+    out: dict[str, Tensor] = {}
+    for g, p in perm.items():
+        p = torch.as_tensor(p)
+        n = sizes[g]
+        if p.dim() != 1 or p.numel() != n or p.dtype.is_floating_point or p.dtype == torch.bool:
+            raise LosslabError(f"permutation of group {g!r} must be an integer tensor of shape ({n},), got "
+                               f"{p.dtype} {tuple(p.shape)}")
+        p = p.long().cpu()
+        if not torch.equal(torch.sort(p).values, torch.arange(n)):
+            raise LosslabError(f"permutation of group {g!r} is not a permutation of 0..{n - 1}")
+        out[g] = p
+    return out
+
+
+def _index(p: Tensor, block: int) -> Tensor:
+    """Indices along an axis of size ``n * block`` moving block ``p[i]`` to position ``i``."""
+    if block == 1:
+        return p
+    return (p[:, None] * block + torch.arange(block)).reshape(-1)
+
+
+def _permute_tensor(t: Tensor, axes: Mapping[int, tuple[str, int]], perm: Mapping[str, Tensor],
+                    skip_axis: int | None = None) -> Tensor:
+    for axis, (g, block) in axes.items():
+        if axis == skip_axis:
+            continue
+        t = torch.index_select(t, axis, _index(perm[g], block).to(t.device))
+    return t
+
+
+def apply_permutation(spec: SpecLike, perm: Mapping[str, Tensor], point: Mapping[str, Tensor]) -> Point:
+    r"""Permute the hidden units of ``point``: ``new[..., i, ...] = old[..., perm[g][i], ...]``.
+
+    Every axis listed in ``spec`` is permuted (parameters and buffers alike, e.g. BatchNorm running
+    statistics); with a block ``b`` the whole slice ``[perm[g][i]*b, (perm[g][i]+1)*b)`` moves to block
+    ``i``. Tensors of ``point`` not named by ``spec`` are copied unchanged; tensors named by ``spec`` but
+    absent from ``point`` are skipped (so a point without buffers is fine). For a correct spec the result
+    computes the same function as ``point``.
+
+    Args:
+        spec: a :class:`PermutationSpec` or ``{group: [(tensor_name, axis[, block]), ...]}``.
+        perm: ``{group: LongTensor (n,)}``, one permutation of ``0..n-1`` per group.
+        point: the point to permute (not modified).
+
+    Returns:
+        A new point with the same keys, shapes and dtypes (all tensors freshly allocated).
+
+    Raises:
+        LosslabError: ``perm`` misses a group, has an unknown group, or an entry that is not a
+            permutation of the group's size; or the spec does not fit ``point``'s shapes.
+    """
+    spec = _as_spec(spec)
+    checked = _check_perm(spec, perm, spec.group_sizes(point))
+    tensors = spec.tensors
+    out: Point = {}
+    for k, v in point.items():
+        if k in tensors:
+            out[k] = _permute_tensor(v.detach(), tensors[k], checked)
+        else:
+            out[k] = v.detach().clone()
+    return out
+
+
+def random_permutation(spec: SpecLike, point: Mapping[str, Tensor], *, seed: int) -> Permutation:
+    """A uniformly random permutation of every group of ``spec`` (sizes read from ``point``).
+
+    Args:
+        spec: the spec.
+        point: a point the spec applies to (only shapes are read).
+        seed: seeds a private ``torch.Generator`` (the global RNG is untouched); groups are drawn in
+            sorted name order, so the result depends only on ``seed`` and the spec.
+
+    Returns:
+        ``{group: LongTensor (n,)}`` on the CPU.
+    """
+    spec = _as_spec(spec)
+    sizes = spec.group_sizes(point)
+    gen = torch.Generator().manual_seed(int(seed))
+    return {g: torch.randperm(sizes[g], generator=gen) for g in sorted(sizes)}
+
+
+def invert_permutation(perm: Mapping[str, Tensor]) -> Permutation:
+    """The inverse permutation: ``apply_permutation(spec, invert_permutation(p), apply_permutation(spec, p, x)) == x``."""
+    return {g: torch.argsort(torch.as_tensor(p).long()) for g, p in perm.items()}
+
+
+# ------------------------------------------------------------------------------- weight matching
+@dataclass(frozen=True)
+class WeightMatchingInfo:
+    r"""Diagnostics of :func:`weight_matching`.
+
+    Attributes:
+        iterations: full sweeps over the groups performed (the last one changed nothing if converged).
+        objective: :math:`\langle \theta_A, \pi(\theta_B) \rangle` at the start (index 0) and after
+            every sweep; non-decreasing.
+        identity_objective: the objective without permutation, :math:`\langle \theta_A, \theta_B \rangle`.
+        converged: a sweep improved no group (else ``max_iter`` was reached).
+        keys: the tensors that enter the objective.
+    """
+
+    iterations: int
+    objective: list[float]
+    identity_objective: float
+    converged: bool
+    keys: tuple[str, ...]
+
+
+def _objective(a: Mapping[str, Tensor], b: Mapping[str, Tensor], keys: Iterable[str],
+               tensors: Mapping[str, Mapping[int, tuple[str, int]]], perm: Mapping[str, Tensor]) -> float:
+    total = 0.0
+    for k in keys:
+        bk = _permute_tensor(b[k], tensors[k], perm) if k in tensors else b[k]
+        total += float(torch.sum(a[k] * bk))
+    return total
+
+
+def weight_matching(
+    spec: SpecLike,
+    point_a: Mapping[str, Tensor],
+    point_b: Mapping[str, Tensor],
+    *,
+    max_iter: int = 100,
+    seed: int | None = None,
+    init: Literal["identity", "random"] = "identity",
+    exclude: Iterable[str] | None = None,
+) -> tuple[Permutation, WeightMatchingInfo]:
+    r"""Permutation of B's hidden units that best matches A's weights (Git Re-Basin weight matching).
+
+    Maximises the inner product of the two weight vectors over the permutations :math:`\pi` of the
+    spec's groups,
+
+    .. math::
+        \max_\pi \; \langle \theta_A, \pi(\theta_B) \rangle
+        = \sum_k \langle W^A_k, \pi(W^B_k) \rangle,
+        \qquad \text{i.e.} \quad \min_\pi \lVert \theta_A - \pi(\theta_B) \rVert^2 .
+
+    The problem is NP-hard jointly; it is solved by coordinate descent: sweep over the groups in a
+    random order; for group :math:`g` (size :math:`n`), with all other groups' permutations applied to
+    B on their axes, the objective is linear in :math:`P_g`:
+    :math:`\sum_i C_{i, \pi_g(i)}` with
+
+    .. math::
+        C_{ij} = \sum_{(k,\,\text{axis}) \in g}
+            \big\langle W^A_k[\text{unit } i \text{ on axis}],\;
+                        \tilde W^B_k[\text{unit } j \text{ on axis}] \big\rangle ,
+
+    a linear assignment problem solved exactly by :func:`scipy.optimize.linear_sum_assignment`. The new
+    :math:`\pi_g` is accepted only if it strictly improves the objective (relative tolerance 1e-12), so
+    the objective never decreases and the search stops after the first sweep that changes nothing.
+    Cost matrices are accumulated in float64.
+
+    Args:
+        spec: a :class:`PermutationSpec` or ``{group: [(tensor_name, axis[, block]), ...]}``.
+        point_a: the reference point A (not modified).
+        point_b: the point B to align to A (not modified); same keys/shapes as A on the used tensors.
+        max_iter: maximum number of sweeps.
+        seed: seeds the order of groups in each sweep (and ``init="random"``); ``None`` = fresh entropy.
+        init: start from the identity (default; then the result is never worse than no permutation) or
+            from a random permutation.
+        exclude: tensor names kept out of the objective (they are still permuted by
+            :func:`apply_permutation`); default ``spec.buffers`` (BatchNorm running statistics).
+            Non-floating tensors (``num_batches_tracked``) are always left out.
+
+    Returns:
+        ``(perm, info)``: ``perm`` maps B toward A — ``apply_permutation(spec, perm, point_b)`` is the
+        aligned B; ``info`` is a :class:`WeightMatchingInfo`.
+
+    Raises:
+        LosslabError: a bad spec, ``max_iter < 1``, an unknown ``init``, or points that disagree in
+            shape on the spec's tensors.
+
+    Example:
+        >>> import torch
+        >>> spec = {"P": [("w1", 0), ("w2", 1)]}
+        >>> a = {"w1": torch.eye(3), "w2": torch.arange(6.).reshape(2, 3)}
+        >>> p = {"P": torch.tensor([2, 0, 1])}
+        >>> b = apply_permutation(spec, p, a)
+        >>> perm, info = weight_matching(spec, a, b, seed=0)
+        >>> torch.equal(apply_permutation(spec, perm, b)["w2"], a["w2"]), info.converged
+        (True, True)
+    """
+    spec = _as_spec(spec)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise LosslabError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    if init not in ("identity", "random"):
+        raise LosslabError(f"init must be 'identity' or 'random', got {init!r}")
+    excluded = set(spec.buffers if exclude is None else exclude)
+    tensors = spec.tensors
+    sizes = spec.group_sizes(point_a)
+    for k in tensors:
+        if (k in point_a) != (k in point_b):
+            raise LosslabError(f"tensor {k!r} is in only one of the two points")
+        if k in point_a and point_a[k].shape != point_b[k].shape:
+            raise LosslabError(f"points differ in shape at {k!r}: {tuple(point_a[k].shape)} vs {tuple(point_b[k].shape)}")
+    keys = tuple(k for k in point_a if k in point_b and k not in excluded and point_a[k].is_floating_point()
+                 and point_a[k].shape == point_b[k].shape)
+    a = {k: point_a[k].detach().double() for k in keys}
+    b = {k: point_b[k].detach().double().to(point_a[k].device) for k in keys}
+
+    rng = np.random.default_rng(seed)
+    names = sorted(spec.groups)
+    if init == "identity":
+        perm = {g: torch.arange(sizes[g]) for g in names}
+    else:
+        perm = {g: torch.from_numpy(rng.permutation(sizes[g])).long() for g in names}
+    by_group: dict[str, list[Entry]] = {g: [e for e in spec.groups[g] if e[0] in a] for g in names}
+
+    identity = {g: torch.arange(sizes[g]) for g in names}
+    identity_obj = _objective(a, b, keys, tensors, identity)
+    history = [identity_obj if init == "identity" else _objective(a, b, keys, tensors, perm)]
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        changed = False
+        for gi in rng.permutation(len(names)):
+            g = names[int(gi)]
+            n = sizes[g]
+            cost = torch.zeros(n, n, dtype=torch.float64, device=next(iter(a.values())).device if a else None)
+            for name, axis, block in by_group[g]:
+                wa = torch.movedim(a[name], axis, 0).reshape(n, -1)
+                wb = _permute_tensor(b[name], tensors[name], perm, skip_axis=axis)
+                wb = torch.movedim(wb, axis, 0).reshape(n, -1)
+                cost += wa @ wb.T
+            c = cost.cpu().numpy()
+            _, cols = linear_sum_assignment(c, maximize=True)
+            old = float(c[np.arange(n), perm[g].numpy()].sum())
+            new = float(c[np.arange(n), cols].sum())
+            if new > old + 1e-12 * max(1.0, abs(old)):
+                perm[g] = torch.from_numpy(cols).long()
+                changed = True
+        history.append(_objective(a, b, keys, tensors, perm))
+        if not changed:
+            converged = True
+            break
+    info = WeightMatchingInfo(iterations=it, objective=history, identity_objective=identity_obj,
+                              converged=converged, keys=keys)
+    return perm, info
+
+
+# ------------------------------------------------------------------------------- align + verify
+@dataclass(frozen=True)
+class AlignResult:
+    """Result of :func:`align`.
+
+    Attributes:
+        point_b_aligned: ``apply_permutation(spec, perm, point_b)``, functionally identical to B.
+        perm: the permutation found by :func:`weight_matching` (maps B toward A).
+        verified: always ``True`` on return (a failed verification raises).
+        max_abs_output_diff: ``max |f(B)(x) - f(B_aligned)(x)|`` over ``check_inputs``.
+        info: the :class:`WeightMatchingInfo`.
+        spec: the spec used.
+    """
+
+    point_b_aligned: Point
+    perm: Permutation
+    verified: bool
+    max_abs_output_diff: float
+    info: WeightMatchingInfo
+    spec: PermutationSpec
+
+
+def _eval_outputs(model: nn.Module, point: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    out = params.call(model, point, x)
+    if not isinstance(out, Tensor):
+        raise LosslabError(f"align: the model must return a tensor, got {type(out).__name__}")
+    return out
+
+
+def align(
+    model: nn.Module,
+    point_a: Mapping[str, Tensor],
+    point_b: Mapping[str, Tensor],
+    *,
+    spec: SpecLike | None = None,
+    check_inputs: Tensor,
+    atol: float = 1e-5,
+    max_iter: int = 100,
+    seed: int | None = 0,
+    init: Literal["identity", "random"] = "identity",
+) -> AlignResult:
+    r"""Align B to A by weight matching and verify that the aligned B computes the same function as B.
+
+    Runs :func:`weight_matching` and applies the permutation to B (parameters and buffers). Before
+    returning it evaluates ``model`` at B and at the aligned B on ``check_inputs`` with
+    :func:`losslab.params.call` in eval mode (buffers taken from the points; the model's ``training``
+    flag is restored afterwards) and requires :math:`\max |f_B(x) - f_{\pi(B)}(x)| \le` ``atol``. A
+    wrong spec (a layer forgotten, a wrong axis or block) breaks this identity and raises.
+
+    BatchNorm: permuting the running mean/variance with their channels keeps the function exactly
+    identical, which is what is verified here. But the running statistics of an *interpolation*
+    :math:`(1-\alpha)\theta_A + \alpha\,\pi(\theta_B)` are not the interpolated statistics (the
+    activations' variance collapses between aligned models), so after interpolating aligned models the
+    BN statistics must be recomputed on data at each point (the evaluator's ``bn="recompute"`` does
+    this; Jordan et al. 2022 "REPAIR" discuss the effect).
+
+    Args:
+        model: the architecture (its own tensors are never used for the evaluation and never modified).
+        point_a: reference point A (include buffers, ``params.get_point(model, buffers=True)``, when the
+            model has BatchNorm).
+        point_b: the point to align; must contain every tensor of the spec that the model has (buffers
+            included).
+        spec: a :class:`PermutationSpec` or ``{group: [(tensor_name, axis[, block]), ...]}``; default
+            :func:`spec_for` ``(model)``.
+        check_inputs: a batch of inputs for the verification (a few examples from the data).
+        atol: maximum absolute output difference accepted (1e-5 suits float32; use ~1e-10 in float64).
+        max_iter: see :func:`weight_matching`.
+        seed: see :func:`weight_matching` (default 0: deterministic).
+        init: see :func:`weight_matching`.
+
+    Returns:
+        An :class:`AlignResult` with ``verified=True``.
+
+    Raises:
+        LosslabError: the spec cannot be derived or does not fit, a spec tensor is missing from
+            ``point_b``, the outputs are not finite, or the verification fails.
+    """
+    if not isinstance(check_inputs, Tensor) or check_inputs.numel() == 0:
+        raise LosslabError("align needs a non-empty tensor check_inputs to verify the permutation")
+    if not (isinstance(atol, (int, float)) and atol >= 0 and math.isfinite(atol)):
+        raise LosslabError(f"atol must be a finite number >= 0, got {atol!r}")
+    spec = spec_for(model) if spec is None else _as_spec(spec)
+    state = dict(model.named_parameters())
+    state.update(dict(model.named_buffers()))
+    missing = sorted(k for k in spec.tensors if k in state and k not in point_b)
+    if missing:
+        raise LosslabError(f"align: point_b lacks spec tensors {missing} (pass params.get_point(model, buffers=True))")
+    unknown = sorted(k for k in spec.tensors if k not in state)
+    if unknown:
+        raise LosslabError(f"align: spec names tensors the model does not have: {unknown}")
+    perm, info = weight_matching(spec, point_a, point_b, max_iter=max_iter, seed=seed, init=init)
+    aligned = apply_permutation(spec, perm, point_b)
+
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out_b = _eval_outputs(model, point_b, check_inputs)
+            out_p = _eval_outputs(model, aligned, check_inputs)
+    finally:
+        model.train(was_training)
+    if out_b.shape != out_p.shape:
+        raise LosslabError(f"align: output shapes differ: {tuple(out_b.shape)} vs {tuple(out_p.shape)}")
+    if not (torch.isfinite(out_b).all() and torch.isfinite(out_p).all()):
+        raise LosslabError("align: model outputs are not finite; cannot verify the permutation")
+    diff = float((out_b - out_p).abs().max()) if out_b.numel() else 0.0
+    if diff > atol:
+        raise LosslabError(
+            f"align: the permuted B is not functionally identical to B (max |output diff| = {diff:.3g} > "
+            f"atol {atol:g}); the permutation spec is wrong for this model")
+    return AlignResult(point_b_aligned=aligned, perm=perm, verified=True, max_abs_output_diff=diff,
+                       info=info, spec=spec)

@@ -1,0 +1,162 @@
+"""Hash-named run directories: config, versions, seeds, metrics and checkpoints of one training run.
+
+Layout of ``<out>/train-<hash>/``::
+
+    config.json        the full config (and, under "non_default", what the hash covers)
+    run.json           status (running|done), versions, git SHA, device, seeds, timings, summary
+    metrics.json       one record per evaluation (epoch 0 = init): train/test loss and error
+    state.pt           latest full training state (model, optimizer, scheduler, RNG) for resuming
+    checkpoints/step_XXXXXXXX.pt   state dicts along the trajectory (init and final included)
+
+Everything is written atomically (temp file + rename) and loaded with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from ._io import atomic_write_json, read_json
+from .config import TrainConfig, config_hash, from_dict, non_default, to_dict
+from .errors import LosslabError
+
+RUN_PREFIX = "train-"
+
+
+def run_dir_for(config: TrainConfig, out: str | os.PathLike = "runs") -> Path:
+    """The directory a config's run lives in: ``<out>/train-<hash of non-default settings>``."""
+    return Path(out) / f"{RUN_PREFIX}{config_hash(config)}"
+
+
+def environment() -> dict[str, Any]:
+    """Versions, device and git SHA recorded with every run."""
+    return {
+        "losslab": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "git_sha": git_sha(),
+    }
+
+
+def git_sha() -> str | None:
+    """The SHA of the losslab source checkout, when it is one (None for an installed wheel)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A handle on a run directory (which may be unfinished)."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Run":
+        p = Path(path)
+        if not (p / "config.json").is_file():
+            raise LosslabError(f"{p} is not a losslab run directory (no config.json)")
+        return cls(p)
+
+    @property
+    def config(self) -> TrainConfig:
+        return from_dict(TrainConfig, read_json(self.path / "config.json")["config"])
+
+    @property
+    def info(self) -> dict[str, Any]:
+        f = self.path / "run.json"
+        return read_json(f) if f.is_file() else {}
+
+    @property
+    def done(self) -> bool:
+        return self.info.get("status") == "done"
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        f = self.path / "metrics.json"
+        return read_json(f) if f.is_file() else []
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.info.get("summary", {})
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(step, path) of every saved trajectory checkpoint, in step order."""
+        d = self.path / "checkpoints"
+        if not d.is_dir():
+            return []
+        out = []
+        for f in d.glob("step_*.pt"):
+            try:
+                out.append((int(f.stem.split("_")[1]), f))
+            except (IndexError, ValueError):
+                continue
+        return sorted(out)
+
+    def state_dict(self, step: int | None = None) -> dict[str, torch.Tensor]:
+        """The model state dict at ``step`` (default: the last checkpoint)."""
+        ckpts = self.checkpoints()
+        if not ckpts:
+            raise LosslabError(f"run {self.path} has no checkpoints")
+        if step is None:
+            return load_state(ckpts[-1][1])
+        for s, f in ckpts:
+            if s == step:
+                return load_state(f)
+        raise LosslabError(f"run {self.path} has no checkpoint at step {step}; steps: {[s for s, _ in ckpts]}")
+
+    def build_model(self, step: int | None = None) -> torch.nn.Module:
+        """Rebuild the run's model and load the checkpoint at ``step`` (default: final)."""
+        from .models import load_state_dict_checked
+        from .train import build_bundle, build_model
+
+        cfg = self.config
+        bundle = build_bundle(cfg)
+        model = build_model(cfg, bundle)
+        load_state_dict_checked(model, self.state_dict(step))
+        model.eval()
+        return model
+
+    def bundle(self):
+        """The run's dataset (with the same corruption/poisoning)."""
+        from .train import build_bundle
+
+        return build_bundle(self.config)
+
+    def trajectory(self) -> list[tuple[int, dict[str, torch.Tensor]]]:
+        """(step, parameter point) for every checkpoint (parameters only, no buffers)."""
+        model = self.build_model()
+        names = {n for n, _ in model.named_parameters()}
+        return [(s, {k: v for k, v in load_state(f).items() if k in names}) for s, f in self.checkpoints()]
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load(..., weights_only=True)`` with a one-line error for unreadable files."""
+    p = Path(path)
+    if not p.is_file():
+        raise LosslabError(f"checkpoint {p} does not exist")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is "unreadable"
+        raise LosslabError(f"cannot read checkpoint {p}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+
+
+def write_config(path: Path, config: TrainConfig) -> None:
+    atomic_write_json(
+        path / "config.json",
+        {"config": to_dict(config), "non_default": non_default(config), "hash": config_hash(config)},
+    )

@@ -1,0 +1,734 @@
+"""1-D and 2-D loss surfaces: lines and planes through parameter space, resumable.
+
+A *line* evaluates the model along
+
+.. math::
+
+    \\theta(a) = \\theta_0 + a\\,d \\qquad\\text{or}\\qquad \\theta(a) = (1 - a)\\,\\theta_A + a\\,\\theta_B
+
+(``a`` may lie outside [0, 1]); a *plane* evaluates it on the grid
+
+.. math::
+
+    \\theta(x_i, y_j) = \\theta_0 + x_i\\,d_x + y_j\\,d_y,
+
+with metric arrays shaped ``(ny, nx)``: **rows index y, columns index x**, so
+``result.metrics["loss"][j, i]`` is the loss at ``(x[i], y[j])`` (what ``plt.contour(x, y, Z)``
+expects). Directions are generic: a point (``dict[str, Tensor]``, possibly covering only some
+parameters), a flat tensor, or any object with a ``.vector`` (and optionally ``.meta``) attribute.
+Keys that no direction touches keep the origin's (default: the model's) values.
+
+Grid points are evaluated in blocks of ``points_per_chunk`` consecutive flat indices (row-major
+over ``(ny, nx)``); after each block the partial :class:`SurfaceResult`, with an explicit ``done``
+mask, can be written atomically to ``checkpoint_path``. Calling again with ``resume_from`` evaluates
+only the points not done; the grid, the directions, origin, data and loss must match (checked with
+a fingerprint), else :class:`~losslab.errors.LosslabError`. Block boundaries are fixed by the grid,
+and the resumed run reuses the recorded strategy and chunk size, so a resumed surface equals an
+uninterrupted one exactly.
+
+Example:
+    >>> import numpy as np, torch
+    >>> from torch import nn
+    >>> from losslab import params
+    >>> from losslab.surface import plane
+    >>> g = torch.Generator().manual_seed(0)
+    >>> model = nn.Linear(3, 2)
+    >>> x, y = torch.randn(16, 3, generator=g), torch.randint(0, 2, (16,), generator=g)
+    >>> d1 = params.randn_like(params.get_point(model), generator=g)
+    >>> d2 = params.randn_like(params.get_point(model), generator=g)
+    >>> res = plane(model, (x, y), dx=d1, dy=d2, x=np.linspace(-1, 2, 4), y=np.linspace(0, 1, 3), progress=False)
+    >>> res.metrics["loss"].shape, bool(res.done.all())
+    ((3, 4), True)
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import params as P
+from ._io import atomic_savez, atomic_write_json
+from .errors import LosslabError
+from .evaluate import Evaluator
+
+__all__ = ["SurfaceResult", "line", "plane", "DirectionLike"]
+
+Point = dict[str, Tensor]
+DirectionLike = Any
+"""A point (``dict[str, Tensor]``), a flat 1-D tensor, or an object with ``.vector`` (and ``.meta``)."""
+
+FORMAT = "losslab.surface"
+FORMAT_VERSION = 1
+
+
+# ---- result ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class SurfaceResult:
+    """A (possibly partial) 1-D or 2-D surface.
+
+    Attributes:
+        kind: ``"line"`` or ``"plane"``.
+        x: coordinates along the first direction, shape ``(nx,)`` (the ``a`` values of a line).
+        y: coordinates along the second direction, shape ``(ny,)``, or ``None`` for a line.
+        metrics: ``{name: float64 array}`` shaped ``(nx,)`` (line) or ``(ny, nx)`` (plane; rows = y,
+            columns = x), NaN where not done (and where the value itself was non-finite).
+        done: boolean mask of the same shape: which points have been evaluated.
+        meta: JSON-serialisable description: directions' metadata, data, evaluator setup
+            (strategy, chunk sizes, timings), seeds, timing (seconds, points/s), versions,
+            fingerprint of the inputs (used to validate resumption).
+
+    Example:
+        >>> import numpy as np
+        >>> r = SurfaceResult.empty("line", np.linspace(0, 1, 3), None, ["loss"])
+        >>> r = r.with_values(np.array([1]), {"loss": np.array([0.5])})
+        >>> r.done.tolist(), r.n_done, r.complete
+        ([False, True, False], 1, False)
+    """
+
+    kind: Literal["line", "plane"]
+    x: np.ndarray
+    y: np.ndarray | None
+    metrics: dict[str, np.ndarray]
+    done: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("line", "plane"):
+            raise LosslabError(f"kind must be 'line' or 'plane', got {self.kind!r}")
+        if (self.kind == "plane") != (self.y is not None):
+            raise LosslabError("a plane needs y coordinates and a line must not have them")
+        shape = self.shape
+        if self.done.shape != shape or self.done.dtype != np.bool_:
+            raise LosslabError(f"done must be a bool array of shape {shape}, got {self.done.dtype} {self.done.shape}")
+        for k, v in self.metrics.items():
+            if v.shape != shape:
+                raise LosslabError(f"metric {k!r} has shape {v.shape}, expected {shape}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(nx,)`` for a line, ``(ny, nx)`` for a plane."""
+        return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
+
+    @property
+    def n_points(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def n_done(self) -> int:
+        return int(self.done.sum())
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    @classmethod
+    def empty(
+        cls,
+        kind: Literal["line", "plane"],
+        x: np.ndarray,
+        y: np.ndarray | None,
+        metric_names: Sequence[str],
+        meta: Mapping[str, Any] | None = None,
+    ) -> "SurfaceResult":
+        """A result with nothing done: metrics all NaN, ``done`` all False."""
+        x = np.asarray(x, dtype=np.float64)
+        y = None if y is None else np.asarray(y, dtype=np.float64)
+        shape = (len(x),) if y is None else (len(y), len(x))
+        return cls(kind, x, y, {m: np.full(shape, np.nan) for m in metric_names}, np.zeros(shape, bool), dict(meta or {}))
+
+    def with_values(self, flat_index: np.ndarray, values: Mapping[str, np.ndarray]) -> "SurfaceResult":
+        """A copy with ``values`` written at the flat (row-major) indices and those points marked done."""
+        idx = np.asarray(flat_index, dtype=np.int64)
+        metrics = {k: v.copy() for k, v in self.metrics.items()}
+        for k, v in values.items():
+            if k not in metrics:
+                raise LosslabError(f"unknown metric {k!r}; have {sorted(metrics)}")
+            metrics[k].reshape(-1)[idx] = v
+        done = self.done.copy()
+        done.reshape(-1)[idx] = True
+        return dataclasses.replace(self, metrics=metrics, done=done)
+
+    def with_meta(self, **updates: Any) -> "SurfaceResult":
+        """A copy with ``meta`` updated (shallow merge)."""
+        return dataclasses.replace(self, meta={**self.meta, **updates})
+
+    # ---- I/O --------------------------------------------------------------------------------
+
+    @staticmethod
+    def paths(path: str | Path) -> tuple[Path, Path]:
+        """``(npz, json)`` paths for ``path`` (given with or without ``.npz``/``.json``)."""
+        p = Path(path)
+        if p.suffix in (".npz", ".json"):
+            p = p.with_suffix("")
+        return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``<path>.npz`` (arrays) and ``<path>.json`` (description), each atomically.
+
+        The files need only numpy and json to read: the npz holds ``x``, ``y`` (planes),
+        ``done`` and one ``metric__<name>`` array per metric (no pickles); the JSON holds
+        ``kind``, ``metrics`` (names), ``shape``, the layout note and ``meta``.
+
+        Returns:
+            The ``.npz`` path.
+        """
+        npz, js = self.paths(path)
+        arrays: dict[str, np.ndarray] = {"x": self.x, "done": self.done}
+        if self.y is not None:
+            arrays["y"] = self.y
+        for k, v in self.metrics.items():
+            arrays[f"metric__{k}"] = v
+        atomic_savez(npz, **arrays)
+        atomic_write_json(
+            js,
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "kind": self.kind,
+                "metrics": list(self.metrics),
+                "shape": list(self.shape),
+                "layout": "metric[j, i] is at (x[i], y[j]) (rows = y)" if self.kind == "plane" else "metric[i] at x[i]",
+                "n_done": self.n_done,
+                "meta": _jsonable(self.meta),
+            },
+        )
+        return npz
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SurfaceResult":
+        """Read a result written by :meth:`save`."""
+        npz, js = cls.paths(path)
+        if not npz.exists() or not js.exists():
+            raise LosslabError(f"no saved surface at {npz} / {js}")
+        with open(js) as fh:
+            desc = json.load(fh)
+        if desc.get("format") != FORMAT:
+            raise LosslabError(f"{js} is not a losslab surface (format={desc.get('format')!r})")
+        with np.load(npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        metrics = {m: arrays[f"metric__{m}"].astype(np.float64) for m in desc["metrics"]}
+        return cls(
+            desc["kind"],
+            arrays["x"].astype(np.float64),
+            arrays["y"].astype(np.float64) if "y" in arrays else None,
+            metrics,
+            arrays["done"].astype(bool),
+            desc.get("meta", {}),
+        )
+
+
+# ---- public functions -------------------------------------------------------------------------------
+
+
+def line(
+    model: nn.Module,
+    data: Any = None,
+    *,
+    direction: DirectionLike | None = None,
+    start: Mapping[str, Tensor] | nn.Module | None = None,
+    end: Mapping[str, Tensor] | nn.Module | None = None,
+    origin: Mapping[str, Tensor] | nn.Module | None = None,
+    alphas: Sequence[float] | np.ndarray | None = None,
+    span: tuple[float, float] | None = None,
+    num: int = 51,
+    evaluator: Evaluator | None = None,
+    progress: bool = True,
+    resume_from: str | Path | SurfaceResult | None = None,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 1,
+    max_points: int | None = None,
+    callback: Callable[[SurfaceResult], None] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    **evaluator_kwargs: Any,
+) -> SurfaceResult:
+    """Metrics along a line in parameter space.
+
+    Two modes:
+
+    * ``direction``: :math:`\\theta(a) = \\theta_0 + a\\,d` with :math:`\\theta_0` = ``origin``
+      (default: the model's parameters).
+    * ``start``/``end`` (points or modules; a missing one is the model itself):
+      :math:`\\theta(a) = (1 - a)\\,\\theta_A + a\\,\\theta_B`, exactly :math:`\\theta_A` at
+      ``a = 0`` and :math:`\\theta_B` at ``a = 1``; ``a`` may lie outside [0, 1]. Only
+      parameters are interpolated: BatchNorm statistics are recomputed at every ``a`` (the
+      default for models with BatchNorm), or with ``bn="eval"`` taken from ``model``'s buffers.
+
+    Args:
+        model: the network (template; never modified).
+        data: a ``Split`` or ``(x, y)``; may be ``None`` when ``evaluator`` is given.
+        direction: a point, flat tensor or object with ``.vector``/``.meta``.
+        start, end: endpoints for interpolation (exclusive with ``direction``/``origin``).
+        origin: base point for ``direction`` (subset of keys allowed; the rest from the model).
+        alphas: the coefficients; default ``np.linspace(*span, num)``.
+        span: range for the default alphas: (-1, 1) with a direction, (0, 1) between models.
+        num: number of default alphas.
+        evaluator: a prebuilt :class:`~losslab.evaluate.Evaluator` (then no evaluator kwargs).
+        progress: show a tqdm bar (only when stderr is a terminal).
+        resume_from, checkpoint_path, checkpoint_every, max_points, callback: as in :func:`plane`.
+        meta: extra JSON-serialisable metadata (seeds, notes) stored under ``meta["user"]``.
+        **evaluator_kwargs: passed to :class:`~losslab.evaluate.Evaluator` (``loss``, ``metrics``,
+            ``batch_size``, ``bn``, ``strategy``, ``points_per_chunk``, ``device``, ...).
+
+    Returns:
+        A :class:`SurfaceResult` of kind ``"line"`` with ``x`` = the alphas.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+        >>> data = (torch.randn(8, 2), torch.randint(0, 2, (8,)))
+        >>> r = line(a, data, start=a, end=b, num=5, progress=False)
+        >>> r.x.tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+    """
+    ev = _evaluator(model, data, evaluator, evaluator_kwargs, resume_from)
+    interp = start is not None or end is not None
+    if interp and (direction is not None or origin is not None):
+        raise LosslabError("give either direction (and origin) or start/end, not both")
+    if not interp and direction is None:
+        raise LosslabError("line needs a direction or start/end points")
+    if alphas is None:
+        lo, hi = span if span is not None else ((0.0, 1.0) if interp else (-1.0, 1.0))
+        alphas = np.linspace(lo, hi, int(num))
+    xs = _coords(alphas, "alphas")
+
+    if interp:
+        a = _endpoint(start, ev)
+        b = _endpoint(end, ev)
+        if a.keys() != b.keys():
+            P.check_compatible(a, b, "start and end")
+        basis = [a, b]
+        base: Point | None = None
+        coeffs = np.stack([1.0 - xs, xs], axis=1)
+        dmeta = [
+            {"name": "start", "source": "model" if start is None else _describe_source(start), "norm": P.norm(a)},
+            {"name": "end", "source": "model" if end is None else _describe_source(end), "norm": P.norm(b)},
+        ]
+        mode = "interpolation"
+    else:
+        d, m = _as_direction(direction, ev, "direction")
+        base = _origin(origin, [d], ev)
+        basis = [d]
+        coeffs = xs[:, None]
+        dmeta = [{"name": "direction", "norm": P.norm(d), "numel": P.numel(d), "meta": m}]
+        mode = "direction"
+    return _run(
+        "line", xs, None, coeffs, base, basis, ev,
+        info={"mode": mode, "directions": dmeta, "origin": _origin_meta(origin, base),
+              "data_meta": getattr(data, "meta", None)},
+        progress=progress, resume_from=resume_from, checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every, max_points=max_points, callback=callback, user_meta=meta,
+    )
+
+
+def plane(
+    model: nn.Module,
+    data: Any = None,
+    *,
+    dx: DirectionLike,
+    dy: DirectionLike,
+    origin: Mapping[str, Tensor] | nn.Module | None = None,
+    x: Sequence[float] | np.ndarray | None = None,
+    y: Sequence[float] | np.ndarray | None = None,
+    x_span: tuple[float, float] = (-1.0, 1.0),
+    y_span: tuple[float, float] = (-1.0, 1.0),
+    nx: int = 21,
+    ny: int = 21,
+    evaluator: Evaluator | None = None,
+    progress: bool = True,
+    resume_from: str | Path | SurfaceResult | None = None,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 1,
+    max_points: int | None = None,
+    callback: Callable[[SurfaceResult], None] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    **evaluator_kwargs: Any,
+) -> SurfaceResult:
+    """Metrics on the grid :math:`\\theta_0 + x_i d_x + y_j d_y`, shaped ``(ny, nx)`` (rows = y).
+
+    Args:
+        model: the network (template; never modified).
+        data: a ``Split`` or ``(x, y)``; may be ``None`` when ``evaluator`` is given.
+        dx, dy: directions (points, flat tensors or objects with ``.vector``/``.meta``).
+        origin: base point (default: the model's parameters; subset of keys allowed).
+        x, y: coordinates (any ranges, any lengths); default ``np.linspace(*x_span, nx)`` and
+            ``np.linspace(*y_span, ny)``.
+        evaluator: a prebuilt :class:`~losslab.evaluate.Evaluator` (then no evaluator kwargs).
+        progress: show a tqdm bar (only when stderr is a terminal).
+        resume_from: a :class:`SurfaceResult` or a saved path; only points not done are evaluated.
+            A path that does not exist yet starts a fresh surface (so the same call can both start
+            and resume a run). The grid, directions, origin, data and loss must match.
+        checkpoint_path: where to save the partial result (atomically) during the run and the final
+            result at the end.
+        checkpoint_every: save every this many blocks of points.
+        max_points: evaluate at most this many points in this call (the result is partial).
+        callback: called with the partial result after each block (after checkpointing); an
+            exception it raises stops the run.
+        meta: extra JSON-serialisable metadata (seeds, notes) stored under ``meta["user"]``.
+        **evaluator_kwargs: passed to :class:`~losslab.evaluate.Evaluator`.
+
+    Returns:
+        A :class:`SurfaceResult` of kind ``"plane"``.
+    """
+    ev = _evaluator(model, data, evaluator, evaluator_kwargs, resume_from)
+    xs = _coords(np.linspace(x_span[0], x_span[1], int(nx)) if x is None else x, "x")
+    ys = _coords(np.linspace(y_span[0], y_span[1], int(ny)) if y is None else y, "y")
+    d1, m1 = _as_direction(dx, ev, "dx")
+    d2, m2 = _as_direction(dy, ev, "dy")
+    base = _origin(origin, [d1, d2], ev)
+    jj, ii = np.divmod(np.arange(len(xs) * len(ys)), len(xs))
+    coeffs = np.stack([xs[ii], ys[jj]], axis=1)
+    dmeta = [
+        {"name": "dx", "norm": P.norm(d1), "numel": P.numel(d1), "meta": m1},
+        {"name": "dy", "norm": P.norm(d2), "numel": P.numel(d2), "meta": m2},
+    ]
+    cos = None
+    if d1.keys() == d2.keys():
+        try:
+            cos = P.cosine(d1, d2)
+        except LosslabError:  # a zero direction
+            pass
+    return _run(
+        "plane", xs, ys, coeffs, base, [d1, d2], ev,
+        info={"mode": "plane", "directions": dmeta, "cosine_dx_dy": cos, "origin": _origin_meta(origin, base),
+              "data_meta": getattr(data, "meta", None)},
+        progress=progress, resume_from=resume_from, checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every, max_points=max_points, callback=callback, user_meta=meta,
+    )
+
+
+# ---- internals -------------------------------------------------------------------------------------
+
+
+def _coords(v: Any, what: str) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        raise LosslabError(f"{what} is empty")
+    if not np.all(np.isfinite(a)):
+        raise LosslabError(f"{what} has non-finite coordinates")
+    return a
+
+
+def _load_resume(resume_from: str | Path | SurfaceResult | None) -> SurfaceResult | None:
+    if resume_from is None or isinstance(resume_from, SurfaceResult):
+        return resume_from
+    npz, js = SurfaceResult.paths(resume_from)
+    if not npz.exists() and not js.exists():
+        return None
+    return SurfaceResult.load(resume_from)
+
+
+def _evaluator(
+    model: nn.Module, data: Any, evaluator: Evaluator | None, kwargs: dict[str, Any], resume_from: Any
+) -> Evaluator:
+    if evaluator is not None:
+        if kwargs:
+            raise LosslabError(f"pass evaluator settings to the Evaluator, not here: {sorted(kwargs)}")
+        return evaluator
+    if data is None:
+        raise LosslabError("give data (a Split or (x, y)) or an evaluator")
+    prev = _load_resume(resume_from)
+    kwargs = dict(kwargs)
+    if prev is not None:  # reuse the recorded chunking/strategy so the resumed grid is bit-identical
+        rec = prev.meta.get("evaluator", {})
+        if kwargs.get("points_per_chunk") is None and rec.get("points_per_chunk"):
+            kwargs["points_per_chunk"] = int(rec["points_per_chunk"])
+        if kwargs.get("strategy", "auto") == "auto" and rec.get("strategy") in ("loop", "vmap"):
+            kwargs["strategy"] = rec["strategy"]
+        if kwargs.get("batch_size") is None and rec.get("batch_size"):
+            kwargs["batch_size"] = int(rec["batch_size"])
+    return Evaluator(model, data, **kwargs)
+
+
+def _floating(point: Mapping[str, Tensor]) -> Point:
+    return {k: v for k, v in point.items() if v.is_floating_point()}
+
+
+def _as_direction(d: DirectionLike, ev: Evaluator, what: str) -> tuple[Point, dict[str, Any]]:
+    meta: dict[str, Any] = {}
+    vec = d
+    if not isinstance(d, (Mapping, Tensor)) and hasattr(d, "vector"):
+        vec = d.vector
+        m = getattr(d, "meta", None)
+        if m is not None:
+            meta = _jsonable(dataclasses.asdict(m) if dataclasses.is_dataclass(m) else m)
+            if not isinstance(meta, dict):
+                meta = {"value": meta}
+        meta.setdefault("type", type(d).__name__)
+    if isinstance(vec, Tensor):
+        vec = P.unflatten(vec.reshape(-1), ev.base_point())
+    if not isinstance(vec, Mapping):
+        raise LosslabError(f"{what} must be a point (dict of tensors), a flat tensor or have .vector, got {type(d).__name__}")
+    out = _floating(ev.prepare(vec))
+    if not out:
+        raise LosslabError(f"{what} has no floating tensors")
+    for k, v in out.items():
+        ref = ev.base_point().get(k)
+        if ref is not None and v.shape != ref.shape:
+            raise LosslabError(f"{what}[{k!r}] has shape {tuple(v.shape)}, the model's is {tuple(ref.shape)}")
+    return out, meta
+
+
+def _endpoint(p: Mapping[str, Tensor] | nn.Module | None, ev: Evaluator) -> Point:
+    if p is None:
+        p = ev.base_point()
+    elif isinstance(p, nn.Module):
+        p = {k: v.detach() for k, v in p.named_parameters()}
+    return _floating(ev.prepare(p))
+
+
+def _origin(origin: Mapping[str, Tensor] | nn.Module | None, dirs: Sequence[Point], ev: Evaluator) -> Point:
+    """The base point restricted to the keys that vary (directions) plus any the user gave."""
+    base = ev.base_point()
+    given: Point = {}
+    if origin is not None:
+        if isinstance(origin, nn.Module):
+            origin = {k: v.detach() for k, v in origin.named_parameters()}
+        given = _floating(ev.prepare(origin))
+    keys = list(dict.fromkeys([*given, *(k for d in dirs for k in d)]))
+    out: Point = {}
+    for k in keys:
+        if k in given:
+            out[k] = given[k]
+        elif k in base:
+            out[k] = base[k]
+        else:
+            raise LosslabError(f"direction key {k!r} is a buffer; give its origin value in origin=")
+    return out
+
+
+def _origin_meta(origin: Any, base: Point | None) -> dict[str, Any]:
+    if base is None:
+        return {"source": "interpolation"}
+    return {"source": "model" if origin is None else _describe_source(origin), "norm": P.norm(base) if base else 0.0}
+
+
+def _describe_source(obj: Any) -> str:
+    return type(obj).__name__ if isinstance(obj, nn.Module) else "point"
+
+
+def _make_points(coeffs: np.ndarray, base: Point | None, basis: Sequence[Point], ev: Evaluator) -> Callable[[np.ndarray], Point]:
+    """``make(idx)``: stacked points ``base + sum_j coeffs[idx, j] * basis[j]`` (in that order)."""
+    keys = list(dict.fromkeys([*(base or {}), *(k for d in basis for k in d)]))
+
+    def make(idx: np.ndarray) -> Point:
+        c = torch.as_tensor(coeffs[idx], dtype=ev.dtype, device=ev.device)
+        k = c.shape[0]
+        out: Point = {}
+        for key in keys:
+            v: Tensor | None = None
+            if base is not None and key in base:
+                b = base[key]
+                v = b.unsqueeze(0).expand(k, *b.shape)
+            for j, d in enumerate(basis):
+                if key in d:
+                    t = c[:, j].reshape(k, *([1] * d[key].dim())) * d[key].unsqueeze(0)
+                    v = t if v is None else v + t
+            assert v is not None
+            out[key] = v
+        return out
+
+    return make
+
+
+def _fingerprint(kind: str, base: Point | None, basis: Sequence[Point], ev: Evaluator) -> str:
+    h = hashlib.sha256()
+    h.update(f"{kind}|{ev.loss_name}|{ev.bn}|{','.join(ev.metric_names)}|{ev.dtype}".encode())
+
+    def add(tag: str, t: Tensor) -> None:
+        t = t.detach().contiguous().cpu()
+        h.update(f"|{tag}:{tuple(t.shape)}:{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+    for name, pt in [("origin", base or {})] + [(f"d{j}", d) for j, d in enumerate(basis)]:
+        for k in sorted(pt):
+            add(f"{name}.{k}", pt[k])
+    add("data.x", ev.x)
+    add("data.y", ev.y)
+    if ev.bn_x is not ev.x:
+        add("bn.x", ev.bn_x)
+    return h.hexdigest()
+
+
+def _check_resume(prev: SurfaceResult, kind: str, xs: np.ndarray, ys: np.ndarray | None, names: Sequence[str], fp: str) -> None:
+    problems = []
+    if prev.kind != kind:
+        problems.append(f"kind {prev.kind!r} vs {kind!r}")
+    if prev.x.shape != xs.shape or not np.array_equal(prev.x, xs):
+        problems.append("x coordinates differ")
+    if (prev.y is None) != (ys is None) or (ys is not None and (prev.y.shape != ys.shape or not np.array_equal(prev.y, ys))):
+        problems.append("y coordinates differ")
+    if list(prev.metrics) != list(names):
+        problems.append(f"metrics {list(prev.metrics)} vs {list(names)}")
+    if prev.meta.get("fingerprint") != fp:
+        problems.append("directions, origin, data or loss differ (fingerprint mismatch)")
+    if problems:
+        raise LosslabError("cannot resume: " + "; ".join(problems))
+
+
+def _versions() -> dict[str, str]:
+    from . import __version__
+
+    return {"losslab": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
+
+
+def _data_meta(ev: Evaluator, split_meta: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "n": ev.n,
+        "x_shape": list(ev.x.shape),
+        "y_dtype": str(ev.y.dtype).replace("torch.", ""),
+        "n_bn": int(ev.bn_x.shape[0]),
+    }
+    if split_meta:
+        out["meta"] = _jsonable(split_meta)
+    return out
+
+
+def _run(
+    kind: Literal["line", "plane"],
+    xs: np.ndarray,
+    ys: np.ndarray | None,
+    coeffs: np.ndarray,
+    base: Point | None,
+    basis: Sequence[Point],
+    ev: Evaluator,
+    *,
+    info: dict[str, Any],
+    progress: bool,
+    resume_from: Any,
+    checkpoint_path: str | Path | None,
+    checkpoint_every: int,
+    max_points: int | None,
+    callback: Callable[[SurfaceResult], None] | None,
+    user_meta: Mapping[str, Any] | None,
+) -> SurfaceResult:
+    if int(checkpoint_every) < 1:
+        raise LosslabError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    if max_points is not None and int(max_points) < 0:
+        raise LosslabError(f"max_points must be >= 0, got {max_points}")
+    fp = _fingerprint(kind, base, basis, ev)
+    prev = _load_resume(resume_from)
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "kind": kind,
+        **_jsonable({k: v for k, v in info.items() if k != "data_meta"}),
+        "data": _data_meta(ev, info.get("data_meta")),
+        "evaluator": dict(ev.info),
+        "versions": _versions(),
+        "fingerprint": fp,
+        "user": _jsonable(dict(user_meta or {})),
+    }
+    seeds = [d.get("meta", {}).get("seed") for d in meta.get("directions", []) if isinstance(d, dict)]
+    meta["seeds"] = [s for s in seeds if s is not None]
+    prior_s, prior_pts = 0.0, 0
+    if prev is not None:
+        _check_resume(prev, kind, xs, ys, ev.metric_names, fp)
+        result = dataclasses.replace(prev, meta={**prev.meta, **meta})
+        t = prev.meta.get("timing", {})
+        prior_s, prior_pts = float(t.get("seconds", 0.0)), int(t.get("points_evaluated", 0))
+    else:
+        result = SurfaceResult.empty(kind, xs, ys, ev.metric_names, meta)
+
+    metrics = {k: v.copy() for k, v in result.metrics.items()}
+    done = result.done.copy()
+    flat_done = done.reshape(-1)
+    flat_metrics = {k: v.reshape(-1) for k, v in metrics.items()}
+    make = _make_points(coeffs, base, basis, ev)
+    n = coeffs.shape[0]
+    block = ev.points_per_chunk
+    budget = math.inf if max_points is None else int(max_points)
+    evaluated = 0
+    t0 = time.perf_counter()
+
+    def snapshot() -> SurfaceResult:
+        secs = prior_s + (time.perf_counter() - t0)
+        pts = prior_pts + evaluated
+        timing = {"seconds": secs, "points_evaluated": pts, "points_per_s": (pts / secs) if secs > 0 else None}
+        m = {**result.meta, "timing": timing, "evaluator": dict(ev.info)}
+        return dataclasses.replace(
+            result, metrics={k: v.copy() for k, v in metrics.items()}, done=done.copy(), meta=_jsonable(m)
+        )
+
+    bar = _progress_bar(n, int(flat_done.sum()), progress, kind)
+    since_save = 0
+    try:
+        for s in range(0, n, block):
+            if evaluated >= budget:
+                break
+            idx = np.arange(s, min(n, s + block), dtype=np.int64)
+            idx = idx[~flat_done[idx]]
+            if idx.size == 0:
+                continue
+            if evaluated + idx.size > budget:
+                idx = idx[: int(budget - evaluated)]
+            res = ev.evaluate_stacked(make(idx))
+            for k in flat_metrics:
+                flat_metrics[k][idx] = res[k]
+            flat_done[idx] = True
+            evaluated += int(idx.size)
+            since_save += 1
+            if bar is not None:
+                bar.update(int(idx.size))
+            if checkpoint_path is not None and since_save >= int(checkpoint_every):
+                snapshot().save(checkpoint_path)
+                since_save = 0
+            if callback is not None:
+                callback(snapshot())
+    finally:
+        if bar is not None:
+            bar.close()
+    final = snapshot()
+    if checkpoint_path is not None:
+        final.save(checkpoint_path)
+    return final
+
+
+def _progress_bar(total: int, initial: int, progress: bool, desc: str) -> Any:
+    if not progress:
+        return None
+    try:
+        if not sys.stderr.isatty():
+            return None
+    except (AttributeError, ValueError):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="pt", leave=False)
+
+
+def _jsonable(obj: Any) -> Any:
+    """A JSON-safe copy: numpy/torch scalars and small arrays to lists, non-finite floats to None."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, str)) or obj is None:
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist()) if obj.size <= 64 else {"array_shape": list(obj.shape)}
+    if isinstance(obj, Tensor):
+        return _jsonable(obj.detach().cpu().tolist()) if obj.numel() <= 64 else {"tensor_shape": list(obj.shape)}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (torch.dtype, torch.device)):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))
+    return repr(obj)

@@ -1,0 +1,328 @@
+"""A small recording trainer: reproducible, resumable, keeps the trajectory.
+
+Example:
+    >>> from losslab.config import TrainConfig, OptimConfig
+    >>> from losslab.train import train
+    >>> run = train(TrainConfig(optim=OptimConfig(epochs=2)), out="/tmp/losslab-doc", progress=False)
+    >>> sorted(run.summary)[:3]
+    ['checkpoints', 'epochs', 'seconds']
+
+Seeds are separate per purpose (init, data order, label noise; see :class:`SeedConfig`); nothing seeds
+the global RNGs. A finished run with the same config is reused; an interrupted one resumes from its
+last completed epoch and ends with bit-identical weights to an uninterrupted run (CPU, same threads).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._io import atomic_torch_save, atomic_write_json
+from .config import TrainConfig, parse_checkpoint_schedule
+from .errors import LosslabError
+from .runs import Run, environment, load_state, run_dir_for, write_config
+from .settings import set_threads
+
+EVAL_CHUNK = 4096
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def build_bundle(config: TrainConfig):
+    """The training data described by ``config.data`` (label noise and poisoning use the label seed)."""
+    from . import data
+
+    d = config.data
+    seeds = config.seeds.resolved()
+    bundle = data.load(d.dataset, **d.dataset_kwargs)
+    if d.label_noise > 0:
+        bundle = data.corrupt_labels(bundle, d.label_noise, seed=seeds["label"], mode=d.label_noise_mode)
+    if d.poison > 0:
+        bundle = data.poison(bundle, d.poison, seed=seeds["label"] + 1_000_003)
+    if d.subsample > 0:
+        bundle = data.subsample(bundle, d.subsample, seed=seeds["label"] + 2_000_003)
+    if len(bundle.train) == 0:
+        raise LosslabError(f"dataset {d.dataset!r} has no training examples")
+    return bundle
+
+
+def build_model(config: TrainConfig, bundle) -> nn.Module:
+    """The model described by ``config.model``, initialized with the init seed."""
+    from . import models
+
+    return models.build(
+        config.model.model,
+        input_shape=tuple(bundle.input_shape),
+        num_classes=bundle.num_classes,
+        seed=config.seeds.resolved()["init"],
+        **config.model.model_kwargs,
+    )
+
+
+def loss_fn_for(num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy for classification, MSE for regression (``num_classes == 0``)."""
+    if num_classes > 0:
+        return F.cross_entropy
+    return lambda out, y: F.mse_loss(out.reshape(y.shape), y)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Mean loss and error of ``model`` (in its current mode) on (x, y), in chunks."""
+    if len(x) == 0:
+        return {"loss": float("nan"), "error": float("nan")}
+    loss_fn = loss_fn_for(num_classes)
+    total, wrong = 0.0, 0
+    for i in range(0, len(x), EVAL_CHUNK):
+        xb, yb = x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK]
+        out = model(xb)
+        total += float(loss_fn(out, yb)) * len(xb)
+        if num_classes > 0:
+            wrong += int((out.argmax(-1) != yb).sum())
+    n = len(x)
+    return {"loss": total / n, "error": wrong / n if num_classes > 0 else float("nan")}
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    o = config.optim
+    ps = [p for p in model.parameters() if p.requires_grad]
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(ps, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                               weight_decay=o.weight_decay)
+    if o.optimizer == "adam":
+        return torch.optim.Adam(ps, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.RMSprop(ps, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate at a (0-based) optimizer step: warm-up, then constant / step / cosine."""
+    o = config.optim
+    total = o.epochs * steps_per_epoch
+    warm = int(round(o.warmup_epochs * steps_per_epoch))
+    if warm > 0 and step < warm:
+        return o.lr * (step + 1) / warm
+    if o.schedule == "constant":
+        return o.lr
+    if o.schedule == "step":
+        return o.lr * o.step_gamma ** (step // (o.step_every * steps_per_epoch))
+    progress = (step - warm) / max(1, total - warm)
+    return o.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def checkpoint_steps(config: TrainConfig, steps_per_epoch: int) -> list[int]:
+    """The optimizer steps after which a trajectory checkpoint is kept (0 = init, always with the last)."""
+    kind, k = parse_checkpoint_schedule(config.ckpt.checkpoints)
+    total = config.optim.epochs * steps_per_epoch
+    steps = {0, total}
+    if kind == "epoch":
+        steps |= {e * steps_per_epoch for e in range(k, config.optim.epochs + 1, k)}
+    elif kind == "step":
+        steps |= set(range(k, total + 1, k))
+    elif kind == "log":
+        steps |= {int(s) for s in np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), k)))}
+    return sorted(s for s in steps if 0 <= s <= total)
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+@dataclass
+class TrainState:
+    """What callbacks see. ``extra`` collects values a callback wants recorded with the epoch metrics."""
+
+    config: TrainConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    bundle: Any
+    run_dir: Path
+    epoch: int = 0
+    step: int = 0
+    lr: float = 0.0
+    batch_loss: float = float("nan")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Callback(Protocol):
+    """Hooks called by :func:`train`; implement any subset (missing ones are skipped)."""
+
+    def on_train_start(self, state: TrainState) -> None: ...
+    def on_step_end(self, state: TrainState) -> None: ...
+    def on_epoch_end(self, state: TrainState) -> None: ...
+    def on_train_end(self, state: TrainState) -> None: ...
+
+
+def _fire(callbacks: Sequence[Any], hook: str, state: TrainState) -> None:
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            fn(state)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(
+    config: TrainConfig,
+    *,
+    out: str | os.PathLike = "runs",
+    callbacks: Sequence[Any] = (),
+    progress: bool | None = None,
+    force: bool = False,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    max_epochs: int | None = None,
+) -> Run:
+    """Train the run described by ``config`` in ``<out>/train-<hash>`` and return its :class:`Run`.
+
+    Args:
+        config: the run's settings (validated here).
+        out: parent directory of run directories.
+        callbacks: objects with any of ``on_train_start/on_step_end/on_epoch_end/on_train_end(state)``.
+        progress: show a progress bar (default: only when stderr is a TTY).
+        force: retrain even when a finished run exists.
+        device: where to train (data is kept resident there).
+        threads: torch intra-op threads (default ``LOSSLAB_THREADS`` or 1; see :mod:`losslab.settings`).
+        max_epochs: stop after this many epochs *in this call* (the run stays resumable; for tests and
+            time-boxed jobs).
+
+    Returns:
+        The run handle; ``run.summary`` holds final train/test loss and error.
+    """
+    config.validate()
+    set_threads(threads)
+    run_dir = run_dir_for(config, out)
+    run = Run(run_dir)
+    if run.done and not force:
+        return run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, config)
+
+    bundle = build_bundle(config)
+    dev = torch.device(device)
+    xtr, ytr = bundle.train.x.to(dev), bundle.train.y.to(dev)
+    xte, yte = bundle.test.x.to(dev), bundle.test.y.to(dev)
+    n = len(xtr)
+    bs = n if config.optim.batch_size in (0,) or config.optim.batch_size >= n else config.optim.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    ckpt_steps = set(checkpoint_steps(config, steps_per_epoch))
+
+    model = build_model(config, bundle).to(dev)
+    opt = make_optimizer(config, model)
+    seeds = config.seeds.resolved()
+    order_gen = torch.Generator().manual_seed(seeds["order"])
+    loss_fn = loss_fn_for(bundle.num_classes)
+
+    metrics: list[dict[str, Any]] = []
+    start_epoch = 0
+    state_file = run_dir / "state.pt"
+    if state_file.is_file() and not force:
+        st = load_state(state_file)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        order_gen.set_state(st["order_rng"])
+        start_epoch = int(st["epoch"])
+        metrics = list(Run(run_dir).metrics)[: start_epoch + 1]
+    info = {
+        "status": "running",
+        "env": environment(),
+        "seeds": seeds,
+        "data": bundle.describe(),
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": bs,
+        "resumed_from_epoch": start_epoch,
+    }
+    atomic_write_json(run_dir / "run.json", info)
+
+    state = TrainState(config, model, opt, bundle, run_dir, epoch=start_epoch, step=start_epoch * steps_per_epoch)
+
+    def record(epoch: int) -> dict[str, Any]:
+        was_training = model.training
+        model.eval()
+        tr = evaluate_model(model, xtr, ytr, bundle.num_classes)
+        te = evaluate_model(model, xte, yte, bundle.num_classes)
+        model.train(was_training)
+        return {"epoch": epoch, "step": state.step, "train_loss": tr["loss"], "train_error": tr["error"],
+                "test_loss": te["loss"], "test_error": te["error"]}
+
+    ckdir = run_dir / "checkpoints"
+    if start_epoch == 0:
+        metrics = [record(0)]
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic_torch_save(ckdir / "step_00000000.pt", model.state_dict())
+
+    t0 = time.perf_counter()
+    _fire(callbacks, "on_train_start", state)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.optim.epochs, initial=start_epoch, desc=f"train {run_dir.name}", leave=False,
+                   file=sys.stderr)
+    end_epoch = config.optim.epochs if max_epochs is None else min(config.optim.epochs, start_epoch + max_epochs)
+    for epoch in range(start_epoch + 1, end_epoch + 1):
+        state.epoch = epoch
+        model.train()
+        perm = torch.randperm(n, generator=order_gen).to(dev) if bs < n else torch.arange(n, device=dev)
+        for i in range(0, n, bs):
+            idx = perm[i : i + bs]
+            lr = lr_at(config, state.step, steps_per_epoch)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xtr[idx]), ytr[idx])
+            if not torch.isfinite(loss):
+                raise LosslabError(
+                    f"training diverged: loss is {float(loss.detach())} at epoch {epoch}, step {state.step}; lower the LR"
+                )
+            loss.backward()
+            opt.step()
+            state.step += 1
+            state.lr, state.batch_loss = lr, float(loss.detach())
+            if state.step in ckpt_steps:
+                atomic_torch_save(ckdir / f"step_{state.step:08d}.pt", model.state_dict())
+            _fire(callbacks, "on_step_end", state)
+        rec = record(epoch)
+        state.extra = {}
+        _fire(callbacks, "on_epoch_end", state)
+        rec.update(state.extra)
+        metrics.append(rec)
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic_torch_save(state_file, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                       "order_rng": order_gen.get_state(), "epoch": epoch})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(train_err=f"{rec['train_error']:.3f}", test_err=f"{rec['test_error']:.3f}")
+    if bar is not None:
+        bar.close()
+    _fire(callbacks, "on_train_end", state)
+    if state.epoch < config.optim.epochs:
+        return run  # time-boxed: stays resumable
+
+    final = metrics[-1]
+    fit = next((m for m in metrics if m["train_error"] == 0.0), None)
+    info.update(
+        status="done",
+        seconds=round(time.perf_counter() - t0, 3),
+        summary={
+            "run_dir": str(run_dir),
+            "train_loss": final["train_loss"], "train_error": final["train_error"],
+            "test_loss": final["test_loss"], "test_error": final["test_error"],
+            "epochs": config.optim.epochs, "steps": state.step,
+            "checkpoints": len(run.checkpoints()),
+            "epochs_to_fit": None if fit is None else fit["epoch"],
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
+    atomic_write_json(run_dir / "run.json", info)
+    return run
