@@ -8,7 +8,25 @@ import sys
 
 from ..errors import LosslabError
 
-SUBCOMMANDS = ["train", "evaluate", "env"]
+# Order shown in --help; any other module of this package with ``add_parser`` is added after these.
+PREFERRED = ["train", "evaluate", "surface", "interpolate", "trajectory", "hessian", "connect", "instability",
+             "intrinsic-dim", "ntk", "stiffness", "diversity", "reproduce", "env"]
+
+
+def subcommands() -> list[str]:
+    """Module names of the subcommands (one module a subcommand, discovered in this package)."""
+    import pkgutil
+
+    found = [m.name for m in pkgutil.iter_modules(_pkg_path()) if not m.name.startswith("_")
+             and m.name != "main"]
+    order = [n.replace("-", "_") for n in PREFERRED]
+    return sorted(found, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def _pkg_path() -> list[str]:
+    import os
+
+    return [os.path.dirname(__file__)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"losslab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        importlib.import_module(f".{name.replace('-', '_')}", __package__).add_parser(sub)
+    for name in subcommands():
+        module = importlib.import_module(f".{name}", __package__)
+        if hasattr(module, "add_parser"):
+            module.add_parser(sub)
     return parser
 
 

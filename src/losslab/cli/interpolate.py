@@ -1,0 +1,125 @@
+"""``losslab interpolate``: loss and error along the segment between two models (Goodfellow et al. 2015)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import LosslabError
+from ._common import emit
+from ._load import add_target_args, resolve
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "interpolate",
+        help="loss/error along (1-a)A + aB, with Goodfellow's monotonicity check",
+        description=(
+            "Evaluate train and test loss/error along theta(a) = (1-a) A + a B. With one run directory, "
+            "A is its initialization (step 0) and B its final checkpoint. Reports monotonic linear "
+            "interpolation: non-monotone steps, bumps and bump height of the train loss on a in [0, 1]."
+        ),
+        epilog="examples: losslab interpolate runs/train-<hash> --json   |   losslab interpolate RUN_A RUN_B --plot",
+    )
+    add_target_args(p, positional="a")
+    p.add_argument("b", nargs="?", default=None, metavar="B", help="second run dir or checkpoint (default: A's init)")
+    p.add_argument("--num", type=int, default=51, help="grid points in [0, 1] (default 51)")
+    p.add_argument("--range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="a-range, may extend beyond [0, 1] (default 0 1)")
+    p.add_argument("--tol", type=float, default=0.0, help="a rise must exceed this to count as non-monotone")
+    p.add_argument("--bn", choices=("auto", "recompute", "eval"), default="auto", help="BatchNorm statistics")
+    p.add_argument("--out", default=None, help="where to save results (default: A's run dir or ./interpolations)")
+    p.add_argument("--plot", action="store_true", help="write a PNG of loss and error along the path")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .. import params as P
+    from ..interpolation import monotonicity
+    from ..surface import line
+
+    ta = resolve(args.a, args)
+    if args.b is None:
+        if ta.run is None:
+            raise LosslabError("with a single target, A must be a run directory (interpolation from its init)")
+        step_b = args.step
+        args.step = 0
+        start = resolve(args.a, args)
+        args.step = step_b
+        end, ta = ta, start
+        label = "init -> final"
+    else:
+        end = resolve(args.b, args)
+        start = ta
+        label = "A -> B"
+    pa, pb = P.get_point(start.model), P.get_point(end.model)
+    P.check_compatible(pa, pb, "the two models' parameters")
+    lo, hi = args.range if args.range else (0.0, 1.0)
+    if lo >= hi:
+        raise LosslabError(f"--range needs LO < HI, got {lo} {hi}")
+    if args.num < 2:
+        raise LosslabError(f"--num must be >= 2, got {args.num}")
+    # one spacing h = 1/(num-1) everywhere, so [0, 1] is sampled exactly as without --range
+    h = 1.0 / (args.num - 1)
+    alphas = np.arange(int(np.floor(lo / h + 1e-9)), int(np.ceil(hi / h - 1e-9)) + 1) * h
+    bundle = end.bundle
+    loss = "cross_entropy" if bundle.num_classes > 0 else "mse"
+    out = Path(args.out) if args.out else ((end.run.path if end.run else Path("interpolations")) / "interpolations")
+    res = {}
+    for split in ("train", "test"):
+        data = getattr(bundle, split)
+        if len(data) == 0:
+            continue
+        kw = {"bn_data": bundle.train} if split == "test" else {}
+        res[split] = line(end.model, data, start=pa, end=pb, alphas=alphas, loss=loss, bn=args.bn,
+                          progress=not args.no_progress, meta={"label": label, "split": split}, **kw)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{label.replace(' -> ', '_to_').replace(' ', '')}"
+    for split, r in res.items():
+        r.save(out / f"{tag}_{split}")
+    mono = monotonicity(alphas, res["train"].metrics["loss"], tol=args.tol)
+    summary = {
+        "a": start.description, "b": end.description, "label": label, "alphas": alphas.tolist(),
+        "monotonicity": mono, "out": str(out), "distance": P.distance(pa, pb),
+    }
+    for split, r in res.items():
+        summary[f"{split}_loss"] = r.metrics["loss"].tolist()
+        if "accuracy" in r.metrics:
+            summary[f"{split}_error"] = (1.0 - r.metrics["accuracy"]).tolist()
+    if args.plot:
+        summary["plot"] = str(_plot(alphas, res, out / f"{tag}.png", label))
+    text = (f"{label}: distance {summary['distance']:.4g}, {len(alphas)} points\n"
+            f"train loss {mono['start']:.4g} -> {mono['end']:.4g}; non-monotone steps "
+            f"{mono['non_monotone_steps']} of {mono['steps']}, bumps {mono['bumps']}, "
+            f"bump height {mono['bump_height']:.3g}\nsaved in {out}")
+    emit(args, summary, text)
+    return 0
+
+
+def _plot(alphas, res, path: Path, label: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .._io import atomic_write
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for split, r in res.items():
+        ax1.plot(alphas, r.metrics["loss"], label=split)
+        if "accuracy" in r.metrics:
+            ax2.plot(alphas, 1.0 - r.metrics["accuracy"], label=split)
+    for ax, name in ((ax1, "loss"), (ax2, "error")):
+        ax.axvline(0, color="0.7", lw=0.8)
+        ax.axvline(1, color="0.7", lw=0.8)
+        ax.set_xlabel("a")
+        ax.set_ylabel(name)
+        ax.legend()
+    fig.suptitle(f"linear interpolation, {label}")
+    fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
+    plt.close(fig)
+    return path

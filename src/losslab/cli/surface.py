@@ -1,0 +1,241 @@
+"""``losslab surface``: a 1-D or 2-D loss surface around a run's (or a checkpoint's) solution."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import LosslabError
+from ._common import emit
+from ._load import add_target_args, resolve
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "surface",
+        help="1-D or 2-D loss surface along filter-normalized, PCA or model-to-model directions",
+        description=(
+            "Evaluate loss and accuracy on a line or plane through parameter space around the model "
+            "(Li et al. 2018). Results are saved as .npz + .json (resumable: rerun the same command "
+            "after an interruption), with optional PNG, offline HTML (Plotly) and ParaView .vtp."
+        ),
+        epilog="example: losslab surface runs/train-<hash> --grid 41 --plot --html --json",
+    )
+    add_target_args(p)
+    p.add_argument("--dim", type=int, choices=(1, 2), default=2, help="1-D line or 2-D plane (default 2)")
+    p.add_argument("--directions", choices=("random", "pca", "to", "hessian"), default="random",
+                   help="random (Gaussian, normalized), pca (of the run's trajectory), to (towards --to), "
+                        "hessian (top eigenvectors) (default random)")
+    p.add_argument("--to", default=None, help="other run dir or checkpoint for --directions to")
+    p.add_argument("--normalization", choices=("filter", "layer", "model", "none"), default="filter",
+                   help="normalization of random directions (default filter)")
+    p.add_argument("--keep-1d", action="store_true",
+                   help="also perturb 1-D tensors (biases, norm affine); ignored by default as in Li et al.")
+    p.add_argument("--orthogonalize", action="store_true", help="make dy orthogonal to dx (random directions)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random directions (default 0)")
+    p.add_argument("--grid", type=int, nargs="+", default=None, metavar="N",
+                   help="points per axis: N, or NX NY (default 51 for 1-D, 21 for 2-D)")
+    p.add_argument("--range", type=float, nargs="+", default=None, metavar="V",
+                   help="LO HI (both axes) or XLO XHI YLO YHI (default -1 1; for pca: the path's extent + margin)")
+    p.add_argument("--split", choices=("train", "test"), default="train", help="data split (default train)")
+    p.add_argument("--points-per-chunk", type=int, default=None, help="grid points evaluated per batch")
+    p.add_argument("--strategy", choices=("auto", "loop", "vmap"), default="auto",
+                   help="per-point loop or vmap over stacked points (default: measured)")
+    p.add_argument("--bn", choices=("auto", "recompute", "eval"), default="auto",
+                   help="BatchNorm statistics: recompute at each point (auto when the model has BN) or eval")
+    p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/surfaces/<name> or ./surfaces/<name>)")
+    p.add_argument("--plot", action="store_true", help="write PNG plots")
+    p.add_argument("--html", action="store_true", help="write an interactive offline HTML surface (2-D)")
+    p.add_argument("--vtp", action="store_true", help="write a ParaView .vtp surface (2-D)")
+    p.add_argument("--log", action="store_true", help="log-scale the loss in plots and exports")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=run)
+
+
+def _grid(args: argparse.Namespace) -> tuple[int, int]:
+    g = args.grid or ([51] if args.dim == 1 else [21])
+    if len(g) > 2 or any(n < 2 for n in g):
+        raise LosslabError(f"--grid takes N or NX NY with values >= 2, got {g}")
+    return (g[0], g[-1])
+
+
+def _ranges(args: argparse.Namespace, default: tuple[float, float, float, float]) -> tuple[float, ...]:
+    r = args.range
+    if r is None:
+        return default
+    if len(r) == 2:
+        r = [r[0], r[1], r[0], r[1]]
+    if len(r) != 4 or r[0] >= r[1] or r[2] >= r[3]:
+        raise LosslabError(f"--range takes LO HI or XLO XHI YLO YHI with LO < HI, got {args.range}")
+    return tuple(r)
+
+
+def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
+    keys = ("dim", "directions", "to", "normalization", "keep_1d", "orthogonalize", "seed", "grid", "range",
+            "split", "bn")
+    spec = {k: getattr(args, k) for k in keys} | {"target": description}
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{args.dim}d-{args.directions}-{h}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .. import directions as D
+    from .. import params as P
+    from ..surface import plane, line
+
+    t = resolve(args.target, args)
+    nx, ny = _grid(args)
+    data = t.bundle.train if args.split == "train" else t.bundle.test
+    if len(data) == 0:
+        raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
+    weights = P.get_point(t.model)
+    out = Path(args.out) if args.out else (
+        (t.run.path if t.run is not None else Path("surfaces")) / ("surfaces" if t.run is not None else "")
+        / _name(args, t.description))
+    out.mkdir(parents=True, exist_ok=True)
+
+    xr = _ranges(args, (-1.0, 1.0, -1.0, 1.0))
+    pca = None
+    if args.directions == "random":
+        if args.dim == 1:
+            dirs = [D.random_direction(weights, normalization=args.normalization, ignore_1d=not args.keep_1d,
+                                       seed=args.seed)]
+        else:
+            dirs = list(D.random_plane(weights, normalization=args.normalization, ignore_1d=not args.keep_1d,
+                                       seed=args.seed, orthogonalize=args.orthogonalize))
+    elif args.directions == "to":
+        if not args.to:
+            raise LosslabError("--directions to needs --to OTHER (a run dir or checkpoint)")
+        other = resolve(args.to, args)
+        dirs = [D.model_to_model(weights, P.get_point(other.model))]
+        if args.dim == 2:
+            dirs.append(D.random_direction(weights, normalization=args.normalization,
+                                           ignore_1d=not args.keep_1d, seed=args.seed))
+        xr = _ranges(args, (-0.5, 1.5, -1.0, 1.0))
+    elif args.directions == "pca":
+        if t.run is None:
+            raise LosslabError("--directions pca needs a run directory (its trajectory)")
+        traj = [pt for _, pt in t.run.trajectory()]
+        pca = D.pca_directions(traj, center=weights, n_components=max(2, args.dim))
+        dirs = list(pca.directions[: args.dim])
+        if args.range is None:
+            c = np.asarray(pca.coords)
+            lo, hi = c.min(axis=0), c.max(axis=0)
+            pad = 0.25 * np.maximum(hi - lo, 1e-3)
+            xr = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1]))
+        pca.save(out / "pca")
+    else:  # hessian
+        from ..curvature import HessianOperator, lanczos_eigs  # noqa: F401  (lands with the curvature issue)
+        dirs = _hessian_directions(t, data, args.dim, args.seed)
+    for i, d in enumerate(dirs):
+        d.save(out / f"direction{i}")
+
+    kw: dict[str, Any] = dict(progress=not args.no_progress, strategy=args.strategy, bn=args.bn,
+                              checkpoint_path=out / "surface", resume_from=out / "surface",
+                              loss="cross_entropy" if t.bundle.num_classes > 0 else "mse",
+                              meta={"target": t.description, "seed": args.seed, "split": args.split})
+    if t.bundle.num_classes > 0 and args.split == "test":
+        kw["bn_data"] = t.bundle.train
+    if args.points_per_chunk:
+        kw["points_per_chunk"] = args.points_per_chunk
+    if args.dim == 1:
+        res = line(t.model, data, direction=dirs[0], alphas=np.linspace(xr[0], xr[1], nx), **kw)
+    else:
+        res = plane(t.model, data, dx=dirs[0], dy=dirs[1], x=np.linspace(xr[0], xr[1], nx),
+                    y=np.linspace(xr[2], xr[3], ny), **kw)
+    files = {"result": str(out / "surface.npz")}
+    files.update(_render(res, out, args, pca))
+    loss = res.metrics["loss"]
+    finite = np.isfinite(loss)
+    summary = {
+        **t.description, "dim": args.dim, "directions": args.directions, "grid": list(loss.shape),
+        "out": str(out), "files": files, "points": int(res.n_points), "done": int(res.n_done),
+        "loss_at_origin": _at_origin(res), "loss_min": float(loss[finite].min()) if finite.any() else None,
+        "loss_max": float(loss[finite].max()) if finite.any() else None,
+        "non_finite_points": int((~finite & res.done).sum()),
+        "seconds": res.meta.get("timing", {}).get("seconds"),
+        "points_per_second": res.meta.get("timing", {}).get("points_per_s"),
+        "strategy": res.meta.get("evaluator", {}).get("strategy"),
+    }
+    text = (f"{args.dim}-D surface, {res.n_done}/{res.n_points} points -> {out}\n"
+            f"loss range [{summary['loss_min']}, {summary['loss_max']}]"
+            + "".join(f"\n  {k}: {v}" for k, v in files.items()))
+    emit(args, summary, text)
+    return 0
+
+
+def _at_origin(res: Any) -> float | None:
+    import numpy as np
+
+    x = np.asarray(res.x)
+    i = int(np.argmin(np.abs(x)))
+    if abs(x[i]) > 1e-12:
+        return None
+    if res.kind == "line":
+        return float(res.metrics["loss"][i])
+    y = np.asarray(res.y)
+    j = int(np.argmin(np.abs(y)))
+    return float(res.metrics["loss"][j, i]) if abs(y[j]) <= 1e-12 else None
+
+
+def _render(res: Any, out: Path, args: argparse.Namespace, pca: Any) -> dict[str, str]:
+    files: dict[str, str] = {}
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from ..plot import ContourDisplay, LineDisplay, SurfaceDisplay, TrajectoryDisplay
+
+        if res.kind == "line":
+            disp = LineDisplay.from_result(res, log=args.log)
+            files["png"] = str(disp.savefig(out / "surface.png", dpi=120, bbox_inches="tight"))
+            plt.close(disp.figure_)
+        else:
+            disp = ContourDisplay.from_result(res, kind="contourf", log=args.log)
+            files["png"] = str(disp.savefig(out / "contour.png", dpi=120, bbox_inches="tight"))
+            plt.close(disp.figure_)
+            disp3 = SurfaceDisplay.from_result(res, log=args.log)
+            files["png_3d"] = str(disp3.savefig(out / "surface3d.png", dpi=120, bbox_inches="tight"))
+            plt.close(disp3.figure_)
+            if pca is not None:
+                tdisp = TrajectoryDisplay.from_result(pca, res, log=args.log)
+                files["png_trajectory"] = str(tdisp.savefig(out / "trajectory.png", dpi=120, bbox_inches="tight"))
+                plt.close(tdisp.figure_)
+    if res.kind == "plane":
+        from ..plot import export_vtp, plotly_surface_html
+
+        if args.html:
+            files["html"] = str(plotly_surface_html(res, out / "surface.html", log=args.log))
+        if args.vtp:
+            files["vtp"] = str(export_vtp(res, out / "surface.vtp", log=args.log))
+    elif args.html or args.vtp:
+        raise LosslabError("--html and --vtp need a 2-D surface (--dim 2)")
+    return files
+
+
+def _hessian_directions(t: Any, data: Any, dim: int, seed: int) -> list[Any]:
+    """Top-``dim`` Hessian eigenvectors at the model's parameters as directions."""
+    import torch
+
+    from .. import params as P
+    from ..curvature import HessianOperator, lanczos_eigs
+    from ..directions import Direction
+    from ..train import loss_fn_for
+
+    op = HessianOperator(t.model, loss_fn_for(t.bundle.num_classes), data)
+    res = lanczos_eigs(op, k=dim, which="LA", seed=seed)
+    names = P.get_point(t.model)
+    out = []
+    for i in range(dim):
+        v = torch.as_tensor(res.eigenvectors[:, i]) if not isinstance(res.eigenvectors, list) else res.eigenvectors[i]
+        vec = P.unflatten(v.to(next(iter(names.values())).dtype), names) if not isinstance(v, dict) else v
+        out.append(Direction(vec, {"kind": "hessian", "rank": i, "eigenvalue": float(res.eigenvalues[i]),
+                                   "converged": bool(res.converged), "seed": seed}))
+    return out

@@ -1,0 +1,160 @@
+"""Shared helpers for the curvature algorithms: random generators and the linear-operator adapter.
+
+The algorithms (Lanczos, Hutchinson, SLQ) accept any of
+
+* a dense square matrix: ``torch.Tensor`` or ``numpy.ndarray``;
+* a ``scipy.sparse.linalg.LinearOperator`` or a scipy sparse matrix (applied to numpy vectors);
+* any object with ``.shape == (n, n)`` and ``.matvec(v)`` taking a 1-D ``torch.Tensor`` (losslab's
+  curvature operators, or your own).
+
+Internally they all see a :class:`_LinOp`: ``mv(v)`` maps a float64 vector on ``device`` to a float64
+vector on ``device``, and the number of products is counted.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import LosslabError
+
+__all__ = ["MatrixLike", "make_generator", "as_linop", "probe_vectors", "ensure_forward_ad"]
+
+_FORWARD_AD_READY = False
+
+
+def ensure_forward_ad() -> None:
+    """Load torch's forward-mode-AD decompositions once, silencing their import-time deprecation warning.
+
+    On first use of forward-mode AD (``torch.func.jvp``), torch 2.13 imports
+    ``torch._decomp.decompositions_for_jvp``, which calls the deprecated ``torch.jit.script`` and warns;
+    under ``-W error`` that import fails and every later ``jvp`` fails with it. Importing it here under a
+    targeted filter makes forward mode usable under strict warning settings.
+    """
+    global _FORWARD_AD_READY
+    if _FORWARD_AD_READY:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
+        try:
+            import torch._decomp.decompositions_for_jvp  # noqa: F401
+        except ImportError:  # pragma: no cover - other torch versions
+            pass
+    _FORWARD_AD_READY = True
+
+#: Anything the free-function algorithms accept as a symmetric matrix.
+MatrixLike = Union[Tensor, np.ndarray, Any]
+
+
+def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    """A CPU ``torch.Generator`` from a seed or a given generator (never the global RNG).
+
+    With neither, a freshly, non-deterministically seeded generator is returned.
+    """
+    if seed is not None and generator is not None:
+        raise LosslabError("pass either seed or generator, not both")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise LosslabError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return generator
+    g = torch.Generator()
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(int(seed))
+    return g
+
+
+class _LinOp:
+    """A symmetric linear map on float64 vectors: ``mv``, dimension ``n``, ``device``, counter."""
+
+    def __init__(self, n: int, mv: Callable[[Tensor], Tensor], device: torch.device, source: str) -> None:
+        self.n = int(n)
+        self._mv = mv
+        self.device = device
+        self.source = source
+        self.num_matvecs = 0
+
+    def mv(self, v: Tensor) -> Tensor:
+        self.num_matvecs += 1
+        out = self._mv(v)
+        if out.shape != (self.n,):
+            raise LosslabError(f"{self.source}: matvec returned shape {tuple(out.shape)}, expected ({self.n},)")
+        return out
+
+
+def _square(shape: Any, what: str) -> int:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise LosslabError(f"{what} has no usable shape") from None
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise LosslabError(f"{what} must be square (n, n), got shape {shape}")
+    if shape[0] < 1:
+        raise LosslabError(f"{what} is empty")
+    return shape[0]
+
+
+def as_linop(A: MatrixLike) -> _LinOp:
+    """Wrap ``A`` (dense torch/numpy matrix, scipy operator or object with ``matvec``) as a :class:`_LinOp`."""
+    if isinstance(A, _LinOp):
+        return A
+    if isinstance(A, Tensor):
+        n = _square(A.shape, "matrix")
+        M = A.detach().to(torch.float64)
+        return _LinOp(n, lambda v: M @ v, M.device, "dense torch matrix")
+    if isinstance(A, np.ndarray):
+        n = _square(A.shape, "matrix")
+        M = torch.from_numpy(np.ascontiguousarray(A, dtype=np.float64))
+        return _LinOp(n, lambda v: M @ v, M.device, "dense numpy matrix")
+    try:
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import LinearOperator
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        sp = None
+        LinearOperator = ()
+    if sp is not None and (isinstance(A, LinearOperator) or sp.issparse(A)):
+        n = _square(A.shape, "operator")
+        apply = A.matvec if isinstance(A, LinearOperator) else A.dot
+
+        def mv_np(v: Tensor) -> Tensor:
+            out = np.asarray(apply(v.detach().cpu().numpy()), dtype=np.float64).reshape(-1)
+            return torch.from_numpy(out)
+
+        return _LinOp(n, mv_np, torch.device("cpu"), type(A).__name__)
+    if hasattr(A, "matvec") and hasattr(A, "shape"):
+        n = _square(A.shape, type(A).__name__)
+        device = torch.device(getattr(A, "device", "cpu"))
+
+        def mv_obj(v: Tensor) -> Tensor:
+            out = A.matvec(v)
+            if isinstance(out, np.ndarray):
+                out = torch.from_numpy(out)
+            return torch.as_tensor(out).reshape(-1).to(device=device, dtype=torch.float64)
+
+        return _LinOp(n, mv_obj, device, type(A).__name__)
+    raise LosslabError(
+        f"cannot use {type(A).__name__} as a matrix: pass a square torch/numpy array, a scipy "
+        "LinearOperator, or an object with .shape and .matvec"
+    )
+
+
+def probe_vectors(
+    n: int, count: int, dist: str, generator: torch.Generator, device: torch.device
+) -> Tensor:
+    """``count`` random probe vectors as rows of a ``(count, n)`` float64 tensor on ``device``.
+
+    ``dist``: ``"rademacher"`` (entries ±1) or ``"gaussian"`` (standard normal). Both have
+    ``E[z zᵀ] = I``. Drawn on the CPU so a seed gives the same probes on every device.
+    """
+    if dist == "rademacher":
+        z = torch.randint(0, 2, (count, n), generator=generator, dtype=torch.int8).to(torch.float64) * 2 - 1
+    elif dist == "gaussian":
+        z = torch.randn((count, n), generator=generator, dtype=torch.float64)
+    else:
+        raise LosslabError(f"unknown probe distribution {dist!r}: use 'rademacher' or 'gaussian'")
+    return z.to(device)
