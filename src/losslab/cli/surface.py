@@ -129,9 +129,11 @@ def run(args: argparse.Namespace) -> int:
             pad = 0.25 * np.maximum(hi - lo, 1e-3)
             xr = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1]))
         pca.save(out / "pca")
-    else:  # hessian
-        from ..curvature import HessianOperator, lanczos_eigs  # noqa: F401  (lands with the curvature issue)
+    else:  # hessian: unit eigenvectors, so the default range is scaled to the weights' norm / 10
         dirs = _hessian_directions(t, data, args.dim, args.seed)
+        if args.range is None:
+            r = 0.1 * P.norm(weights)
+            xr = (-r, r, -r, r)
     for i, d in enumerate(dirs):
         d.save(out / f"direction{i}")
 
@@ -221,21 +223,16 @@ def _render(res: Any, out: Path, args: argparse.Namespace, pca: Any) -> dict[str
 
 
 def _hessian_directions(t: Any, data: Any, dim: int, seed: int) -> list[Any]:
-    """Top-``dim`` Hessian eigenvectors at the model's parameters as directions."""
-    import torch
-
-    from .. import params as P
+    """Top-``dim`` Hessian eigenvectors (unit norm, trainable parameters only) at the model's parameters."""
     from ..curvature import HessianOperator, lanczos_eigs
     from ..directions import Direction
     from ..train import loss_fn_for
 
-    op = HessianOperator(t.model, loss_fn_for(t.bundle.num_classes), data)
-    res = lanczos_eigs(op, k=dim, which="LA", seed=seed)
-    names = P.get_point(t.model)
+    op = HessianOperator(t.model, loss_fn_for(t.bundle.num_classes), data, batch_size=4096)
+    res = lanczos_eigs(op, k=dim, which="LA", seed=seed, tol=1e-4)
     out = []
     for i in range(dim):
-        v = torch.as_tensor(res.eigenvectors[:, i]) if not isinstance(res.eigenvectors, list) else res.eigenvectors[i]
-        vec = P.unflatten(v.to(next(iter(names.values())).dtype), names) if not isinstance(v, dict) else v
+        vec = {k: v.float() for k, v in op.unflatten(res.eigenvectors[:, i]).items()}
         out.append(Direction(vec, {"kind": "hessian", "rank": i, "eigenvalue": float(res.eigenvalues[i]),
                                    "converged": bool(res.converged), "seed": seed}))
     return out

@@ -8,7 +8,11 @@ model. Algorithms are free functions that accept these operators, dense torch/nu
 * :func:`lanczos_eigs`: extreme eigenpairs (Lanczos, full reorthogonalization, residual-based stop);
 * :func:`hutchinson_trace`, :func:`hutchpp_trace`: trace and Frobenius norm;
 * :func:`slq_density` → :class:`SLQResult` (saveable), :func:`density_curve`, :func:`spectral_moments`;
-* :func:`lambda_max`, :func:`negative_curvature_ratio`, :func:`epsilon_sharpness`.
+* :func:`lambda_max`, :func:`negative_curvature_ratio`, :func:`epsilon_sharpness`;
+* :func:`adaptive_sharpness` (ASAM's scale-invariant sharpness), :func:`basin_width` → :class:`BasinResult`
+  (radii along random directions, volume estimate);
+* :class:`CurvatureTracker`: a :func:`losslab.train.train` callback recording λmax (vs 2/LR), trace and the
+  gradient-covariance top eigenvalue during training; :func:`plot_sharpness_trajectory`.
 
 Every stochastic function takes a keyword-only ``seed`` or ``generator`` and never touches global RNGs.
 
@@ -48,6 +52,9 @@ from .sharpness import (
     negative_curvature_ratio,
 )
 from .trace import TraceResult, hutchinson_trace, hutchpp_trace
+from .adaptive import AdaptiveSharpness, adaptive_sharpness
+from .basin import BasinResult, basin_width
+from .tracking import CurvatureTracker, load_curvature_records, plot_sharpness_trajectory
 
 __all__ = [
     "CurvatureOperator",
@@ -70,4 +77,11 @@ __all__ = [
     "negative_curvature_ratio",
     "EpsilonSharpness",
     "epsilon_sharpness",
+    "AdaptiveSharpness",
+    "adaptive_sharpness",
+    "BasinResult",
+    "basin_width",
+    "CurvatureTracker",
+    "load_curvature_records",
+    "plot_sharpness_trajectory",
 ]

@@ -1,0 +1,394 @@
+"""``losslab hessian``: curvature and sharpness of a run's (or a checkpoint's) solution.
+
+Top-k Hessian eigenvalues (Lanczos, with residuals and convergence flags), the trace (Hutchinson, ± its
+standard error) and :math:`\\operatorname{Tr}H/\\|H\\|_F`, the negative-curvature ratio
+:math:`|λ_{min}|/λ_{max}`, Keskar et al.'s ε-sharpness, ASAM's adaptive sharpness, the basin width along
+random filter-normalized directions (and a volume estimate), and optionally the spectral density (SLQ)
+as a PNG.
+
+Every expensive computation is cached on its own in the output directory (``RUN_DIR/hessian`` by default)
+as ``<name>-<hash>.json`` (+ ``.npz`` for arrays), the hash covering the checkpoint (path, size, mtime),
+the data (split, subset, seed) and that computation's settings; a rerun with the same settings loads
+them and only re-renders the table and the plot (``--sigma`` changes the density's smoothing without
+recomputing). ``--force`` recomputes.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import LosslabError
+from ._common import emit
+from ._load import add_target_args, resolve
+
+_ALL = ("topk", "trace", "negative", "epsilon", "adaptive", "basin")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "hessian",
+        help="Hessian spectrum (top-k, trace, density) and sharpness (ε, adaptive, basin width) of a solution",
+        description=(
+            "Curvature of the full-data loss at a run's final (or --step) checkpoint, or a bare checkpoint "
+            "with --model: top-k eigenvalues with residuals, trace ± stderr, Tr/||H||_F, negative-curvature "
+            "ratio, epsilon-sharpness (Keskar et al. 2017), adaptive sharpness (Kwon et al. 2021), basin width "
+            "along random filter-normalized directions (Huang et al. 2020) and, with --density, the spectral "
+            "density by stochastic Lanczos quadrature (PNG). Results are cached in RUN_DIR/hessian (or --out); "
+            "a rerun with the same settings re-renders from the cache."
+        ),
+        epilog="example: losslab hessian runs/train-<hash> --top-k 5 --density --json",
+    )
+    add_target_args(p)
+    d = p.add_argument_group("data")
+    d.add_argument("--split", choices=("train", "test"), default="train", help="data split (default train)")
+    d.add_argument("--subset", type=int, default=None, metavar="N",
+                   help="use N examples of the split, drawn at random with --seed (default: all)")
+    d.add_argument("--batch-size", type=int, default=None,
+                   help="examples per batch in Hessian-vector products (default: all at once)")
+    d.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="compute dtype of the curvature operators (default: the model's)")
+    s = p.add_argument_group("spectrum")
+    s.add_argument("--top-k", type=int, default=5, help="top eigenvalues to compute (default 5)")
+    s.add_argument("--tol", type=float, default=1e-4,
+                   help="Lanczos relative residual tolerance for the top-k (default 1e-4)")
+    s.add_argument("--max-iter", type=int, default=None, help="Lanczos steps at most (default max(100, 20k))")
+    s.add_argument("--probes", type=int, default=50, help="Hutchinson probes for the trace (default 50)")
+    s.add_argument("--density", action="store_true", help="spectral density by SLQ, saved as PNG")
+    s.add_argument("--density-probes", type=int, default=10, help="SLQ probe vectors (default 10)")
+    s.add_argument("--density-steps", type=int, default=80, help="Lanczos steps per SLQ probe (default 80)")
+    s.add_argument("--sigma", type=float, default=None,
+                   help="Gaussian smoothing of the density plot (default 1%% of the spectrum's range; no recompute)")
+    h = p.add_argument_group("sharpness")
+    h.add_argument("--epsilon", type=float, default=1e-3, help="box size of the epsilon-sharpness (default 1e-3)")
+    h.add_argument("--rho", type=float, default=0.5, help="radius of the adaptive sharpness (default 0.5)")
+    h.add_argument("--ascent-steps", type=int, default=20,
+                   help="gradient-ascent steps of both sharpness measures (default 20)")
+    h.add_argument("--basin-directions", type=int, default=10, help="random directions of the basin width (default 10)")
+    h.add_argument("--basin-threshold", type=float, default=0.1,
+                   help="basin edge: loss > L(θ*) + THRESHOLD (additive; see --basin-kind) (default 0.1)")
+    h.add_argument("--basin-kind", choices=("additive", "relative", "absolute"), default="additive",
+                   help="how --basin-threshold is applied (default additive)")
+    p.add_argument("--skip", nargs="+", choices=_ALL, default=[], metavar="PART",
+                   help=f"parts not to compute: {', '.join(_ALL)}")
+    p.add_argument("--seed", type=int, default=0, help="seed of subsets, probes and directions (default 0)")
+    p.add_argument("--out", default=None, help="output directory (default RUN_DIR/hessian or ./hessian)")
+    p.add_argument("--force", action="store_true", help="recompute even when cached results exist")
+    p.add_argument("--no-progress", action="store_true", help="accepted for symmetry with other commands")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=run)
+
+
+# ------------------------------------------------------------------------------------------- cache
+
+
+def _fingerprint(t: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """What identifies the measured point: the checkpoint file (path, size, mtime) and the model spec."""
+    if t.run is not None:
+        ckpts = t.run.checkpoints()
+        if not ckpts:
+            raise LosslabError(f"run {t.run.path} has no checkpoints")
+        step = args.step
+        path = ckpts[-1][1] if step is None else next((f for s, f in ckpts if s == step), None)
+        if path is None:
+            raise LosslabError(f"run {t.run.path} has no checkpoint at step {step}")
+    else:
+        path = Path(args.target)
+    st = Path(path).stat()
+    return {"checkpoint": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "model": t.description.get("model"), "model_kwargs": getattr(args, "model_kwargs", None),
+            "dataset": t.description.get("dataset"), "dataset_kwargs": getattr(args, "dataset_kwargs", None)}
+
+
+class _Cache:
+    """Results keyed by a hash of (point, data, settings), one file group per computation."""
+
+    def __init__(self, out: Path, base: dict[str, Any], force: bool) -> None:
+        self.out, self.base, self.force = out, base, force
+        self.hits: dict[str, bool] = {}
+        self.files: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+
+    def stem(self, name: str, params: dict[str, Any]) -> Path:
+        spec = json.dumps({"base": self.base, "name": name, "params": params}, sort_keys=True, default=str)
+        return self.out / f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+
+    def json(self, name: str, params: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        from .._io import atomic_write_json, read_json
+
+        path = self.stem(name, params).with_suffix(".json")
+        self.files[name] = str(path)
+        if path.is_file() and not self.force:
+            try:
+                stored = read_json(path)
+                if stored.get("params") == json.loads(json.dumps(params, default=str)):
+                    self.hits[name] = True
+                    return stored["result"]
+            except (OSError, ValueError, KeyError):
+                pass
+        t0 = time.perf_counter()
+        result = compute()
+        self.seconds[name] = round(time.perf_counter() - t0, 4)
+        atomic_write_json(path, {"name": name, "base": self.base, "params": params, "result": result})
+        self.hits[name] = False
+        return result
+
+    def obj(self, name: str, params: dict[str, Any], compute: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
+        stem = self.stem(name, params)
+        self.files[name] = str(stem.with_suffix(".npz"))
+        if stem.with_suffix(".npz").is_file() and stem.with_suffix(".json").is_file() and not self.force:
+            try:
+                res = load(stem.with_suffix(".npz"))
+                self.hits[name] = True
+                return res
+            except (OSError, ValueError, KeyError, LosslabError):
+                pass
+        t0 = time.perf_counter()
+        res = compute()
+        self.seconds[name] = round(time.perf_counter() - t0, 4)
+        res.save(stem.with_suffix(".npz"))
+        self.hits[name] = False
+        return res
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def _subset(split: Any, n: int | None, seed: int) -> tuple[Any, Any]:
+    import torch
+
+    x, y = split.x, split.y
+    if n is None or n >= len(x):
+        return x, y
+    if n < 1:
+        raise LosslabError(f"--subset must be >= 1, got {n}")
+    idx = torch.sort(torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]).values
+    return x[idx], y[idx]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..curvature import (
+        HessianOperator,
+        SLQResult,
+        adaptive_sharpness,
+        basin_width,
+        epsilon_sharpness,
+        hutchinson_trace,
+        lanczos_eigs,
+        negative_curvature_ratio,
+        slq_density,
+    )
+    from ..curvature.basin import BasinResult
+    from ..train import loss_fn_for
+
+    if args.top_k < 1:
+        raise LosslabError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.probes < 2:
+        raise LosslabError(f"--probes must be >= 2, got {args.probes}")
+    t_start = time.perf_counter()
+    t = resolve(args.target, args)
+    split = t.bundle.train if args.split == "train" else t.bundle.test
+    if len(split) == 0:
+        raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
+    x, y = _subset(split, args.subset, args.seed)
+    loss_fn = loss_fn_for(t.bundle.num_classes)
+    dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
+    out = Path(args.out) if args.out else ((t.run.path / "hessian") if t.run is not None else Path("hessian"))
+    out.mkdir(parents=True, exist_ok=True)
+    base = {"point": _fingerprint(t, args), "split": args.split, "subset": args.subset, "seed": args.seed,
+            "examples": int(len(x)), "batch_size": args.batch_size, "dtype": args.dtype}
+    cache = _Cache(out, base, args.force)
+    skip = set(args.skip)
+
+    op_holder: dict[str, Any] = {}
+
+    def op() -> Any:
+        if "H" not in op_holder:
+            op_holder["H"] = HessianOperator(t.model, loss_fn, (x, y), batch_size=args.batch_size, dtype=dtype)
+        return op_holder["H"]
+
+    num_params = sum(p.numel() for p in t.model.parameters() if p.requires_grad)
+    summary: dict[str, Any] = {**t.description, "split": args.split, "examples": int(len(x)),
+                               "parameters": int(num_params), "out": str(out)}
+    summary["loss"] = cache.json("loss", {}, lambda: {"loss": op().loss()})["loss"]
+
+    if "topk" not in skip:
+        def topk_json() -> dict[str, Any]:
+            r = lanczos_eigs(op(), k=args.top_k, which="LA", tol=args.tol, max_iter=args.max_iter, seed=args.seed)
+            vecs = r.eigenvectors.detach().to("cpu", torch.float32).numpy()
+            from .._io import atomic_savez
+
+            atomic_savez(cache.stem("topk", tk_params).with_suffix(".npz"), eigenvectors=vecs,
+                         eigenvalues=r.eigenvalues.numpy())
+            return {"eigenvalues": r.eigenvalues.tolist(), "residuals": r.residuals.tolist(),
+                    "pair_converged": [bool(b) for b in r.pair_converged.tolist()], "converged": bool(r.converged),
+                    "num_matvecs": int(r.num_matvecs), "iterations": int(r.iterations)}
+
+        tk_params = {"k": args.top_k, "tol": args.tol, "max_iter": args.max_iter}
+        tk = cache.json("topk", tk_params, topk_json)
+        summary.update(eigenvalues=tk["eigenvalues"], residuals=tk["residuals"],
+                       eigen_converged=tk["pair_converged"], lanczos_matvecs=tk["num_matvecs"],
+                       lambda_max=tk["eigenvalues"][0])
+        cache.files["eigenvectors"] = str(cache.stem("topk", tk_params).with_suffix(".npz"))
+
+    if "trace" not in skip:
+        def trace() -> dict[str, Any]:
+            r = hutchinson_trace(op(), num_probes=args.probes, seed=args.seed)
+            return {"trace": r.trace, "stderr": r.stderr, "frobenius_sq": r.frobenius_sq,
+                    "frobenius_sq_stderr": r.frobenius_sq_stderr, "num_probes": r.num_probes}
+
+        tr = cache.json("trace", {"probes": args.probes}, trace)
+        fro = math.sqrt(max(tr["frobenius_sq"], 0.0))
+        summary.update(trace=tr["trace"], trace_stderr=tr["stderr"], frobenius=fro,
+                       trace_over_frobenius=tr["trace"] / fro if fro > 0 else None, trace_probes=tr["num_probes"])
+
+    if "negative" not in skip:
+        def negative() -> dict[str, Any]:
+            r = negative_curvature_ratio(op(), seed=args.seed)
+            return {"lambda_min": r.lambda_min, "lambda_max": r.lambda_max, "ratio": r.ratio,
+                    "converged": r.converged, "num_matvecs": r.num_matvecs}
+
+        nc = cache.json("negative", {"tol": 1e-3}, negative)
+        summary.update(lambda_min=nc["lambda_min"], negative_curvature_ratio=nc["ratio"],
+                       negative_converged=nc["converged"])
+
+    if "epsilon" not in skip:
+        def eps() -> dict[str, Any]:
+            r = epsilon_sharpness(t.model, loss_fn, (x, y), epsilon=args.epsilon, steps=args.ascent_steps,
+                                  batch_size=args.batch_size, dtype=dtype)
+            return {"sharpness": r.sharpness, "max_loss": r.max_loss, "base_loss": r.base_loss,
+                    "num_gradients": r.num_gradients}
+
+        es = cache.json("epsilon", {"epsilon": args.epsilon, "steps": args.ascent_steps}, eps)
+        summary.update(epsilon_sharpness=es["sharpness"], epsilon=args.epsilon)
+
+    if "adaptive" not in skip:
+        def adaptive() -> dict[str, Any]:
+            r = adaptive_sharpness(t.model, loss_fn, (x, y), rho=args.rho, steps=args.ascent_steps,
+                                   batch_size=args.batch_size, dtype=dtype, seed=args.seed)
+            return {"sharpness": r.sharpness, "first_step": r.first_step, "max_loss": r.max_loss,
+                    "base_loss": r.base_loss, "num_gradients": r.num_gradients}
+
+        ad = cache.json("adaptive", {"rho": args.rho, "steps": args.ascent_steps, "p": 2, "eta": 0.0}, adaptive)
+        summary.update(adaptive_sharpness=ad["sharpness"], rho=args.rho)
+
+    if "basin" not in skip:
+        b_params = {"directions": args.basin_directions, "threshold": args.basin_threshold, "kind": args.basin_kind}
+        bres = cache.obj(
+            "basin", b_params,
+            lambda: basin_width(t.model, loss_fn, (x, y), num_directions=args.basin_directions,
+                                threshold=args.basin_threshold, threshold_kind=args.basin_kind, seed=args.seed,
+                                batch_size=args.batch_size),
+            BasinResult.load)
+        summary["basin"] = bres.summary()
+
+    if args.density:
+        d_params = {"probes": args.density_probes, "steps": args.density_steps}
+        slq = cache.obj("slq", d_params,
+                        lambda: slq_density(op(), num_probes=args.density_probes, lanczos_steps=args.density_steps,
+                                            seed=args.seed),
+                        SLQResult.load)
+        png = cache.stem("slq", d_params).with_name(cache.stem("slq", d_params).name.replace("slq-", "density-"))
+        png = png.with_suffix(".png")
+        _plot_density(slq, png, args.sigma, summary.get("eigenvalues"), summary)
+        m = slq.moments([1, 2])
+        summary["density"] = {"png": str(png), "num_probes": slq.num_probes, "lanczos_steps": slq.lanczos_steps,
+                              "trace_slq": float(m[0] * slq.dim), "frobenius_sq_slq": float(m[1] * slq.dim),
+                              "num_matvecs": slq.num_matvecs}
+        cache.files["density_png"] = str(png)
+
+    summary["cached"] = dict(cache.hits)
+    summary["all_cached"] = bool(cache.hits) and all(cache.hits.values())
+    summary["files"] = dict(cache.files)
+    summary["compute_seconds"] = dict(cache.seconds)
+    summary["seconds"] = round(time.perf_counter() - t_start, 3)
+    from .._io import atomic_write_json
+
+    atomic_write_json(out / "hessian.json", summary)
+    emit(args, summary, _table(summary, args))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- render
+
+
+def _plot_density(slq: Any, png: Path, sigma: float | None, top: list[float] | None, summary: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .._io import atomic_write
+    from ..curvature import density_curve
+
+    used = slq.weights > 0
+    lo, hi = float(slq.nodes[used].min()), float(slq.nodes[used].max())
+    pad = 0.05 * max(hi - lo, 1e-12)
+    grid = np.linspace(lo - pad, hi + pad, 2000)
+    dens = density_curve(slq, grid, sigma)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.semilogy(grid, np.maximum(dens, 1e-12))
+    ax.set_ylim(bottom=max(1e-8, float(dens[dens > 0].min()) if (dens > 0).any() else 1e-8))
+    for i, v in enumerate(top or []):
+        ax.axvline(v, color="C3", lw=0.6, ls="--", label="top-k (Lanczos)" if i == 0 else None)
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density (log)")
+    ax.set_title(f"Hessian spectral density (SLQ: {slq.num_probes} probes × {slq.lanczos_steps} steps)", fontsize=9)
+    if top:
+        ax.legend(fontsize=8)
+    atomic_write(png, lambda fh: fig.savefig(fh, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def _fmt(v: Any, spec: str = ".5g") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return format(v, spec)
+
+
+def _table(s: dict[str, Any], args: argparse.Namespace) -> str:
+    where = s.get("run_dir") or s.get("checkpoint")
+    lines = [f"Hessian of the {s['split']} loss at {where}"
+             + (f" (step {s['step']})" if s.get("step") is not None else "")
+             + f": {s['examples']} examples, {s['parameters']} parameters",
+             f"  {'quantity':<34}{'value':>14}  note"]
+
+    def row(name: str, value: str, note: str = "") -> None:
+        lines.append(f"  {name:<34}{value:>14}  {note}")
+
+    row("loss L(θ)", _fmt(s["loss"]))
+    if "eigenvalues" in s:
+        for i, (v, r, c) in enumerate(zip(s["eigenvalues"], s["residuals"], s["eigen_converged"])):
+            row(f"λ{i + 1}", _fmt(v), f"residual {r:.1e} {'converged' if c else 'NOT converged'}")
+    if "trace" in s:
+        row("trace Tr(H)", _fmt(s["trace"]), f"± {_fmt(s['trace_stderr'], '.3g')} ({s['trace_probes']} probes)")
+        row("Tr(H)/||H||_F", _fmt(s["trace_over_frobenius"], ".4g"), f"||H||_F ≈ {_fmt(s['frobenius'], '.4g')}")
+    if "negative_curvature_ratio" in s:
+        row("λmin", _fmt(s["lambda_min"]))
+        row("negative-curvature ratio |λmin|/λmax", _fmt(s["negative_curvature_ratio"], ".4g"))
+    if "epsilon_sharpness" in s:
+        row(f"ε-sharpness (ε={s['epsilon']:g})", _fmt(s["epsilon_sharpness"], ".4g"), "Keskar et al., % of 1+L")
+    if "adaptive_sharpness" in s:
+        row(f"adaptive sharpness (ρ={s['rho']:g})", _fmt(s["adaptive_sharpness"], ".4g"), "ASAM, max ΔL")
+    if "basin" in s:
+        b = s["basin"]
+        q = b["radius_quantiles"]
+        row(f"basin radius (L > {b['threshold_loss']:.4g})", _fmt(b["radius_mean"], ".4g"),
+            f"mean of {2 * b['num_directions']} rays; q05-q95 {q['q05']:.3g}-{q['q95']:.3g}; "
+            f"{b['censored']} censored")
+        row("basin log-volume", _fmt(b["log_volume"], ".6g"), f"D = {b['dim']}, effective radius "
+            f"{b['effective_radius']:.4g}")
+    if "density" in s:
+        row("density plot", "", s["density"]["png"])
+    cached = [k for k, v in s["cached"].items() if v]
+    lines.append(f"  results in {s['out']}" + (f" (from cache: {', '.join(cached)})" if cached else ""))
+    return "\n".join(lines)
