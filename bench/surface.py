@@ -1,0 +1,326 @@
+"""Benchmark: throughput of 2-D loss surfaces (grid points per second) on one CPU thread.
+
+Same model, data and ``N x N`` grid for every method, in one process:
+
+* ``losslab_auto`` / ``losslab_loop`` / ``losslab_vmap``: :func:`losslab.surface.plane` with
+  filter-normalized directions from :func:`losslab.directions.random_plane` (``strategy="auto"``,
+  the default, and each strategy forced). Each call is a fresh ``plane(model, (x, y), ...)``, so
+  ``auto`` includes its one-off strategy selection.
+* ``baseline_dataloader``: the per-point recipe of older tools (tomgoldstein/loss-landscape's
+  ``set_weights`` + ``eval_loss``): for every grid point copy ``w0 + a dx + b dy`` into the module in
+  place (``p.data.copy_``), then one pass of a ``DataLoader(batch_size=128)`` over the same data
+  under ``torch.no_grad()``, accumulating loss and accuracy. Same directions as losslab, so the
+  loss grids are compared (``check.max_abs_loss_diff_vs_baseline``).
+* ``loss_landscapes``: the PyPI package ``loss-landscapes``:
+  ``loss_landscapes.random_plane(model, Loss(CrossEntropyLoss(), x, y), distance=1, steps=N,
+  normalization="filter", deepcopy_model=True)``. It draws its own directions, so only its
+  throughput is compared.
+* ``reference_forward`` (not a competitor): the bare full-batch ``model(x)`` + cross-entropy under
+  ``torch.inference_mode()``, i.e. the best a per-point method could do with this model and PyTorch.
+
+Achieved GFLOP/s = points/s x (analytic forward FLOPs per example x N examples), compared to the
+float32 ``torch.mm`` peak measured in the same run (once per repeat). Methods run round-robin
+(one of each per repeat, after a warm-up), so machine load hits them alike; the reported numbers
+are medians over repeats, from wall-clock time; ``*_cpu`` fields use process CPU time instead
+(steadier on a shared machine). The matmul peak of a case is the best of its samples (3 per
+repeat); ``system_time_fraction`` and ``minor_page_faults_per_point`` show allocator cost
+(activations that ``malloc`` hands back to the OS are page-faulted and zeroed again at each use).
+
+Targets (reported as booleans, never asserted): losslab (auto) >= 2x the DataLoader recipe and
+>= the loss-landscapes package in every case, and >= 60% of the matmul peak on the MNIST-1D
+40-512-512-10 MLP.
+
+Usage::
+
+    .venv/bin/python bench/surface.py                # all cases, 8 x 8 grid, 3 repeats (~3-5 min)
+    .venv/bin/python bench/surface.py --quick        # smoke run: 4 x 4 grid, 1 repeat
+    .venv/bin/python bench/surface.py --model cnn1d --grid 11 --out surface.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import _common as C  # noqa: E402
+
+# case name -> (dataset, model name, model kwargs, description); "mlp_target" is the >= 60% case
+CASES: dict[str, tuple[str, str, dict[str, Any], str]] = {
+    "digits_mlp": ("digits", "mlp", {"width": 256, "depth": 2}, "digits (1347 train), zoo mlp 64-256-256-10"),
+    "mnist1d_mlp": ("mnist1d", "mlp", {"width": 512, "depth": 2}, "MNIST-1D (4000 train), mlp 40-512-512-10"),
+    "mnist1d_cnn1d": ("mnist1d", "cnn1d", {}, "MNIST-1D (4000 train), zoo cnn1d (3 x Conv1d 32, k5 s2) + head"),
+}
+PEAK_CASE = "mnist1d_mlp"
+PEAK_TARGET = 0.60
+METHODS = ("losslab_auto", "losslab_loop", "losslab_vmap", "baseline_dataloader", "loss_landscapes", "reference_forward")
+BASELINE_BATCH = 128
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: 4 x 4 grid, 1 repeat (numbers are indicative only)")
+    p.add_argument("--grid", type=int, default=None, help="grid side N (N x N points; default 8, 4 with --quick)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default 3, 1 with --quick)")
+    p.add_argument("--model", choices=["all", "mlp", "cnn1d"], default="all",
+                   help="mlp: the two MLP cases; cnn1d: the MNIST-1D CNN; all (default): both")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--peak-n", type=int, default=2048, help="matrix size for the matmul peak (default 2048)")
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
+    args = p.parse_args(argv)
+    args.grid = args.grid if args.grid is not None else (4 if args.quick else 8)
+    args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    if args.grid < 2 or args.repeats < 1 or args.threads < 1:
+        p.error("--grid must be >= 2, --repeats and --threads >= 1")
+    return args
+
+
+# ---- the methods ---------------------------------------------------------------------------------
+
+
+def losslab_plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dx: Any, dy: Any, coords: np.ndarray,
+                  strategy: str) -> tuple[np.ndarray, dict[str, Any]]:
+    from losslab.surface import plane
+
+    res = plane(model, (x, y), dx=dx, dy=dy, x=coords, y=coords, progress=False, strategy=strategy)
+    return res.metrics["loss"], res.meta["evaluator"]
+
+
+def baseline_plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dx: dict[str, torch.Tensor],
+                   dy: dict[str, torch.Tensor], coords: np.ndarray) -> np.ndarray:
+    """tomgoldstein/loss-landscape style: in-place weight copy per point + DataLoader pass (bs 128)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    net = copy.deepcopy(model)
+    net.eval()
+    names = [n for n, _ in net.named_parameters()]
+    w0 = [p.detach().clone() for p in net.parameters()]
+    d1 = [dx[n] for n in names]
+    d2 = [dy[n] for n in names]
+    loader = DataLoader(TensorDataset(x, y), batch_size=BASELINE_BATCH, shuffle=False)
+    criterion = nn.CrossEntropyLoss()
+    loss = np.full((len(coords), len(coords)), np.nan)
+    acc = np.full_like(loss, np.nan)
+    for j, b in enumerate(coords):
+        for i, a in enumerate(coords):
+            for p, w, u, v in zip(net.parameters(), w0, d1, d2):  # set_weights
+                p.data.copy_(w + float(a) * u + float(b) * v)
+            total_loss, correct, total = 0.0, 0, 0  # eval_loss
+            with torch.no_grad():
+                for xb, yb in loader:
+                    bs = xb.size(0)
+                    out = net(xb)
+                    total_loss += criterion(out, yb).item() * bs
+                    correct += out.argmax(1).eq(yb).sum().item()
+                    total += bs
+            loss[j, i] = total_loss / total
+            acc[j, i] = correct / total
+    return loss
+
+
+def loss_landscapes_plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> np.ndarray:
+    import loss_landscapes
+    import loss_landscapes.metrics
+
+    metric = loss_landscapes.metrics.Loss(nn.CrossEntropyLoss(), x, y)
+    return np.asarray(loss_landscapes.random_plane(model, metric, distance=1, steps=steps,
+                                                   normalization="filter", deepcopy_model=True))
+
+
+def reference_forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int) -> None:
+    net = copy.deepcopy(model).eval()
+    with torch.inference_mode():
+        for _ in range(reps):
+            nn.functional.cross_entropy(net(x), y).item()
+
+
+# ---- one case ------------------------------------------------------------------------------------
+
+
+def build_case(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    from losslab import data, models
+
+    dataset, model_name, kw, desc = CASES[name]
+    bundle = data.load(dataset)
+    model = models.build(model_name, input_shape=bundle.input_shape, num_classes=bundle.num_classes, seed=0, **kw)
+    model.eval()
+    x, y = bundle.train.x.contiguous(), bundle.train.y.contiguous()
+    info = {
+        "description": desc,
+        "dataset": dataset,
+        "model": model_name,
+        "model_kwargs": kw,
+        "weights": "zoo init, seed 0 (throughput does not depend on the weight values)",
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "n_examples": int(x.shape[0]),
+        "input_shape": list(bundle.input_shape),
+    }
+    return model, x, y, info
+
+
+def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[float]]) -> dict[str, Any]:
+    from losslab.directions import random_plane
+
+    C.log(f"case {name}: loading data and model")
+    model, x, y, info = build_case(name)
+    fl = C.forward_flops(model, x[:1])
+    flops_per_point = fl["per_example"] * info["n_examples"]
+    info.update(flops_per_example=fl["per_example"], flops_per_point=flops_per_point, flops_layers=fl["layers"])
+    dx, dy = random_plane(model, seed=0)
+    n = args.grid
+    coords = np.linspace(-1.0, 1.0, n)
+    points = n * n
+    ref_reps = max(1, min(points, 8))
+
+    def methods(grid: np.ndarray, steps: int) -> dict[str, Callable[[], Any]]:
+        return {
+            "losslab_auto": lambda: losslab_plane(model, x, y, dx, dy, grid, "auto"),
+            "losslab_loop": lambda: losslab_plane(model, x, y, dx, dy, grid, "loop"),
+            "losslab_vmap": lambda: losslab_plane(model, x, y, dx, dy, grid, "vmap"),
+            "baseline_dataloader": lambda: baseline_plane(model, x, y, dx.vector, dy.vector, grid),
+            "loss_landscapes": lambda: loss_landscapes_plane(model, x, y, steps),
+            "reference_forward": lambda: reference_forward(model, x, y, ref_reps),
+        }
+
+    # warm-up: every method once on a 2 x 2 grid
+    C.log(f"case {name}: warm-up")
+    torch.manual_seed(0)  # loss_landscapes draws from the global RNG
+    for fn in methods(np.linspace(-1.0, 1.0, 2), 2).values():
+        fn()
+
+    timed = methods(coords, n)
+    npts = {m: (ref_reps if m == "reference_forward" else points) for m in METHODS}
+    wall: dict[str, list[float]] = {m: [] for m in METHODS}
+    cpu: dict[str, list[float]] = {m: [] for m in METHODS}
+    sys_frac: dict[str, list[float]] = {m: [] for m in METHODS}
+    faults: dict[str, list[float]] = {m: [] for m in METHODS}
+    peak_wall: list[float] = []
+    peak_cpu: list[float] = []
+    extra: dict[str, Any] = {}
+    for r in range(args.repeats):
+        pk = C.matmul_peak(args.peak_n)
+        peak_wall += pk["gflops_wall"]
+        peak_cpu += pk["gflops_cpu"]
+        for m in METHODS:
+            C.log(f"case {name}: repeat {r + 1}/{args.repeats}: {m} ({npts[m]} points)")
+            t = C.timed(timed[m])
+            wall[m].append(npts[m] / t.wall)
+            cpu[m].append(npts[m] / max(t.cpu, 1e-9))
+            sys_frac[m].append(t.sys / max(t.cpu, 1e-9))
+            faults[m].append(t.minflt / npts[m])
+            if m.startswith("losslab") or m == "baseline_dataloader":
+                extra.setdefault(m, t.value)  # loss grids (and evaluator info) of the first repeat
+    peak_samples["wall"] += peak_wall
+    peak_samples["cpu"] += peak_cpu
+
+    pps = {m: C.median(v) for m, v in wall.items()}
+    pps_cpu = {m: C.median(v) for m, v in cpu.items()}
+    peak_w, peak_c = max(peak_wall), max(peak_cpu)  # the peak is the best sample of this case's repeats
+    gflops = {m: v * flops_per_point / 1e9 for m, v in pps.items()}
+    gflops_cpu = {m: v * flops_per_point / 1e9 for m, v in pps_cpu.items()}
+    frac = {m: v / peak_w for m, v in gflops.items()}
+    frac_cpu = {m: v / peak_c for m, v in gflops_cpu.items()}
+    ll_auto_loss, ev_info = extra["losslab_auto"]
+    base_loss = extra["baseline_dataloader"]
+    diffs = {m: float(np.max(np.abs(extra[m][0] - base_loss))) for m in ("losslab_auto", "losslab_loop", "losslab_vmap")}
+    sel = ev_info.get("timing") or {}
+    out = {
+        **info,
+        "grid": [n, n],
+        "points": points,
+        "points_per_s": pps,
+        "points_per_s_range": {m: C.summarize(v) for m, v in wall.items()},
+        "points_per_s_cpu": pps_cpu,
+        "gflops": gflops,
+        "fraction_of_matmul_peak": frac,
+        "fraction_of_matmul_peak_cpu": frac_cpu,
+        "matmul_peak_gflops": {"wall": peak_w, "cpu": peak_c, "wall_median": C.median(peak_wall),
+                               "cpu_median": C.median(peak_cpu)},
+        "system_time_fraction": {m: C.median(v) for m, v in sys_frac.items()},
+        "minor_page_faults_per_point": {m: C.median(v) for m, v in faults.items()},
+        "ratios": {
+            "losslab_over_baseline": C.ratio(pps["losslab_auto"], pps["baseline_dataloader"]),
+            "losslab_over_loss_landscapes": C.ratio(pps["losslab_auto"], pps["loss_landscapes"]),
+            "losslab_loop_over_baseline": C.ratio(pps["losslab_loop"], pps["baseline_dataloader"]),
+            "losslab_auto_over_loop": C.ratio(pps["losslab_auto"], pps["losslab_loop"]),
+            "losslab_vmap_over_loop": C.ratio(pps["losslab_vmap"], pps["losslab_loop"]),
+            "losslab_loop_over_reference_forward": C.ratio(pps["losslab_loop"], pps["reference_forward"]),
+            "losslab_over_baseline_cpu": C.ratio(pps_cpu["losslab_auto"], pps_cpu["baseline_dataloader"]),
+            "losslab_over_loss_landscapes_cpu": C.ratio(pps_cpu["losslab_auto"], pps_cpu["loss_landscapes"]),
+        },
+        "auto": {
+            "strategy": ev_info.get("strategy"),
+            "batch_size": ev_info.get("batch_size"),
+            "points_per_chunk": ev_info.get("points_per_chunk"),
+            "selection_points": sel.get("points"),
+            "selection_loop_s": sel.get("loop_s"),
+            "selection_vmap_s": sel.get("vmap_s"),
+        },
+        "check": {"max_abs_loss_diff_vs_baseline": diffs},
+    }
+    C.log(f"case {name}: losslab auto {pps['losslab_auto']:.2f} pts/s ({frac['losslab_auto']:.0%} of peak), "
+          f"loop {pps['losslab_loop']:.2f}, vmap {pps['losslab_vmap']:.2f}, baseline {pps['baseline_dataloader']:.2f}, "
+          f"loss-landscapes {pps['loss_landscapes']:.2f}")
+    return out
+
+
+def targets(cases: dict[str, dict[str, Any]], cpu: bool = False, method: str = "losslab_auto") -> dict[str, Any]:
+    """The three targets for ``method`` (from wall-clock or, with ``cpu``, CPU-time medians)."""
+    pps_key = "points_per_s_cpu" if cpu else "points_per_s"
+    frac_key = "fraction_of_matmul_peak_cpu" if cpu else "fraction_of_matmul_peak"
+    t: dict[str, Any] = {}
+    over_base = {k: c[pps_key][method] >= 2.0 * c[pps_key]["baseline_dataloader"] for k, c in cases.items()}
+    over_ll = {k: c[pps_key][method] >= c[pps_key]["loss_landscapes"] for k, c in cases.items()}
+    t["losslab_ge_2x_baseline"] = {"all": all(over_base.values()), **over_base}
+    t["losslab_ge_loss_landscapes"] = {"all": all(over_ll.values()), **over_ll}
+    if PEAK_CASE in cases:
+        fr = cases[PEAK_CASE][frac_key][method]
+        t["mlp_ge_60pct_matmul_peak"] = fr >= PEAK_TARGET
+        t["mlp_fraction_of_matmul_peak"] = fr
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    C.set_threads(args.threads)
+    machine = C.machine_info()
+    names = [k for k in CASES if args.model == "all" or CASES[k][1] == args.model]
+    C.log(f"surface bench: cases {names}, grid {args.grid}x{args.grid}, {args.repeats} repeat(s), {args.threads} thread(s)")
+    peak_samples: dict[str, list[float]] = {"wall": [], "cpu": []}
+    cases = {name: run_case(name, args, peak_samples) for name in names}
+    machine["load_average_end"] = C.load_average()
+    result = {
+        "benchmark": "surface",
+        "machine": machine,
+        "settings": {
+            "grid": args.grid,
+            "repeats": args.repeats,
+            "threads": args.threads,
+            "quick": args.quick,
+            "baseline_batch_size": BASELINE_BATCH,
+            "timing": "median over repeats of points / wall seconds; *_cpu: points / process CPU seconds",
+            "flops": "2 x multiply-adds of Linear/Conv layers per example x examples per point",
+        },
+        "matmul_peak": {
+            "n": args.peak_n,
+            "gflops_wall": C.summarize(peak_samples["wall"]),
+            "gflops_cpu": C.summarize(peak_samples["cpu"]),
+        },
+        "cases": cases,
+        "targets": targets(cases),
+        "targets_cpu_time": targets(cases, cpu=True),
+        "targets_if_strategy_loop": targets(cases, method="losslab_loop"),
+    }
+    C.emit(C.rounded(result), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
