@@ -9,7 +9,7 @@ PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 STAMP      := $(VENV)/.losslab-installed
 
-.PHONY: setup reproduce test test-fast bench clean
+.PHONY: setup browser reproduce test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -22,10 +22,13 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 reproduce: setup
-	$(VENV)/bin/losslab train --dataset digits --model mlp --out runs
-	$(VENV)/bin/losslab train --dataset mnist1d --model cnn1d --out runs
+	$(VENV)/bin/losslab reproduce --quick --jobs 2 --out reproduce-out
 
-test: setup
+# The report's browser test needs Debian's chromium (installed once; a no-op when present).
+browser:
+	sh scripts/install-chromium.sh
+
+test: setup browser
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -1,0 +1,333 @@
+"""The result and verdict types of ``losslab reproduce`` and their JSON form.
+
+An experiment (one module per SURVEY row, see :mod:`losslab.experiments`) returns an
+:class:`ExperimentResult`: what was run (config, seeds, data, timings), the measured numbers,
+a comparison text, the figures, and a :class:`Verdict` computed by the module's ``judge`` from the
+measured numbers alone. Results are saved as one JSON file (atomically), readable without losslab.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+from .._io import atomic_write_json, read_json
+from ..errors import LosslabError
+
+__all__ = [
+    "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "VERDICTS",
+    "Check", "Verdict", "FigureRef", "ExperimentResult", "Progress",
+    "verdict_from_checks", "config_dict", "result_key", "jsonable",
+]
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+INCONCLUSIVE = "inconclusive"
+VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+
+RESULT_FORMAT = "losslab.experiment-result"
+RESULT_FORMAT_VERSION = 1
+
+Progress = Callable[[str], None]
+"""``progress(message)``: one line of progress (the runner prefixes the row id and elapsed time)."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One sub-check of a verdict.
+
+    Attributes:
+        name: short name ("monotone", "p=1 fitted", ...).
+        passed: ``True``/``False``, or ``None`` when it could not be decided.
+        detail: the numbers behind it, as text ("0 of 50 steps rise; bump 0").
+        precondition: a failed precondition (runs not trained / not matched) makes the verdict
+            ``inconclusive`` instead of ``not reproduced``.
+        decisive: ``False`` for a check shown for context only (e.g. a contrast regime); it never
+            changes the verdict.
+    """
+
+    name: str
+    passed: bool | None
+    detail: str = ""
+    precondition: bool = False
+    decisive: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a finding's check.
+
+    Attributes:
+        status: ``"reproduced"``, ``"not reproduced"`` (a measurement contradicts the claim; ``reason``
+            says by how much) or ``"inconclusive"`` (a precondition failed, e.g. runs not matched).
+        reason: one or two sentences with the deciding numbers.
+        checks: the sub-checks it was decided from.
+    """
+
+    status: str
+    reason: str
+    checks: tuple[Check, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.status not in VERDICTS:
+            raise LosslabError(f"verdict status must be one of {VERDICTS}, got {self.status!r}")
+        object.__setattr__(self, "checks", tuple(self.checks))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason, "checks": [c.to_dict() for c in self.checks]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Verdict":
+        return cls(d["status"], d.get("reason", ""), tuple(Check(**c) for c in d.get("checks", ())))
+
+
+def verdict_from_checks(checks: Sequence[Check], *, summary: str = "") -> Verdict:
+    """Combine sub-checks: a failed or undecided precondition gives ``inconclusive``; else any failed
+    check gives ``not reproduced``; else (all passed) ``reproduced``.
+
+    The reason lists the failed checks' details (or, when all pass, ``summary`` or every detail).
+
+    Example:
+        >>> v = verdict_from_checks([Check("trained", True, "loss 2.3 -> 0.5", precondition=True),
+        ...                          Check("monotone", False, "3 of 50 steps rise")])
+        >>> v.status, v.reason
+        ('not reproduced', 'monotone: 3 of 50 steps rise')
+    """
+    checks = tuple(checks)
+    shown = checks
+    checks = tuple(c for c in checks if c.decisive)
+    pre_bad = [c for c in checks if c.precondition and c.passed is not True]
+    if pre_bad:
+        return Verdict(INCONCLUSIVE, "; ".join(f"{c.name}: {c.detail}" for c in pre_bad), shown)
+    undecided = [c for c in checks if c.passed is None]
+    failed = [c for c in checks if c.passed is False]
+    if failed:
+        return Verdict(NOT_REPRODUCED, "; ".join(f"{c.name}: {c.detail}" for c in failed), shown)
+    if undecided:
+        return Verdict(INCONCLUSIVE, "; ".join(f"{c.name}: {c.detail}" for c in undecided), shown)
+    if not checks:
+        return Verdict(INCONCLUSIVE, "no decisive check was made", shown)
+    reason = summary or "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.precondition)
+    return Verdict(REPRODUCED, reason, shown)
+
+
+@dataclass(frozen=True)
+class FigureRef:
+    """A PNG written by an experiment: ``path`` relative to the result's directory, and a caption."""
+
+    path: str
+    caption: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "caption": self.caption}
+
+
+@dataclass
+class ExperimentResult:
+    """Everything the report shows about one finding.
+
+    Attributes:
+        id: survey row id (``"A1"``).
+        title, claim, reference, check: from the survey row (see :mod:`losslab.experiments._survey`).
+        config: the experiment config as a plain dict; ``config_hash`` keys the saved result.
+        profile: ``"quick"``, ``"full"`` or ``"custom"``.
+        seeds: the seeds used, by purpose.
+        data: one-line description of the data.
+        timings: seconds per phase; ``"total"`` is filled by the runner.
+        measurements: the numbers the verdict is computed from (JSON-able; small arrays as lists).
+        key_numbers: the few numbers shown in the overview table, already formatted.
+        comparison: what was compared and what came out, in words.
+        verdict: ``judge(measurements)``; ``None`` for a failed run.
+        figures: PNGs in the result's directory.
+        status: ``"ok"`` or ``"failed"`` (then ``error`` holds the message).
+        env: versions, threads, host (filled by the runner).
+        created: ISO time (filled by the runner).
+        notes: caveats shown under the verdict.
+    """
+
+    id: str
+    title: str = ""
+    claim: str = ""
+    reference: str = ""
+    check: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
+    profile: str = "custom"
+    seeds: dict[str, Any] = field(default_factory=dict)
+    data: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    measurements: dict[str, Any] = field(default_factory=dict)
+    key_numbers: dict[str, str] = field(default_factory=dict)
+    comparison: str = ""
+    verdict: Verdict | None = None
+    figures: list[FigureRef] = field(default_factory=list)
+    status: str = "ok"
+    error: str | None = None
+    env: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    # ---- construction helpers ---------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        id: str,
+        config: Any,
+        *,
+        measurements: Mapping[str, Any],
+        verdict: Verdict | None,
+        comparison: str = "",
+        key_numbers: Mapping[str, Any] | None = None,
+        figures: Sequence[FigureRef] = (),
+        seeds: Mapping[str, Any] | None = None,
+        data: str = "",
+        timings: Mapping[str, float] | None = None,
+        notes: Sequence[str] = (),
+    ) -> "ExperimentResult":
+        """A result with the row's title/claim/reference filled in from the survey table."""
+        from ._survey import ROWS
+
+        row = ROWS.get(id)
+        return cls(
+            id=id,
+            title=row.title if row else id,
+            claim=row.claim if row else "",
+            reference=row.reference if row else "",
+            check=row.check if row else "",
+            config=config_dict(config),
+            measurements=jsonable(dict(measurements)),
+            key_numbers={k: _fmt(v) for k, v in (key_numbers or {}).items()},
+            comparison=comparison,
+            verdict=verdict,
+            figures=list(figures),
+            seeds=jsonable(dict(seeds or {})),
+            data=data,
+            timings={k: round(float(v), 3) for k, v in (timings or {}).items()},
+            notes=list(notes),
+        )
+
+    @property
+    def verdict_status(self) -> str:
+        """The verdict's status, or ``"failed"`` for a run that raised."""
+        if self.status != "ok" or self.verdict is None:
+            return "failed"
+        return self.verdict.status
+
+    # ---- JSON ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["verdict"] = None if self.verdict is None else self.verdict.to_dict()
+        d["figures"] = [f.to_dict() for f in self.figures]
+        d["key_numbers"] = [[k, v] for k, v in self.key_numbers.items()]  # a list keeps the order in sorted JSON
+        d["format"] = RESULT_FORMAT
+        d["format_version"] = RESULT_FORMAT_VERSION
+        return jsonable(d)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ExperimentResult":
+        if d.get("format") != RESULT_FORMAT:
+            raise LosslabError(f"not a losslab experiment result (format {d.get('format')!r})")
+        kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        kw["verdict"] = None if d.get("verdict") is None else Verdict.from_dict(d["verdict"])
+        kw["figures"] = [FigureRef(**f) for f in d.get("figures", [])]
+        kn = d.get("key_numbers", {})
+        kw["key_numbers"] = {str(k): str(v) for k, v in (kn.items() if isinstance(kn, Mapping) else kn)}
+        return cls(**kw)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the result as JSON atomically (temp file + rename)."""
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ExperimentResult":
+        try:
+            return cls.from_dict(read_json(path))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise LosslabError(f"cannot read experiment result {path}: {type(exc).__name__}: {exc}") from None
+
+
+# ---- config helpers -------------------------------------------------------------------------------
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass (possibly nesting others, e.g. ``TrainConfig``) as a plain JSON dict."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return json.loads(json.dumps(dataclasses.asdict(config), sort_keys=True, default=_json_default))
+    if isinstance(config, Mapping):
+        return jsonable(dict(config))
+    raise LosslabError(f"an experiment config must be a dataclass or a mapping, got {type(config).__name__}")
+
+
+def result_key(id: str, config: Any, version: int | str = 1) -> str:
+    """``<ID>-<12 hex digits>``: sha256 of the canonical JSON of (id, module version, full config).
+
+    Any change of a config value (or of the module's ``VERSION``) gives a new key, so a saved result
+    is reused only for exactly the settings that produced it.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class C:
+        ...     n: int = 3
+        >>> result_key("A1", C()) == result_key("A1", C()) != result_key("A1", C(n=4))
+        True
+    """
+    canon = json.dumps({"id": id, "version": version, "config": config_dict(config)}, sort_keys=True,
+                       separators=(",", ":"))
+    return f"{id}-{hashlib.sha256(canon.encode()).hexdigest()[:12]}"
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types: numpy scalars/arrays and tensors to numbers/lists, tuples to lists, NaN kept."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.integer):
+            return int(obj)
+        if isinstance(obj, np.floating):
+            return float(obj)
+        if isinstance(obj, np.bool_):
+            return bool(obj)
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(obj, "tolist"):  # torch tensors
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        a = abs(v)
+        if a != 0 and (a < 1e-3 or a >= 1e5):
+            return f"{v:.2e}"
+        return f"{v:.3g}" if a < 1 else f"{v:.4g}"
+    return str(v)
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()

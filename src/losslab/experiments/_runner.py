@@ -1,0 +1,265 @@
+"""Running experiments: profiles, saved (resumable) results, parallel processes.
+
+Layout of an output directory ``OUT`` (``losslab reproduce --out OUT``)::
+
+    OUT/results/<ID>-<hash>/result.json   one finished experiment (hash of id, VERSION and config)
+    OUT/results/<ID>-<hash>/*.png         its figures
+    OUT/cache/runs/train-<hash>/          trained runs, shared by all experiments (losslab.train cache)
+    OUT/report.html, OUT/report.md        written by losslab.report
+
+A result is reused when ``result.json`` exists for the same key with status ``ok``; a failed or
+interrupted experiment is recomputed (its trained runs are reused from the run cache).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+from ..errors import LosslabError
+from ._base import ExperimentResult, now_iso, result_key
+from ._registry import EXPERIMENTS, get
+
+__all__ = ["PROFILES", "Outcome", "config_for", "result_dir", "load_saved", "run_experiment", "run_many"]
+
+PROFILES = ("quick", "full")
+RESULTS = "results"
+CACHE = "cache"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one experiment in a ``run_many`` call."""
+
+    id: str
+    result: ExperimentResult
+    cached: bool
+    seconds: float
+    path: Path
+
+
+def config_for(row_id: str, profile: str) -> Any:
+    """The row's config for a profile (``"quick"`` or ``"full"``)."""
+    if profile not in PROFILES:
+        raise LosslabError(f"profile must be one of {PROFILES}, got {profile!r}")
+    module = get(row_id)
+    return getattr(module.Config, profile)()
+
+
+def result_dir(out: str | os.PathLike, row_id: str, config: Any) -> Path:
+    module = get(row_id)
+    return Path(out) / RESULTS / result_key(module.ID, config, getattr(module, "VERSION", 1))
+
+
+def load_saved(out: str | os.PathLike, row_id: str, profile: str) -> ExperimentResult | None:
+    """The saved, successful result of a row for a profile's current config, if any."""
+    d = result_dir(out, row_id, config_for(row_id, profile))
+    f = d / "result.json"
+    if not f.is_file():
+        return None
+    try:
+        res = ExperimentResult.load(f)
+    except LosslabError:
+        return None
+    return res if res.status == "ok" else None
+
+
+def _env() -> dict[str, Any]:
+    import torch
+
+    from .. import __version__
+
+    return {"losslab": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "platform": platform.platform(), "pid": os.getpid()}
+
+
+def make_progress(row_id: str, stream: TextIO | None, t0: float | None = None) -> Callable[[str], None]:
+    """A progress function printing ``[ID  12.3s] message`` lines to ``stream`` (None: silent)."""
+    start = time.perf_counter() if t0 is None else t0
+
+    def progress(message: str) -> None:
+        if stream is None:
+            return
+        print(f"[{row_id:>3} {time.perf_counter() - start:6.1f}s] {message}", file=stream, flush=True)
+
+    return progress
+
+
+def run_experiment(
+    row_id: str,
+    profile: str = "quick",
+    *,
+    out: str | os.PathLike,
+    force: bool = False,
+    config: Any = None,
+    stream: TextIO | None = None,
+) -> Outcome:
+    """Run one experiment (or reuse its saved result) and save it under ``out``.
+
+    Args:
+        row_id: survey row id (``"A1"``).
+        profile: ``"quick"`` or ``"full"``; ignored when ``config`` is given (profile "custom").
+        out: output directory (results, figures, the shared run cache).
+        force: recompute even when a saved result exists (trained runs are still reused).
+        config: an explicit config instead of the profile's.
+        stream: where progress lines go (None: silent).
+
+    Returns:
+        The :class:`Outcome`; an exception inside the experiment gives a saved result with
+        ``status="failed"`` and the error message (never raised), so one broken row does not stop
+        the others.
+    """
+    module = get(row_id)
+    row_id = module.ID
+    prof = "custom" if config is not None else profile
+    cfg = config if config is not None else config_for(row_id, profile)
+    key_dir = result_dir(out, row_id, cfg)
+    path = key_dir / "result.json"
+    t0 = time.perf_counter()
+    progress = make_progress(row_id, stream, t0)
+    if not force and path.is_file():
+        try:
+            saved = ExperimentResult.load(path)
+        except LosslabError:
+            saved = None
+        if saved is not None and saved.status == "ok":
+            progress(f"reusing saved result {key_dir.name} ({saved.verdict_status})")
+            return Outcome(row_id, saved, True, time.perf_counter() - t0, path)
+    key_dir.mkdir(parents=True, exist_ok=True)
+    cpu0 = time.process_time()
+    cache_dir = Path(out) / CACHE
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    progress(f"start ({prof} profile) -> {key_dir}")
+    try:
+        result = module.run(cfg, cache_dir=cache_dir, work_dir=key_dir, progress=progress)
+        if not isinstance(result, ExperimentResult):
+            raise LosslabError(f"{module.__name__}.run returned {type(result).__name__}, not an ExperimentResult")
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded in the result, shown in the report
+        tb = traceback.format_exc(limit=8)
+        msg = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        progress(f"FAILED: {msg}")
+        result = ExperimentResult.create(row_id, cfg, measurements={}, verdict=None)
+        result.status = "failed"
+        result.error = msg
+        result.notes = [tb]
+    total = time.perf_counter() - t0
+    result.config_hash = key_dir.name.split("-", 1)[1]
+    result.profile = prof
+    result.timings = {**result.timings, "total": round(total, 3), "cpu": round(time.process_time() - cpu0, 3)}
+    result.env = _env()
+    result.created = now_iso()
+    result.save(path)
+    if result.status == "ok":
+        progress(f"done in {total:.1f}s: {result.verdict_status}")
+    return Outcome(row_id, result, False, total, path)
+
+
+def _init_worker(threads: int) -> None:
+    from ..settings import set_threads
+
+    set_threads(threads)
+
+
+def _worker(row_id: str, profile: str, out: str, force: bool, threads: int) -> tuple[str, str, bool, float]:
+    _init_worker(threads)
+    o = run_experiment(row_id, profile, out=out, force=force, stream=sys.stderr)
+    return o.id, str(o.path), o.cached, o.seconds
+
+
+def run_many(
+    ids: Sequence[str] | None = None,
+    profile: str = "quick",
+    *,
+    out: str | os.PathLike,
+    jobs: int = 1,
+    force: bool = False,
+    stream: TextIO | None = None,
+    threads: int = 1,
+    start_method: str = "spawn",
+) -> list[Outcome]:
+    """Run several experiments, independent ones in parallel processes.
+
+    Saved results are checked in this process first (a rerun with nothing changed starts no
+    worker); the rest run in a ``ProcessPoolExecutor`` of ``jobs`` processes (``spawn`` start
+    method, ``threads`` torch threads each), longest expected first (module ``COST``). Experiments
+    that share trained runs coordinate through the run cache's lock files.
+
+    Args:
+        ids: row ids (default: every implemented row), in any case.
+        profile: ``"quick"`` or ``"full"``.
+        out: output directory.
+        jobs: worker processes (1: run in this process).
+        force: recompute saved results.
+        stream: progress lines (None: silent).
+        threads: torch threads per worker.
+        start_method: ``"spawn"`` (default, safe with torch) or ``"fork"``.
+
+    Returns:
+        One :class:`Outcome` per id, in survey order.
+    """
+    from ..settings import set_threads
+    from ._registry import row_order
+
+    wanted = [get(i).ID for i in (ids if ids else list(EXPERIMENTS))]
+    wanted = sorted(dict.fromkeys(wanted), key=row_order)
+    for row_id in wanted:
+        config_for(row_id, profile)  # fail early on a bad profile/config
+    outcomes: dict[str, Outcome] = {}
+    todo: list[str] = []
+    for row_id in wanted:
+        if not force:
+            saved_path = result_dir(out, row_id, config_for(row_id, profile)) / "result.json"
+            saved = load_saved(out, row_id, profile)
+            if saved is not None:
+                if stream is not None:
+                    print(f"[{row_id:>3}    0.0s] reusing saved result {saved_path.parent.name} "
+                          f"({saved.verdict_status})", file=stream, flush=True)
+                outcomes[row_id] = Outcome(row_id, saved, True, 0.0, saved_path)
+                continue
+        todo.append(row_id)
+
+    def cost(row_id: str) -> float:
+        c = getattr(EXPERIMENTS[row_id], "COST", None) or {}
+        return float(c.get(profile, 60.0))
+
+    todo.sort(key=cost, reverse=True)
+    if todo and (jobs <= 1 or len(todo) == 1):
+        set_threads(threads)
+        for row_id in todo:
+            outcomes[row_id] = run_experiment(row_id, profile, out=out, force=force, stream=stream)
+    elif todo:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context(start_method)
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
+            futures: dict[Future, str] = {
+                pool.submit(_worker, row_id, profile, str(out), force, threads): row_id for row_id in todo
+            }
+            try:
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        row_id = futures[fut]
+                        try:
+                            rid, path, cached, secs = fut.result()
+                            outcomes[row_id] = Outcome(rid, ExperimentResult.load(path), cached, secs, Path(path))
+                        except Exception as exc:  # noqa: BLE001 - a crashed worker (killed, OOM)
+                            res = ExperimentResult.create(row_id, config_for(row_id, profile), measurements={},
+                                                          verdict=None)
+                            res.status, res.error = "failed", f"worker crashed: {type(exc).__name__}: {exc}"
+                            res.profile = profile
+                            outcomes[row_id] = Outcome(row_id, res, False, 0.0,
+                                                       result_dir(out, row_id, config_for(row_id, profile)) / "result.json")
+            except KeyboardInterrupt:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    return [outcomes[i] for i in wanted]

@@ -1,0 +1,254 @@
+"""Building blocks shared by the experiment modules (public library API only underneath).
+
+* :func:`train_run` trains (or reuses) a run in ``cache_dir/runs`` under a per-run file lock, so
+  experiments running in parallel processes that need the same run train it once.
+* :class:`Timer` collects per-phase seconds for :attr:`ExperimentResult.timings`.
+* :func:`evaluator`, :func:`interpolate` (the linear path :math:`(1-a)\\theta_A + a\\theta_B` through
+  :func:`losslab.surface.line`), :func:`barriers`, :func:`monotonicity`: the numbers several rows
+  need, defined once (SURVEY.md "Definitions to hold fixed").
+* :func:`new_figure` / :func:`save_figure`: matplotlib figures without pyplot, written atomically as
+  PNG into the experiment's ``work_dir`` and returned as a :class:`FigureRef`.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .._io import atomic_write
+from ..errors import LosslabError
+from ._base import FigureRef
+
+__all__ = [
+    "train_run", "run_lock", "Timer", "describe_data", "evaluator", "interpolate", "barriers",
+    "monotonicity", "fit_epoch", "describe_model", "new_figure", "save_figure", "train_config",
+]
+
+
+# ---- trained runs ---------------------------------------------------------------------------------
+
+
+def train_config(
+    *,
+    dataset: str = "mnist1d",
+    dataset_kwargs: Mapping[str, Any] | None = None,
+    label_noise: float = 0.0,
+    poison: int = 0,
+    subsample: int = 0,
+    model: str = "mlp",
+    model_kwargs: Mapping[str, Any] | None = None,
+    optimizer: str = "sgd",
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    batch_size: int = 128,
+    epochs: int = 30,
+    schedule: str = "constant",
+    seed: int = 0,
+    checkpoints: str = "log:16",
+    **optim: Any,
+) -> Any:
+    """A :class:`losslab.config.TrainConfig` from flat keywords (a shorthand for recipes)."""
+    from ..config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, SeedConfig, TrainConfig
+
+    return TrainConfig(
+        data=DataConfig(dataset=dataset, dataset_kwargs=dict(dataset_kwargs or {}), label_noise=label_noise,
+                        poison=poison, subsample=subsample),
+        model=ModelConfig(model=model, model_kwargs=dict(model_kwargs or {})),
+        optim=OptimConfig(optimizer=optimizer, lr=lr, momentum=momentum, batch_size=batch_size, epochs=epochs,
+                          schedule=schedule, **optim),
+        seeds=SeedConfig(seed=seed),
+        ckpt=CheckpointConfig(checkpoints=checkpoints),
+    ).validate()
+
+
+@contextlib.contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (``fcntl.flock``; a no-op where fcntl is missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def train_run(config: Any, cache_dir: str | os.PathLike, progress: Callable[[str], None] | None = None) -> Any:
+    """Train ``config`` into ``cache_dir/runs`` (or reuse the finished run) and return the :class:`Run`.
+
+    Holds ``cache_dir/runs/.locks/train-<hash>.lock`` while training, so a second process asking
+    for the same run waits and then reuses it instead of training it again.
+    """
+    from ..runs import Run, run_dir_for
+    from ..train import train
+
+    runs = Path(cache_dir) / "runs"
+    rdir = run_dir_for(config, runs)
+    if Run(rdir).done:
+        if progress:
+            progress(f"reusing run {rdir.name}")
+        return Run(rdir)
+    with run_lock(runs / ".locks" / f"{rdir.name}.lock"):
+        if Run(rdir).done:
+            if progress:
+                progress(f"reusing run {rdir.name} (trained by another experiment)")
+            return Run(rdir)
+        if progress:
+            d, m, o = config.data, config.model, config.optim
+            extra = "".join(f", {k} {v}" for k, v in (("subsample", d.subsample), ("label noise", d.label_noise),
+                                                                 ("poison", d.poison)) if v)
+            progress(f"training {rdir.name}: {describe_model(config)} on {d.dataset}{extra}; {o.optimizer} lr {o.lr:g}, "
+                     f"batch {o.batch_size}, {o.epochs} epochs, seed {config.seeds.seed}")
+        t = time.perf_counter()
+        run = train(config, out=runs, progress=False)
+        if progress:
+            s = run.summary
+            progress(f"trained {rdir.name} in {time.perf_counter() - t:.1f}s: train error "
+                     f"{s['train_error']:.3f}, test error {s['test_error']:.3f}")
+        return run
+
+
+def describe_model(config: Any) -> str:
+    """``"mlp width 256 depth 2"``: a TrainConfig's model in words."""
+    kw = " ".join(f"{k} {v}" for k, v in config.model.model_kwargs.items())
+    return f"{config.model.model} {kw}".strip()
+
+
+def fit_epoch(metrics: Sequence[Mapping[str, Any]], threshold: float) -> int | None:
+    """First recorded epoch whose train error is ``<= threshold`` (None if never)."""
+    for m in metrics:
+        if m.get("train_error", float("nan")) <= threshold:
+            return int(m["epoch"])
+    return None
+
+
+def describe_data(bundle: Any) -> str:
+    """One line: dataset, sizes, wrappers applied."""
+    d = bundle.describe()
+    wr = ", ".join(w.get("op", "?") + ("" if "p" not in w else f" p={w['p']}") +
+                   ("" if "n_extra" not in w else f" n={w['n_extra']}") for w in d.get("wrappers", []))
+    return (f"{d['name']}: {d['n_train']} train / {d['n_test']} test, {d['num_classes']} classes, "
+            f"input {tuple(d['input_shape'])}" + (f"; {wr}" if wr else ""))
+
+
+class Timer:
+    """Per-phase wall-clock seconds: ``with timer("train"): ...``; ``timer.seconds`` is the dict."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - t, 3)
+
+
+# ---- measurements ---------------------------------------------------------------------------------
+
+
+def evaluator(model: Any, data: Any, *, bn_data: Any = None, **kw: Any) -> Any:
+    """An :class:`losslab.evaluate.Evaluator` (BatchNorm statistics recomputed on ``bn_data`` or ``data``)."""
+    from ..evaluate import Evaluator
+
+    return Evaluator(model, data, bn_data=bn_data, **kw)
+
+
+def interpolate(model: Any, start: Mapping[str, Any], end: Mapping[str, Any], alphas: Sequence[float] | np.ndarray,
+                *, evaluator: Any) -> dict[str, np.ndarray]:
+    """Metrics along :math:`\\theta(a) = (1-a)\\,\\theta_A + a\\,\\theta_B` (``a`` may leave [0, 1]).
+
+    Returns ``{"alpha": a, "loss": ..., "accuracy": ..., "error": 1 - accuracy}`` as float64 arrays.
+    """
+    from ..surface import line
+
+    res = line(model, start=start, end=end, alphas=np.asarray(alphas, dtype=float), evaluator=evaluator,
+               progress=False)
+    out = {"alpha": np.asarray(res.x, dtype=float)}
+    out.update({k: np.asarray(v, dtype=float) for k, v in res.metrics.items()})
+    if "accuracy" in out:
+        out["error"] = 1.0 - out["accuracy"]
+    return out
+
+
+def barriers(alphas: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """The two barrier definitions of SURVEY.md over the points with ``0 <= a <= 1``.
+
+    .. math::
+
+        B_\\text{mean} = \\max_a L(a) - \\tfrac12 (L(0) + L(1)), \\qquad
+        B_\\text{lin} = \\max_a \\bigl(L(a) - [(1-a) L(0) + a L(1)]\\bigr).
+
+    ``L(0)`` and ``L(1)`` are the values at the smallest and largest ``a`` in [0, 1].
+
+    Example:
+        >>> b = barriers([0, 0.5, 1], [1.0, 3.0, 2.0])
+        >>> b["barrier_mean"], b["barrier_linear"]
+        (1.5, 1.5)
+    """
+    a = np.asarray(alphas, dtype=float)
+    v = np.asarray(values, dtype=float)
+    keep = (a >= -1e-12) & (a <= 1 + 1e-12)
+    a, v = a[keep], v[keep]
+    if a.size < 2:
+        raise LosslabError("barriers need at least two points with 0 <= a <= 1")
+    order = np.argsort(a)
+    a, v = a[order], v[order]
+    l0, l1 = v[0], v[-1]
+    return {
+        "barrier_mean": float(v.max() - 0.5 * (l0 + l1)),
+        "barrier_linear": float(np.max(v - ((1 - a) * l0 + a * l1))),
+        "start": float(l0),
+        "end": float(l1),
+    }
+
+
+def monotonicity(values: Sequence[float] | np.ndarray, *, rtol: float = 1e-5, atol: float = 1e-6) -> dict[str, Any]:
+    """Non-monotone steps and the largest bump of a sequence that should decrease.
+
+    A step ``i -> i+1`` is non-monotone when ``L[i+1] > L[i] + atol + rtol * |L[i]|`` (float32
+    evaluation noise is not a bump). The bump height is the largest rise above the running minimum,
+    :math:`\\max_j \\bigl(L_j - \\min_{i \\le j} L_i\\bigr)` (0 for a non-increasing sequence).
+
+    Example:
+        >>> m = monotonicity([3.0, 2.0, 2.5, 1.0])
+        >>> m["nonmonotone_steps"], m["steps"], m["bump_height"]
+        (1, 3, 0.5)
+    """
+    v = np.asarray(values, dtype=float)
+    d = np.diff(v)
+    rise = d > atol + rtol * np.abs(v[:-1])
+    bump = float(np.max(v - np.minimum.accumulate(v))) if v.size else 0.0
+    first = int(np.argmax(rise)) if rise.any() else None
+    return {"nonmonotone_steps": int(rise.sum()), "steps": int(d.size), "bump_height": bump,
+            "first_rise_index": first}
+
+
+# ---- figures --------------------------------------------------------------------------------------
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.2, height: float = 3.2, **kw: Any) -> tuple[Any, Any]:
+    """A matplotlib ``Figure`` and its axes, made without pyplot (no global state, no GUI backend)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=True, **kw)
+    return fig, axes
+
+
+def save_figure(fig: Any, work_dir: str | os.PathLike, name: str, caption: str = "", *, dpi: int = 110) -> FigureRef:
+    """Write ``fig`` as ``work_dir/name.png`` atomically and return its :class:`FigureRef`."""
+    fname = name if name.endswith(".png") else f"{name}.png"
+    atomic_write(Path(work_dir) / fname, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
+    return FigureRef(fname, caption)
