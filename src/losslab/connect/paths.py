@@ -1,0 +1,476 @@
+r"""Paths between two solutions: linear interpolation, metrics along any path, and barriers.
+
+A *path* is a map :math:`\alpha \in [0, 1] \mapsto \theta(\alpha)` with :math:`\theta(0) = \theta_A`
+and :math:`\theta(1) = \theta_B`. The linear path is
+
+.. math::
+
+    \theta(\alpha) = (1 - \alpha)\,\theta_A + \alpha\,\theta_B ,
+
+computed in exactly this form so that :math:`\theta(0)` and :math:`\theta(1)` are bit-identical to
+the endpoints. Trained curves (:mod:`losslab.connect.curves`) and AutoNEB paths
+(:mod:`losslab.connect.neb`) produce :class:`PathResult` objects of the same shape.
+
+Barriers (:func:`barriers`) of a metric :math:`L` sampled along a path, both reported for loss and
+error (Frankle et al. 2020; Ainsworth et al. 2023; see ``SURVEY.md`` "Definitions")::
+
+    mean   = max_α L(α) − (L(0) + L(1)) / 2
+    interp = max_α [ L(α) − ((1 − α) L(0) + α L(1)) ]
+
+Both are >= 0 and agree when the endpoints have equal values.
+
+BatchNorm: with ``bn="auto"`` (default) the running statistics are recomputed at every point of the
+path with one pass over the *training* data (Garipov et al.'s ``update_bn``), also when evaluating
+on the test split; see :class:`losslab.evaluate.Evaluator`.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from losslab import params
+    >>> from losslab.connect import linear_path
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
+    >>> a, b = nn.Linear(4, 3), nn.Linear(4, 3)
+    >>> res = linear_path(a, params.get_point(a), params.get_point(b), (x, y), num=25)
+    >>> res.alphas.shape, sorted(res.metrics["train"])
+    ((25,), ['error', 'loss'])
+    >>> res.barrier("loss", split="train", kind="interp") >= 0
+    True
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import params as P
+from .._io import atomic_savez, atomic_write_json
+from ..errors import LosslabError
+from ..evaluate import Evaluator, has_batchnorm
+
+__all__ = [
+    "PathResult",
+    "barriers",
+    "linear_path",
+    "evaluate_path",
+    "as_point",
+    "interpolate",
+    "BARRIER_KINDS",
+]
+
+Point = dict[str, Tensor]
+BARRIER_KINDS = ("mean", "interp")
+FORMAT = "losslab.path"
+FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------- barriers
+def barriers(values: Sequence[float] | np.ndarray, alphas: Sequence[float] | np.ndarray) -> dict[str, float]:
+    r"""Both barrier definitions of one metric sampled along a path.
+
+    With :math:`L_0 = L(\alpha_0)`, :math:`L_1 = L(\alpha_{n-1})` (the endpoints) and the position
+    normalised to :math:`s = (\alpha - \alpha_0) / (\alpha_{n-1} - \alpha_0) \in [0, 1]`:
+
+    * ``mean``   :math:`= \max_i L_i - (L_0 + L_1)/2` (Frankle et al. 2020; git re-basin's code),
+    * ``interp`` :math:`= \max_i \,[L_i - ((1 - s_i) L_0 + s_i L_1)]` (Garipov/Draxler-style height
+      above the chord).
+
+    Args:
+        values: the metric at each sampled point, endpoints first and last.
+        alphas: the positions, strictly increasing (``t`` of a curve, arc length of a NEB path...).
+
+    Returns:
+        ``{"mean", "interp", "alpha_mean", "alpha_interp", "max", "start", "end"}``: the two barriers,
+        the positions where they are attained, the maximum and the endpoint values. A non-finite value
+        anywhere makes the barriers NaN (a diverged point has no meaningful barrier).
+
+    Raises:
+        LosslabError: fewer than 2 points, mismatched lengths, or non-increasing alphas.
+
+    Example:
+        >>> b = barriers([0.0, 1.0, 2.0], [0.0, 0.5, 1.0])
+        >>> b["mean"], b["interp"]
+        (1.0, 0.0)
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    a = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    if v.shape != a.shape:
+        raise LosslabError(f"barriers: {v.size} values for {a.size} alphas")
+    if v.size < 2:
+        raise LosslabError("barriers need at least the two endpoints")
+    if not (np.all(np.isfinite(a)) and np.all(np.diff(a) > 0)):
+        raise LosslabError("barriers: alphas must be finite and strictly increasing")
+    s = (a - a[0]) / (a[-1] - a[0])
+    l0, l1 = float(v[0]), float(v[-1])
+    out = {"start": l0, "end": l1}
+    if not np.all(np.isfinite(v)):
+        nan = float("nan")
+        out.update({"mean": nan, "interp": nan, "alpha_mean": nan, "alpha_interp": nan, "max": nan})
+        return out
+    i = int(np.argmax(v))
+    above = v - ((1.0 - s) * l0 + s * l1)
+    j = int(np.argmax(above))
+    out.update({
+        "mean": float(v[i] - 0.5 * (l0 + l1)),
+        "interp": float(above[j]),
+        "alpha_mean": float(a[i]),
+        "alpha_interp": float(a[j]),
+        "max": float(v[i]),
+    })
+    return out
+
+
+# -------------------------------------------------------------------------------------- the result
+@dataclass(frozen=True, eq=False)
+class PathResult:
+    """Metrics along a path between two solutions.
+
+    Attributes:
+        alphas: ``(n,)`` positions along the path (``α`` of a line, ``t`` of a curve, normalised arc
+            length of a NEB path), strictly increasing, endpoints first and last.
+        metrics: ``{split: {metric: (n,) float64}}``; splits ``"train"`` and (when given) ``"test"``;
+            metrics ``"loss"`` and, for classification, ``"error"`` (= 1 − accuracy).
+        barriers: ``{split: {metric: barriers(...)}}`` (see :func:`barriers`).
+        meta: JSON-serialisable description (``kind``, number of points, BN mode, evaluator setup,
+            timings, endpoint distance...).
+
+    ``save(path)`` writes ``<path>.npz`` (``alphas`` and one ``<split>__<metric>`` array each) and
+    ``<path>.json`` (format, splits, metrics, barriers, meta): plain numpy + JSON, readable without
+    losslab, each written atomically.
+
+    Example:
+        >>> import numpy as np
+        >>> a = np.linspace(0, 1, 5)
+        >>> r = PathResult.from_metrics(a, {"test": {"error": np.array([.1, .3, .5, .3, .1])}})
+        >>> r.barrier("error")
+        0.4
+    """
+
+    alphas: np.ndarray
+    metrics: dict[str, dict[str, np.ndarray]]
+    barriers: dict[str, dict[str, dict[str, float]]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        a = np.asarray(self.alphas, dtype=np.float64)
+        object.__setattr__(self, "alphas", a)
+        for split, ms in self.metrics.items():
+            for name, v in ms.items():
+                if np.shape(v) != a.shape:
+                    raise LosslabError(f"metric {split}/{name} has shape {np.shape(v)}, expected {a.shape}")
+
+    @classmethod
+    def from_metrics(cls, alphas: np.ndarray, metrics: Mapping[str, Mapping[str, np.ndarray]],
+                     meta: Mapping[str, Any] | None = None) -> "PathResult":
+        """Build a result and compute its barriers from raw metric arrays.
+
+        When the alphas extend beyond [0, 1] but include both 0 and 1 (a line extrapolated past the
+        endpoints), the barriers are computed on the part in [0, 1]; otherwise between the first and
+        last points.
+        """
+        a = np.asarray(alphas, dtype=np.float64)
+        ms = {s: {k: np.asarray(v, dtype=np.float64) for k, v in m.items()} for s, m in metrics.items()}
+        sel = np.ones(a.shape, bool)
+        if (a[0] < 0 or a[-1] > 1) and np.any(a == 0.0) and np.any(a == 1.0):
+            sel = (a >= 0.0) & (a <= 1.0)
+        bs = {s: {k: barriers(v[sel], a[sel]) for k, v in m.items()} for s, m in ms.items()}
+        return cls(a, ms, bs, dict(meta or {}))
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.metrics)
+
+    def barrier(self, metric: str = "error", *, split: str = "test", kind: Literal["mean", "interp"] = "mean") -> float:
+        """One barrier value: ``barriers[split][metric][kind]``."""
+        if kind not in BARRIER_KINDS:
+            raise LosslabError(f"barrier kind must be one of {BARRIER_KINDS}, got {kind!r}")
+        if split not in self.barriers:
+            raise LosslabError(f"no split {split!r} on this path; have {self.splits}")
+        if metric not in self.barriers[split]:
+            raise LosslabError(f"no metric {metric!r} on split {split!r}; have {sorted(self.barriers[split])}")
+        return float(self.barriers[split][metric][kind])
+
+    def summary(self) -> dict[str, Any]:
+        """Barriers (both kinds) and endpoint values per split and metric, JSON-ready."""
+        out: dict[str, Any] = {}
+        for s, ms in self.barriers.items():
+            for m, b in ms.items():
+                out[f"{s}_{m}_barrier"] = b["mean"]
+                out[f"{s}_{m}_barrier_interp"] = b["interp"]
+                out[f"{s}_{m}_endpoints"] = [b["start"], b["end"]]
+                out[f"{s}_{m}_max"] = b["max"]
+        return out
+
+    # ---- I/O -----------------------------------------------------------------------------------
+    @staticmethod
+    def paths(path: str | Path) -> tuple[Path, Path]:
+        """``(npz, json)`` for ``path`` given with or without the suffix."""
+        p = Path(path)
+        if p.suffix in (".npz", ".json"):
+            p = p.with_suffix("")
+        return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``<path>.npz`` and ``<path>.json`` atomically; returns the npz path."""
+        npz, js = self.paths(path)
+        arrays: dict[str, np.ndarray] = {"alphas": self.alphas}
+        for s, ms in self.metrics.items():
+            for m, v in ms.items():
+                if "__" in s or "__" in m:
+                    raise LosslabError(f"split/metric names must not contain '__': {s}/{m}")
+                arrays[f"{s}__{m}"] = np.asarray(v, dtype=np.float64)
+        atomic_savez(npz, **arrays)
+        atomic_write_json(js, {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "splits": {s: list(ms) for s, ms in self.metrics.items()},
+            "n": int(self.alphas.size),
+            "layout": "npz: alphas (n,), <split>__<metric> (n,) at alphas",
+            "barrier_definitions": {
+                "mean": "max_a L(a) - (L(0) + L(1)) / 2",
+                "interp": "max_a [L(a) - ((1 - a) L(0) + a L(1))] (a normalised to [0, 1])",
+            },
+            "barriers": self.barriers,
+            "meta": jsonable(self.meta),
+        })
+        return npz
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PathResult":
+        """Read a result written by :meth:`save`."""
+        npz, js = cls.paths(path)
+        if not npz.is_file() or not js.is_file():
+            raise LosslabError(f"no saved path at {npz} / {js}")
+        with open(js) as fh:
+            desc = json.load(fh)
+        if desc.get("format") != FORMAT:
+            raise LosslabError(f"{js} is not a losslab path (format={desc.get('format')!r})")
+        with np.load(npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        metrics = {s: {m: arrays[f"{s}__{m}"].astype(np.float64) for m in ms} for s, ms in desc["splits"].items()}
+        return cls(arrays["alphas"].astype(np.float64), metrics, desc["barriers"], desc.get("meta", {}))
+
+
+def jsonable(obj: Any) -> Any:
+    """A JSON-serialisable copy (numpy scalars/arrays, tuples, paths, dtypes converted)."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return obj  # json writes NaN/Infinity; Python's json reads them back
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+# ------------------------------------------------------------------------------------ points/data
+def as_point(obj: nn.Module | Mapping[str, Tensor], what: str = "point") -> Point:
+    """A point from a model (parameters and buffers, detached copies) or a dict of tensors."""
+    if isinstance(obj, nn.Module):
+        return P.get_point(obj, buffers=True)
+    if isinstance(obj, Mapping) and all(isinstance(v, Tensor) for v in obj.values()):
+        return dict(obj)
+    raise LosslabError(f"{what} must be an nn.Module or a dict of tensors, got {type(obj).__name__}")
+
+
+def _splits(data: Any, test_data: Any) -> tuple[Any, Any | None]:
+    """(train split, test split or None) from a Bundle, a Split or an (x, y) tuple."""
+    if data is None:
+        raise LosslabError("data is required (a Bundle, a Split or an (x, y) tuple)")
+    if hasattr(data, "train") and hasattr(data, "test"):
+        train, test = data.train, data.test
+        if test is not None and len(test) == 0:
+            test = None
+    else:
+        train, test = data, None
+    if test_data is not None:
+        test = test_data
+    return train, test
+
+
+def xy(split: Any, what: str = "data") -> tuple[Tensor, Tensor]:
+    """``(x, y)`` tensors of a ``Split`` or an ``(x, y)`` tuple."""
+    if isinstance(split, (tuple, list)) and len(split) == 2:
+        x, y = split
+    elif hasattr(split, "x") and hasattr(split, "y"):
+        x, y = split.x, split.y
+    else:
+        raise LosslabError(f"{what} must be a Bundle, a Split or an (x, y) tuple, got {type(split).__name__}")
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.shape[0] != y.shape[0]:
+        raise LosslabError(f"{what}: x and y must be tensors with the same number of examples")
+    return x, y
+
+
+def interp_keys(model: nn.Module, a: Mapping[str, Tensor], b: Mapping[str, Tensor], bn: str) -> tuple[list[str], list[str]]:
+    """Keys to interpolate and keys to take from A.
+
+    Parameters of the model are interpolated (they must be in both points with equal shapes). Floating
+    buffers present in both points are interpolated too, except when BatchNorm statistics are
+    recomputed (then they are dropped: the evaluator recomputes them). Integer buffers are taken from A.
+    """
+    pnames = [k for k, _ in model.named_parameters()]
+    bnames = {k for k, _ in model.named_buffers()}
+    for what, pt in (("point_a", a), ("point_b", b)):
+        missing = [k for k in pnames if k not in pt]
+        if missing:
+            raise LosslabError(f"{what} lacks parameters {missing[:5]} of the model")
+        extra = [k for k in pt if k not in bnames and k not in pnames]
+        if extra:
+            raise LosslabError(f"{what} has keys the model lacks: {extra[:5]}")
+    P.check_compatible({k: a[k] for k in pnames}, {k: b[k] for k in pnames}, "point_a and point_b")
+    keys, fixed = list(pnames), []
+    if bn != "recompute":
+        for k in a:
+            if k in bnames:
+                if k in b and a[k].is_floating_point() and a[k].shape == b[k].shape:
+                    keys.append(k)
+                else:
+                    fixed.append(k)
+    return keys, fixed
+
+
+def interpolate(a: Mapping[str, Tensor], b: Mapping[str, Tensor], alphas: np.ndarray | Sequence[float],
+                keys: Sequence[str] | None = None) -> Point:
+    r"""The stacked points :math:`(1 - \alpha_k)\,\theta_A + \alpha_k\,\theta_B`, leading dimension K.
+
+    Computed in the points' dtype in exactly this form, so ``alphas`` 0 and 1 give A and B bit for bit.
+    """
+    keys = list(a) if keys is None else list(keys)
+    out: Point = {}
+    for k in keys:
+        ta, tb = a[k], b[k].to(device=a[k].device, dtype=a[k].dtype)
+        al = torch.as_tensor(np.asarray(alphas, dtype=np.float64), dtype=ta.dtype, device=ta.device)
+        al = al.reshape(-1, *([1] * ta.dim()))
+        out[k] = (1 - al) * ta + al * tb
+    return out
+
+
+# ------------------------------------------------------------------------------------ evaluation
+def evaluate_path(
+    model: nn.Module,
+    make: Callable[[np.ndarray], Mapping[str, Tensor]],
+    alphas: np.ndarray | Sequence[float],
+    data: Any,
+    *,
+    test_data: Any = None,
+    bn: Literal["auto", "recompute", "eval"] = "auto",
+    loss: str | Callable[[Tensor, Tensor], Tensor] = "cross_entropy",
+    batch_size: int | None = None,
+    strategy: Literal["auto", "loop", "vmap"] = "auto",
+    device: torch.device | str | None = None,
+    splits: Sequence[str] = ("train", "test"),
+    meta: Mapping[str, Any] | None = None,
+) -> PathResult:
+    """Loss and error at the points ``make(alphas[idx])`` of any path, on train (and test) data.
+
+    Args:
+        model: the architecture (never modified).
+        make: ``make(alphas_subset) -> stacked point`` (leading dimension ``len(alphas_subset)``).
+        alphas: strictly increasing positions, endpoints first and last.
+        data: a ``Bundle`` (train and test), a ``Split`` or an ``(x, y)`` tuple (train only).
+        test_data: a test split (overrides the bundle's).
+        bn: BatchNorm handling (``"auto"``: recompute the statistics on the *training* data at every
+            point when the model has BatchNorm).
+        loss, batch_size, strategy, device: passed to :class:`~losslab.evaluate.Evaluator`.
+        splits: which of ``"train"``, ``"test"`` to evaluate (BatchNorm statistics always come from
+            the training split).
+        meta: extra description stored in the result.
+    """
+    a = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    if a.size < 2 or not np.all(np.diff(a) > 0):
+        raise LosslabError("a path needs at least 2 strictly increasing alphas")
+    train, test = _splits(data, test_data)
+    bad = [s for s in splits if s not in ("train", "test")]
+    if bad or not splits:
+        raise LosslabError(f"splits must be a non-empty subset of ('train', 'test'), got {list(splits)}")
+    if "train" not in splits and test is None:
+        raise LosslabError("only the test split was asked for, but there is no test data")
+    t0 = time.perf_counter()
+    metrics: dict[str, dict[str, np.ndarray]] = {}
+    infos: dict[str, Any] = {}
+    for name, split in (("train", train), ("test", test)):
+        if split is None or name not in splits:
+            continue
+        ev = Evaluator(model, split, loss=loss, batch_size=batch_size, strategy=strategy, bn=bn,
+                       bn_data=train, device=device)
+
+        def src(idx: np.ndarray) -> Mapping[str, Tensor]:
+            return make(a[idx])
+
+        res = ev.evaluate_many(src, n=a.size)
+        m = {"loss": res["loss"]}
+        if "accuracy" in res:
+            m["error"] = 1.0 - res["accuracy"]
+        metrics[name] = m
+        infos[name] = ev.info
+    md = {"n": int(a.size), "seconds": round(time.perf_counter() - t0, 4), "evaluator": infos,
+          "bn": next(iter(infos.values()))["bn"]}
+    md.update(dict(meta or {}))
+    return PathResult.from_metrics(a, metrics, md)
+
+
+def linear_path(
+    model: nn.Module,
+    point_a: Mapping[str, Tensor] | nn.Module,
+    point_b: Mapping[str, Tensor] | nn.Module,
+    data: Any,
+    *,
+    num: int = 25,
+    alphas: Sequence[float] | np.ndarray | None = None,
+    test_data: Any = None,
+    bn: Literal["auto", "recompute", "eval"] = "auto",
+    loss: str | Callable[[Tensor, Tensor], Tensor] = "cross_entropy",
+    batch_size: int | None = None,
+    strategy: Literal["auto", "loop", "vmap"] = "auto",
+    device: torch.device | str | None = None,
+    splits: Sequence[str] = ("train", "test"),
+) -> PathResult:
+    r"""Loss and error along :math:`\theta(\alpha) = (1-\alpha)\theta_A + \alpha\theta_B` on train and test.
+
+    Args:
+        model: the architecture (its own tensors fill keys the points lack; it is never modified).
+        point_a, point_b: the endpoints: dicts of tensors (parameters, optionally buffers) or models.
+        data: a ``Bundle`` (both splits are evaluated), a ``Split`` or ``(x, y)`` (train only).
+        num: number of evenly spaced points in [0, 1] (default 25, endpoints included).
+        alphas: explicit strictly increasing positions (overrides ``num``; may extend beyond [0, 1]).
+        test_data: a test split (overrides the bundle's).
+        bn: ``"auto"`` (recompute BatchNorm statistics on the training data at every point when the
+            model has BatchNorm), ``"recompute"`` or ``"eval"``. Under ``"eval"`` floating buffers
+            present in both points are interpolated like parameters.
+        loss, batch_size, strategy, device: see :class:`~losslab.evaluate.Evaluator`.
+        splits: which splits to evaluate (default both; BatchNorm statistics come from train).
+
+    Returns:
+        A :class:`PathResult` (``meta["kind"] == "linear"``) with both barrier definitions for loss and
+        error on each split.
+    """
+    if alphas is None:
+        if int(num) < 2:
+            raise LosslabError(f"num must be >= 2, got {num}")
+        alphas = np.linspace(0.0, 1.0, int(num))
+    al = np.asarray(alphas, dtype=np.float64)
+    pa, pb = as_point(point_a, "point_a"), as_point(point_b, "point_b")
+    mode = bn if bn != "auto" else ("recompute" if has_batchnorm(model) else "eval")
+    keys, fixed = interp_keys(model, pa, pb, mode)
+    const = {k: pa[k] for k in fixed}
+
+    def make(sub: np.ndarray) -> Point:
+        st = interpolate(pa, pb, sub, keys)
+        for k, v in const.items():
+            st[k] = v.unsqueeze(0).expand(len(sub), *v.shape)
+        return st
+
+    dist = P.distance({k: pa[k] for k, _ in model.named_parameters()}, {k: pb[k] for k, _ in model.named_parameters()})
+    return evaluate_path(model, make, al, data, test_data=test_data, bn=bn, loss=loss, batch_size=batch_size,
+                         strategy=strategy, device=device, splits=splits, meta={"kind": "linear", "distance": dist})
