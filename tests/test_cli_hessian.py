@@ -67,11 +67,10 @@ def test_hessian_cli_values_files_and_cache(run, capsys, tmp_path):
         v = torch.from_numpy(z["eigenvectors"][:, 0]).double()
     assert abs(float(v @ ref.eigenvectors[:, 0])) == pytest.approx(1.0, abs=1e-3)
 
-    # rerun: everything from the cache, same numbers, faster; a new --sigma only re-renders the plot
+    # rerun: everything from the cache (nothing recomputed), same numbers; a new --sigma only re-renders the plot
     os.remove(s["density"]["png"])
     s2 = hessian_json(capsys, *args, "--sigma", "0.05")
     assert s2["all_cached"] and all(s2["cached"].values())
-    assert s2["seconds"] < s["seconds"]
     for key in ("eigenvalues", "trace", "trace_stderr", "epsilon_sharpness", "adaptive_sharpness", "basin",
                 "negative_curvature_ratio"):
         assert s2[key] == s[key], key
