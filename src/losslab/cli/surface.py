@@ -81,24 +81,27 @@ def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
     return f"{args.dim}d-{args.directions}-{h}"
 
 
-def run(args: argparse.Namespace) -> int:
+def output_dir(args: argparse.Namespace, t: Any) -> Path:
+    """``--out``, else RUN_DIR/surfaces/<name> (or ./surfaces/<name> for a bare checkpoint)."""
+    if args.out:
+        return Path(args.out)
+    base = t.run.path / "surfaces" if t.run is not None else Path("surfaces")
+    return base / _name(args, t.description)
+
+
+def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, write: bool = True
+                     ) -> tuple[list[Any], Any, tuple[float, ...]]:
+    """The directions the flags ask for, the PCA result (or None) and the (x, y) ranges.
+
+    Deterministic given the flags (seeded), so every rank of a distributed run builds the same ones;
+    files (directions, PCA) are written only when ``write``.
+    """
     import numpy as np
 
     from .. import directions as D
     from .. import params as P
-    from ..surface import plane, line
 
-    t = resolve(args.target, args)
-    nx, ny = _grid(args)
-    data = t.bundle.train if args.split == "train" else t.bundle.test
-    if len(data) == 0:
-        raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
     weights = P.get_point(t.model)
-    out = Path(args.out) if args.out else (
-        (t.run.path if t.run is not None else Path("surfaces")) / ("surfaces" if t.run is not None else "")
-        / _name(args, t.description))
-    out.mkdir(parents=True, exist_ok=True)
-
     xr = _ranges(args, (-1.0, 1.0, -1.0, 1.0))
     pca = None
     if args.directions == "random":
@@ -128,15 +131,21 @@ def run(args: argparse.Namespace) -> int:
             lo, hi = c.min(axis=0), c.max(axis=0)
             pad = 0.25 * np.maximum(hi - lo, 1e-3)
             xr = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1]))
-        pca.save(out / "pca")
+        if write:
+            pca.save(out / "pca")
     else:  # hessian: unit eigenvectors, so the default range is scaled to the weights' norm / 10
         dirs = _hessian_directions(t, data, args.dim, args.seed)
         if args.range is None:
             r = 0.1 * P.norm(weights)
             xr = (-r, r, -r, r)
-    for i, d in enumerate(dirs):
-        d.save(out / f"direction{i}")
+    if write:
+        for i, d in enumerate(dirs):
+            d.save(out / f"direction{i}")
+    return dirs, pca, xr
 
+
+def evaluation_kwargs(args: argparse.Namespace, t: Any, out: Path) -> dict[str, Any]:
+    """Keyword arguments of ``surface.plane``/``line`` shared by the plain and distributed commands."""
     kw: dict[str, Any] = dict(progress=not args.no_progress, strategy=args.strategy, bn=args.bn,
                               checkpoint_path=out / "surface", resume_from=out / "surface",
                               loss="cross_entropy" if t.bundle.num_classes > 0 else "mse",
@@ -145,16 +154,16 @@ def run(args: argparse.Namespace) -> int:
         kw["bn_data"] = t.bundle.train
     if args.points_per_chunk:
         kw["points_per_chunk"] = args.points_per_chunk
-    if args.dim == 1:
-        res = line(t.model, data, direction=dirs[0], alphas=np.linspace(xr[0], xr[1], nx), **kw)
-    else:
-        res = plane(t.model, data, dx=dirs[0], dy=dirs[1], x=np.linspace(xr[0], xr[1], nx),
-                    y=np.linspace(xr[2], xr[3], ny), **kw)
-    files = {"result": str(out / "surface.npz")}
-    files.update(_render(res, out, args, pca))
+    return kw
+
+
+def summarize(res: Any, t: Any, args: argparse.Namespace, out: Path, files: dict[str, str]) -> dict[str, Any]:
+    """The --json summary of a finished (or partial) surface."""
+    import numpy as np
+
     loss = res.metrics["loss"]
     finite = np.isfinite(loss)
-    summary = {
+    return {
         **t.description, "dim": args.dim, "directions": args.directions, "grid": list(loss.shape),
         "out": str(out), "files": files, "points": int(res.n_points), "done": int(res.n_done),
         "loss_at_origin": _at_origin(res), "loss_min": float(loss[finite].min()) if finite.any() else None,
@@ -164,6 +173,30 @@ def run(args: argparse.Namespace) -> int:
         "points_per_second": res.meta.get("timing", {}).get("points_per_s"),
         "strategy": res.meta.get("evaluator", {}).get("strategy"),
     }
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..surface import line, plane
+
+    t = resolve(args.target, args)
+    nx, ny = _grid(args)
+    data = t.bundle.train if args.split == "train" else t.bundle.test
+    if len(data) == 0:
+        raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
+    out = output_dir(args, t)
+    out.mkdir(parents=True, exist_ok=True)
+    dirs, pca, xr = build_directions(args, t, data, out)
+    kw = evaluation_kwargs(args, t, out)
+    if args.dim == 1:
+        res = line(t.model, data, direction=dirs[0], alphas=np.linspace(xr[0], xr[1], nx), **kw)
+    else:
+        res = plane(t.model, data, dx=dirs[0], dy=dirs[1], x=np.linspace(xr[0], xr[1], nx),
+                    y=np.linspace(xr[2], xr[3], ny), **kw)
+    files = {"result": str(out / "surface.npz")}
+    files.update(_render(res, out, args, pca))
+    summary = summarize(res, t, args, out, files)
     text = (f"{args.dim}-D surface, {res.n_done}/{res.n_points} points -> {out}\n"
             f"loss range [{summary['loss_min']}, {summary['loss_max']}]"
             + "".join(f"\n  {k}: {v}" for k, v in files.items()))
