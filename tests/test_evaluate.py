@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 import doctest
+import sys
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -217,7 +219,212 @@ def test_auto_records_choice_and_timings():
     ev.evaluate_many([perturbed(model, 0.1, i) for i in range(4)])
     t = ev.info["timing"]
     assert ev.info["strategy"] in ("loop", "vmap") and ev.strategy == ev.info["strategy"]
-    assert t["loop_s"] > 0 and t["vmap_s"] > 0 and t["points"] == ev.points_per_chunk
+    assert t["loop_s"] > 0 and t["vmap_s"] > 0 and t["loop_points"] == 1
+    assert 2 <= t["points"] <= 4 and t["clock"] == "cpu"  # one torch thread on a CPU
+    assert t["vmap_s_per_point"] == pytest.approx(t["vmap_s"] / t["points"])
+    assert (ev.strategy == "vmap") == (t["vmap_s_per_point"] < t["loop_s_per_point"])
+
+
+class CountingLinear(nn.Linear):
+    """Records a fingerprint of every weight it runs with (functional_call swaps the tensors in)."""
+
+    seen: ClassVar[list] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if not torch._C._functorch.is_batchedtensor(w):
+            CountingLinear.seen.append(("loop", float(w.detach().double().sum()), x.shape[0]))
+        else:
+            CountingLinear.seen.append(("vmap", None, x.shape[0]))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("winner", ["loop", "vmap"])
+def test_auto_probe_never_repeats_points_and_keeps_exact_results(winner, monkeypatch):
+    """The probe evaluates each given point at most once per strategy (no padding by repetition),
+    and what it keeps equals an explicit evaluation with the chosen strategy bit for bit."""
+    import losslab.evaluate as E
+
+    torch.manual_seed(0)
+    model = nn.Sequential(CountingLinear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    x, y = data()
+    pts = [perturbed(model, 0.1 * (i + 1), i) for i in range(3)]  # fewer points than a group
+    # force the outcome of the timing: the loser's clock reads 1 s more
+    real = E.Evaluator._run_loop if winner == "vmap" else E.Evaluator._run_vmap
+    clock = [0.0]
+
+    def slow(self, *a, **k):
+        clock[0] += 1.0
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(E.Evaluator, "_run_loop" if winner == "vmap" else "_run_vmap", slow)
+    monkeypatch.setattr(E.Evaluator, "_clock", lambda self: ("cpu", lambda: clock[0]))
+    CountingLinear.seen = []
+    ev = Evaluator(model, (x, y), points_per_chunk=8, batch_size=11)
+    CountingLinear.seen = []
+    got = ev.evaluate_many(pts)
+    monkeypatch.undo()
+    t = ev.info["timing"]
+    assert ev.strategy == winner and t["points"] == 2  # 3 // 4 < 2: two points, never padded to 8
+    # the probe's fixed-cost measurement: point 0 on 2 examples (best of 5)
+    assert [(k, n) for k, _, n in CountingLinear.seen if n == 2] == [("loop", 2)] * 5
+    loop_sums = [s for kind, s, n in CountingLinear.seen if kind == "loop" and n != 2]
+    n_chunks = len(ev._eval_chunks(ev.loop_batch_size)[0])
+    # each loop forward on the data ran on one of the given points (n_chunks each), none repeated
+    assert len(set(loop_sums)) == len(loop_sums) // n_chunks
+    if winner == "loop":
+        assert t["kept_points"] == 1 and len(loop_sums) == 3 * n_chunks  # point 0 once, then 1 and 2
+    else:
+        assert t["kept_points"] == 0  # 2 of a group of 3: the group is evaluated whole
+    ref = Evaluator(model, (x, y), points_per_chunk=8, batch_size=11, strategy=winner).evaluate_many(pts)
+    for name in ("loss", "accuracy"):
+        assert np.array_equal(got[name], ref[name]), name
+
+
+@pytest.mark.parametrize("fixed,measured", [(0.0, False), (5.0, True)])
+def test_auto_measures_vmap_only_when_the_loop_has_fixed_costs(monkeypatch, fixed, measured):
+    """Loop cost = fixed + examples: with a fixed cost under 10% of a point, vmap is not run."""
+    import losslab.evaluate as E
+
+    model, (x, y) = mlp(), data()
+    real_loop, real_vmap = E.Evaluator._run_loop, E.Evaluator._run_vmap
+    clock = [0.0]
+    vmap_calls = []
+
+    def costed(self, points, xs, bxs, ys):
+        clock[0] += fixed + sum(len(c) for c in xs)
+        return real_loop(self, points, xs, bxs, ys)
+
+    def counted(self, *a, **k):
+        vmap_calls.append(1)
+        return real_vmap(self, *a, **k)
+
+    monkeypatch.setattr(E.Evaluator, "_run_loop", costed)
+    monkeypatch.setattr(E.Evaluator, "_run_vmap", counted)
+    monkeypatch.setattr(E.Evaluator, "_clock", lambda self: ("cpu", lambda: clock[0]))
+    ev = Evaluator(model, (x, y))
+    got = ev.evaluate_many([perturbed(model, 0.1, i) for i in range(4)])
+    monkeypatch.undo()
+    t = ev.info["timing"]
+    assert t["overhead_s"] == fixed + 2 and t["loop_s"] == fixed + N  # (best of 5 for the overhead)
+    assert t["vmap_measured"] is measured and bool(vmap_calls) is measured
+    assert ev.strategy == ("vmap" if measured else "loop")  # vmap's clock does not move
+    assert np.isfinite(got["loss"]).all()
+
+
+def narrow_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3)).double()  # largest activation 128 B
+
+
+@pytest.mark.parametrize("ppc,loop_cost,expect_kept,expect_calls", [
+    (2, 1.0, 2, [2, 2, 2, 2, 2, 2, 2, 2]),  # probe m = 2 = the first group: kept whole, not redone
+    (8, 1e-3, 3, [3, 1, 3, 2, 3, 3, 2]),  # probe m = 4 in calls of 3: the complete call is kept
+])
+def test_auto_probe_keeps_complete_vmap_calls(monkeypatch, ppc, loop_cost, expect_kept, expect_calls):
+    import losslab.evaluate as E
+
+    model = narrow_mlp()
+    x, y = data(n=300)
+    pts = [perturbed(model, 0.1 * (i + 1), i) for i in range(16)]
+    real_loop, real_vmap = E.Evaluator._run_loop, E.Evaluator._run_vmap
+    clock = [0.0]
+    calls = []
+
+    def slow(self, *a, **k):
+        clock[0] += loop_cost
+        return real_loop(self, *a, **k)
+
+    def counted(self, stacked, *a, **k):
+        calls.append(next(iter(stacked.values())).shape[0])
+        return real_vmap(self, stacked, *a, **k)
+
+    monkeypatch.setattr(E.Evaluator, "_run_loop", slow)
+    monkeypatch.setattr(E.Evaluator, "_run_vmap", counted)
+    monkeypatch.setattr(E.Evaluator, "_clock", lambda self: ("cpu", lambda: clock[0]))
+    cache = 3 * 300 * 128 / 2**20  # three points of 300 examples per call
+    ev = Evaluator(model, (x, y), points_per_chunk=ppc, cache_mb=cache)
+    assert ev.loop_batch_size == ev.vmap_batch_size == 300 and ev.vmap_points_per_call == min(3, ppc)
+    got = ev.evaluate_stacked(params.stack(pts))
+    monkeypatch.undo()
+    assert ev.info["timing"]["vmap_error"] is None
+    assert ev.strategy == "vmap" and ev.info["timing"]["kept_points"] == expect_kept
+    assert calls == expect_calls
+    ref = Evaluator(model, (x, y), points_per_chunk=ppc, cache_mb=cache, strategy="vmap")
+    want = ref.evaluate_stacked(params.stack(pts))
+    for name in ("loss", "accuracy"):
+        assert np.array_equal(got[name], want[name]), name
+    loop = Evaluator(model, (x, y), strategy="loop").evaluate_many(pts)
+    np.testing.assert_allclose(got["loss"], loop["loss"], rtol=0, atol=1e-12)
+
+
+def test_evaluate_combinations_equals_stacked_points():
+    model = mlp(bn=True)
+    x, y = data()
+    g = torch.Generator().manual_seed(3)
+    base = params.get_point(model)
+    d1 = params.randn_like(base, generator=g)
+    d2 = {"0.weight": torch.randn(8, 5, dtype=torch.float64, generator=g)}  # a subset of the keys
+    coeffs = np.array([[0.0, 0.0], [0.5, -1.0], [1.5, 2.0], [-0.25, 0.75], [3.0, 0.1]])
+    stacked = {}
+    for k in d1:
+        c0 = torch.as_tensor(coeffs[:, 0], dtype=torch.float64).reshape(-1, *[1] * d1[k].dim())
+        v = base[k].unsqueeze(0) + c0 * d1[k].unsqueeze(0)
+        if k in d2:
+            v = v + torch.as_tensor(coeffs[:, 1], dtype=torch.float64).reshape(-1, 1, 1) * d2[k].unsqueeze(0)
+        stacked[k] = v
+    for strategy in ("loop", "vmap"):
+        ev = Evaluator(model, (x, y), strategy=strategy, points_per_chunk=2, batch_size=7)
+        got = ev.evaluate_combinations(coeffs, [d1, d2], base)
+        ref = ev.evaluate_stacked(stacked)
+        for name in ("loss", "accuracy"):
+            assert np.array_equal(got[name], ref[name]), (strategy, name)
+        if strategy == "loop":  # the same per-point code as evaluate()
+            assert got["loss"][0] == ev.evaluate({})["loss"]
+        assert got["loss"][0] == pytest.approx(ev.evaluate({})["loss"], abs=1e-12)
+    # no base: an interpolation (1 - a) A + a B hits both ends
+    a, b = params.get_point(model), perturbed(model, 0.5, 1)
+    ev = Evaluator(model, (x, y), strategy="loop")
+    r = ev.evaluate_combinations([[1.0, 0.0], [0.0, 1.0]], [a, b])
+    assert r["loss"][0] == pytest.approx(ev.evaluate(a)["loss"], abs=1e-12)
+    assert r["loss"][1] == pytest.approx(ev.evaluate(b)["loss"], abs=1e-12)
+    with pytest.raises(LosslabError):
+        ev.evaluate_combinations(np.zeros((2, 3)), [a, b])
+    with pytest.raises(LosslabError):
+        ev.evaluate_combinations(np.zeros((2, 1)), [{"0.weight": torch.zeros(3, 3, dtype=torch.float64)}])
+
+
+def test_cache_chunks_respect_the_budget_and_the_setting():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 256), nn.ReLU(), nn.Linear(256, 3))  # largest activation: 1 KiB/example
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(3000, 5, generator=g), torch.randint(0, 3, (3000,), generator=g)
+    ev = Evaluator(model, (x, y), cache_mb=0.5, points_per_chunk=4)
+    assert ev.info["max_activation_bytes_per_example"] == 256 * 4
+    assert ev.batch_size == 3000 and ev.loop_batch_size == ev.vmap_batch_size == 512 and ev.vmap_points_per_call == 1
+    xs, ys = ev._eval_chunks(ev.loop_batch_size)
+    assert len(xs) == 6 and {len(c) for c in xs} == {500} and sum(len(c) for c in ys) == 3000
+    # the memory budget stays the upper bound; a tiny cache is floored at 64 examples
+    small = Evaluator(model, (x, y), cache_mb=1e-3, memory_budget_mb=0.1)
+    assert small.batch_size < 64 and small.loop_batch_size == small.batch_size
+    floor = Evaluator(model, (x, y), cache_mb=1e-3)
+    assert floor.loop_batch_size == 64
+    off = Evaluator(model, (x, y), cache_mb=None, batch_size=1000)
+    assert off.loop_batch_size == off.vmap_batch_size == 1000 and off.info["cache_mb"] is None
+    default = Evaluator(model, (x, y))
+    assert default.cache_mb == 4.0  # CPU default
+    if sys.platform.startswith("linux"):  # glibc thresholds raised above a chunk's activations
+        w = default.bytes_per_example * default.loop_batch_size
+        assert default.allocator_warmup_bytes == min(max(w, 4 * 2**20), 30 * 2**20)
+    assert off.allocator_warmup_bytes == 0 and off.info["allocator_warmup_bytes"] == 0
+    ref = off.evaluate({})["loss"]
+    for e in (ev, small, floor):
+        assert e.evaluate({})["loss"] == pytest.approx(ref, rel=1e-5)
+        assert e.evaluate_many([params.get_point(model)] * 2)["loss"] == pytest.approx([ref] * 2, rel=1e-5)
+    with pytest.raises(LosslabError):
+        Evaluator(model, (x, y), cache_mb=0)
+    with pytest.raises(LosslabError):
+        Evaluator(model, (x, y), cache_mb="big")
 
 
 def test_non_finite_recorded_not_raised():

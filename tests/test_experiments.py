@@ -1,6 +1,5 @@
 """The experiment framework: registry, results, runner, shared measurements, and every row's verdict
 logic on synthetic measurements (a contradicting measurement must give `not reproduced`)."""
-import copy
 import dataclasses
 import json
 import types

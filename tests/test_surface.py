@@ -275,3 +275,32 @@ def test_prebuilt_evaluator_and_argument_errors():
         line(model, (x, y), direction=dx, start=model, progress=False)
     with pytest.raises(LosslabError):
         line(model, (x, y), direction={"0.weight": torch.zeros(2, 2, dtype=torch.float64)}, progress=False)
+
+
+def test_loop_builds_points_one_at_a_time_into_one_buffer(monkeypatch):
+    """With strategy="loop" a plane never materialises a block of stacked points; each grid point
+    is written into the same buffer, and the values equal points built explicitly."""
+    import losslab.evaluate as E
+
+    model, (x, y) = mlp(), data()
+    dx, dy = directions(model)
+    monkeypatch.setattr(E._Combinations, "stacked", lambda *a: pytest.fail("stacked points built"))
+    seen = []
+    real = E.Evaluator._forward_one
+
+    def record(self, tensors, xb):
+        seen.append(tensors["0.weight"].data_ptr())
+        return real(self, tensors, xb)
+
+    monkeypatch.setattr(E.Evaluator, "_forward_one", record)
+    xs, ys = np.linspace(-1, 1, 4), np.linspace(0, 2, 3)
+    r = plane(model, (x, y), dx=dx, dy=dy, x=xs, y=ys, strategy="loop", points_per_chunk=5, progress=False)
+    monkeypatch.undo()
+    assert len(set(seen[1:])) == 1 and len(seen) == 1 + 12  # the probe forward at setup, then 12 points
+    ev = Evaluator(model, (x, y), strategy="loop")
+    origin = params.get_point(model)
+    for j in range(3):
+        for i in range(4):
+            c = torch.tensor([xs[i], ys[j]], dtype=torch.float64)
+            pt = {k: (origin[k] + c[0] * dx[k]) + c[1] * dy[k] for k in origin}
+            assert r.metrics["loss"][j, i] == ev.evaluate(pt)["loss"]  # bit-identical

@@ -23,8 +23,13 @@ over ``(ny, nx)``); after each block the partial :class:`SurfaceResult`, with an
 mask, can be written atomically to ``checkpoint_path``. Calling again with ``resume_from`` evaluates
 only the points not done; the grid, the directions, origin, data and loss must match (checked with
 a fingerprint), else :class:`~losslab.errors.LosslabError`. Block boundaries are fixed by the grid,
-and the resumed run reuses the recorded strategy and chunk size, so a resumed surface equals an
+and the resumed run reuses the recorded strategy and chunk sizes, so a resumed surface equals an
 uninterrupted one exactly.
+
+A block's points are not materialised: they go to
+:meth:`~losslab.evaluate.Evaluator.evaluate_combinations` as coefficients, so the loop strategy
+builds each point into one reused buffer right before evaluating it (vmap builds one stacked group
+at a time).
 
 Example:
     >>> import numpy as np, torch
@@ -449,7 +454,21 @@ def _evaluator(
             kwargs["strategy"] = rec["strategy"]
         if kwargs.get("batch_size") is None and rec.get("batch_size"):
             kwargs["batch_size"] = int(rec["batch_size"])
+        if "cache_mb" not in kwargs and "cache_mb" in rec and _device_type(model, kwargs) == _device_type(None, rec):
+            kwargs["cache_mb"] = rec["cache_mb"]  # the same evaluation chunks
     return Evaluator(model, data, **kwargs)
+
+
+def _device_type(model: nn.Module | None, kwargs: Mapping[str, Any]) -> str | None:
+    """The device type an evaluator built with ``kwargs`` (or recorded as ``kwargs``) uses."""
+    dev = kwargs.get("device")
+    if dev is None and model is not None:
+        ref = next(iter(model.parameters()), None)
+        dev = ref.device if ref is not None else "cpu"
+    try:
+        return None if dev is None else torch.device(dev).type
+    except (RuntimeError, TypeError):
+        return None
 
 
 def _floating(point: Mapping[str, Tensor]) -> Point:
@@ -517,30 +536,6 @@ def _origin_meta(origin: Any, base: Point | None) -> dict[str, Any]:
 
 def _describe_source(obj: Any) -> str:
     return type(obj).__name__ if isinstance(obj, nn.Module) else "point"
-
-
-def _make_points(coeffs: np.ndarray, base: Point | None, basis: Sequence[Point], ev: Evaluator) -> Callable[[np.ndarray], Point]:
-    """``make(idx)``: stacked points ``base + sum_j coeffs[idx, j] * basis[j]`` (in that order)."""
-    keys = list(dict.fromkeys([*(base or {}), *(k for d in basis for k in d)]))
-
-    def make(idx: np.ndarray) -> Point:
-        c = torch.as_tensor(coeffs[idx], dtype=ev.dtype, device=ev.device)
-        k = c.shape[0]
-        out: Point = {}
-        for key in keys:
-            v: Tensor | None = None
-            if base is not None and key in base:
-                b = base[key]
-                v = b.unsqueeze(0).expand(k, *b.shape)
-            for j, d in enumerate(basis):
-                if key in d:
-                    t = c[:, j].reshape(k, *([1] * d[key].dim())) * d[key].unsqueeze(0)
-                    v = t if v is None else v + t
-            assert v is not None
-            out[key] = v
-        return out
-
-    return make
 
 
 def _fingerprint(kind: str, base: Point | None, basis: Sequence[Point], ev: Evaluator) -> str:
@@ -645,7 +640,6 @@ def _run(
     done = result.done.copy()
     flat_done = done.reshape(-1)
     flat_metrics = {k: v.reshape(-1) for k, v in metrics.items()}
-    make = _make_points(coeffs, base, basis, ev)
     n = coeffs.shape[0]
     block = ev.points_per_chunk
     budget = math.inf if max_points is None else int(max_points)
@@ -673,7 +667,7 @@ def _run(
                 continue
             if evaluated + idx.size > budget:
                 idx = idx[: int(budget - evaluated)]
-            res = ev.evaluate_stacked(make(idx))
+            res = ev.evaluate_combinations(coeffs[idx], basis, base)
             for k in flat_metrics:
                 flat_metrics[k][idx] = res[k]
             flat_done[idx] = True

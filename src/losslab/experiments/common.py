@@ -103,7 +103,7 @@ def train_run(config: Any, cache_dir: str | os.PathLike, progress: Callable[[str
                 progress(f"reusing run {rdir.name} (trained by another experiment)")
             return Run(rdir)
         if progress:
-            d, m, o = config.data, config.model, config.optim
+            d, o = config.data, config.optim
             extra = "".join(f", {k} {v}" for k, v in (("subsample", d.subsample), ("label noise", d.label_noise),
                                                                  ("poison", d.poison)) if v)
             progress(f"training {rdir.name}: {describe_model(config)} on {d.dataset}{extra}; {o.optimizer} lr {o.lr:g}, "
