@@ -38,14 +38,17 @@ def chromium():
     return exe
 
 
-def test_reproduce_bad_input_is_one_line_error(tmp_path, capsys):
+def test_reproduce_bad_input_is_one_line_error(tmp_path, capsys, monkeypatch):
     from losslab.cli.main import main
+    from losslab.experiments import EXPERIMENTS
 
     assert main(["reproduce", "Z9", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("losslab: error: unknown survey row") and err.count("\n") == 1
+    monkeypatch.delitem(EXPERIMENTS, "A5")  # a survey row whose module is missing
     assert main(["reproduce", "A5", "--out", str(tmp_path / "o")]) == 2
     assert "not yet implemented" in capsys.readouterr().err
+    monkeypatch.undo()
     assert main(["reproduce", "A1", "--jobs", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--jobs must be >= 1" in capsys.readouterr().err
     assert main(["reproduce", "--list", "--json"]) == 0
