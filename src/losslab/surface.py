@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._io import jsonable
 from . import params as P
 from ._io import atomic_savez, atomic_write_json
 from .errors import LosslabError
@@ -703,26 +704,5 @@ def _progress_bar(total: int, initial: int, progress: bool, desc: str) -> Any:
 
 
 def _jsonable(obj: Any) -> Any:
-    """A JSON-safe copy: numpy/torch scalars and small arrays to lists, non-finite floats to None."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, str)) or obj is None:
-        return obj
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist()) if obj.size <= 64 else {"array_shape": list(obj.shape)}
-    if isinstance(obj, Tensor):
-        return _jsonable(obj.detach().cpu().tolist()) if obj.numel() <= 64 else {"tensor_shape": list(obj.shape)}
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (torch.dtype, torch.device)):
-        return str(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj))
-    return repr(obj)
+    """Metadata as strict JSON (NaN/inf to null), arrays over 64 entries summarised by their shape."""
+    return jsonable(obj, max_array_size=64)

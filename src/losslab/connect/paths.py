@@ -40,7 +40,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._io import jsonable as _jsonable
 from .. import params as P
 from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
@@ -258,20 +258,8 @@ class PathResult:
 
 
 def jsonable(obj: Any) -> Any:
-    """A JSON-serialisable copy (numpy scalars/arrays, tuples, paths, dtypes converted)."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return obj  # json writes NaN/Infinity; Python's json reads them back
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
+    """A JSON-serialisable copy (:func:`losslab._io.jsonable`); NaN/inf are kept (``json`` reads them back)."""
+    return _jsonable(obj, keep_nonfinite=True)
 
 
 # ------------------------------------------------------------------------------------ points/data

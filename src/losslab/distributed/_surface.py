@@ -39,6 +39,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 from torch import Tensor, nn
 
+from .._io import jsonable
 from .. import surface as S
 from ..errors import LosslabError
 from ..evaluate import Evaluator
@@ -569,16 +570,5 @@ def _progress_bar(total: int, initial: int, progress: bool, desc: str) -> Any:
 
 
 def _jsonable(obj: Any) -> Any:
-    """JSON-safe copy of our metadata: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, str)) or obj is None:
-        return obj
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if np.isfinite(f) else None
-    return str(obj)
+    """Metadata as strict JSON, as :mod:`losslab.surface` writes it."""
+    return jsonable(obj, max_array_size=64)

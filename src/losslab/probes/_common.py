@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._io import jsonable as _jsonable
 from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
 
@@ -163,23 +164,8 @@ def result_paths(path: str | Path) -> tuple[Path, Path]:
 
 
 def jsonable(obj: Any) -> Any:
-    """Recursively convert numpy/torch scalars and arrays into JSON values (NaN/inf become None)."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, Tensor):
-        obj = obj.detach().cpu().numpy()
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if np.isfinite(f) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    """Numpy/torch scalars and arrays as JSON values, NaN/inf as None (:func:`losslab._io.jsonable`)."""
+    return _jsonable(obj)
 
 
 def save_arrays(path: str | Path, fmt: str, arrays: Mapping[str, np.ndarray], desc: Mapping[str, Any]) -> Path:

@@ -3,38 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._io import jsonable as _jsonable
+
 
 def jsonable(obj: Any) -> Any:
-    """A JSON-safe copy: numpy/torch scalars and arrays to lists, non-finite floats to None."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, str) or obj is None:
-        return obj
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, Tensor):
-        return jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
+    """A JSON-safe copy, NaN/inf as None (:func:`losslab._io.jsonable`)."""
+    return _jsonable(obj)
 
 
 def derive_seed(*parts: Any) -> int:
