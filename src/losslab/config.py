@@ -20,6 +20,10 @@ from .errors import LosslabError
 
 HASH_LEN = 12
 
+# Default log-spaced grid of subspace dimensions for intrinsic-dimension sweeps (Li et al. 2018).
+# Kept here, with no heavy imports, so the CLI can show it in --help without importing torch.
+INTRINSIC_DIMS = (10, 20, 50, 100, 200, 500, 1000)
+
 
 def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
     kw: dict[str, Any] = {"metadata": {"help": text}}

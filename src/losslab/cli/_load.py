@@ -6,9 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from ..errors import LosslabError
 
 
@@ -29,7 +26,7 @@ def add_target_args(p: argparse.ArgumentParser, *, positional: str = "target", n
 class Target:
     """A model ready to measure (never trained further), its data and a description."""
 
-    model: nn.Module
+    model: Any  # torch.nn.Module (torch is imported lazily: `losslab --help` stays fast)
     bundle: Any
     description: dict[str, Any]
     run: Any = None
@@ -37,6 +34,9 @@ class Target:
 
 def resolve(target: str, args: argparse.Namespace) -> Target:
     """Load ``target`` (run dir or checkpoint file) into a model + data bundle."""
+    import torch
+    from torch import nn
+
     from .. import data, models
     from ..runs import Run, load_state
     from ._common import parse_kv

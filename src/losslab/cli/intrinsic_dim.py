@@ -14,7 +14,7 @@ AUTO_DENSE_ENTRIES = 1 << 24
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..subspace import DEFAULT_DIMS
+    from ..config import INTRINSIC_DIMS as DEFAULT_DIMS
 
     p = sub.add_parser(
         "intrinsic-dim",

@@ -42,6 +42,7 @@ from torch import nn
 
 from .. import params as PR
 from .._io import atomic_savez, atomic_write_json
+from ..config import INTRINSIC_DIMS
 from ..errors import LosslabError
 from ._grid import derive_seed, jsonable, paths, progress_bar, tensor_digest, versions
 from .projections import PROJECTIONS
@@ -51,7 +52,7 @@ __all__ = ["IntrinsicDimResult", "intrinsic_dimension", "threshold_crossing", "D
 
 FORMAT = "losslab.intrinsic_dim"
 FORMAT_VERSION = 1
-DEFAULT_DIMS = (10, 20, 50, 100, 200, 500, 1000)
+DEFAULT_DIMS = INTRINSIC_DIMS
 CELL_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "distance", "steps",
                 "diverged", "seconds")
 ACCURACY_METRICS = ("test_accuracy", "train_accuracy")
