@@ -5,7 +5,10 @@ Same model, data and ``N x N`` grid for every method, in one process:
 * ``losslab_auto`` / ``losslab_loop`` / ``losslab_vmap``: :func:`losslab.surface.plane` with
   filter-normalized directions from :func:`losslab.directions.random_plane` (``strategy="auto"``,
   the default, and each strategy forced). Each call is a fresh ``plane(model, (x, y), ...)``, so
-  ``auto`` includes its one-off strategy selection.
+  ``auto`` includes its one-off strategy selection. The first layer is precomputed per direction
+  where the evaluator's ``first_layer="auto"`` rule applies (the MLPs).
+* ``losslab_computed``: ``losslab_auto`` with ``first_layer="compute"`` (every layer computed at
+  every point), to show what the precomputation gains.
 * ``baseline_dataloader``: the per-point recipe of older tools (tomgoldstein/loss-landscape's
   ``set_weights`` + ``eval_loss``): for every grid point copy ``w0 + a dx + b dy`` into the module in
   place (``p.data.copy_``), then one pass of a ``DataLoader(batch_size=128)`` over the same data
@@ -57,10 +60,13 @@ CASES: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "digits_mlp": ("digits", "mlp", {"width": 256, "depth": 2}, "digits (1347 train), zoo mlp 64-256-256-10"),
     "mnist1d_mlp": ("mnist1d", "mlp", {"width": 512, "depth": 2}, "MNIST-1D (4000 train), mlp 40-512-512-10"),
     "mnist1d_cnn1d": ("mnist1d", "cnn1d", {}, "MNIST-1D (4000 train), zoo cnn1d (3 x Conv1d 32, k5 s2) + head"),
+    "mnist_shaped_mlp": ("synthetic784", "mlp", {"width": 512, "depth": 2},
+                         "MNIST-shaped synthetic images (1000 x 1x28x28, 10 classes), mlp 784-512-512-10"),
 }
 PEAK_CASE = "mnist1d_mlp"
 PEAK_TARGET = 0.60
-METHODS = ("losslab_auto", "losslab_loop", "losslab_vmap", "baseline_dataloader", "loss_landscapes", "reference_forward")
+METHODS = ("losslab_auto", "losslab_loop", "losslab_vmap", "losslab_computed", "baseline_dataloader", "loss_landscapes",
+           "reference_forward")
 BASELINE_BATCH = 128
 
 
@@ -70,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid", type=int, default=None, help="grid side N (N x N points; default 8, 4 with --quick)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default 3, 1 with --quick)")
     p.add_argument("--model", choices=["all", "mlp", "cnn1d"], default="all",
-                   help="mlp: the two MLP cases; cnn1d: the MNIST-1D CNN; all (default): both")
+                   help="mlp: the three MLP cases; cnn1d: the MNIST-1D CNN; all (default): every case")
+    p.add_argument("--case", choices=["all", *CASES], default="all", help="run one case only (default all)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--peak-n", type=int, default=2048, help="matrix size for the matmul peak (default 2048)")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -86,10 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def losslab_plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dx: Any, dy: Any, coords: np.ndarray,
-                  strategy: str) -> tuple[np.ndarray, dict[str, Any]]:
+                  strategy: str, first_layer: str = "auto") -> tuple[np.ndarray, dict[str, Any]]:
     from losslab.surface import plane
 
-    res = plane(model, (x, y), dx=dx, dy=dy, x=coords, y=coords, progress=False, strategy=strategy)
+    res = plane(model, (x, y), dx=dx, dy=dy, x=coords, y=coords, progress=False, strategy=strategy,
+                first_layer=first_layer)
     return res.metrics["loss"], res.meta["evaluator"]
 
 
@@ -148,10 +156,16 @@ def build_case(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, dict[s
     from losslab import data, models
 
     dataset, model_name, kw, desc = CASES[name]
-    bundle = data.load(dataset)
-    model = models.build(model_name, input_shape=bundle.input_shape, num_classes=bundle.num_classes, seed=0, **kw)
+    if dataset == "synthetic784":  # MNIST's shape without MNIST (nothing is downloaded)
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(1000, 1, 28, 28, generator=g), torch.randint(0, 10, (1000,), generator=g)
+        input_shape, num_classes = (1, 28, 28), 10
+    else:
+        bundle = data.load(dataset)
+        x, y = bundle.train.x.contiguous(), bundle.train.y.contiguous()
+        input_shape, num_classes = bundle.input_shape, bundle.num_classes
+    model = models.build(model_name, input_shape=input_shape, num_classes=num_classes, seed=0, **kw)
     model.eval()
-    x, y = bundle.train.x.contiguous(), bundle.train.y.contiguous()
     info = {
         "description": desc,
         "dataset": dataset,
@@ -160,7 +174,7 @@ def build_case(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, dict[s
         "weights": "zoo init, seed 0 (throughput does not depend on the weight values)",
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "n_examples": int(x.shape[0]),
-        "input_shape": list(bundle.input_shape),
+        "input_shape": list(input_shape),
     }
     return model, x, y, info
 
@@ -184,6 +198,7 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
             "losslab_auto": lambda: losslab_plane(model, x, y, dx, dy, grid, "auto"),
             "losslab_loop": lambda: losslab_plane(model, x, y, dx, dy, grid, "loop"),
             "losslab_vmap": lambda: losslab_plane(model, x, y, dx, dy, grid, "vmap"),
+            "losslab_computed": lambda: losslab_plane(model, x, y, dx, dy, grid, "auto", "compute"),
             "baseline_dataloader": lambda: baseline_plane(model, x, y, dx.vector, dy.vector, grid),
             "loss_landscapes": lambda: loss_landscapes_plane(model, x, y, steps),
             "reference_forward": lambda: reference_forward(model, x, y, ref_reps),
@@ -229,7 +244,8 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
     frac_cpu = {m: v / peak_c for m, v in gflops_cpu.items()}
     ll_auto_loss, ev_info = extra["losslab_auto"]
     base_loss = extra["baseline_dataloader"]
-    diffs = {m: float(np.max(np.abs(extra[m][0] - base_loss))) for m in ("losslab_auto", "losslab_loop", "losslab_vmap")}
+    diffs = {m: float(np.max(np.abs(extra[m][0] - base_loss)))
+             for m in ("losslab_auto", "losslab_loop", "losslab_vmap", "losslab_computed")}
     sel = ev_info.get("timing") or {}
     out = {
         **info,
@@ -250,6 +266,8 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
             "losslab_over_loss_landscapes": C.ratio(pps["losslab_auto"], pps["loss_landscapes"]),
             "losslab_loop_over_baseline": C.ratio(pps["losslab_loop"], pps["baseline_dataloader"]),
             "losslab_auto_over_loop": C.ratio(pps["losslab_auto"], pps["losslab_loop"]),
+            "first_layer_precompute_gain": C.ratio(pps["losslab_auto"], pps["losslab_computed"]),
+            "losslab_computed_over_baseline": C.ratio(pps["losslab_computed"], pps["baseline_dataloader"]),
             "losslab_vmap_over_loop": C.ratio(pps["losslab_vmap"], pps["losslab_loop"]),
             "losslab_loop_over_reference_forward": C.ratio(pps["losslab_loop"], pps["reference_forward"]),
             "losslab_over_baseline_cpu": C.ratio(pps_cpu["losslab_auto"], pps_cpu["baseline_dataloader"]),
@@ -262,6 +280,7 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
             "selection_points": sel.get("points"),
             "selection_loop_s": sel.get("loop_s"),
             "selection_vmap_s": sel.get("vmap_s"),
+            "first_layer": ev_info.get("first_layer"),
         },
         "check": {"max_abs_loss_diff_vs_baseline": diffs},
     }
@@ -291,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     C.set_threads(args.threads)
     machine = C.machine_info()
-    names = [k for k in CASES if args.model == "all" or CASES[k][1] == args.model]
+    names = [k for k in CASES if (args.model == "all" or CASES[k][1] == args.model)
+             and args.case in ("all", k)]
     C.log(f"surface bench: cases {names}, grid {args.grid}x{args.grid}, {args.repeats} repeat(s), {args.threads} thread(s)")
     peak_samples: dict[str, list[float]] = {"wall": [], "cpu": []}
     cases = {name: run_case(name, args, peak_samples) for name in names}
@@ -306,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "baseline_batch_size": BASELINE_BATCH,
             "timing": "median over repeats of points / wall seconds; *_cpu: points / process CPU seconds",
-            "flops": "2 x multiply-adds of Linear/Conv layers per example x examples per point",
+            "flops": "2 x multiply-adds of Linear/Conv layers per example x examples per point (forward-"
+                     "equivalent: with the first layer precomputed losslab runs fewer; losslab_computed does not)",
         },
         "matmul_peak": {
             "n": args.peak_n,
@@ -317,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets(cases),
         "targets_cpu_time": targets(cases, cpu=True),
         "targets_if_strategy_loop": targets(cases, method="losslab_loop"),
+        "targets_without_first_layer_precompute": targets(cases, method="losslab_computed"),
     }
     C.emit(C.rounded(result), args.out)
     return 0

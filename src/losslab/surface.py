@@ -446,17 +446,8 @@ def _evaluator(
     if data is None:
         raise LosslabError("give data (a Split or (x, y)) or an evaluator")
     prev = _load_resume(resume_from)
-    kwargs = dict(kwargs)
     if prev is not None:  # reuse the recorded chunking/strategy so the resumed grid is bit-identical
-        rec = prev.meta.get("evaluator", {})
-        if kwargs.get("points_per_chunk") is None and rec.get("points_per_chunk"):
-            kwargs["points_per_chunk"] = int(rec["points_per_chunk"])
-        if kwargs.get("strategy", "auto") == "auto" and rec.get("strategy") in ("loop", "vmap"):
-            kwargs["strategy"] = rec["strategy"]
-        if kwargs.get("batch_size") is None and rec.get("batch_size"):
-            kwargs["batch_size"] = int(rec["batch_size"])
-        if "cache_mb" not in kwargs and "cache_mb" in rec and _device_type(model, kwargs) == _device_type(None, rec):
-            kwargs["cache_mb"] = rec["cache_mb"]  # the same evaluation chunks
+        kwargs = resumed_evaluator_kwargs(model, kwargs, prev.meta.get("evaluator", {}))
     return Evaluator(model, data, **kwargs)
 
 
@@ -688,6 +679,26 @@ def _run(
     if checkpoint_path is not None:
         final.save(checkpoint_path)
     return final
+
+
+def resumed_evaluator_kwargs(model: nn.Module, kwargs: Mapping[str, Any], rec: Mapping[str, Any]) -> dict[str, Any]:
+    """Evaluator settings for resuming a surface: ``kwargs`` with the settings the user left at
+    their defaults taken from the interrupted run's record (``meta["evaluator"]``): points per
+    chunk, strategy, batch size, first-layer mode, and the cache target when the device type is
+    the same, so that the resumed grid is computed exactly as the uninterrupted one would be."""
+    kwargs = dict(kwargs)
+    if kwargs.get("points_per_chunk") is None and rec.get("points_per_chunk"):
+        kwargs["points_per_chunk"] = int(rec["points_per_chunk"])
+    if kwargs.get("strategy", "auto") == "auto" and rec.get("strategy") in ("loop", "vmap"):
+        kwargs["strategy"] = rec["strategy"]
+    if kwargs.get("batch_size") is None and rec.get("batch_size"):
+        kwargs["batch_size"] = int(rec["batch_size"])
+    if "cache_mb" not in kwargs and "cache_mb" in rec and _device_type(model, kwargs) == _device_type(None, rec):
+        kwargs["cache_mb"] = rec["cache_mb"]  # the same evaluation chunks
+    fl = rec.get("first_layer")
+    if kwargs.get("first_layer", "auto") == "auto" and isinstance(fl, dict) and fl.get("requested") in ("precompute", "compute"):
+        kwargs["first_layer"] = fl["requested"]
+    return kwargs
 
 
 def _progress_bar(total: int, initial: int, progress: bool, desc: str) -> Any:

@@ -43,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--points-per-chunk", type=int, default=None, help="grid points evaluated per batch")
     p.add_argument("--strategy", choices=("auto", "loop", "vmap"), default="auto",
                    help="per-point loop or vmap over stacked points (default: measured)")
+    p.add_argument("--first-layer", choices=("auto", "precompute", "compute"), default="auto",
+                   help="precompute the first Linear/Conv layer's output per direction and combine it at each "
+                        "point (exact to rounding; auto: where it pays, e.g. wide-input MLPs)")
     p.add_argument("--bn", choices=("auto", "recompute", "eval"), default="auto",
                    help="BatchNorm statistics: recompute at each point (auto when the model has BN) or eval")
     p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/surfaces/<name> or ./surfaces/<name>)")
@@ -147,6 +150,7 @@ def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, 
 def evaluation_kwargs(args: argparse.Namespace, t: Any, out: Path) -> dict[str, Any]:
     """Keyword arguments of ``surface.plane``/``line`` shared by the plain and distributed commands."""
     kw: dict[str, Any] = dict(progress=not args.no_progress, strategy=args.strategy, bn=args.bn,
+                              first_layer=args.first_layer,
                               checkpoint_path=out / "surface", resume_from=out / "surface",
                               loss="cross_entropy" if t.bundle.num_classes > 0 else "mse",
                               meta={"target": t.description, "seed": args.seed, "split": args.split})
@@ -172,6 +176,7 @@ def summarize(res: Any, t: Any, args: argparse.Namespace, out: Path, files: dict
         "seconds": res.meta.get("timing", {}).get("seconds"),
         "points_per_second": res.meta.get("timing", {}).get("points_per_s"),
         "strategy": res.meta.get("evaluator", {}).get("strategy"),
+        "first_layer": res.meta.get("evaluator", {}).get("first_layer"),
     }
 
 

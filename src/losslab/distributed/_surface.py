@@ -184,15 +184,8 @@ def _make_evaluator(model: nn.Module, data: Any, evaluator: Evaluator | None, kw
         return evaluator
     if data is None:
         raise LosslabError("give data (a Split or (x, y)) or an evaluator")
-    kwargs = dict(kwargs)
     if prev is not None:
-        rec = prev.meta.get("evaluator", {})
-        if kwargs.get("points_per_chunk") is None and rec.get("points_per_chunk"):
-            kwargs["points_per_chunk"] = int(rec["points_per_chunk"])
-        if kwargs.get("strategy", "auto") == "auto" and rec.get("strategy") in ("loop", "vmap"):
-            kwargs["strategy"] = rec["strategy"]
-        if kwargs.get("batch_size") is None and rec.get("batch_size"):
-            kwargs["batch_size"] = int(rec["batch_size"])
+        kwargs = S.resumed_evaluator_kwargs(model, kwargs, prev.meta.get("evaluator", {}))
     return Evaluator(model, data, **kwargs)
 
 
