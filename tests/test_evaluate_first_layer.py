@@ -27,7 +27,7 @@ def gen(seed: int) -> torch.Generator:
 
 def wide_mlp(seed: int = 0) -> nn.Module:
     g = gen(seed)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3)).double()
     with torch.no_grad():
         for p in m.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.4)
@@ -52,7 +52,7 @@ def image_data(n: int = N) -> tuple[torch.Tensor, torch.Tensor]:
 
 def flat_data(n: int = N) -> tuple[torch.Tensor, torch.Tensor]:
     g = gen(6)
-    return torch.randn(n, 4, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+    return torch.randn(n, 4, 16, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
 
 
 def rand_like(point: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
@@ -122,12 +122,12 @@ def test_surfaces_agree_and_auto_uses_it_only_where_it_pays():
            for m in ("compute", "auto")}
     np.testing.assert_allclose(got["auto"].metrics["loss"], got["compute"].metrics["loss"], rtol=0, atol=1e-12)
     fl = got["auto"].meta["evaluator"]["first_layer"]
-    assert fl["used"] is True and "fan-in 24" in fl["reason"]
+    assert fl["used"] is True and "fan-in 64" in fl["reason"]
     # a 1-D line: two terms
     ln = line(model, data, direction=dx, num=9, strategy="loop", first_layer="auto", progress=False)
     ref = line(model, data, direction=dx, num=9, strategy="loop", first_layer="compute", progress=False)
     np.testing.assert_allclose(ln.metrics["loss"], ref.metrics["loss"], rtol=0, atol=1e-12)
-    # a 1-channel 3x3 conv has fan-in 9 < 4 x 3 terms: not worth precomputing under "auto"
+    # a 1-channel 3x3 conv has fan-in 9 < 16 x 3 terms: not worth precomputing under "auto"
     torch.manual_seed(0)
     small = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).double()
     x = torch.randn(N, 1, 6, 6, generator=gen(9), dtype=torch.float64)
@@ -136,7 +136,7 @@ def test_surfaces_agree_and_auto_uses_it_only_where_it_pays():
     ev = Evaluator(small, (x, y), strategy="loop")
     ev.evaluate_combinations(COEFFS, [rand_like(p, 1), rand_like(p, 2)], p)
     assert ev.info["first_layer"]["used"] is False
-    assert "fan-in 9 < 4 x 3 terms" in ev.info["first_layer"]["reason"]
+    assert "fan-in 9 < 16 x 3 terms" in ev.info["first_layer"]["reason"]
 
 
 class RawScale(nn.Module):
@@ -145,7 +145,7 @@ class RawScale(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
-        self.fc = nn.Linear(24, 3).double()
+        self.fc = nn.Linear(64, 3).double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x.flatten(1) * self.scale)
@@ -154,8 +154,8 @@ class RawScale(nn.Module):
 class Tied(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.a = nn.Linear(24, 24).double()
-        self.b = nn.Linear(24, 24).double()
+        self.a = nn.Linear(64, 64).double()
+        self.b = nn.Linear(64, 64).double()
         self.b.weight = self.a.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +165,7 @@ class Tied(nn.Module):
 class Twice(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.fc = nn.Linear(24, 24).double()
+        self.fc = nn.Linear(64, 64).double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.tanh(self.fc(x.flatten(1))))[:, :3]
@@ -176,8 +176,8 @@ class Sneaky(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.pre = nn.Linear(24, 24).double()
-        self.fc = nn.Linear(24, 3).double()
+        self.pre = nn.Linear(64, 64).double()
+        self.fc = nn.Linear(64, 3).double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.tanh(self.pre.forward(x.flatten(1))))
@@ -189,7 +189,7 @@ class Sneaky(nn.Module):
         (RawScale, "not owned by a leaf module"),
         (Tied, "shared"),
         (Twice, "runs more than once"),
-        (lambda: nn.Sequential(nn.Flatten(), nn.BatchNorm1d(24), nn.Linear(24, 3)).double(), "BatchNorm1d, not Linear"),
+        (lambda: nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 3)).double(), "BatchNorm1d, not Linear"),
         (Sneaky, "validation failed"),
     ],
 )

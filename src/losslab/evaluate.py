@@ -158,7 +158,7 @@ _MIN_CACHE_CHUNK = 64  # examples: smaller chunks cost more in per-call overhead
 _PROBE_SECONDS = 0.02  # auto: vmap is measured on about this much of the loop's work (at least 2 points)
 _WARMUP_MIN_BYTES = 4 * 2**20  # allocator warm-up block: bounds (glibc adjusts its thresholds up to 32 MiB)
 _WARMUP_MAX_BYTES = 30 * 2**20
-FIRST_LAYER_MIN_RATIO = 4
+FIRST_LAYER_MIN_RATIO = 16
 """``first_layer="auto"`` precomputes when the layer's fan-in >= this x the number of terms."""
 _AFFINE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _VMAP_MIN_OVERHEAD = 0.1
