@@ -165,3 +165,32 @@ def test_label_noise_run_records_corruption(tmp_path):
     assert b.train.clean_y is not None
     changed = int((b.train.y != b.train.clean_y).sum())
     assert 0 < changed <= round(0.5 * len(b.train))
+
+
+def test_state_is_saved_by_time_and_after_the_last_epoch(tmp_path, monkeypatch):
+    """Many tiny epochs do not each write state.pt: it is saved every SAVE_EVERY_S seconds and after
+    the last epoch of a call, and a resumed run still ends bit-identical to an uninterrupted one."""
+    import losslab.train as T
+
+    cfg = TrainConfig(model=ModelConfig(model="mlp", model_kwargs={"width": 16, "depth": 1}),
+                      optim=OptimConfig(epochs=8, lr=0.05, batch_size=0), ckpt=CheckpointConfig(checkpoints="none"))
+    saves: list[str] = []
+    real = T.atomic_torch_save
+
+    def count(path, obj):
+        saves.append(os.path.basename(path))
+        return real(path, obj)
+
+    monkeypatch.setattr(T, "atomic_torch_save", count)
+    monkeypatch.setattr(T, "SAVE_EVERY_S", 1e9)
+    part = train(cfg, out=tmp_path / "a", progress=False, max_epochs=5)
+    assert saves.count("state.pt") == 1 and load_state(run_dir_for(cfg, tmp_path / "a") / "state.pt")["epoch"] == 5
+    assert len(part.metrics) == 6  # epoch 0 (before training) and epochs 1-5
+    done = train(cfg, out=tmp_path / "a", progress=False)
+    assert saves.count("state.pt") == 2 and done.done and done.info["resumed_from_epoch"] == 5
+    monkeypatch.setattr(T, "SAVE_EVERY_S", 0.0)  # every epoch
+    whole = train(cfg, out=tmp_path / "b", progress=False)
+    assert saves.count("state.pt") == 2 + 8
+    a, b = done.state_dict(), whole.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert done.metrics == whole.metrics

@@ -9,7 +9,10 @@ Example:
 
 Seeds are separate per purpose (init, data order, label noise; see :class:`SeedConfig`); nothing seeds
 the global RNGs. A finished run with the same config is reused; an interrupted one resumes from its
-last completed epoch and ends with bit-identical weights to an uninterrupted run (CPU, same threads).
+last saved epoch and ends with bit-identical weights to an uninterrupted run (CPU, same threads).
+The resumable state (``state.pt``) and ``metrics.json`` are saved after the last epoch of a call and
+otherwise at most every :data:`SAVE_EVERY_S` seconds, so a kill loses at most that much work while
+runs of many tiny epochs (full-batch GD) are not dominated by writing and syncing files.
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ from .runs import Run, environment, load_state, run_dir_for, write_config
 from .settings import set_threads
 
 EVAL_CHUNK = 4096
+SAVE_EVERY_S = 2.0
+"""Seconds of training between saves of the resumable state (always saved after a call's last epoch)."""
 
 
 # ---------------------------------------------------------------- building blocks
@@ -270,6 +275,7 @@ def train(
         bar = tqdm(total=config.optim.epochs, initial=start_epoch, desc=f"train {run_dir.name}", leave=False,
                    file=sys.stderr)
     end_epoch = config.optim.epochs if max_epochs is None else min(config.optim.epochs, start_epoch + max_epochs)
+    last_save = time.perf_counter()
     for epoch in range(start_epoch + 1, end_epoch + 1):
         state.epoch = epoch
         model.train()
@@ -297,9 +303,11 @@ def train(
         _fire(callbacks, "on_epoch_end", state)
         rec.update(state.extra)
         metrics.append(rec)
-        atomic_write_json(run_dir / "metrics.json", metrics)
-        atomic_torch_save(state_file, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                       "order_rng": order_gen.get_state(), "epoch": epoch})
+        if epoch == end_epoch or time.perf_counter() - last_save >= SAVE_EVERY_S:
+            atomic_write_json(run_dir / "metrics.json", metrics)
+            atomic_torch_save(state_file, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                           "order_rng": order_gen.get_state(), "epoch": epoch})
+            last_save = time.perf_counter()
         if bar is not None:
             bar.update(1)
             bar.set_postfix(train_err=f"{rec['train_error']:.3f}", test_err=f"{rec['test_error']:.3f}")
