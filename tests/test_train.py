@@ -68,6 +68,8 @@ SLOW_SCRIPT = textwrap.dedent(
     from losslab.config import *
     from losslab.train import train
     class Slow:
+        def cache_key(self):  # an observer: the same run as without it
+            return None
         def on_epoch_end(self, state):
             time.sleep(0.3)
     cfg = TrainConfig(model=ModelConfig(model="mlp", model_kwargs={"width": 32, "depth": 1}),
@@ -194,3 +196,39 @@ def test_state_is_saved_by_time_and_after_the_last_epoch(tmp_path, monkeypatch):
     a, b = done.state_dict(), whole.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert done.metrics == whole.metrics
+
+
+class _Reg:
+    """A user callback without cache_key: assumed to change the run."""
+
+    def on_step_end(self, state):
+        pass
+
+
+class _Observer:
+    def cache_key(self):
+        return None
+
+    def on_epoch_end(self, state):
+        state.extra["seen"] = 1
+
+
+def test_callbacks_are_part_of_the_run_identity(tmp_path):
+    from losslab.probes import NormDecay
+    from losslab.runs import callback_keys
+
+    cfg = TrainConfig(model=ModelConfig(model="mlp", model_kwargs={"width": 16, "depth": 1}),
+                      optim=OptimConfig(epochs=2, lr=0.05), ckpt=CheckpointConfig(checkpoints="none"))
+    plain = train(cfg, out=tmp_path, progress=False)
+    decayed = train(cfg, out=tmp_path, progress=False, callbacks=[NormDecay(0.1, 1.0)])
+    assert decayed.path != plain.path and decayed.path.name.startswith(plain.path.name + "-")
+    assert decayed.info["callbacks"][0]["key"] == {"strength": 0.1, "target": 1.0, "include_1d": False}
+    other = train(cfg, out=tmp_path, progress=False, callbacks=[NormDecay(0.2, 1.0)])
+    assert other.path not in (plain.path, decayed.path)
+    w1, w2 = plain.state_dict(), decayed.state_dict()
+    assert not all(torch.equal(w1[k], w2[k]) for k in w1)  # really a different run, not a reused one
+    assert train(cfg, out=tmp_path, progress=False, callbacks=[NormDecay(0.1, 1.0)]).path == decayed.path
+    unknown = train(cfg, out=tmp_path, progress=False, callbacks=[_Reg()])
+    assert unknown.path not in (plain.path, decayed.path)
+    assert callback_keys([_Observer()]) == []
+    assert run_dir_for(cfg, tmp_path, [_Observer()]) == plain.path  # an observer shares the plain run

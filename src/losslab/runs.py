@@ -12,26 +12,57 @@ Everything is written atomically (temp file + rename) and loaded with ``weights_
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from . import __version__
-from ._io import atomic_write_json, read_json
+from ._io import atomic_write_json, jsonable, read_json
 from .config import TrainConfig, config_hash, from_dict, non_default, to_dict
 from .errors import LosslabError
 
 RUN_PREFIX = "train-"
 
 
-def run_dir_for(config: TrainConfig, out: str | os.PathLike = "runs") -> Path:
-    """The directory a config's run lives in: ``<out>/train-<hash of non-default settings>``."""
-    return Path(out) / f"{RUN_PREFIX}{config_hash(config)}"
+def callback_keys(callbacks: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """What the trainer's ``callbacks`` add to a run's identity (see :func:`run_dir_for`).
+
+    A callback's ``cache_key()`` (JSON-able) describes how it changes the run; a callback whose
+    ``cache_key()`` returns ``None`` declares that it changes nothing saved in the run directory
+    (it is left out, and a finished run is reused without calling it). A callback without
+    ``cache_key`` is assumed to change the run: its class name is the key, so a run trained with it
+    is never mistaken for a run trained without it (nor reused for a different instance of it).
+    """
+    keys: list[dict[str, Any]] = []
+    for cb in callbacks:
+        name = f"{type(cb).__module__}.{type(cb).__qualname__}"
+        fn = getattr(cb, "cache_key", None)
+        if fn is None:
+            keys.append({"callback": name})
+            continue
+        k = fn() if callable(fn) else fn
+        if k is not None:
+            keys.append({"callback": name, "key": jsonable(k)})
+    return keys
+
+
+def run_dir_for(config: TrainConfig, out: str | os.PathLike = "runs", callbacks: Sequence[Any] = ()) -> Path:
+    """The directory a config's run lives in: ``<out>/train-<hash of non-default settings>``, with
+    ``-<hash of the callbacks' keys>`` appended when :func:`callback_keys` of ``callbacks`` is not
+    empty (a regularizing or warm-starting callback makes a different run)."""
+    name = f"{RUN_PREFIX}{config_hash(config)}"
+    keys = callback_keys(callbacks)
+    if keys:
+        canon = json.dumps(keys, sort_keys=True, separators=(",", ":"))
+        name += "-" + hashlib.sha256(canon.encode()).hexdigest()[:8]
+    return Path(out) / name
 
 
 def environment() -> dict[str, Any]:

@@ -32,7 +32,7 @@ from torch import nn
 from ._io import atomic_torch_save, atomic_write_json
 from .config import TrainConfig, parse_checkpoint_schedule
 from .errors import LosslabError
-from .runs import Run, environment, load_state, run_dir_for, write_config
+from .runs import Run, callback_keys, environment, load_state, run_dir_for, write_config
 from .settings import set_threads
 
 EVAL_CHUNK = 4096
@@ -192,7 +192,10 @@ def train(
     Args:
         config: the run's settings (validated here).
         out: parent directory of run directories.
-        callbacks: objects with any of ``on_train_start/on_step_end/on_epoch_end/on_train_end(state)``.
+        callbacks: objects with any of ``on_train_start/on_step_end/on_epoch_end/on_train_end(state)``,
+            and optionally ``cache_key()``: the callbacks are part of the run's identity (its directory
+            name, see :func:`losslab.runs.run_dir_for`), so a run trained with a regularizing callback
+            is not reused for the plain config; a pure observer returns ``None`` from ``cache_key``.
         progress: show a progress bar (default: only when stderr is a TTY).
         force: retrain even when a finished run exists.
         device: where to train (data is kept resident there).
@@ -205,7 +208,7 @@ def train(
     """
     config.validate()
     set_threads(threads)
-    run_dir = run_dir_for(config, out)
+    run_dir = run_dir_for(config, out, callbacks)
     run = Run(run_dir)
     if run.done and not force:
         return run
@@ -245,6 +248,7 @@ def train(
         "steps_per_epoch": steps_per_epoch,
         "batch_size": bs,
         "resumed_from_epoch": start_epoch,
+        "callbacks": callback_keys(callbacks),
     }
     atomic_write_json(run_dir / "run.json", info)
 

@@ -181,6 +181,11 @@ class CurvatureTracker:
             "batch_size": self.batch_size, "backend": self.backend, "mode": self.mode,
         }
 
+    def cache_key(self) -> dict[str, Any]:
+        """Part of the run's identity (:func:`losslab.runs.callback_keys`): the run directory holds
+        the records of exactly these settings (training itself is unchanged)."""
+        return {**self.settings(), "at_start": self.at_start, "filename": self.filename}
+
     # -- callback hooks ---------------------------------------------------------------------------
     def on_train_start(self, state: Any) -> None:
         from ..train import loss_fn_for

@@ -116,6 +116,10 @@ class _WarmStart:
         self.point = {k: v.detach().clone() for k, v in point.items()}
         self.source = dict(source)
 
+    def cache_key(self) -> dict[str, Any]:
+        """The warm start (its source run and step) is part of the run's identity."""
+        return {"warm_start": self.source}
+
     def on_train_start(self, state: Any) -> None:
         import torch
 
@@ -148,7 +152,8 @@ def train_warm_started(config: TrainConfig, start: Mapping[str, Any], *, cache_d
     from ..train import train
 
     out = Path(cache_dir) / "warm" / tag
-    rdir = run_dir_for(config, out)
+    callback = _WarmStart(start, {"tag": tag, **dict(source or {})})
+    rdir = run_dir_for(config, out, [callback])
     if Run(rdir).done:
         if progress:
             progress(f"reusing warm-started run {tag}/{rdir.name}")
@@ -159,8 +164,7 @@ def train_warm_started(config: TrainConfig, start: Mapping[str, Any], *, cache_d
         if progress:
             progress(f"training {tag}/{rdir.name} warm-started: {config.optim.optimizer} lr {config.optim.lr:g}, "
                      f"{config.optim.epochs} epochs, poison {config.data.poison}")
-        return train(config, out=out, callbacks=[_WarmStart(start, {"tag": tag, **dict(source or {})})],
-                     progress=False, force=True)
+        return train(config, out=out, callbacks=[callback], progress=False, force=True)
 
 
 # ---- measurements -----------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def train_tracked(config: TrainConfig, tracker_kwargs: Mapping[str, Any], *, cac
 
     key = hashlib.sha256(json.dumps(dict(tracker_kwargs), sort_keys=True).encode()).hexdigest()[:12]
     out = Path(cache_dir) / "tracked" / f"curv-{key}"
-    rdir = run_dir_for(config, out)
+    rdir = run_dir_for(config, out, [CurvatureTracker(**dict(tracker_kwargs))])
 
     def finished() -> bool:
         return Run(rdir).done and (rdir / "curvature.json").is_file()

@@ -314,8 +314,8 @@ class NormDecay:
     with :math:`\\eta_t` the step's learning rate; for plain SGD this equals adding the penalty's
     gradient before the step up to :math:`O(\\eta^2)`. It also records ``param_norm`` into the epoch metrics.
 
-    Warning: the run directory's name hashes the :class:`~losslab.config.TrainConfig` only, not callbacks;
-    train regularized runs into their own ``out`` (:func:`train_with_norm_decay` does).
+    Its :meth:`cache_key` (strength, target, include_1d) is part of the run's identity, so a
+    regularized run never shares a directory with the plain run of the same config.
 
     Args:
         strength: :math:`\\lambda \\ge 0`.
@@ -330,6 +330,10 @@ class NormDecay:
         self.target = float(target)
         self.include_1d = include_1d
         self.last_norm = float("nan")
+
+    def cache_key(self) -> dict[str, Any]:
+        """The settings that change training (see :func:`losslab.runs.callback_keys`)."""
+        return {"strength": self.strength, "target": self.target, "include_1d": self.include_1d}
 
     def _params(self, model: nn.Module) -> list[Tensor]:
         return [p for p in model.parameters() if p.requires_grad and (self.include_1d or p.dim() > 1)]
@@ -354,8 +358,8 @@ def train_with_norm_decay(config: Any, strength: float, target: float, *, out: s
                           include_1d: bool = False, **kwargs: Any) -> Any:
     """:func:`losslab.train.train` with a :class:`NormDecay` callback, in ``out/normdecay-<λ>-<μ>[-all]``.
 
-    The subdirectory keeps regularized runs apart from unregularized runs of the same config (the trainer
-    reuses finished runs by config hash). Returns the :class:`~losslab.runs.Run`.
+    The run directory's name includes the callback's settings (:func:`losslab.runs.run_dir_for`); the
+    subdirectory only groups the runs of one setting. Returns the :class:`~losslab.runs.Run`.
     """
     from ..train import train
 
