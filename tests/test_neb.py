@@ -288,3 +288,30 @@ def test_neb_path_on_models_returns_a_path_result():
 
 def test_doctests():
     assert doctest.testmod(neb_module, raise_on_error=False).failed == 0
+
+
+def test_climbing_image_converges_to_the_saddle_itself():
+    """With a climbing image the highest pivot sits on the saddle point (zero gradient) instead of
+    being wherever equal spacing puts it; a plain band only brackets it."""
+    a = torch.tensor([-0.558224, 1.441726], dtype=torch.float64)
+    b = torch.tensor([0.623499, 0.028038], dtype=torch.float64)
+    base = [NEBCycle(150, 1e-4, 3, "equal"), NEBCycle(100, 1e-4, 4), NEBCycle(100, 5e-5, 4)]
+    climb = base + [NEBCycle(400, 5e-5, 0, climb=True)]
+    plain = base + [NEBCycle(400, 5e-5, 0)]
+    saddle = torch.tensor([-0.82200, 0.62431], dtype=torch.float64)  # Müller–Brown's saddle between A and C
+
+    def top_pivot(res):
+        k = int(np.argmax(res.pivot_values))
+        x = res.pivots[k].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(muller_brown(x), x)
+        return res.pivots[k], float(res.pivot_values[k]), float(g.norm())
+
+    rc = auto_neb(FunctionEnergy(muller_brown), a, b, cycles=climb)
+    rp = auto_neb(FunctionEnergy(muller_brown), a, b, cycles=plain)
+    xc, ec, gc = top_pivot(rc)
+    xp, ep, gp = top_pivot(rp)
+    assert gc < 0.5 and gc < gp / 10, (gc, gp)  # |grad E| at the climber: ~0 (a critical point)
+    assert float((xc - saddle).norm()) < 2e-3 < float((xp - saddle).norm())
+    assert ec == pytest.approx(-40.665, abs=0.01)
+    assert rc.history[-1]["climbing_pivot"] is not None and rp.history[-1]["climbing_pivot"] is None
+    assert rc.pivots.shape == rp.pivots.shape  # same band, only the top pivot's force differs

@@ -41,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g2 = p.add_argument_group("AutoNEB (neb)")
     g2.add_argument("--neb-steps", type=int, default=100, help="steps per AutoNEB cycle (default 100)")
     g2.add_argument("--neb-lr", type=float, default=0.05, help="AutoNEB learning rate of the first cycles (default 0.05)")
+    g2.add_argument("--neb-climb", action="store_true",
+                    help="climbing image in the last (lr/100) cycles: the top pivot converges onto the saddle")
     g2.add_argument("--neb-cycles", type=int, default=None,
                     help="use only the first N cycles of the default 14-cycle schedule")
     p.add_argument("--batch-size", type=int, default=128, help="mini-batch size of curve/NEB training (default 128)")
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             if args.save:
                 c.save(Path(args.save) / method)
         else:
-            cycles = default_cycles(steps=args.neb_steps, lr=args.neb_lr)
+            cycles = default_cycles(steps=args.neb_steps, lr=args.neb_lr, climb=args.neb_climb)
             if args.neb_cycles is not None:
                 if args.neb_cycles < 1:
                     raise LosslabError("--neb-cycles must be >= 1")

@@ -35,6 +35,11 @@ each gap — is evaluated; its maximum is the saddle estimate (the maximum of th
 upper bound on the true minimax energy between the endpoints; the sampled maximum approximates it). The default schedule is the reference ResNet config scaled
 by ``steps``/``lr``: insert 3 equally, then 3 more cycles inserting 2 at the highest gaps
 (all ``steps`` steps at ``lr``), 2 cycles of ``2·steps`` at ``lr``, 4 at ``lr/10``, 4 at ``lr/100``.
+A cycle with ``climb=True`` (``default_cycles(climb=True)``: the four ``lr/100`` cycles) makes the
+highest interior pivot a *climbing image* (Henkelman, Uberuaga & Jónsson 2000): it follows
+:math:`\nabla E - 2(\nabla E\cdot\tau)\tau`, up along the path and down across it, so it converges
+onto the saddle point itself (zero gradient) rather than bracketing it; the other pivots are
+redistributed on each side of it.
 
 :func:`connect_minima` connects several minima: it estimates all pairwise saddles by linear
 interpolation, then repeatedly computes the minimum spanning tree over the current saddle estimates
@@ -360,6 +365,17 @@ def redistribute(path: Tensor, weights: Tensor | None = None) -> Tensor:
     return out
 
 
+def _redistribute_around(path: Tensor, weights: Tensor, fixed: int | None) -> Tensor:
+    """:func:`redistribute`, keeping pivot ``fixed`` (a climbing image) in place: each side of it
+    is redistributed along its own polyline with its share of the weights."""
+    if fixed is None or not 0 < fixed < path.shape[0] - 1:
+        return redistribute(path, weights)
+    out = path.clone()
+    out[: fixed + 1] = redistribute(path[: fixed + 1], weights[:fixed])
+    out[fixed:] = redistribute(path[fixed:], weights[fixed:])
+    return out
+
+
 def dense_path(path: Tensor, sub_pivots: int) -> tuple[Tensor, np.ndarray, np.ndarray]:
     """The pivots plus ``sub_pivots`` evenly spaced points inside each gap.
 
@@ -390,20 +406,26 @@ class NEBCycle:
         insert: pivots to insert at the start of the cycle (``"equal"``: into *every* gap;
             ``"highest"``: one into each of the ``insert`` highest-scoring gaps).
         insert_method: ``"highest"`` or ``"equal"``.
+        climb: climbing image (Henkelman, Uberuaga & Jónsson 2000): the highest interior pivot
+            moves along :math:`\\nabla E - 2 (\\nabla E \\cdot \\tau)\\tau` (up the path, down across
+            it) instead of the nudged gradient, so it converges to the saddle itself; the other
+            pivots are redistributed on either side of it.
     """
 
     steps: int = 100
     lr: float = 0.1
     insert: int = 2
     insert_method: Literal["highest", "equal"] = "highest"
+    climb: bool = False
 
 
-def default_cycles(steps: int = 1000, lr: float = 0.1) -> list[NEBCycle]:
-    """The reference ResNet-20 schedule, scaled: 14 cycles (see the module docstring)."""
+def default_cycles(steps: int = 1000, lr: float = 0.1, *, climb: bool = False) -> list[NEBCycle]:
+    """The reference ResNet-20 schedule, scaled: 14 cycles (see the module docstring); with ``climb``
+    the last four (``lr / 100``) cycles use a climbing image."""
     out = [NEBCycle(steps, lr, 3, "equal")] + [NEBCycle(steps, lr, 2) for _ in range(3)]
     out += [NEBCycle(2 * steps, lr, 2) for _ in range(2)]
     out += [NEBCycle(steps, lr / 10, 2) for _ in range(4)]
-    out += [NEBCycle(steps, lr / 100, 2) for _ in range(4)]
+    out += [NEBCycle(steps, lr / 100, 2, climb=climb) for _ in range(4)]
     return out
 
 
@@ -549,24 +571,33 @@ def auto_neb(
             if inserted:
                 path, weights = _insert(path, weights, gaps)
         vel = torch.zeros_like(path[1:-1])
+        climber: int | None = None
+        if cyc.climb and path.shape[0] > 2 and cyc.steps > 0:
+            climber = 1 + int(torch.argmax(energy.values(path[1:-1]).double()))
         for _ in range(cyc.steps):
             if path.shape[0] <= 2:
                 break
             if math.isinf(spring):
-                path = redistribute(path, weights)
+                path = _redistribute_around(path, weights, climber)
             vals, grads = energy.value_and_grad(path, step_counter)
             step_counter += 1
             if not bool(torch.isfinite(vals).all()):
                 raise LosslabError(f"NEB diverged (non-finite energy) in cycle {ci}; lower the learning rate")
             g = neb_gradient(path, vals, grads[1:-1], spring=spring)
+            if climber is not None:  # the highest pivot climbs: invert its tangential component
+                climber = 1 + int(torch.argmax(vals[1:-1].double()))
+                tau = tangents(path, vals)[climber - 1]
+                gc = grads[climber]
+                g[climber - 1] = gc - 2 * (gc * tau).sum() * tau
             vel = momentum * vel + g
             path = path.clone()
             path[1:-1] = path[1:-1] - cyc.lr * vel
         if math.isinf(spring):
-            path = redistribute(path, weights)
+            path = _redistribute_around(path, weights, climber)
         pts, pos, piv_idx = dense_path(path, sub)
         dense_vals = energy.values(pts).double().cpu().numpy()
         rec = {"cycle": ci, "pivots": int(path.shape[0]), "inserted": inserted, "steps": cyc.steps, "lr": cyc.lr,
+               "climbing_pivot": climber,
                "saddle": float(np.max(dense_vals)), "seconds": round(time.perf_counter() - t0, 4)}
         history.append(rec)
         if callback is not None:
