@@ -62,10 +62,10 @@ def rand_like(point: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tens
 COEFFS = np.array([[0.0, 0.0], [0.5, -1.0], [1.5, 2.0], [-0.25, 0.75], [3.0, 0.1], [-2.0, -2.0]])
 
 
-def both(model: nn.Module, data, coeffs, basis, base, **kw):
+def both(model: nn.Module, data, coeffs, basis, base, strategy: str = "loop", **kw):
     out = {}
     for mode in ("compute", "precompute"):
-        ev = Evaluator(model, data, strategy="loop", first_layer=mode, **kw)
+        ev = Evaluator(model, data, strategy=strategy, first_layer=mode, **kw)
         out[mode] = (ev.evaluate_combinations(coeffs, basis, base), ev)
     return out
 
@@ -76,8 +76,9 @@ def assert_same(r, tol: float = 1e-12) -> None:
         np.testing.assert_allclose(b[k], a[k], rtol=0, atol=tol, err_msg=k)
 
 
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
 @pytest.mark.parametrize("case", ["mlp", "conv", "conv_bn"])
-def test_precomputed_first_layer_equals_computing_it(case):
+def test_precomputed_first_layer_equals_computing_it(case, strategy):
     if case == "mlp":
         model, data = wide_mlp(), flat_data()
     else:
@@ -85,7 +86,8 @@ def test_precomputed_first_layer_equals_computing_it(case):
         model, data = ConvNet(bn=case == "conv_bn").double(), image_data()
     base = params.get_point(model)
     d1, d2 = rand_like(base, 1), rand_like(base, 2)
-    r = both(model, data, COEFFS, [d1, d2], base, batch_size=10, cache_mb=None)
+    r = both(model, data, COEFFS, [d1, d2], base, strategy=strategy, batch_size=10, cache_mb=None,
+             points_per_chunk=4)
     assert_same(r)
     ev = r["precompute"][1]
     assert ev.info["first_layer"]["used"] is True, ev.info["first_layer"]
@@ -102,11 +104,13 @@ def test_partial_directions_no_base_and_missing_bias():
     d1 = {"1.weight": rand_like(base, 3)["1.weight"]}
     d2 = {k: v for k, v in rand_like(base, 4).items() if not k.startswith("1.")}
     assert_same(both(model, data, COEFFS, [d1, d2], base))
+    assert_same(both(model, data, COEFFS, [d1, d2], base, strategy="vmap"))
     # no base: (1 - a) A + a B, the first layer from both ends
     a, b = base, params.axpy(base, 0.7, rand_like(base, 5))
     c = np.array([[1 - t, t] for t in np.linspace(-0.5, 1.5, 7)])
     r = both(model, data, c, [a, b], None)
     assert_same(r)
+    assert_same(both(model, data, c, [a, b], None, strategy="vmap"))
     assert r["precompute"][1].info["first_layer"]["used"] is True
     # a base without the first layer's bias while a direction has it: that bias has no base term
     base_nb = {k: v for k, v in base.items() if k != "1.bias"}
