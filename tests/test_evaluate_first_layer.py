@@ -233,3 +233,20 @@ def test_memory_budget_bounds_the_terms():
     ev = Evaluator(model, data, strategy="loop", first_layer="precompute", memory_budget_mb=0.1)
     ev.evaluate_combinations(COEFFS, [rand_like(base, 1), rand_like(base, 2)], base)
     assert ev.info["first_layer"]["used"] is False and "memory budget" in ev.info["first_layer"]["reason"]
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_resumed_surface_with_precomputed_first_layer_is_bit_identical(tmp_path, strategy):
+    model, data = wide_mlp(), flat_data()
+    dx, dy = rand_like(params.get_point(model), 7), rand_like(params.get_point(model), 8)
+    kw = dict(dx=dx, dy=dy, x=np.linspace(-1, 1, 6), y=np.linspace(-0.5, 1, 4), points_per_chunk=5,
+              strategy=strategy, first_layer="precompute", progress=False)
+    full = plane(model, data, **kw)
+    assert full.meta["evaluator"]["first_layer"]["used"] is True
+    ckpt = tmp_path / "ckpt"
+    part = plane(model, data, **kw, checkpoint_path=ckpt, max_points=7)  # stops inside a block
+    assert part.n_done == 7 and not part.complete
+    rest = plane(model, data, **{k: v for k, v in kw.items() if k != "first_layer"}, resume_from=ckpt)
+    assert rest.complete and rest.meta["evaluator"]["first_layer"]["requested"] == "precompute"
+    assert np.array_equal(rest.metrics["loss"], full.metrics["loss"])
+    assert np.array_equal(rest.metrics["accuracy"], full.metrics["accuracy"])
