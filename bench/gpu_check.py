@@ -16,7 +16,9 @@ Sections:
 * ``surface``: points/s of :func:`losslab.surface.plane` (float32) with ``strategy="loop"`` (the
   per-point loop), ``"vmap"`` (batched points) and ``"auto"``, after a warm-up, for ``cnn1d`` on
   MNIST-1D (4000 examples), the zoo ``resnet`` on MNIST-1D, and a 2-D ``resnet`` on 2048 synthetic
-  3x32x32 images (BatchNorm statistics recomputed at every point, the default).
+  3x32x32 images (BatchNorm statistics recomputed at every point, the default), and an MLP
+  784-512-512-10 on 4096 synthetic 1x28x28 images, whose first layer is precomputed per direction
+  (``first_layer="auto"``; the same strategies with ``first_layer="compute"`` give the gain).
 * ``hvp``: seconds per Hessian-vector product (median of 5 after a warm-up) per backend, a gradient
   for scale, and a top-1 Lanczos run, for ``cnn1d`` and ``resnet`` on MNIST-1D.
 
@@ -267,11 +269,15 @@ def load_cases(smoke: bool) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, to
     cnn = models.build("cnn1d", input_shape=(40,), num_classes=10, seed=0).eval()
     res1 = models.build("resnet", input_shape=(40,), num_classes=10, seed=0).eval()
     res2 = models.build("resnet", input_shape=(3, 32, 32), num_classes=10, seed=0).eval()
+    n3 = 64 if smoke else 4096
+    x3, y3 = torch.rand(n3, 1, 28, 28, generator=g), torch.randint(0, 10, (n3,), generator=g)
+    mlp784 = models.build("mlp", input_shape=(1, 28, 28), num_classes=10, seed=0, width=512, depth=2).eval()
     src = "synthetic (smoke)" if smoke else "MNIST-1D train (generated locally)"
     return {
         "cnn1d_mnist1d": (cnn, (x1, y1), src),
         "resnet_mnist1d": (res1, (x1, y1), src),
         "resnet2d_synthetic32": (res2, (x2, y2), "synthetic N(0,1) 3x32x32 (no download)"),
+        "mlp784_synthetic28": (mlp784, (x3, y3), "synthetic U(0,1) 1x28x28 (MNIST's shape; first layer precomputed)"),
     }
 
 
@@ -298,7 +304,18 @@ def surface_speed(model: nn.Module, data: tuple, desc: str, device: torch.device
         ev = r.meta["evaluator"]
         out[strategy] = {"points_per_s": side * side / wall, "seconds": wall, "strategy": ev["strategy"],
                          "points_per_chunk": ev["points_per_chunk"], "batch_size": ev["batch_size"],
-                         "bn": ev["bn"], "auto_timing": ev.get("timing")}
+                         "bn": ev["bn"], "auto_timing": ev.get("timing"), "first_layer": ev.get("first_layer")}
+    used = [k for k in ("loop", "vmap") if (out.get(k, {}).get("first_layer") or {}).get("used")]
+    for strategy in used:  # what precomputing the first layer gains on this device
+        if not budget.allows(f"surface {name} {strategy} first layer computed", 5.0):
+            continue
+        t = time.perf_counter()
+        plane(model, data, dx=dx, dy=dy, x=coords, y=coords, progress=False, strategy=strategy, device=device,
+              first_layer="compute")
+        sync(device)
+        wall = time.perf_counter() - t
+        out[f"{strategy}_first_layer_computed"] = {"points_per_s": side * side / wall, "seconds": wall}
+        out[f"{strategy}_first_layer_gain"] = out[strategy]["points_per_s"] / (side * side / wall)
     big = 16384.0 if device.type == "cuda" else 64.0
     if budget.allows(f"surface {name} vmap big budget", 5.0):  # more points per vmap call than the default
         warm = np.linspace(-1.0, 1.0, 2)
@@ -410,8 +427,8 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> int:
     result["all_checks_ok"] = all(isinstance(v, dict) and v.get("ok") is True for v in checks.values())
 
     cases = load_cases(smoke)
-    sides = {"cnn1d_mnist1d": 16, "resnet_mnist1d": 12, "resnet2d_synthetic32": 8} if not smoke else \
-        {"cnn1d_mnist1d": 3, "resnet_mnist1d": 3, "resnet2d_synthetic32": 2}
+    sides = {"cnn1d_mnist1d": 16, "resnet_mnist1d": 12, "resnet2d_synthetic32": 8, "mlp784_synthetic28": 16} \
+        if not smoke else {"cnn1d_mnist1d": 3, "resnet_mnist1d": 3, "resnet2d_synthetic32": 2, "mlp784_synthetic28": 3}
     surface: dict[str, Any] = {}
     result["surface"] = surface
     for name, (model, data, desc) in cases.items():
