@@ -289,3 +289,32 @@ def test_slq_density_curve_save_load(tmp_path, hess):
     assert np.trapezoid(np.abs(approx - exact), grid) < 0.3  # L1 distance of two probability densities
     with pytest.raises(LosslabError, match="increasing"):
         density_curve(res, grid[::-1], 0.1)
+
+
+def test_lanczos_deflation_and_repeated_eigenvalues():
+    g = torch.Generator().manual_seed(0)
+    n = 60
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    ev = torch.cat([torch.tensor([5.0, 5.0, 5.0, 4.0], dtype=torch.float64), torch.linspace(3, -1, n - 4, dtype=torch.float64)])
+    A = Q @ torch.diag(ev) @ Q.T
+    r = lanczos_eigs(A, k=3, seed=0, repeats=True)
+    torch.testing.assert_close(r.eigenvalues, torch.full((3,), 5.0, dtype=torch.float64), atol=1e-9, rtol=0)
+    V = r.eigenvectors
+    assert r.converged and float((V.T @ V - torch.eye(3, dtype=torch.float64)).abs().max()) < 1e-10
+    assert float((A @ V - V * r.eigenvalues).norm(dim=0).max()) < 1e-5
+    # the top-3 eigenspace is found: projecting it out of A leaves 4 on top
+    P = torch.eye(n, dtype=torch.float64) - V @ V.T
+    assert float(torch.linalg.eigvalsh(P @ A @ P).max()) == pytest.approx(4.0, abs=1e-6)
+    r4 = lanczos_eigs(A, k=4, seed=1, repeats=True)
+    torch.testing.assert_close(r4.eigenvalues, torch.tensor([5.0, 5.0, 5.0, 4.0], dtype=torch.float64), atol=1e-8, rtol=0)
+    # deflation alone: the known top eigenvector of diag(1..100) projected out gives 99, 98
+    D = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
+    e = torch.zeros(100, 1, dtype=torch.float64)
+    e[99] = 1.0
+    d = lanczos_eigs(D, k=2, seed=0, deflate=e)
+    torch.testing.assert_close(d.eigenvalues, torch.tensor([99.0, 98.0], dtype=torch.float64), atol=1e-6, rtol=0)
+    assert float(d.eigenvectors[99].abs().max()) < 1e-12
+    with pytest.raises(LosslabError):
+        lanczos_eigs(D, k=1, deflate=torch.zeros(7, 1))
+    with pytest.raises(LosslabError):
+        lanczos_eigs(D, k=1, which="both", repeats=True)

@@ -57,6 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--tol", type=float, default=1e-4,
                    help="Lanczos relative residual tolerance for the top-k (default 1e-4)")
     s.add_argument("--max-iter", type=int, default=None, help="Lanczos steps at most (default max(100, 20k))")
+    s.add_argument("--repeats", action="store_true",
+                   help="also find repeated copies of top eigenvalues (reruns Lanczos deflated; ~1 run more each)")
     s.add_argument("--probes", type=int, default=50, help="Hutchinson probes for the trace (default 50)")
     s.add_argument("--density", action="store_true", help="spectral density by SLQ, saved as PNG")
     s.add_argument("--density-probes", type=int, default=10, help="SLQ probe vectors (default 10)")
@@ -220,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
 
     if "topk" not in skip:
         def topk_json() -> dict[str, Any]:
-            r = lanczos_eigs(op(), k=args.top_k, which="LA", tol=args.tol, max_iter=args.max_iter, seed=args.seed)
+            r = lanczos_eigs(op(), k=args.top_k, which="LA", tol=args.tol, max_iter=args.max_iter, seed=args.seed,
+                             repeats=args.repeats)
             vecs = r.eigenvectors.detach().to("cpu", torch.float32).numpy()
             from .._io import atomic_savez
 
@@ -231,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
                     "num_matvecs": int(r.num_matvecs), "iterations": int(r.iterations)}
 
         tk_params = {"k": args.top_k, "tol": args.tol, "max_iter": args.max_iter}
+        if args.repeats:
+            tk_params["repeats"] = True
         tk = cache.json("topk", tk_params, topk_json)
         summary.update(eigenvalues=tk["eigenvalues"], residuals=tk["residuals"],
                        eigen_converged=tk["pair_converged"], lanczos_matvecs=tk["num_matvecs"],
