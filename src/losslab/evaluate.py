@@ -933,7 +933,7 @@ class Evaluator:
         if self.first_layer_requested == "auto" and fl.fan_in < FIRST_LAYER_MIN_RATIO * len(terms):
             note["reason"] = f"fan-in {fl.fan_in} < {FIRST_LAYER_MIN_RATIO} x {len(terms)} terms"
             return None
-        key = (tuple(id(x) for x in xs),) + tuple(
+        key = (tuple((x.data_ptr(), tuple(x.shape)) for x in xs),) + tuple(
             (t.data_ptr(), t._version, tuple(t.shape)) if t is not None else None for _, w, b in terms for t in (w, b)
         )
         if self._first_cache is not None and self._first_cache.key == key:
