@@ -86,3 +86,37 @@ def test_probe_cli_errors(capsys, args, needle):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_noise_cli(runs, capsys, tmp_path):
+    import torch
+
+    from losslab.probes.noise import noise_scale
+
+    s = run_cli(capsys, "noise", str(runs[0].path), "--examples", "40", "--top-k", "3", "--checkpoints", "all",
+                "--out", str(tmp_path / "nz"), "--plot", "--json")
+    assert [r["step"] for r in s["records"]] == [0, 5, 10, 15]
+    assert s["examples"] == 40 and len(s["top_eigenvalues"]) == 3
+    assert all(r["b_simple"] > 0 and r["top_eigenvalues"][0] <= r["trace_cov"] for r in s["records"])
+    assert (tmp_path / "nz" / "noise.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "nz" / "noise.json").read_text())
+    assert saved["records"][-1]["b_simple"] == pytest.approx(s["b_simple"])
+    # the final record equals the library on the same 40 examples (a loop over examples as reference)
+    model = runs[0].build_model(15)
+    split = runs[0].bundle().train
+    idx = torch.randperm(len(split.x), generator=torch.Generator().manual_seed(0))[:40]
+    x, y = split.x[idx], split.y[idx]
+    rows = []
+    for i in range(40):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    ref = noise_scale(torch.stack(rows))
+    assert s["b_simple"] == pytest.approx(ref["b_simple"], rel=1e-4)
+    assert s["trace_cov"] == pytest.approx(ref["trace_cov"], rel=1e-4)
+    # a bare checkpoint is one point: --checkpoints all is refused with a one-line error
+    capsys.readouterr()
+    assert main(["noise", str(runs[0].path / "checkpoints" / "step_00000015.pt"), "--model", "mlp",
+                 "--model-kwargs", "width=16", "depth=1", "--dataset", "digits", "--checkpoints", "all"]) != 0
+    assert "--checkpoints all needs a run directory" in capsys.readouterr().err
