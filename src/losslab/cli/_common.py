@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import typing
+from pathlib import Path
 from typing import Any
 
 from ..config import coerce
@@ -86,6 +88,21 @@ def emit(args: argparse.Namespace, summary: dict[str, Any], text: str) -> None:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:
         print(text)
+
+
+def settings_hash(args: argparse.Namespace, keys: typing.Iterable[str], **extra: Any) -> str:
+    """First 10 hex digits of the sha256 of the canonical JSON of ``args``' ``keys`` plus ``extra``:
+    the name of a result directory, so that runs with other settings never share it."""
+    spec = {k: getattr(args, k, None) for k in keys} | extra
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def result_dir(args: argparse.Namespace, target: Any, kind: str, name: str) -> Path:
+    """``--out``, else ``RUN_DIR/<kind>/<name>`` (``./<kind>/<name>`` for a bare checkpoint)."""
+    if getattr(args, "out", None):
+        return Path(args.out)
+    run = getattr(target, "run", None)
+    return (run.path / kind if run is not None else Path(kind)) / name
 
 
 def fail(message: str, code: int = 2) -> "typing.NoReturn":

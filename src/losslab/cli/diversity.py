@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit
+from ._common import emit, settings_hash
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,11 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _name(args: argparse.Namespace) -> str:
-    keys = ("targets", "split", "n_examples", "max_checkpoints", "ensemble_size", "tail", "sample_scale", "tolerance",
+    keys = ("split", "n_examples", "max_checkpoints", "ensemble_size", "tail", "sample_scale", "tolerance",
             "no_tsne", "seed")
-    spec = {k: getattr(args, k) for k in keys}
-    spec["targets"] = [str(Path(t).resolve()) for t in spec["targets"]]
-    return "diversity-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    return "diversity-" + settings_hash(args, keys, targets=[str(Path(t).resolve()) for t in args.targets])
 
 
 def run(args: argparse.Namespace) -> int:

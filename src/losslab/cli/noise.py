@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit
+from ._common import emit, result_dir, settings_hash
 from ._load import add_target_args, resolve
 
 
@@ -41,8 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
     keys = ("examples", "top_k", "split", "checkpoints", "seed", "step")
-    spec = {k: getattr(args, k, None) for k in keys} | {"target": description}
-    return "noise-" + hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return "noise-" + settings_hash(args, keys, target=description)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
         steps: list[int | None] = ckpts if args.checkpoints == "all" else [args.step if args.step is not None else ckpts[-1]]
     else:
         steps = [None]
-    out = Path(args.out) if args.out else (
-        (t.run.path / "probes" if t.run is not None else Path("probes")) / _name(args, t.description))
+    out = result_dir(args, t, "probes", _name(args, t.description))
     out.mkdir(parents=True, exist_ok=True)
 
     records = []

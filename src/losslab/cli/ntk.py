@@ -3,13 +3,11 @@ training the model linearized at several checkpoints (Fort et al. 2020)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit
+from ._common import emit, settings_hash
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,8 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _name(args: argparse.Namespace) -> str:
     keys = ("n_examples", "split", "mode", "method", "max_checkpoints", "linearize", "linearize_at", "linear_epochs",
             "linear_lr", "n_train", "seed")
-    spec = {k: getattr(args, k) for k in keys}
-    return "ntk-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    return "ntk-" + settings_hash(args, keys)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit
+from ._common import emit, result_dir, settings_hash
 from ._load import add_target_args, resolve
 
 
@@ -39,8 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
     keys = ("n_per_class", "split", "bins", "no_init", "seed", "step")
-    spec = {k: getattr(args, k, None) for k in keys} | {"target": description}
-    return "stiffness-" + hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return "stiffness-" + settings_hash(args, keys, target=description)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     data = t.bundle.train if args.split == "train" else t.bundle.test
     if len(data) == 0:
         raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
-    out = Path(args.out) if args.out else (
-        (t.run.path / "probes" if t.run is not None else Path("probes")) / _name(args, t.description))
+    out = result_dir(args, t, "probes", _name(args, t.description))
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(n_per_class=args.n_per_class, seed=args.seed, chunk_size=args.chunk_size)
     final_step = None

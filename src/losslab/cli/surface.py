@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit
+from ._common import emit, result_dir, settings_hash
 from ._load import add_target_args, resolve
 
 
@@ -79,17 +77,12 @@ def _ranges(args: argparse.Namespace, default: tuple[float, float, float, float]
 def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
     keys = ("dim", "directions", "to", "normalization", "keep_1d", "orthogonalize", "seed", "grid", "range",
             "split", "bn")
-    spec = {k: getattr(args, k) for k in keys} | {"target": description}
-    h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{args.dim}d-{args.directions}-{h}"
+    return f"{args.dim}d-{args.directions}-{settings_hash(args, keys, target=description)}"
 
 
 def output_dir(args: argparse.Namespace, t: Any) -> Path:
     """``--out``, else RUN_DIR/surfaces/<name> (or ./surfaces/<name> for a bare checkpoint)."""
-    if args.out:
-        return Path(args.out)
-    base = t.run.path / "surfaces" if t.run is not None else Path("surfaces")
-    return base / _name(args, t.description)
+    return result_dir(args, t, "surfaces", _name(args, t.description))
 
 
 def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, write: bool = True

@@ -7,9 +7,9 @@ fixed subset of the training set every ``every`` steps (Lanczos, warm-started). 
 in training :math:`λ_{max}` grows until it reaches a level set by :math:`η` (the break-even point) and
 stays around it; a larger :math:`η` stops the growth sooner and lower, and :math:`λ_{max} ≲ 2/η`.
 
-The tracked runs live in ``cache_dir/tracked/curv-<hash of the tracker settings>/`` (a finished
-:func:`losslab.train.train` run is returned without calling callbacks, so the records of a tracked run
-are kept next to it in ``curvature.json`` and reused).
+The tracked runs live in ``cache_dir/tracked/`` under a name that includes the tracker's settings (its
+``cache_key``; a finished :func:`losslab.train.train` run is returned without calling callbacks, so the
+records of a tracked run are kept next to it in ``curvature.json`` and reused).
 
 Checks (relative, same initialization): after the early phase (the first ``early_fraction`` of the
 steps) the level of :math:`λ_{max}` — the median of its measurements, robust to the transient spikes above
@@ -20,8 +20,6 @@ steps) the level of :math:`λ_{max}` — the median of its measurements, robust 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -82,16 +80,16 @@ def train_tracked(config: TrainConfig, tracker_kwargs: Mapping[str, Any], *, cac
                   progress: Callable[[str], None] | None = None) -> tuple[Any, list[dict[str, Any]]]:
     """Train ``config`` with a :class:`~losslab.curvature.CurvatureTracker` (or reuse a finished tracked run).
 
-    Runs with the same tracker settings live in ``cache_dir/tracked/curv-<hash of the settings>/``, so a
-    cached run always has the records of exactly these settings. Returns ``(run, records)``.
+    The tracker's settings are part of the run's identity (its ``cache_key``), so a cached run in
+    ``cache_dir/tracked/`` always has the records of exactly these settings. Returns ``(run, records)``.
     """
     from ..curvature import CurvatureTracker, load_curvature_records
     from ..runs import Run, run_dir_for
     from ..train import train
 
-    key = hashlib.sha256(json.dumps(dict(tracker_kwargs), sort_keys=True).encode()).hexdigest()[:12]
-    out = Path(cache_dir) / "tracked" / f"curv-{key}"
-    rdir = run_dir_for(config, out, [CurvatureTracker(**dict(tracker_kwargs))])
+    out = Path(cache_dir) / "tracked"
+    tracker = CurvatureTracker(**dict(tracker_kwargs))
+    rdir = run_dir_for(config, out, [tracker])
 
     def finished() -> bool:
         return Run(rdir).done and (rdir / "curvature.json").is_file()
@@ -100,13 +98,12 @@ def train_tracked(config: TrainConfig, tracker_kwargs: Mapping[str, Any], *, cac
         if progress:
             progress(f"reusing tracked run {rdir.name} (lr {config.optim.lr:g})")
         return Run(rdir), load_curvature_records(rdir)
-    with run_lock(Path(cache_dir) / "tracked" / ".locks" / f"curv-{key}-{rdir.name}.lock"):
+    with run_lock(out / ".locks" / f"{rdir.name}.lock"):
         if finished():
             return Run(rdir), load_curvature_records(rdir)
         if progress:
             progress(f"training {rdir.name} with curvature tracking: sgd lr {config.optim.lr:g}, "
                      f"{config.optim.epochs} epochs")
-        tracker = CurvatureTracker(**dict(tracker_kwargs))
         run = train(config, out=out, callbacks=[tracker], progress=False, force=True)
         return run, list(tracker.records)
 
