@@ -387,7 +387,7 @@ def test_a2_a3_run_tiny(tmp_path):
 def test_a4_runs_tiny(tmp_path):
     kw = dict(dataset="moons", dataset_kwargs={"n_train": 200, "n_test": 200}, model_kwargs={"width": 32, "depth": 2},
               epochs=20, batch_size=64)
-    cfg = EXPERIMENTS["A4"].Config(clean=_tiny(**kw), poisoned=_tiny(poison=100, **kw), num_points=5)
+    cfg = EXPERIMENTS["A4"].Config(clean=_tiny(**kw), poisoned=_tiny(poison=100, **kw), num_points=5, trust_radii=(0.5,))
     r = _tiny_runs(tmp_path, "A4", cfg)
     m = r.measurements
     assert m["same_init_distance"] == 0.0 and m["n_poison"] == 100 and m["n_clean"] == 200

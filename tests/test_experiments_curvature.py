@@ -19,7 +19,8 @@ from losslab.experiments import (
     result_key,
     run_experiment,
 )
-from losslab.experiments.a4_bad_minima import judge as judge_a4, layer_relative_distance, train_warm_started
+from losslab.experiments.a4_bad_minima import (TrustRegion, judge as judge_a4, layer_relative_distance,
+                                               nearest_bad_minimum, train_warm_started)
 from losslab.experiments.a5_saddles import judge as judge_a5
 from losslab.experiments.b2_large_batch import judge as judge_b2, rescale_relu_layers
 from losslab.experiments.c1_wide_basins import judge as judge_c1
@@ -38,7 +39,7 @@ def test_rows_registered_with_distinct_frozen_profiles(row):
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(q, dataclasses.fields(q)[0].name, None)
     assert result_key(row, q) != result_key(row, f)
-    assert mod.COST["quick"] <= 40
+    assert mod.COST["quick"] <= 90  # a scheduling hint; the whole quick profile stays under 10 minutes
 
 
 def test_a4_c1_c9_share_the_runs():
@@ -73,6 +74,77 @@ def test_a4_judge_v2():
     old = {k: v for k, v in _a4().items() if k not in ("minefield", "sharpness")}
     v = judge_a4(old)
     assert v.status == NOT_REPRODUCED and "ratio 1.40" in v.reason
+
+
+def _trust(rho, *, fit=0.0, test=0.6, dist=None):
+    return {"rho": rho, "radius": rho * 20.0, "distance": 20.0 * rho if dist is None else dist,
+            "clean_train_error": fit, "test_error": test, "poison_fit_error": 0.2}
+
+
+def test_a4_judge_v3_nearest_bad_minimum():
+    # the unconstrained search ends farther than the init (ratio 1.05), a ball search finds a nearer bad minimum
+    m = _a4(dist=21.0)
+    m["minefield"][0]["trust"] = [_trust(0.25, fit=0.06), _trust(0.5, fit=0.03), _trust(0.75, fit=0.004)]
+    v = judge_a4(m)
+    near = next(c for c in v.checks if c.name == "bad minimum near step 960")
+    assert v.status == REPRODUCED and "within 0.75 d(init, clean)" in near.detail and "ratio 0.75" in near.detail
+    # no search fits the clean set and generalizes badly, but the unconstrained end is farther than the init
+    m["minefield"][0]["trust"] = [_trust(0.5, fit=0.03), _trust(0.75, test=0.46)]
+    v = judge_a4(m)
+    assert v.status == NOT_REPRODUCED and "ratio 1.05" in v.reason and "ball 0.75: not bad" in v.reason
+    # the unconstrained end is itself the nearest bad minimum when the balls find none
+    m = _a4(dist=15.0)
+    m["minefield"][0]["trust"] = [_trust(0.5, fit=0.5)]
+    assert judge_a4(m).status == REPRODUCED
+    # an unconstrained end that generalizes fine and no bad minimum in any ball: contradiction
+    m = _a4(dist=15.0, bad_test=0.46)
+    m["minefield"][0]["trust"] = [_trust(0.5, fit=0.5)]
+    v = judge_a4(m)
+    assert v.status == NOT_REPRODUCED
+    assert any(not c.passed and "no search from checkpoint 960 found a bad minimum" in c.detail for c in v.checks)
+
+
+def test_nearest_bad_minimum_picks_the_closest_qualifying_search():
+    rec = {"clean_train_error": 0.0, "test_error": 0.6, "distance": 21.0,
+           "trust": [_trust(0.25, fit=0.1), _trust(0.5, test=0.45), _trust(0.75)]}
+    nb = nearest_bad_minimum(rec, 0.44, fit_tolerance=0.02, gap_margin=0.05)
+    assert nb["rho"] == 0.75 and nb["distance"] == 15.0 and nb["search"] == "trust region"
+    rec["trust"] = [_trust(0.75, fit=0.5)]
+    assert nearest_bad_minimum(rec, 0.44, fit_tolerance=0.02, gap_margin=0.05)["search"] == "unconstrained"
+    assert nearest_bad_minimum(rec, 0.58, fit_tolerance=0.02, gap_margin=0.05) is None
+
+
+class _State:
+    def __init__(self, model):
+        self.model = model
+
+
+def test_trust_region_projects_onto_the_ball_exactly():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).double()
+    center = {k: v.detach().clone() for k, v in net.named_parameters()}
+    region = TrustRegion(center, 0.5, {"rho": 0.5})
+    g = torch.Generator().manual_seed(1)
+    step = {k: torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in center.items()}
+    norm = params.norm(step)
+    with torch.no_grad():  # a point inside the ball is left exactly as it is
+        for k, p in net.named_parameters():
+            p.copy_(center[k] + step[k] * (0.3 / norm))
+    inside = {k: v.detach().clone() for k, v in net.named_parameters()}
+    region.on_step_end(_State(net))
+    assert region.projections == 0 and all(torch.equal(inside[k], p) for k, p in net.named_parameters())
+    with torch.no_grad():  # outside: projected along the same ray onto the sphere of radius 0.5
+        for k, p in net.named_parameters():
+            p.copy_(center[k] + step[k] * (2.0 / norm))
+    region.on_step_end(_State(net))
+    now = {k: v.detach() for k, v in net.named_parameters()}
+    assert region.projections == 1
+    assert params.distance(center, now) == pytest.approx(0.5, rel=1e-12)
+    for k in center:
+        torch.testing.assert_close(now[k] - center[k], step[k] * (0.5 / norm), rtol=1e-12, atol=1e-14)
+    assert TrustRegion(center, 0.5, {"rho": 0.5}).cache_key() != TrustRegion(center, 0.75, {"rho": 0.75}).cache_key()
+    with pytest.raises(Exception, match="radius must be > 0"):
+        TrustRegion(center, 0.0)
 
 
 def test_layer_relative_distance_exact():
@@ -261,10 +333,17 @@ _MOONS = dict(dataset="moons", dataset_kwargs={"n_train": 200, "n_test": 200}, m
 def test_a4_c1_run_tiny_and_share_runs(tmp_path):
     A4, C1 = EXPERIMENTS["A4"], EXPERIMENTS["C1"]
     clean, pois = _tiny(**_MOONS), _tiny(poison=100, **_MOONS)
-    r = _runs(tmp_path, "A4", A4.Config(clean=clean, poisoned=pois, num_points=5, warm_epochs=5, basin_directions=2))
+    r = _runs(tmp_path, "A4", A4.Config(clean=clean, poisoned=pois, num_points=5, warm_epochs=5, basin_directions=2,
+                                        trust_radii=(0.1, 0.5)))
     m = r.measurements
     assert m["same_init_distance"] == 0.0 and m["n_poison"] == 100 and m["n_clean"] == 200
     (mine,) = m["minefield"]
+    # the ball searches stay inside their balls, and their runs are distinct from the unconstrained one
+    assert [t["rho"] for t in mine["trust"]] == [0.1, 0.5]
+    assert all(t["distance"] <= t["radius"] * (1 + 1e-5) for t in mine["trust"])
+    assert mine["trust"][0]["distance"] == pytest.approx(mine["trust"][0]["radius"], rel=1e-4)  # 0.1: on the sphere
+    warm_runs = [p for p in (tmp_path / "cache" / "warm").glob("*/train-*") if p.is_dir()]
+    assert len(warm_runs) == 3
     assert mine["distance_to_clean_trajectory"] <= mine["distance"] + 1e-9  # its start is on the trajectory
     assert mine["curve"]["distance"][0] == 0.0 and mine["curve"]["step"][-1] == 5 * 5  # 300 rows / 64: 5 steps/epoch
     assert mine["distance"] == pytest.approx(mine["curve"]["distance"][-1])

@@ -152,6 +152,24 @@ def test_callbacks_see_steps_and_record_extras(tmp_path):
     assert all("weight_norm" in m for m in run.metrics[1:])
 
 
+def test_checkpoints_hold_what_step_callbacks_changed(tmp_path):
+    class ZeroLastBias:  # a callback that edits the parameters after every optimizer step
+        def cache_key(self):
+            return {"zero_last_bias": True}
+
+        def on_step_end(self, state):
+            with torch.no_grad():
+                list(state.model.parameters())[-1].zero_()
+
+    run = train(SMALL, out=tmp_path, progress=False, callbacks=[ZeroLastBias()])
+    ckpts = run.trajectory()
+    assert len(ckpts) == 5
+    last_bias = [n for n, _ in run.build_model().named_parameters()][-1]
+    for step, sd in ckpts[1:]:
+        assert torch.count_nonzero(sd[last_bias]) == 0, step
+    assert torch.count_nonzero(ckpts[0][1][last_bias]) > 0  # the step-0 checkpoint is the initialization
+
+
 def test_divergence_is_a_clear_error(tmp_path):
     cfg = TrainConfig(model=ModelConfig(model_kwargs={"width": 16, "depth": 1}),
                       optim=OptimConfig(epochs=3, lr=1e38, momentum=0.0))

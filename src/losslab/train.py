@@ -196,6 +196,8 @@ def train(
             and optionally ``cache_key()``: the callbacks are part of the run's identity (its directory
             name, see :func:`losslab.runs.run_dir_for`), so a run trained with a regularizing callback
             is not reused for the plain config; a pure observer returns ``None`` from ``cache_key``.
+            ``on_step_end`` runs after ``optimizer.step()`` and before that step's checkpoint is written, so
+            a change a callback makes to the parameters (a projection, a decay) is in the checkpoint.
         progress: show a progress bar (default: only when stderr is a TTY).
         force: retrain even when a finished run exists.
         device: where to train (data is kept resident there).
@@ -299,9 +301,9 @@ def train(
             opt.step()
             state.step += 1
             state.lr, state.batch_loss = lr, float(loss.detach())
+            _fire(callbacks, "on_step_end", state)  # before the checkpoint: it may change the parameters
             if state.step in ckpt_steps:
                 atomic_torch_save(ckdir / f"step_{state.step:08d}.pt", model.state_dict())
-            _fire(callbacks, "on_step_end", state)
         rec = record(epoch)
         state.extra = {}
         _fire(callbacks, "on_epoch_end", state)

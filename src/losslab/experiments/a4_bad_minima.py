@@ -17,6 +17,13 @@ Protocol (Huang et al.'s reference code, ``wronnyhuang/gen-viz``):
   :math:`\\theta_b^{(t)}`. Huang et al. then compare the good and bad weights checkpoint by checkpoint.
   Measured: :math:`d(\\theta_c^{(t)}, \\theta_b^{(t)})` (Euclidean over all parameters, and gen-viz's
   layer-normalized distance :math:`\\operatorname{mean}_\\ell \\|W_b^\\ell - W_c^\\ell\\| / \\|W_c^\\ell\\|`).
+* **The nearest bad minimum** (VERSION 3): unconstrained poisoned training does not try to stay near its
+  start (Adam moves every coordinate by about its learning rate per step, whatever the gradient), so its
+  end point only bounds the distance to the nearest bad minimum from above. The same warm-started search
+  is therefore repeated inside balls :math:`\\|\\theta - \\theta_c^{(t)}\\| \\le \\rho\\, d(\\theta_0, \\theta_c)`
+  (:class:`TrustRegion`: the parameters are projected back onto the ball after every optimizer step) for
+  each :math:`\\rho` of ``Config.trust_radii``. Every end point that fits the clean training set and
+  generalizes worse by ``gap_margin`` is a bad minimum found; the nearest one is judged.
 
 Checks (each relative, measured in the same run):
 
@@ -24,8 +31,9 @@ Checks (each relative, measured in the same run):
   and so does every warm-started bad minimum (else it is no minimum of the clean loss);
 * the poisoned model's test error exceeds the clean one's by ``>= gap_margin``; so does every
   warm-started bad minimum's;
-* near: :math:`d(\\theta_c^{(t)}, \\theta_b^{(t)}) < d(\\theta_0, \\theta_c)` — the bad minimum found from
-  a trajectory point is closer to it than the good solution is to its initialization;
+* near: the nearest bad minimum found from a trajectory point :math:`\\theta_c^{(t)}` (unconstrained or in a
+  ball) is closer to it than the good solution is to its initialization, :math:`d < d(\\theta_0, \\theta_c)`;
+  no bad minimum found by any search is a contradiction too;
 * sharper: :math:`\\lambda_{max}(\\theta_p) > \\lambda_{max}(\\theta_c)` and the mean 1-D width of
   :math:`\\theta_p` is smaller than :math:`\\theta_c`'s (same direction seeds, filter-normalized to each).
 
@@ -51,11 +59,11 @@ from ._base import Check, ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, evaluator, interpolate, new_figure, run_lock, save_figure, train_run
 
 ID = "A4"
-VERSION = 2
-COST = {"quick": 40, "full": 600}
+VERSION = 3
+COST = {"quick": 70, "full": 900}
 
 __all__ = ["ID", "VERSION", "COST", "Config", "run", "judge", "train_warm_started", "layer_relative_distance",
-           "sharpness_of"]
+           "sharpness_of", "TrustRegion", "is_bad_minimum", "nearest_bad_minimum"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,8 @@ class Config:
         warm_epochs: epochs of each warm-started poisoned training (0: the poisoned run's own epochs).
         warm_checkpoint_every: epochs between the checkpoints of a warm-started run (the distance-vs-epoch
             curve of the figure; the first checkpoint fitting both the clean and the poison set is reported).
+        trust_radii: radii, as fractions of :math:`d(\\theta_0, \\theta_c)`, of the balls around each warm
+            start inside which the search is repeated (:class:`TrustRegion`); ``()`` turns it off.
         sharpness_examples: clean training examples for the Hessian and the basin (0: all of them).
         basin_directions: random directions for the 1-D width (each measured in both signs).
         basin_threshold: the width is measured up to the loss ``L(theta*) + basin_threshold``.
@@ -87,6 +97,7 @@ class Config:
     warm_starts: tuple[float, ...] = (1.0,)
     warm_epochs: int = 0
     warm_checkpoint_every: int = 5
+    trust_radii: tuple[float, ...] = (0.25, 0.5, 0.75)
     sharpness_examples: int = 0
     basin_directions: int = 6
     basin_threshold: float = 0.1
@@ -137,13 +148,84 @@ class _WarmStart:
         atomic_write_json(run_dir / "warm_start.json", self.source)
 
 
+class TrustRegion:
+    """A :func:`losslab.train.train` callback: keep the parameters in the ball :math:`\\|\\theta - c\\| \\le r`.
+
+    After every optimizer step the parameters (all of them, as one vector; buffers are left alone) are
+    projected onto the ball: :math:`\\theta \\leftarrow c + (\\theta - c)\\, \\min(1, r / \\|\\theta - c\\|)`.
+    Training with it searches for a minimum of the training loss within distance ``r`` of ``c`` (projected
+    gradient descent, or projected Adam). The optimizer's state is not touched.
+
+    Args:
+        center: the ball's center (a parameter point: every trained parameter must be in it).
+        radius: :math:`r > 0`.
+        source: what the center is (recorded in the run's identity, with the radius).
+    """
+
+    def __init__(self, center: Mapping[str, Any], radius: float, source: Mapping[str, Any] | None = None) -> None:
+        from ..errors import LosslabError
+
+        if not radius > 0:
+            raise LosslabError(f"TrustRegion radius must be > 0, got {radius}")
+        self.center = {k: v.detach().clone() for k, v in center.items()}
+        self.radius = float(radius)
+        self.source = dict(source or {})
+        self.projections = 0
+
+    def cache_key(self) -> dict[str, Any]:
+        """The ball (its center's source and its radius) is part of the run's identity."""
+        return {"trust_region": {"radius": self.radius, **self.source}}
+
+    def on_step_end(self, state: Any) -> None:
+        import torch
+
+        from ..errors import LosslabError
+
+        with torch.no_grad():
+            ps = [(k, p) for k, p in state.model.named_parameters() if p.requires_grad]
+            missing = [k for k, _ in ps if k not in self.center]
+            if missing:
+                raise LosslabError(f"TrustRegion center lacks parameters {missing[:3]}")
+            sq = sum(float(((p.detach().double() - self.center[k].to(p.device).double()) ** 2).sum()) for k, p in ps)
+            norm = sq ** 0.5
+            if norm > self.radius:
+                scale = self.radius / norm
+                for k, p in ps:
+                    c = self.center[k].to(device=p.device, dtype=p.dtype)
+                    p.copy_(c + (p - c) * scale)
+                self.projections += 1
+
+
+def is_bad_minimum(rec: Mapping[str, Any], clean_test_error: float, *, fit_tolerance: float,
+                   gap_margin: float) -> bool:
+    """Does a searched point (``clean_train_error``, ``test_error``) fit the clean training set (``<=
+    fit_tolerance``) and generalize worse than the clean solution by ``>= gap_margin``?"""
+    return (float(rec["clean_train_error"]) <= fit_tolerance
+            and float(rec["test_error"]) - float(clean_test_error) >= gap_margin)
+
+
+def nearest_bad_minimum(rec: Mapping[str, Any], clean_test_error: float, *, fit_tolerance: float,
+                        gap_margin: float) -> dict[str, Any] | None:
+    """The nearest bad minimum among one warm start's searches: the unconstrained one (``rec`` itself) and
+    the trust-region ones (``rec["trust"]``). Returns ``{"search", "distance", "rho", ...}`` or ``None``."""
+    cands = [dict(r, search="trust region", rho=r["rho"]) for r in rec.get("trust", ())]
+    cands.append({**{k: rec[k] for k in ("clean_train_error", "test_error", "distance")},
+                  "search": "unconstrained", "rho": None})
+    bad = [c for c in cands if is_bad_minimum(c, clean_test_error, fit_tolerance=fit_tolerance,
+                                              gap_margin=gap_margin)]
+    return min(bad, key=lambda c: float(c["distance"])) if bad else None
+
+
 def train_warm_started(config: TrainConfig, start: Mapping[str, Any], *, cache_dir: str | Path, tag: str,
                        source: Mapping[str, Any] | None = None,
-                       progress: Callable[[str], None] | None = None) -> Any:
+                       progress: Callable[[str], None] | None = None,
+                       callbacks: Sequence[Any] = ()) -> Any:
     """Train ``config`` starting from the parameters ``start`` (or reuse the finished run).
 
-    The run lives in ``cache_dir/warm/<tag>/train-<hash of config>`` (``tag`` names the start, e.g.
-    ``"<run>-step960"``), under a lock, so experiments running in parallel train it once.
+    The run lives in ``cache_dir/warm/<tag>/train-<hash of config>[-<hash of callbacks>]`` (``tag`` names
+    the start, e.g. ``"<run>-step960"``), under a lock, so experiments running in parallel train it once.
+    ``callbacks`` (e.g. a :class:`TrustRegion` around ``start``) run after the warm start and are part of
+    the run's identity.
 
     Returns:
         The :class:`losslab.runs.Run`; its step-0 checkpoint is ``start``.
@@ -153,7 +235,8 @@ def train_warm_started(config: TrainConfig, start: Mapping[str, Any], *, cache_d
 
     out = Path(cache_dir) / "warm" / tag
     callback = _WarmStart(start, {"tag": tag, **dict(source or {})})
-    rdir = run_dir_for(config, out, [callback])
+    cbs = [callback, *callbacks]
+    rdir = run_dir_for(config, out, cbs)
     if Run(rdir).done:
         if progress:
             progress(f"reusing warm-started run {tag}/{rdir.name}")
@@ -164,7 +247,7 @@ def train_warm_started(config: TrainConfig, start: Mapping[str, Any], *, cache_d
         if progress:
             progress(f"training {tag}/{rdir.name} warm-started: {config.optim.optimizer} lr {config.optim.lr:g}, "
                      f"{config.optim.epochs} epochs, poison {config.data.poison}")
-        return train(config, out=out, callbacks=[callback], progress=False, force=True)
+        return train(config, out=out, callbacks=cbs, progress=False, force=True)
 
 
 # ---- measurements -----------------------------------------------------------------------------------
@@ -246,7 +329,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         optim=dataclasses.replace(config.poisoned.optim, epochs=config.warm_epochs or config.poisoned.optim.epochs),
         ckpt=dataclasses.replace(config.poisoned.ckpt, checkpoints=f"epoch:{max(1, config.warm_checkpoint_every)}"))
     minefield = []
-    bad_final = None
+    bad_final = bad_nearest = None
     for i in _warm_indices(len(traj_c), config.warm_starts):
         step, start = traj_c[i]
         tag = f"{rc.path.name}-step{step}"
@@ -280,11 +363,37 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
             "first_fit_distance": curve["distance"][fits[0]] if fits else None,
             "curve": curve,
         }
+        progress(f"bad minimum from step {step}: test error {rec['test_error']:.3f}, clean-train error "
+                 f"{rec['clean_train_error']:.3f}, distance {rec['distance']:.2f} (d(init, clean) {d_0c:.2f})")
+        # the same search inside balls around the start: the nearest bad minimum, not just any
+        rec["trust"] = []
+        ends = {"unconstrained": theta_b}
+        for rho in config.trust_radii:
+            region = TrustRegion(start, rho * d_0c, {"rho": float(rho), "run": rc.path.name, "step": step})
+            with timer("warm-start"):
+                rt = train_warm_started(warm_cfg, start, cache_dir=cache_dir, tag=tag, progress=progress,
+                                        source={"run": rc.path.name, "step": step}, callbacks=[region])
+            traj_t = rt.trajectory()
+            end = traj_t[-1][1]
+            with timer("evaluate"):
+                tr = {"rho": float(rho), "radius": rho * d_0c, "distance": params.distance(start, end), **errors(end),
+                      "curve": {"step": [s_t for s_t, _ in traj_t],
+                                "distance": [params.distance(start, pt) for _, pt in traj_t]}}
+            tr["bad"] = is_bad_minimum(tr, err["clean"]["test_error"], fit_tolerance=config.fit_tolerance,
+                                       gap_margin=config.gap_margin)
+            rec["trust"].append(tr)
+            ends[f"rho={rho:g}"] = end
+            progress(f"search from step {step} within {rho:g} d(init, clean): clean-train error "
+                     f"{tr['clean_train_error']:.3f}, test error {tr['test_error']:.3f}, poison-fit error "
+                     f"{tr['poison_fit_error']:.3f} -> {'bad minimum' if tr['bad'] else 'no bad minimum'}")
+        rec["nearest_bad"] = nearest_bad_minimum(rec, err["clean"]["test_error"], fit_tolerance=config.fit_tolerance,
+                                                 gap_margin=config.gap_margin)
         minefield.append(rec)
         if i == len(traj_c) - 1:
             bad_final = theta_b
-        progress(f"bad minimum from step {step}: test error {rec['test_error']:.3f}, clean-train error "
-                 f"{rec['clean_train_error']:.3f}, distance {rec['distance']:.2f} (d(init, clean) {d_0c:.2f})")
+            nb = rec["nearest_bad"]
+            if nb is not None:
+                bad_nearest = ends["unconstrained" if nb["rho"] is None else f"rho={nb['rho']:g}"]
 
     # -- sharpness of the clean and the poisoned solutions on the clean training set ------------------
     xs, ys = _subset(clean_bundle.train.x, clean_bundle.train.y, config.sharpness_examples, config.seed)
@@ -321,8 +430,12 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     m["distance_ratio"] = m["distance_clean_poisoned"] / d_0c
     verdict = judge(m)
 
-    path_end = bad_final if bad_final is not None else theta_p
-    path_name = "bad minimum (warm-started at the clean solution)" if bad_final is not None else "poisoned"
+    if bad_nearest is not None:
+        path_end, path_name = bad_nearest, "nearest bad minimum found from the clean solution"
+    elif bad_final is not None:
+        path_end, path_name = bad_final, "bad minimum (warm-started at the clean solution)"
+    else:
+        path_end, path_name = theta_p, "poisoned"
     with timer("path"):
         alphas = np.linspace(-0.5, 1.5, config.num_points)
         tr = interpolate(model, theta_c, path_end, alphas, evaluator=ev_clean)
@@ -338,8 +451,12 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         "test error clean / poisoned": f"{err['clean']['test_error']:.3f} / {err['poisoned']['test_error']:.3f}",
     }
     if last is not None:
-        key["d(clean, bad) / d(init, clean)"] = last["distance"] / d_0c
-        key["test error of the bad minimum"] = last["test_error"]
+        nb = last.get("nearest_bad")
+        key["d(clean, nearest bad minimum) / d(init, clean)"] = (nb["distance"] / d_0c) if nb else "none found"
+        if nb:
+            key["nearest bad minimum: test error, clean-train error"] = \
+                f"{nb['test_error']:.3f}, {nb['clean_train_error']:.4f}"
+        key["d(clean, bad) / d(init, clean), unconstrained search"] = last["distance"] / d_0c
     key["lambda_max clean / poisoned"] = f"{s_c['lambda_max']:.3g} / {s_p['lambda_max']:.3g}"
     key["1-D width clean / poisoned"] = f"{s_c['width_mean']:.3g} / {s_p['width_mean']:.3g}"
     key["d(clean, poisoned from scratch) / d(init, clean)"] = m["distance_ratio"]
@@ -349,7 +466,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         f"search reached a minimum with clean-train error {r['clean_train_error']:.3f} and test error "
         f"{r['test_error']:.3f} at distance {r['distance']:.2f} from its start (layer-relative "
         f"{r['distance_layer_relative']:.2f}); the clean solution lies {d_0c:.2f} from the initialization "
-        f"(ratio {r['distance'] / d_0c:.2f})." for r in minefield)
+        f"(ratio {r['distance'] / d_0c:.2f})." + _trust_text(r, d_0c) for r in minefield)
     comparison = (
         f"Both models start from the same initialization (distance {same_init:.1e}). The clean model reaches "
         f"clean-train error {err['clean']['clean_train_error']:.3f} and test error {err['clean']['test_error']:.3f}; "
@@ -370,8 +487,25 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         timings=timer.seconds,
         notes=["Bad minima near the trajectory follow gen-viz's minefield protocol: poisoned training warm-started "
                "at clean checkpoints (same optimizer and epochs as the poisoned run); Huang et al. searched from "
-               "every tenth epoch, here from " + ", ".join(str(r['start_step']) for r in minefield) + "."],
+               "every tenth epoch, here from " + ", ".join(str(r['start_step']) for r in minefield) + ".",
+               "Nearness is judged on the nearest bad minimum found (VERSION 3). Unconstrained warm-started "
+               "training only bounds that distance from above (Adam moves every weight by about its learning rate "
+               "per step), so the same search is repeated inside balls of radius rho x d(init, clean), rho in "
+               f"{tuple(config.trust_radii)}, projecting onto the ball after each step; an end point counts as a "
+               "bad minimum when it fits the clean training set and generalizes worse by the gap margin."],
     )
+
+
+def _trust_text(r: Mapping[str, Any], d_0c: float) -> str:
+    trust = r.get("trust") or []
+    if not trust:
+        return ""
+    parts = [f"within {t['rho']:g} d(init, clean): clean-train error {t['clean_train_error']:.3f}, test error "
+             f"{t['test_error']:.3f}, {'a bad minimum' if t['bad'] else 'no bad minimum'}" for t in trust]
+    nb = r.get("nearest_bad")
+    tail = (f" The nearest bad minimum found lies {nb['distance']:.2f} from the start (ratio "
+            f"{nb['distance'] / d_0c:.2f}; {nb['search']} search)." if nb else " No search found a bad minimum.")
+    return " Searching again inside balls around the start, " + "; ".join(parts) + "." + tail
 
 
 def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
@@ -394,6 +528,13 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
         ax.plot(cv["step"], cv["distance"], "o-", ms=3, color=f"C{3 + n}",
                 label=f"from clean step {r['start_step']}")
         ax.plot(cv["step"], np.asarray(cv["poison_fit_error"]) * d0c, ":", color=f"C{3 + n}", lw=1)
+    mine = m.get("minefield") or []
+    for t in (mine[-1].get("trust") or []) if mine else []:
+        cv = t["curve"]
+        ax.plot(cv["step"], cv["distance"], "--", color="0.35", lw=0.9)
+        ax.plot(cv["step"][-1:], cv["distance"][-1:], "o", ms=6, color="k" if t["bad"] else "none", mec="k")
+    if mine and mine[-1].get("trust"):
+        ax.plot([], [], "--o", color="0.35", ms=5, label="in a ball (filled: bad minimum)")
     ax.axhline(d0c, color="C0", ls="--", label="d(init, clean)")
     ax.axhline(m["distance_clean_poisoned"], color="0.5", ls="-.", label="d(clean, poisoned from scratch)")
     ax.set_xlabel("step of the warm-started poisoned training")
@@ -416,10 +557,11 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
     ax.set_xticks(x, labels)
     ax.set_title("curvature on the clean training set", fontsize=9)
     return save_figure(fig, work_dir, "poisoned",
-                       "Left: errors along the line from the clean solution (a=0) to the bad minimum found from it "
-                       "by poisoned training (a=1). Middle: distance travelled by the warm-started poisoned training "
+                       "Left: errors along the line from the clean solution (a=0) to the nearest bad minimum found "
+                       "from it by poisoned training (a=1). Middle: distance travelled by the warm-started poisoned training "
                        "from its clean start checkpoint, against the clean solution's distance from its "
-                       "initialization. Right: λmax and mean 1-D basin width of the clean and the "
+                       "initialization; dashed: the same search from the final checkpoint inside balls of radius "
+                       "rho x d(init, clean), its end filled when it is a bad minimum. Right: λmax and mean 1-D basin width of the clean and the "
                        "poisoned solutions.")
 
 
@@ -431,7 +573,9 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     ``start_step``, ``clean_train_error``, ``test_error``, ``distance``) and ``m["sharpness"]``
     (``clean``/``poisoned`` with ``lambda_max``, ``width_mean``). Without ``minefield`` (VERSION 1
     measurements) the distance check is :math:`d(\\theta_c, \\theta_p) < d(\\theta_0, \\theta_c)` on
-    ``distance_clean_poisoned``.
+    ``distance_clean_poisoned``. VERSION 3 records carry ``trust`` (the searches inside balls: ``rho``,
+    ``distance``, ``clean_train_error``, ``test_error``); the near check then judges the nearest bad minimum
+    among the unconstrained and the ball searches (:func:`nearest_bad_minimum`), and finding none fails it.
     """
     tol, margin = float(m["fit_tolerance"]), float(m["gap_margin"])
     c, p = m["clean"], m["poisoned"]
@@ -458,9 +602,25 @@ def judge(m: Mapping[str, Any]) -> Verdict:
                                 f"(gap {g:+.3f}, needs >= {margin:g})"))
         for r in mine:
             d = float(r["distance"])
-            checks.append(Check(f"bad minimum near step {r['start_step']}", d < d_0c,
-                                f"d(checkpoint {r['start_step']}, bad minimum) = {d:.2f} vs d(init, clean) = "
-                                f"{d_0c:.2f} (ratio {d / d_0c:.2f}, needs < 1)"))
+            if "trust" not in r:  # VERSION 2: the unconstrained search's end point
+                checks.append(Check(f"bad minimum near step {r['start_step']}", d < d_0c,
+                                    f"d(checkpoint {r['start_step']}, bad minimum) = {d:.2f} vs d(init, clean) = "
+                                    f"{d_0c:.2f} (ratio {d / d_0c:.2f}, needs < 1)"))
+                continue
+            nb = nearest_bad_minimum(r, c["test_error"], fit_tolerance=tol, gap_margin=margin)
+            tried = ", ".join([f"unconstrained {d / d_0c:.2f}"] + [
+                f"ball {t['rho']:g}: " + ("bad" if is_bad_minimum(t, c["test_error"], fit_tolerance=tol,
+                                                                  gap_margin=margin) else "not bad")
+                for t in r["trust"]])
+            if nb is None:
+                checks.append(Check(f"bad minimum near step {r['start_step']}", False,
+                                    f"no search from checkpoint {r['start_step']} found a bad minimum ({tried})"))
+                continue
+            dn = float(nb["distance"])
+            where = "unconstrained search" if nb["rho"] is None else f"search within {nb['rho']:g} d(init, clean)"
+            checks.append(Check(f"bad minimum near step {r['start_step']}", dn < d_0c,
+                                f"nearest bad minimum from checkpoint {r['start_step']}: {dn:.2f} ({where}) vs "
+                                f"d(init, clean) = {d_0c:.2f} (ratio {dn / d_0c:.2f}, needs < 1; searches: {tried})"))
     else:
         d_cp = float(m["distance_clean_poisoned"])
         checks.append(Check("bad minimum near the good one", d_cp < d_0c,
