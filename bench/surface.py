@@ -25,7 +25,8 @@ Achieved GFLOP/s = points/s x (analytic forward FLOPs per example x N examples),
 float32 ``torch.mm`` peak measured in the same run (once per repeat). Methods run round-robin
 (one of each per repeat, after a warm-up, the order rotated by one at each repeat), so machine
 load and position effects hit them alike; the reported numbers
-are medians over repeats, from wall-clock time; ``*_cpu`` fields use process CPU time instead
+are medians over repeats, from wall-clock time (``paired_ratios``: the ratios repeat by repeat, median
+and range, i.e. the noise on the ratio itself); ``*_cpu`` fields use process CPU time instead
 (steadier on a shared machine), ``*_best`` each method's fastest repeat (load only slows a repeat
 down; targets are also reported on these). The matmul peak of a case is the best of its samples (3 per
 repeat); ``system_time_fraction`` and ``minor_page_faults_per_point`` show allocator cost
@@ -278,6 +279,16 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
             "losslab_loop_over_reference_forward": C.ratio(pps["losslab_loop"], pps["reference_forward"]),
             "losslab_over_baseline_cpu": C.ratio(pps_cpu["losslab_auto"], pps_cpu["baseline_dataloader"]),
             "losslab_over_loss_landscapes_cpu": C.ratio(pps_cpu["losslab_auto"], pps_cpu["loss_landscapes"]),
+        },
+        # the same ratios repeat by repeat (the two methods ran minutes apart at most): their spread is
+        # the machine's noise on the ratio itself
+        "paired_ratios": {
+            "losslab_over_baseline": C.summarize([a / b for a, b in zip(wall["losslab_auto"],
+                                                                       wall["baseline_dataloader"])]),
+            "losslab_over_loss_landscapes": C.summarize([a / b for a, b in zip(wall["losslab_auto"],
+                                                                              wall["loss_landscapes"])]),
+            "losslab_loop_over_reference_forward": C.summarize([a / b for a, b in zip(wall["losslab_loop"],
+                                                                                     wall["reference_forward"])]),
         },
         "auto": {
             "strategy": ev_info.get("strategy"),
