@@ -105,6 +105,14 @@ def result_dir(args: argparse.Namespace, target: Any, kind: str, name: str) -> P
     return (run.path / kind if run is not None else Path(kind)) / name
 
 
+def add_probe_output_args(parser: argparse.ArgumentParser, name: str, run_dir: str = "RUN_DIR") -> None:
+    """``--out``, ``--plot`` and ``--json`` of a probe command whose results go to
+    ``<run_dir>/probes/<name>-<hash>`` (see :func:`result_dir`) and whose figure is ``<name>.png``."""
+    parser.add_argument("--out", default=None, help=f"output directory (default {run_dir}/probes/{name}-<hash>)")
+    parser.add_argument("--plot", action="store_true", help=f"write {name}.png")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
+
+
 def fail(message: str, code: int = 2) -> "typing.NoReturn":
     print(f"losslab: error: {message}", file=sys.stderr)
     raise SystemExit(code)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit, settings_hash
+from ._common import add_probe_output_args, emit, settings_hash
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="accuracy tolerance of 'similar accuracy' checkpoints (default 0.01)")
     p.add_argument("--no-tsne", action="store_true", help="skip t-SNE (PCA only)")
     p.add_argument("--seed", type=int, default=0, help="seed of subsets, samples and t-SNE (default 0)")
-    p.add_argument("--out", default=None, help="output directory (default FIRST_RUN_DIR/probes/diversity-<hash>)")
-    p.add_argument("--plot", action="store_true", help="write diversity.png")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    add_probe_output_args(p, "diversity", run_dir="FIRST_RUN_DIR")
     p.set_defaults(func=run)
 
 

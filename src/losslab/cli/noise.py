@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit, result_dir, settings_hash
+from ._common import add_probe_output_args, emit, result_dir, settings_hash
 from ._load import add_target_args, resolve
 
 
@@ -31,9 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="measure the final (or --step) checkpoint, or every saved checkpoint of a run directory")
     p.add_argument("--chunk-size", type=int, default=256, help="examples per vmap call (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the example subset (default 0)")
-    p.add_argument("--out", default=None, help="output directory (default RUN_DIR/probes/noise-<hash>)")
-    p.add_argument("--plot", action="store_true", help="write noise.png")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    add_probe_output_args(p, "noise")
     p.set_defaults(func=run)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit, settings_hash
+from ._common import add_probe_output_args, emit, settings_hash
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,9 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--linear-lr", type=float, default=None, help="SGD learning rate (default: the run's)")
     p.add_argument("--n-train", type=int, default=None, help="train the linearized models on a random subset")
     p.add_argument("--seed", type=int, default=0, help="seed of the data subsets and the SGD order (default 0)")
-    p.add_argument("--out", default=None, help="output directory (default RUN_DIR/probes/ntk-<hash>)")
-    p.add_argument("--plot", action="store_true", help="write ntk.png")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    add_probe_output_args(p, "ntk")
     p.set_defaults(func=run)
 
 

@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit, result_dir, settings_hash
+from ._common import add_probe_output_args, emit, result_dir, settings_hash
 from ._load import add_target_args, resolve
 
 
@@ -28,9 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, default=256, help="examples per vmap call (default 256)")
     p.add_argument("--no-init", action="store_true", help="do not also measure the run's first checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of the example sample (default 0)")
-    p.add_argument("--out", default=None, help="output directory (default RUN_DIR/probes/stiffness-<hash>)")
-    p.add_argument("--plot", action="store_true", help="write stiffness.png")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    add_probe_output_args(p, "stiffness")
     p.set_defaults(func=run)
 
 

@@ -171,6 +171,7 @@ class TrustRegion:
         self.radius = float(radius)
         self.source = dict(source or {})
         self.projections = 0
+        self._centers: list[Any] | None = None
 
     def cache_key(self) -> dict[str, Any]:
         """The ball (its center's source and its radius) is part of the run's identity."""
@@ -183,15 +184,16 @@ class TrustRegion:
 
         with torch.no_grad():
             ps = [(k, p) for k, p in state.model.named_parameters() if p.requires_grad]
-            missing = [k for k, _ in ps if k not in self.center]
-            if missing:
-                raise LosslabError(f"TrustRegion center lacks parameters {missing[:3]}")
-            sq = sum(float(((p.detach().double() - self.center[k].to(p.device).double()) ** 2).sum()) for k, p in ps)
-            norm = sq ** 0.5
+            if self._centers is None:  # the center on the parameters' devices and dtypes, once
+                missing = [k for k, _ in ps if k not in self.center]
+                if missing:
+                    raise LosslabError(f"TrustRegion center lacks parameters {missing[:3]}")
+                self._centers = [self.center[k].to(device=p.device, dtype=p.dtype) for k, p in ps]
+            sq = torch.stack([(p.double() - c.double()).square().sum() for (_, p), c in zip(ps, self._centers)])
+            norm = float(sq.sum()) ** 0.5
             if norm > self.radius:
                 scale = self.radius / norm
-                for k, p in ps:
-                    c = self.center[k].to(device=p.device, dtype=p.dtype)
+                for (_, p), c in zip(ps, self._centers):
                     p.copy_(c + (p - c) * scale)
                 self.projections += 1
 
