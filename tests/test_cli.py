@@ -84,6 +84,26 @@ class Evil:
     pass
 
 
+def test_non_finite_checkpoint_is_refused(tmp_path, capsys):
+    from losslab import data, models
+
+    b = data.load("digits")
+    m = models.build("mlp", input_shape=b.input_shape, num_classes=b.num_classes, seed=0)
+    good, nan = tmp_path / "good.pt", tmp_path / "nan.pt"
+    torch.save(m.state_dict(), good)
+    sd = m.state_dict()
+    name = next(k for k in sd if k.endswith("bias"))
+    sd[name] = torch.full_like(sd[name], float("nan"))
+    torch.save(sd, nan)
+    assert main(["evaluate", str(good), "--model", "mlp", "--json"]) == 0
+    capsys.readouterr()
+    for argv in (["evaluate", str(nan)], ["interpolate", str(good), str(nan), "--num", "3", "--no-progress"],
+                 ["hessian", str(nan), "--top-k", "1"]):
+        assert main([*argv, "--model", "mlp"]) == 2, argv
+        err = capsys.readouterr().err
+        assert f"non-finite values (NaN/inf) in {name}" in err and err.count("\n") == 1, (argv, err)
+
+
 def test_env_json():
     r = cli("env", "--json")
     assert r.returncode == 0

@@ -64,6 +64,20 @@ def test_interpolate_from_init(run_dir, tmp_path):
     assert min(s2["alphas"]) == -0.5 and max(s2["alphas"]) == 1.5 and s2["monotonicity"]["steps"] == 10
 
 
+def test_interpolate_default_dirs_never_collide(run_dir, tmp_path):
+    # two settings, and two pairs of models, each get their own directory under the run's interpolations/
+    s1 = cli("interpolate", str(run_dir.path), "--num", "5")
+    s2 = cli("interpolate", str(run_dir.path), "--num", "5", "--range", "-0.5", "1.5")
+    steps = [st for st, _ in run_dir.checkpoints()]
+    s3 = cli("interpolate", str(run_dir.path), str(run_dir.path), "--step", str(steps[1]), "--num", "5")
+    outs = {s1["out"], s2["out"], s3["out"]}
+    assert len(outs) == 3 and all(os.path.dirname(o) == str(run_dir.path / "interpolations") for o in outs)
+    assert os.path.basename(s1["out"]).startswith("init_to_final-")
+    assert os.path.basename(s3["out"]).startswith("A_to_B-")
+    assert len(s2["train_loss"]) > len(s1["train_loss"])
+    assert os.path.isfile(os.path.join(s1["out"], "init_to_final_train.npz"))
+
+
 def test_trajectory(run_dir, tmp_path):
     s = cli("trajectory", str(run_dir.path), "--grid", "4", "--out", str(tmp_path), "--plot")
     assert s["steps"] == [st for st, _ in run_dir.checkpoints()]

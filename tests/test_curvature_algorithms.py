@@ -152,6 +152,13 @@ def test_lanczos_edge_cases():
         lanczos_eigs(torch.zeros(3, 4))
     with pytest.raises(LosslabError, match="cannot use"):
         lanczos_eigs("matrix")
+    # an operator that returns NaN (a NaN loss) is a one-line error, not a scipy traceback
+    N = torch.eye(5, dtype=D)
+    N[2, 2] = float("nan")
+    with pytest.raises(LosslabError, match="non-finite values at Lanczos step 1"):
+        lanczos_eigs(N, k=1, seed=0)
+    with pytest.raises(LosslabError, match="non-finite values .probe 0"):
+        slq_density(N, num_probes=2, seed=0)
 
 
 def test_lanczos_beats_power_iteration_budget():

@@ -56,6 +56,7 @@ def resolve(target: str, args: argparse.Namespace) -> Target:
         model = run.build_model(getattr(args, "step", None))
         desc = {"run_dir": str(path), "step": getattr(args, "step", None), "dataset": bundle.name,
                 "model": cfg.model.model}
+        _check_finite(model, f"{path} (step {getattr(args, 'step', None) or 'final'})")
         return Target(model, bundle, desc, run)
 
     state = load_state(path)
@@ -74,5 +75,17 @@ def resolve(target: str, args: argparse.Namespace) -> Target:
         model = models.build(args.model, input_shape=tuple(bundle.input_shape), num_classes=bundle.num_classes,
                              seed=0, **model_kwargs)
     models.load_state_dict_checked(model, state)
+    _check_finite(model, str(path))
     model.eval()
     return Target(model, bundle, {"checkpoint": str(path), "dataset": bundle.name, "model": args.model})
+
+
+def _check_finite(model: Any, where: str) -> None:
+    """One-line error when a loaded model holds NaN/inf (a diverged run): every measurement would be NaN."""
+    import torch
+
+    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise LosslabError(f"{where} holds non-finite values (NaN/inf) in {', '.join(bad[:3])}{more}: "
+                           "nothing to measure (did training diverge?)")

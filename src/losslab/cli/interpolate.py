@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit
+from ._common import emit, result_dir, settings_hash
 from ._load import add_target_args, resolve
 
 
@@ -27,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a-range, may extend beyond [0, 1] (default 0 1)")
     p.add_argument("--tol", type=float, default=0.0, help="a rise must exceed this to count as non-monotone")
     p.add_argument("--bn", choices=("auto", "recompute", "eval"), default="auto", help="BatchNorm statistics")
-    p.add_argument("--out", default=None, help="where to save results (default: A's run dir or ./interpolations)")
+    p.add_argument("--out", default=None, help="output directory (default: A's RUN_DIR/interpolations/<pair>-<hash>,"
+                   " or ./interpolations/<pair>-<hash> for a checkpoint)")
     p.add_argument("--plot", action="store_true", help="write a PNG of loss and error along the path")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
@@ -67,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
     alphas = np.arange(int(np.floor(lo / h + 1e-9)), int(np.ceil(hi / h - 1e-9)) + 1) * h
     bundle = end.bundle
     loss = "cross_entropy" if bundle.num_classes > 0 else "mse"
-    out = Path(args.out) if args.out else ((end.run.path if end.run else Path("interpolations")) / "interpolations")
+    tag = f"{label.replace(' -> ', '_to_').replace(' ', '')}"
+    # its own directory per pair of models and settings: another pair or --range never overwrites it
+    out = result_dir(args, ta, "interpolations",
+                     f"{tag}-{settings_hash(args, ('num', 'range', 'bn'), a=start.description, b=end.description)}")
     res = {}
     for split in ("train", "test"):
         data = getattr(bundle, split)
@@ -77,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
         res[split] = line(end.model, data, start=pa, end=pb, alphas=alphas, loss=loss, bn=args.bn,
                           progress=not args.no_progress, meta={"label": label, "split": split}, **kw)
     out.mkdir(parents=True, exist_ok=True)
-    tag = f"{label.replace(' -> ', '_to_').replace(' ', '')}"
     for split, r in res.items():
         r.save(out / f"{tag}_{split}")
     mono = monotonicity(alphas, res["train"].metrics["loss"], tol=args.tol)
@@ -91,12 +95,19 @@ def run(args: argparse.Namespace) -> int:
             summary[f"{split}_error"] = (1.0 - r.metrics["accuracy"]).tolist()
     if args.plot:
         summary["plot"] = str(_plot(alphas, res, out / f"{tag}.png", label))
-    text = (f"{label}: distance {summary['distance']:.4g}, {len(alphas)} points\n"
-            f"train loss {mono['start']:.4g} -> {mono['end']:.4g}; non-monotone steps "
+    text = (f"{label}: distance {_g(summary['distance'])}, {len(alphas)} points\n"
+            f"train loss {_g(mono['start'])} -> {_g(mono['end'])}; non-monotone steps "
             f"{mono['non_monotone_steps']} of {mono['steps']}, bumps {mono['bumps']}, "
-            f"bump height {mono['bump_height']:.3g}\nsaved in {out}")
+            f"bump height {_g(mono['bump_height'], 3)}\nsaved in {out}")
+    if mono["monotone"] is None:
+        text += "\nmonotonicity undecided: the train loss is NaN/inf somewhere on the path"
     emit(args, summary, text)
     return 0
+
+
+def _g(v: Any, digits: int = 4) -> str:
+    """``v`` in ``.{digits}g``, or "n/a" for a missing (None) value."""
+    return "n/a" if v is None else f"{v:.{digits}g}"
 
 
 def _plot(alphas, res, path: Path, label: str) -> Path:

@@ -165,6 +165,9 @@ def slq_density(
             w = basis.orthogonalize(w)
             alphas.append(alpha)
             beta = float(torch.linalg.vector_norm(w))
+            if not (math.isfinite(alpha) and math.isfinite(beta)):
+                raise LosslabError(f"the operator returned non-finite values (probe {p}, Lanczos step {j + 1}; "
+                                   "is the loss NaN/inf at this point?)")
             scale = max(abs(a) for a in alphas) + (max(betas) if betas else 0.0)
             if j + 1 == m_max or beta <= 1e-12 * max(scale, 1e-300):
                 break

@@ -269,6 +269,9 @@ def lanczos_eigs(
             w = basis.orthogonalize(w)
         alphas.append(alpha)
         beta = float(torch.linalg.vector_norm(w))
+        if not (math.isfinite(alpha) and math.isfinite(beta)):
+            raise LosslabError(f"the operator returned non-finite values at Lanczos step {len(alphas)} "
+                               "(is the loss NaN/inf at this point?)")
         m = len(alphas)
         theta, S = eigh_tridiagonal(np.array(alphas), np.array(betas)) if m > 1 else (
             np.array(alphas), np.ones((1, 1)))
