@@ -364,6 +364,15 @@ def test_from_tensors_inference_and_dtypes():
     assert reg.num_classes == 0 and reg.train.y.shape == (5, 3)
     floats = D.from_tensors(torch.randn(3, 2), torch.tensor([0.0, 2.0, 1.0]), num_classes=3)
     assert floats.train.y.dtype == torch.int64
+    # x_dtype: None keeps integer inputs (token ids), a dtype casts, anything else is an error
+    tok = D.from_tensors(torch.tensor([[1, 2], [3, 4]]), torch.tensor([0, 1]), x_test=torch.tensor([[5, 6]]),
+                         y_test=torch.tensor([1]), x_dtype=None)
+    assert tok.train.x.dtype == torch.int64 and tok.test.x.dtype == torch.int64
+    assert D.from_tensors(x, np.zeros(6, dtype=np.int64), x_dtype=torch.float64).train.x.dtype == torch.float64
+    reg_tok = D.from_tensors(torch.tensor([[1], [2]]), torch.tensor([0.5, 1.5]), x_dtype=None)
+    assert reg_tok.train.y.dtype == torch.float32 and reg_tok.num_classes == 0
+    with pytest.raises(LosslabError, match="x_dtype"):
+        D.from_tensors(x, np.zeros(6, dtype=np.int64), x_dtype="int")
 
 
 @pytest.mark.parametrize(

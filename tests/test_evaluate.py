@@ -478,3 +478,68 @@ def test_errors():
         ev.evaluate({"nope": torch.zeros(1)})
     with pytest.raises(LosslabError):
         ev.evaluate_many(lambda idx: {}, n=None)
+
+
+class TokenNet(nn.Module):
+    """Integer token ids -> embedding -> mean -> logits (inputs that must stay integers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(11, 6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.emb(x).mean(1))
+
+
+class DictNet(nn.Module):
+    """Returns ``{"logits": ...}`` as many library models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.fc(x)}
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_integer_token_inputs(strategy):
+    from losslab.data import from_tensors
+
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randint(0, 11, (N, 4), generator=g), torch.randint(0, 3, (N,), generator=g)
+    b = from_tensors(x, y, x_dtype=None)
+    assert b.train.x.dtype == torch.int64 and torch.equal(b.train.x, x)
+    torch.manual_seed(0)
+    model = TokenNet().double()
+    p = perturbed(model, 0.1, 1)
+    r = Evaluator(model, b.train, strategy=strategy, batch_size=7).evaluate_many([p, params.get_point(model)])
+    with torch.no_grad():
+        out = torch.func.functional_call(model, p, (x,))
+    assert r["loss"][0] == pytest.approx(float(F.cross_entropy(out, y)), abs=1e-12)
+    assert r["accuracy"][0] == pytest.approx(float((out.argmax(1) == y).double().mean()), abs=1e-12)
+
+
+def test_dict_outputs_need_a_loss_callable_and_labels_must_fit_the_outputs():
+    torch.manual_seed(0)
+    model = DictNet().double()
+    x, y = data()
+    with pytest.raises(LosslabError, match=r"returns a dict with keys \['logits'\], not a tensor") as info:
+        Evaluator(model, (x, y))
+    assert "\n" not in str(info.value)
+    loss = lambda o, t: F.cross_entropy(o["logits"], t)  # noqa: E731
+    acc = lambda o, t: (o["logits"].argmax(1) == t).double().mean()  # noqa: E731
+    ev = Evaluator(model, (x, y), loss=loss, metrics={"acc": acc}, batch_size=7)
+    assert ev.strategy == "loop"  # a non-tensor output is evaluated one point at a time
+    p = perturbed(model, 0.1, 2)
+    r = ev.evaluate(p)
+    with torch.no_grad():
+        logits = torch.func.functional_call(model, p, (x,))["logits"]
+    assert r["loss"] == pytest.approx(float(F.cross_entropy(logits, y)), abs=1e-12)
+    assert r["acc"] == pytest.approx(float((logits.argmax(1) == y).double().mean()), abs=1e-12)
+    with pytest.raises(LosslabError, match="vmap"):
+        Evaluator(model, (x, y), loss=loss, strategy="vmap")
+    # labels beyond the model's classes: one line instead of an IndexError deep in cross_entropy
+    with pytest.raises(LosslabError, match="outputs 3 classes but the labels go up to 5"):
+        Evaluator(mlp(), (x, torch.where(y == 2, 5, y)))

@@ -382,6 +382,10 @@ class Evaluator:
         self._split_cache: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
         self.strategy_requested = strategy
         self.strategy: str | None = None if strategy == "auto" else strategy
+        if not self._tensor_output:  # a dict/tuple output goes to the user's loss one point at a time
+            if strategy == "vmap":
+                raise LosslabError("strategy='vmap' needs a model that returns a tensor; use 'loop' or 'auto'")
+            self.strategy = "loop"
         self.info: dict[str, Any] = {
             "strategy_requested": strategy,
             "strategy": self.strategy,
@@ -469,6 +473,16 @@ class Evaluator:
         finally:
             for h in handles:
                 h.remove()
+        self._tensor_output = isinstance(out, Tensor)
+        if self._loss_batched is not None and not isinstance(out, Tensor):
+            kind = type(out).__name__ + (f" with keys {list(out)[:5]}" if isinstance(out, Mapping) else "")
+            raise LosslabError(f"the model returns a {kind}, not a tensor: pass loss= a callable that takes this "
+                               f"output, or wrap the model so that it returns the logits")
+        if self._loss_batched is _ce_per_example and not self.y.is_floating_point() and self.y.numel():
+            if out.dim() < 2:
+                raise LosslabError(f"cross_entropy needs outputs (N, classes, ...), the model returns {tuple(out.shape)}")
+            if int(self.y.max()) >= out.shape[1]:
+                raise LosslabError(f"the model outputs {out.shape[1]} classes but the labels go up to {int(self.y.max())}")
         per = (count(xb) + total[0] + count(out)) / nb
         big = max(count(xb), largest[0], count(out)) / nb
         return max(1, math.ceil(per)), max(1, math.ceil(big))
@@ -798,12 +812,12 @@ class Evaluator:
             cols.append(self._loss_batched(out.unsqueeze(0), y)[0].sum(dtype=torch.float64))
         else:
             assert self._loss_fn is not None
-            cols.append(torch.as_tensor(self._loss_fn(out, y), device=out.device).to(torch.float64).reshape(()) * b)
+            cols.append(torch.as_tensor(self._loss_fn(out, y), device=y.device).to(torch.float64).reshape(()) * b)
         if self._acc_builtin:
             hit = out.argmax(1) == y
             cols.append(hit.sum(dtype=torch.float64) if hit.dim() == 1 else hit.reshape(b, -1).to(torch.float64).mean(1).sum())
         for fn in self._metrics.values():
-            cols.append(torch.as_tensor(fn(out, y), device=out.device).to(torch.float64).reshape(()) * b)
+            cols.append(torch.as_tensor(fn(out, y), device=y.device).to(torch.float64).reshape(()) * b)
         return torch.stack(cols)
 
     def _run_loop(self, points: Iterable[Point], xs: Sequence[Tensor], bxs: Sequence[Tensor], ys: Sequence[Tensor],

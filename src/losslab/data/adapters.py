@@ -39,13 +39,22 @@ def _as_tensor(a: Any, what: str) -> Tensor:
         raise LosslabError(f"{what} cannot be converted to a tensor ({type(a).__name__}): {e}") from None
 
 
-def _check_x(x: Tensor, what: str) -> Tensor:
+def _check_x_dtype(x_dtype: Any) -> None:
+    if not (x_dtype is None or x_dtype == "auto" or isinstance(x_dtype, torch.dtype)):
+        raise LosslabError(f"x_dtype must be 'auto', None or a torch.dtype, got {x_dtype!r}")
+
+
+def _check_x(x: Tensor, what: str, x_dtype: Any = "auto") -> Tensor:
     if x.ndim == 0:
         raise LosslabError(f"{what} must have a leading example dimension, got a scalar")
     if x.is_complex():
         raise LosslabError(f"{what} is complex ({x.dtype}); losslab needs real inputs")
-    if not x.is_floating_point():
+    if isinstance(x_dtype, torch.dtype):
+        x = x.to(x_dtype)
+    elif x_dtype == "auto" and not x.is_floating_point():
         x = x.to(torch.float32)
+    if not x.is_floating_point():
+        return x  # integer inputs kept as given (x_dtype=None): token ids, indices
     if x.numel() and not bool(torch.isfinite(x).all()):
         bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
         raise LosslabError(f"{what} contains {bad} values")
@@ -84,11 +93,13 @@ def from_tensors(
     y_test: Tensor | np.ndarray | None = None,
     num_classes: int | None = None,
     name: str = "user",
+    x_dtype: torch.dtype | str | None = "auto",
 ) -> Bundle:
     """Wrap in-memory arrays as a :class:`Bundle`.
 
-    Inputs that are not floating point are cast to ``float32`` (no rescaling); floating inputs keep
-    their dtype. Integer (or bool) targets are class labels: ``num_classes`` defaults to the largest
+    With ``x_dtype="auto"`` (default) inputs that are not floating point are cast to ``float32`` (no
+    rescaling) and floating inputs keep their dtype; ``x_dtype=None`` keeps every input dtype (integer
+    token ids for an ``nn.Embedding``); a ``torch.dtype`` casts to it. Integer (or bool) targets are class labels: ``num_classes`` defaults to the largest
     label + 1 over train and test. Floating targets are regression targets (``num_classes == 0``)
     unless ``num_classes > 0`` is given and they are integral. ``num_classes=0`` forces regression.
 
@@ -97,6 +108,7 @@ def from_tensors(
         x_test, y_test: optional test split (both or neither).
         num_classes: number of classes; ``None`` infers it, ``0`` means regression.
         name: the bundle's name.
+        x_dtype: ``"auto"``, ``None`` (keep) or a ``torch.dtype``, see above.
 
     Returns:
         The ``Bundle``; without a test split, ``test`` is empty.
@@ -116,13 +128,14 @@ def from_tensors(
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
                                     or num_classes < 0):
         raise LosslabError(f"num_classes must be a non-negative int or None, got {num_classes!r}")
-    x_t = _check_x(_as_tensor(x, "x"), "x")
+    _check_x_dtype(x_dtype)
+    x_t = _check_x(_as_tensor(x, "x"), "x", x_dtype)
     y_t = _as_tensor(y, "y")
     _check_pair(x_t, y_t, "training data")
     if x_t.shape[0] == 0:
         raise LosslabError("training data is empty (0 examples)")
     if x_test is not None:
-        xte = _check_x(_as_tensor(x_test, "x_test"), "x_test")
+        xte = _check_x(_as_tensor(x_test, "x_test"), "x_test", x_dtype)
         yte = _as_tensor(y_test, "y_test")
         _check_pair(xte, yte, "test data")
         if xte.shape[1:] != x_t.shape[1:]:
@@ -137,7 +150,8 @@ def from_tensors(
     if regression:
         if yte.shape[1:] != y_t.shape[1:]:
             raise LosslabError(f"y_test targets have shape {tuple(yte.shape[1:])}, y has {tuple(y_t.shape[1:])}")
-        y_t, yte, C = y_t.to(x_t.dtype), yte.to(x_t.dtype), 0
+        ydt = x_t.dtype if x_t.is_floating_point() else torch.float32
+        y_t, yte, C = y_t.to(ydt), yte.to(ydt), 0
     else:
         y_t, yte = _labels(y_t, "training"), _labels(yte, "test")
         top = max(int(y_t.max()), int(yte.max()) if len(yte) else -1)
@@ -200,6 +214,7 @@ def from_dataset(
     *,
     num_classes: int | None = None,
     name: str | None = None,
+    x_dtype: torch.dtype | str | None = "auto",
 ) -> Bundle:
     """Materialise any dataset yielding ``(x, y)`` pairs (map-style or iterable) as a :class:`Bundle`.
 
@@ -213,6 +228,7 @@ def from_dataset(
         test_ds: optional test dataset.
         num_classes: as in :func:`from_tensors`.
         name: the bundle's name (default: the dataset's class name, lower-cased).
+        x_dtype: as in :func:`from_tensors` (``None`` keeps integer token ids).
 
     Returns:
         The ``Bundle``.
@@ -233,7 +249,8 @@ def from_dataset(
     kw: dict[str, Any] = {}
     if test_ds is not None:
         kw["x_test"], kw["y_test"] = _collect(_iter_dataset(test_ds), "test dataset", batched=False)
-    b = from_tensors(x, y, num_classes=num_classes, name=name or type(train_ds).__name__.lower(), **kw)
+    b = from_tensors(x, y, num_classes=num_classes, name=name or type(train_ds).__name__.lower(), x_dtype=x_dtype,
+                     **kw)
     return _with_source(b, "from_dataset")
 
 
@@ -243,6 +260,7 @@ def from_loader(
     *,
     num_classes: int | None = None,
     name: str = "user",
+    x_dtype: torch.dtype | str | None = "auto",
 ) -> Bundle:
     """Materialise a ``DataLoader`` (any iterable of ``(x, y)`` batches) as a :class:`Bundle`.
 
@@ -254,6 +272,7 @@ def from_loader(
         test_loader: optional test batches.
         num_classes: as in :func:`from_tensors`.
         name: the bundle's name.
+        x_dtype: as in :func:`from_tensors` (``None`` keeps integer token ids).
 
     Returns:
         The ``Bundle``.
@@ -272,7 +291,7 @@ def from_loader(
         kw: dict[str, Any] = {}
         if test_loader is not None:
             kw["x_test"], kw["y_test"] = _collect(test_loader, "test loader", batched=True)
-    return _with_source(from_tensors(x, y, num_classes=num_classes, name=name, **kw), "from_loader")
+    return _with_source(from_tensors(x, y, num_classes=num_classes, name=name, x_dtype=x_dtype, **kw), "from_loader")
 
 
 def _with_source(b: Bundle, adapter: str) -> Bundle:
