@@ -166,8 +166,108 @@ def test_spec_for_rejects_unsupported_layers():
         spec_for(nn.Sequential(nn.Conv1d(2, 4, 3), nn.Conv1d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(8, 2)))
     with pytest.raises(LosslabError, match="GroupNorm"):
         spec_for(nn.Sequential(nn.Conv1d(2, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(4, 2)))
-    with pytest.raises(LosslabError, match="nn.Sequential"):
+    with pytest.raises(LosslabError, match="'weight' directly in forward"):
         spec_for(nn.Linear(3, 2))
+
+
+class _UserMLP(nn.Module):
+    """A model written as a class: a Sequential body, a functional activation, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(12, 9), nn.Tanh(), nn.Linear(9, 7))
+        self.norm = nn.LayerNorm(7)
+        self.head = nn.Linear(7, 3)
+
+    def forward(self, x):
+        return self.head(torch.nn.functional.relu(self.norm(self.body(x))))
+
+
+class _UserCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 5, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(5 * 3 * 3, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.nn.functional.max_pool2d(torch.relu(self.b1(self.c1(x))), 2)
+        h = self.c2(h).relu()
+        h = h.view(h.size(0), -1)
+        return self.fc2(torch.flatten(torch.sigmoid(self.fc1(h)), 1))
+
+
+@pytest.mark.parametrize("make,shape,groups", [
+    (_UserMLP, (3, 4), {"P_body.1", "P_body.3"}),
+    (_UserCNN, (1, 6, 6), {"P_c1", "P_c2", "P_fc1"}),
+])
+def test_spec_for_traces_models_written_as_classes(make, shape, groups):
+    torch.manual_seed(0)
+    net = make().double()
+    spec = spec_for(net)
+    assert set(spec.groups) == groups
+    a = _random_point(net, 0)
+    b = apply_permutation(spec, random_permutation(spec, a, seed=4), a)
+    assert not _equal_points(a, b)
+    x = _inputs(shape, dtype=torch.float64)
+    ya = _outputs(net, a, x)
+    assert ya.abs().max() > 0.1 and (ya - _outputs(net, b, x)).abs().max().item() < 1e-10
+    res = align(net, a, b, check_inputs=x)
+    assert res.verified and params.distance(res.point_b_aligned, a) < 1e-8
+
+
+def test_spec_for_mlp_class_equals_its_sequential():
+    torch.manual_seed(0)
+    net = _UserMLP()
+    seq = nn.Sequential(net.body, net.norm, nn.ReLU(), net.head)  # the same layers, as a Sequential
+    rename = {"0": "body", "1": "norm", "3": "head"}
+
+    def groups(spec, ren=lambda n: n):
+        return {frozenset((ren(t), axis, block) for t, axis, block in entries) for entries in spec.groups.values()}
+
+    expected = groups(spec_for(seq), lambda n: rename[n.split(".", 1)[0]] + "." + n.split(".", 1)[1])
+    assert groups(spec_for(net)) == expected and len(expected) == 2
+
+
+def test_spec_for_refuses_what_it_cannot_derive():
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            return self.c(h + torch.relu(self.b(h)))
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 2)
+
+        def forward(self, x, mask):
+            return self.a(x) * mask
+
+    class Dynamic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.a(x) if x.sum() > 0 else -self.a(x)
+
+    class Flip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.a(x).flip(-1))
+
+    for model, match in ((Skip(), "not a single chain.*skip connection"), (TwoInputs(), "2 inputs"),
+                         (Dynamic(), "cannot trace Dynamic"), (Flip(), "unsupported operation call_method 'flip'")):
+        with pytest.raises(LosslabError, match=match) as info:
+            spec_for(model)
+        assert "\n" not in str(info.value) and "own spec" in str(info.value)
 
 
 def test_spec_for_nested_sequential_and_user_dict():

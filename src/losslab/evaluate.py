@@ -480,9 +480,11 @@ class Evaluator:
                                f"output, or wrap the model so that it returns the logits")
         if self._loss_batched is _ce_per_example and not self.y.is_floating_point() and self.y.numel():
             if out.dim() < 2:
-                raise LosslabError(f"cross_entropy needs outputs (N, classes, ...), the model returns {tuple(out.shape)}")
-            if int(self.y.max()) >= out.shape[1]:
-                raise LosslabError(f"the model outputs {out.shape[1]} classes but the labels go up to {int(self.y.max())}")
+                raise LosslabError(f"cross_entropy needs outputs (N, classes, ...), the model returns "
+                                   f"{tuple(out.shape)}")
+            top = int(self.y.max())
+            if top >= out.shape[1]:
+                raise LosslabError(f"the model outputs {out.shape[1]} classes but the labels go up to {top}")
         per = (count(xb) + total[0] + count(out)) / nb
         big = max(count(xb), largest[0], count(out)) / nb
         return max(1, math.ceil(per)), max(1, math.ceil(big))

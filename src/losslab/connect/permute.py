@@ -382,9 +382,13 @@ class _Walker:
 
 
 def spec_for(model: nn.Module) -> PermutationSpec:
-    """Derive the permutation spec of a sequential model from its module graph.
+    """Derive the permutation spec of a model from its module graph.
 
-    Walks ``model`` (an ``nn.Sequential``, nested Sequentials allowed) in forward order. Each Linear or
+    Walks ``model`` in forward order: an ``nn.Sequential`` (nested Sequentials allowed) child by child,
+    any other module through its ``torch.fx`` trace, which must be a single chain of layers (each
+    operation takes the previous one's output alone: no skip connections outside losslab's
+    ``ResidualBlock``); functional calls count as their layers (``F.relu``, ``torch.flatten(x, 1)``,
+    ``x.view(x.size(0), -1)``, ``F.max_pool2d``...). Each Linear or
     Conv (``groups=1``) opens a group ``"P_<layer name>"`` for its output axis (weight axis 0, bias);
     BatchNorm/LayerNorm/GroupNorm(1 or C groups)/PReLU parameters and BatchNorm running statistics join
     the current group on axis 0; the next Linear/Conv takes it on its input axis (weight axis 1). After
@@ -397,22 +401,26 @@ def spec_for(model: nn.Module) -> PermutationSpec:
     group (the model's outputs) is dropped: outputs are never permuted.
 
     Args:
-        model: an ``nn.Sequential`` (e.g. any model of :mod:`losslab.models`).
+        model: an ``nn.Sequential`` (e.g. any model of :mod:`losslab.models`) or a module whose forward
+            is a chain of layers.
 
     Returns:
         The spec; ``buffers`` holds the names of the BatchNorm running statistics.
 
     Raises:
-        LosslabError: ``model`` is not an ``nn.Sequential``, or contains a layer whose permutation
-            behaviour is unknown (the message names it; pass your own spec then).
+        LosslabError: the forward pass is not a single chain (branches, several inputs, untraceable
+            control flow), or contains a layer or operation whose permutation behaviour is unknown (the
+            message names it; pass your own spec then).
     """
-    if not isinstance(model, nn.Sequential):
-        raise LosslabError(
-            f"spec_for derives specs for nn.Sequential models, got {type(model).__name__}; pass your own spec "
-            "{group: [(tensor_name, axis), ...]}")
     w = _Walker()
-    for name, child in model.named_children():
-        w.layer(name, child)
+    if isinstance(model, nn.Sequential):
+        for name, child in model.named_children():
+            w.layer(name, child)
+    else:
+        from ._chain import chain_layers
+
+        for name, layer in chain_layers(model):
+            w.layer(name, layer)
     return w.finish()
 
 

@@ -99,9 +99,10 @@ def from_tensors(
 
     With ``x_dtype="auto"`` (default) inputs that are not floating point are cast to ``float32`` (no
     rescaling) and floating inputs keep their dtype; ``x_dtype=None`` keeps every input dtype (integer
-    token ids for an ``nn.Embedding``); a ``torch.dtype`` casts to it. Integer (or bool) targets are class labels: ``num_classes`` defaults to the largest
-    label + 1 over train and test. Floating targets are regression targets (``num_classes == 0``)
-    unless ``num_classes > 0`` is given and they are integral. ``num_classes=0`` forces regression.
+    token ids for an ``nn.Embedding``); a ``torch.dtype`` casts to it. Integer (or bool) targets are
+    class labels: ``num_classes`` defaults to the largest label + 1 over train and test. Floating
+    targets are regression targets (``num_classes == 0``) unless ``num_classes > 0`` is given and they
+    are integral. ``num_classes=0`` forces regression.
 
     Args:
         x, y: training inputs ``(N, ...)`` and targets ``(N,)`` (or ``(N, k)`` for regression).
