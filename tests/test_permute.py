@@ -197,9 +197,29 @@ class _UserCNN(nn.Module):
         return self.fc2(torch.flatten(torch.sigmoid(self.fc1(h)), 1))
 
 
+class _UserResNet(nn.Module):
+    """Residual connections written out in forward: ``h + f(h)`` twice on one stream, then a gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv1d(2, 4, 3, padding=1), nn.BatchNorm1d(4)
+        self.a1, self.a2 = nn.Conv1d(4, 5, 3, padding=1), nn.Conv1d(5, 4, 3, padding=1)
+        self.b1 = nn.Conv1d(4, 4, 1)
+        self.g1, self.g2 = nn.Linear(4 * 6, 7), nn.Linear(4 * 6, 7)
+        self.head = nn.Linear(7, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn0(self.stem(x)))
+        h = h + self.a2(torch.relu(self.a1(h)))
+        h = torch.add(h, torch.tanh(self.b1(h)))
+        f = h.flatten(1)
+        return self.head(self.g1(f) * torch.sigmoid(self.g2(f)))
+
+
 @pytest.mark.parametrize("make,shape,groups", [
     (_UserMLP, (3, 4), {"P_body.1", "P_body.3"}),
     (_UserCNN, (1, 6, 6), {"P_c1", "P_c2", "P_fc1"}),
+    (_UserResNet, (2, 6), {"P_stem", "P_a1", "P_g1"}),  # stem + a2 + b1 share a stream; g1 and g2 a gate
 ])
 def test_spec_for_traces_models_written_as_classes(make, shape, groups):
     torch.manual_seed(0)
@@ -230,14 +250,21 @@ def test_spec_for_mlp_class_equals_its_sequential():
 
 
 def test_spec_for_refuses_what_it_cannot_derive():
-    class Skip(nn.Module):
+    class InputSkip(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+            self.a, self.c = nn.Linear(4, 4), nn.Linear(4, 2)
 
         def forward(self, x):
-            h = torch.relu(self.a(x))
-            return self.c(h + torch.relu(self.b(h)))
+            return self.c(x + torch.relu(self.a(x)))
+
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 3), nn.Linear(4, 3), nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.c(torch.cat([self.a(x), self.b(x)], 1))
 
     class TwoInputs(nn.Module):
         def __init__(self):
@@ -263,7 +290,8 @@ def test_spec_for_refuses_what_it_cannot_derive():
         def forward(self, x):
             return self.b(self.a(x).flip(-1))
 
-    for model, match in ((Skip(), "not a single chain.*skip connection"), (TwoInputs(), "2 inputs"),
+    for model, match in ((InputSkip(), "combines the model's input with a hidden activation"),
+                         (Cat(), "'cat' in Cat.forward combines 2 activations"), (TwoInputs(), "2 inputs"),
                          (Dynamic(), "cannot trace Dynamic"), (Flip(), "unsupported operation call_method 'flip'")):
         with pytest.raises(LosslabError, match=match) as info:
             spec_for(model)

@@ -1,13 +1,13 @@
-"""The forward pass of any ``nn.Module`` as a chain of layers, for :func:`~losslab.connect.spec_for`.
+"""The forward pass of any ``nn.Module`` as a graph of layers, for :func:`~losslab.connect.spec_for`.
 
-:func:`chain_layers` traces a model with ``torch.fx`` and, when the traced graph is a single chain
-(each operation consumes the previous one's output and nothing else), returns it as ``(name,
-module)`` pairs in forward order: called submodules as themselves, functional operations as the
-equivalent parameter-free module (``F.relu`` -> ``nn.ReLU()``, ``torch.flatten(x, 1)`` and
-``x.view(x.size(0), -1)`` -> ``nn.Flatten()``, ``F.max_pool2d`` -> a channel-wise layer...). The
-permutation walker then treats a model written as a class exactly like the equivalent
-``nn.Sequential``. Branches (skip connections, several inputs), parameters used functionally and
-operations of unknown permutation behaviour are refused with a one-line reason.
+:func:`walk_graph` traces a model with ``torch.fx`` and feeds every operation to the permutation
+walker in forward order: called submodules as themselves, functional operations as the equivalent
+parameter-free module (``F.relu`` -> ``nn.ReLU()``, ``torch.flatten(x, 1)`` and
+``x.view(x.size(0), -1)`` -> ``nn.Flatten()``, ``F.max_pool2d`` -> a channel-wise layer...), so a
+model written as a class gets the spec of the equivalent ``nn.Sequential``. A sum or product of two
+activations (a residual connection, a gate) puts both in one permutation group. Several inputs,
+parameters used functionally, concatenations and operations of unknown permutation behaviour are
+refused with a one-line reason.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import LosslabError
 from ..models._zoo import ResidualBlock
 
-__all__ = ["chain_layers"]
+__all__ = ["walk_graph"]
 
 _ELEMENTWISE_FUNCS: set[Any] = {
     torch.relu, torch.relu_, torch.tanh, torch.sigmoid, F.relu, F.relu6, F.elu, F.selu, F.celu, F.gelu,
@@ -47,12 +47,23 @@ class _Tracer(torch.fx.Tracer):
         return isinstance(m, ResidualBlock) or super().is_leaf_module(m, qualname)
 
 
-def chain_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``model``'s forward pass as ``(name, module)`` pairs in order (see the module docstring).
+_MERGE_FUNCS: set[Any] = {operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
+                          torch.add, torch.sub, torch.mul}
+_MERGE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_"}
+
+
+def walk_graph(model: nn.Module, walker: Any) -> None:
+    """Feed ``model``'s traced forward pass to ``walker`` (a permutation ``_Walker``), node by node.
+
+    Each value of the graph carries the walker's state (its permutation group, width and flatness).
+    A layer or functional operation runs the walker from its input's state; an elementwise sum,
+    difference or product of two activations (a skip connection, a gate) joins their groups into one,
+    because both operands must be permuted alike. The model's output group is left unpermuted.
 
     Raises:
-        LosslabError: the model cannot be traced, has several inputs, branches, uses parameters
-            functionally, or calls an operation whose permutation behaviour is unknown.
+        LosslabError: the model cannot be traced, has several inputs, uses parameters functionally,
+            combines activations of different widths or the raw input with a hidden one, or calls an
+            operation whose permutation behaviour is unknown.
     """
     what = type(model).__name__
     try:
@@ -64,17 +75,18 @@ def chain_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if len(inputs) != 1:
         raise LosslabError(f"spec_for: {what}.forward takes {len(inputs)} inputs; only one-input models are derived; "
                            "pass your own spec")
+    alias: dict[str, str] = {}  # merged group -> the group it joined
+
+    def find(g: str | None) -> str | None:
+        while g is not None and g in alias:
+            g = alias[g]
+        return g
+
     meta: set[Any] = set()
-    cur = inputs[0]
-    layers: list[tuple[str, nn.Module]] = []
+    state: dict[Any, tuple[str | None, int, bool]] = {inputs[0]: (None, 0, False)}
     for node in graph.nodes:
         if node.op == "placeholder":
             continue
-        if node.op == "output":
-            if _tensor_args(node, meta) != [cur]:
-                raise LosslabError(f"spec_for: {what} does not return the last layer's output alone; "
-                                   "pass your own spec")
-            break
         if _is_meta(node, meta):
             meta.add(node)
             continue
@@ -82,12 +94,45 @@ def chain_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             raise LosslabError(f"spec_for: {what} uses the tensor {node.target!r} directly in forward (not through a "
                                "layer); pass your own spec")
         args = _tensor_args(node, meta)
-        if args != [cur]:
-            raise LosslabError(f"spec_for: {what} is not a single chain of layers ({_describe(node)} does not take "
-                               "the previous layer's output alone: a skip connection or branch?); pass your own spec")
-        layers.append(_as_layer(model, node))
-        cur = node
-    return layers
+        if node.op == "output":
+            if len(args) != 1:
+                raise LosslabError(f"spec_for: {what} returns {len(args)} tensors; only one output is derived; "
+                                   "pass your own spec")
+            walker.group, walker.size, walker.flat = find(state[args[0]][0]), *state[args[0]][1:]
+            return
+        if len(args) == 2 and _merges(node):
+            state[node] = _merge(walker, node, [(find(state[a][0]), *state[a][1:]) for a in args], alias, what)
+            continue
+        if len(args) != 1:
+            raise LosslabError(f"spec_for: {_describe(node)} in {what}.forward combines {len(args)} activations; "
+                               "only sums and products of two are derived; pass your own spec")
+        group, size, flat = state[args[0]]
+        walker.group, walker.size, walker.flat = find(group), size, flat
+        walker.layer(*_as_layer(model, node))
+        state[node] = (walker.group, walker.size, walker.flat)
+    raise LosslabError(f"spec_for: {what}'s traced graph has no output")  # pragma: no cover - fx always has one
+
+
+def _merges(node: Any) -> bool:
+    return (node.op == "call_function" and node.target in _MERGE_FUNCS) or (
+        node.op == "call_method" and node.target in _MERGE_METHODS)
+
+
+def _merge(walker: Any, node: Any, operands: list[tuple[str | None, int, bool]], alias: dict[str, str],
+           what: str) -> tuple[str | None, int, bool]:
+    (g1, n1, f1), (g2, n2, f2) = operands
+    if g1 is None and g2 is None:
+        return None, 0, False
+    if g1 is None or g2 is None:
+        raise LosslabError(f"spec_for: {_describe(node)} in {what}.forward combines the model's input with a hidden "
+                           "activation (that hidden layer cannot be permuted); pass your own spec")
+    if n1 != n2 or f1 != f2:
+        raise LosslabError(f"spec_for: {_describe(node)} in {what}.forward combines activations of {n1} and {n2} "
+                           "units; pass your own spec")
+    if g1 != g2:  # one permutation for both: the later group joins the earlier one
+        walker.groups[g1].extend(walker.groups.pop(g2))
+        alias[g2] = g1
+    return g1, n1, f1
 
 
 def _tensor_args(node: Any, meta: set[Any]) -> list[Any]:

@@ -385,10 +385,10 @@ def spec_for(model: nn.Module) -> PermutationSpec:
     """Derive the permutation spec of a model from its module graph.
 
     Walks ``model`` in forward order: an ``nn.Sequential`` (nested Sequentials allowed) child by child,
-    any other module through its ``torch.fx`` trace, which must be a single chain of layers (each
-    operation takes the previous one's output alone: no skip connections outside losslab's
-    ``ResidualBlock``); functional calls count as their layers (``F.relu``, ``torch.flatten(x, 1)``,
-    ``x.view(x.size(0), -1)``, ``F.max_pool2d``...). Each Linear or
+    any other module through its ``torch.fx`` graph: functional calls count as their layers
+    (``F.relu``, ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``, ``F.max_pool2d``...), and the
+    sum or product of two activations (a residual connection ``h + f(h)``, a gate) puts both operands
+    in one group, as a residual stream must be permuted as a whole. Each Linear or
     Conv (``groups=1``) opens a group ``"P_<layer name>"`` for its output axis (weight axis 0, bias);
     BatchNorm/LayerNorm/GroupNorm(1 or C groups)/PReLU parameters and BatchNorm running statistics join
     the current group on axis 0; the next Linear/Conv takes it on its input axis (weight axis 1). After
@@ -401,26 +401,25 @@ def spec_for(model: nn.Module) -> PermutationSpec:
     group (the model's outputs) is dropped: outputs are never permuted.
 
     Args:
-        model: an ``nn.Sequential`` (e.g. any model of :mod:`losslab.models`) or a module whose forward
-            is a chain of layers.
+        model: an ``nn.Sequential`` (e.g. any model of :mod:`losslab.models`) or any module whose
+            forward ``torch.fx`` can trace.
 
     Returns:
         The spec; ``buffers`` holds the names of the BatchNorm running statistics.
 
     Raises:
-        LosslabError: the forward pass is not a single chain (branches, several inputs, untraceable
-            control flow), or contains a layer or operation whose permutation behaviour is unknown (the
-            message names it; pass your own spec then).
+        LosslabError: the forward pass cannot be derived (several inputs or outputs, untraceable
+            control flow, concatenation, a skip from the raw input), or contains a layer or operation
+            whose permutation behaviour is unknown (the message names it; pass your own spec then).
     """
     w = _Walker()
     if isinstance(model, nn.Sequential):
         for name, child in model.named_children():
             w.layer(name, child)
     else:
-        from ._chain import chain_layers
+        from ._chain import walk_graph
 
-        for name, layer in chain_layers(model):
-            w.layer(name, layer)
+        walk_graph(model, w)
     return w.finish()
 
 
