@@ -639,6 +639,10 @@ def weight_matching(
     a linear assignment problem solved exactly by :func:`scipy.optimize.linear_sum_assignment`. The new
     :math:`\pi_g` is accepted only if it strictly improves the objective (relative tolerance 1e-12), so
     the objective never decreases and the search stops after the first sweep that changes nothing.
+    A group that holds one tensor on two axes (a layer from a residual stream back into it, permuted
+    as :math:`P W P^\top`) is linear in :math:`P_g` only with the other axis held at the current
+    permutation; plain steps can then cycle. For such a group the step is iterated up to
+    ``_COUPLED_STEPS`` times and the candidate with the best *true* objective is kept if it improves.
     Cost matrices are accumulated in float64.
 
     Args:
@@ -696,6 +700,9 @@ def weight_matching(
     else:
         perm = {g: torch.from_numpy(rng.permutation(sizes[g])).long() for g in names}
     by_group: dict[str, list[Entry]] = {g: [e for e in spec.groups[g] if e[0] in a] for g in names}
+    # a tensor on two axes of one group (a stream-to-stream layer in a residual network): the cost below
+    # is then linearised at the current permutation, so a step is kept only if the true objective rises
+    coupled = {g: len({e[0] for e in by_group[g]}) < len(by_group[g]) for g in names}
 
     identity = {g: torch.arange(sizes[g]) for g in names}
     identity_obj = _objective(a, b, keys, tensors, identity)
@@ -706,20 +713,28 @@ def weight_matching(
         changed = False
         for gi in rng.permutation(len(names)):
             g = names[int(gi)]
-            n = sizes[g]
-            cost = torch.zeros(n, n, dtype=torch.float64, device=next(iter(a.values())).device if a else None)
-            for name, axis, block in by_group[g]:
-                wa = torch.movedim(a[name], axis, 0).reshape(n, -1)
-                wb = _permute_tensor(b[name], tensors[name], perm, skip_axis=axis)
-                wb = torch.movedim(wb, axis, 0).reshape(n, -1)
-                cost += wa @ wb.T
-            c = cost.cpu().numpy()
-            _, cols = linear_sum_assignment(c, maximize=True)
-            old = float(c[np.arange(n), perm[g].numpy()].sum())
-            new = float(c[np.arange(n), cols].sum())
-            if new > old + 1e-12 * max(1.0, abs(old)):
-                perm[g] = torch.from_numpy(cols).long()
-                changed = True
+            cols, gain = _assignment(a, b, tensors, perm, g, sizes[g], by_group[g])
+            if not gain:
+                continue
+            cand = torch.from_numpy(cols).long()
+            if coupled[g]:
+                # the linearised step can cycle: follow it a few steps, keep the best true objective
+                now = _objective(a, b, keys, tensors, perm)
+                best, best_obj, trial = None, now + 1e-12 * max(1.0, abs(now)), dict(perm)
+                for _ in range(_COUPLED_STEPS):
+                    trial[g] = cand
+                    obj = _objective(a, b, keys, tensors, trial)
+                    if obj > best_obj:
+                        best, best_obj = cand, obj
+                    cols, gain = _assignment(a, b, tensors, trial, g, sizes[g], by_group[g])
+                    if not gain:
+                        break
+                    cand = torch.from_numpy(cols).long()
+                if best is None:
+                    continue
+                cand = best
+            perm[g] = cand
+            changed = True
         history.append(_objective(a, b, keys, tensors, perm))
         if not changed:
             converged = True
@@ -727,6 +742,28 @@ def weight_matching(
     info = WeightMatchingInfo(iterations=it, objective=history, identity_objective=identity_obj,
                               converged=converged, keys=keys)
     return perm, info
+
+
+_COUPLED_STEPS = 8
+"""Linearised assignment steps tried per update of a group that holds a tensor on two axes."""
+
+
+def _assignment(a: Mapping[str, Tensor], b: Mapping[str, Tensor],
+                tensors: Mapping[str, Mapping[int, tuple[str, int]]], perm: Mapping[str, Tensor], g: str, n: int,
+                entries: Sequence[Entry]) -> tuple[np.ndarray, bool]:
+    """The assignment maximising group ``g``'s term of the objective with the other axes at ``perm``,
+    and whether it beats ``perm[g]`` on that (linearised) term."""
+    cost = torch.zeros(n, n, dtype=torch.float64, device=next(iter(a.values())).device if a else None)
+    for name, axis, _block in entries:
+        wa = torch.movedim(a[name], axis, 0).reshape(n, -1)
+        wb = _permute_tensor(b[name], tensors[name], perm, skip_axis=axis)
+        wb = torch.movedim(wb, axis, 0).reshape(n, -1)
+        cost += wa @ wb.T
+    c = cost.cpu().numpy()
+    _, cols = linear_sum_assignment(c, maximize=True)
+    old = float(c[np.arange(n), perm[g].numpy()].sum())
+    new = float(c[np.arange(n), cols].sum())
+    return cols, new > old + 1e-12 * max(1.0, abs(old))
 
 
 # ------------------------------------------------------------------------------- align + verify
