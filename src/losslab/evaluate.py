@@ -473,8 +473,15 @@ class Evaluator:
         finally:
             for h in handles:
                 h.remove()
+        self._check_output(out)
+        per = (count(xb) + total[0] + count(out)) / nb
+        big = max(count(xb), largest[0], count(out)) / nb
+        return max(1, math.ceil(per)), max(1, math.ceil(big))
+
+    def _check_output(self, out: Any) -> None:
+        """Check the probe forward's output against the loss; sets ``_tensor_output``."""
         self._tensor_output = isinstance(out, Tensor)
-        if self._loss_batched is not None and not isinstance(out, Tensor):
+        if self._loss_batched is not None and not self._tensor_output:
             kind = type(out).__name__ + (f" with keys {list(out)[:5]}" if isinstance(out, Mapping) else "")
             raise LosslabError(f"the model returns a {kind}, not a tensor: pass loss= a callable that takes this "
                                f"output, or wrap the model so that it returns the logits")
@@ -485,9 +492,6 @@ class Evaluator:
             top = int(self.y.max())
             if top >= out.shape[1]:
                 raise LosslabError(f"the model outputs {out.shape[1]} classes but the labels go up to {top}")
-        per = (count(xb) + total[0] + count(out)) / nb
-        big = max(count(xb), largest[0], count(out)) / nb
-        return max(1, math.ceil(per)), max(1, math.ceil(big))
 
     def _cache_batch(self) -> int:
         """Examples per evaluation chunk: ``clip(C / a, 64, batch_size)`` (see ``cache_mb``)."""

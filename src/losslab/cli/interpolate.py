@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     alphas = np.arange(int(np.floor(lo / h + 1e-9)), int(np.ceil(hi / h - 1e-9)) + 1) * h
     bundle = end.bundle
     loss = "cross_entropy" if bundle.num_classes > 0 else "mse"
-    tag = f"{label.replace(' -> ', '_to_').replace(' ', '')}"
+    tag = label.replace(" -> ", "_to_").replace(" ", "")
     # its own directory per pair of models and settings: another pair or --range never overwrites it
     out = result_dir(args, ta, "interpolations",
                      f"{tag}-{settings_hash(args, ('num', 'range', 'bn'), a=start.description, b=end.description)}")

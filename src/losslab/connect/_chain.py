@@ -1,10 +1,10 @@
 """The forward pass of any ``nn.Module`` as a graph of layers, for :func:`~losslab.connect.spec_for`.
 
 :func:`walk_graph` traces a model with ``torch.fx`` and feeds every operation to the permutation
-walker in forward order: called submodules as themselves, functional operations as the equivalent
-parameter-free module (``F.relu`` -> ``nn.ReLU()``, ``torch.flatten(x, 1)`` and
-``x.view(x.size(0), -1)`` -> ``nn.Flatten()``, ``F.max_pool2d`` -> a channel-wise layer...), so a
-model written as a class gets the spec of the equivalent ``nn.Sequential``. A sum or product of two
+walker in forward order: called submodules as themselves, functional operations as what the
+equivalent layer does (``F.relu`` passes through, ``torch.flatten(x, 1)`` and
+``x.view(x.size(0), -1)`` flatten, ``F.max_pool2d`` keeps the channel axis...), so a model written
+as a class gets the spec of the equivalent ``nn.Sequential``. A sum or product of two
 activations (a residual connection, a gate) puts both in one permutation group. Several inputs,
 parameters used functionally, concatenations and operations of unknown permutation behaviour are
 refused with a one-line reason.
@@ -12,7 +12,7 @@ refused with a one-line reason.
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +108,7 @@ def walk_graph(model: nn.Module, walker: Any) -> None:
                                "only sums and products of two are derived; pass your own spec")
         group, size, flat = state[args[0]]
         walker.group, walker.size, walker.flat = find(group), size, flat
-        walker.layer(*_as_layer(model, node))
+        _apply(walker, model, node)
         state[node] = (walker.group, walker.size, walker.flat)
     raise LosslabError(f"spec_for: {what}'s traced graph has no output")  # pragma: no cover - fx always has one
 
@@ -160,17 +160,18 @@ def _describe(node: Any) -> str:
     return f"{node.op} {target!r}"
 
 
-def _flatten(node: Any, default_start: int) -> nn.Module:
+def _flatten_dims(node: Any) -> tuple[int, int]:
+    """``(start_dim, end_dim)`` of ``torch.flatten(x, ...)`` / ``x.flatten(...)`` (both default to 0, -1)."""
     rest = list(node.args[1:])
-    start = node.kwargs.get("start_dim", rest[0] if rest else default_start)
+    start = node.kwargs.get("start_dim", rest[0] if rest else 0)
     end = node.kwargs.get("end_dim", rest[1] if len(rest) > 1 else -1)
     if not (isinstance(start, int) and isinstance(end, int)):
         raise LosslabError(f"spec_for: {_describe(node)} with non-constant dimensions; pass your own spec")
-    return nn.Flatten(start, end)
+    return start, end
 
 
-def _reshape(node: Any) -> nn.Module:
-    """``x.view(n, -1)``, ``x.reshape(-1, F)``, ``torch.reshape(x, (n, -1))``: a Flatten(1, -1).
+def _check_reshape(node: Any) -> None:
+    """``x.view(n, -1)``, ``x.reshape(-1, F)``, ``torch.reshape(x, (n, -1))`` act as ``Flatten(1, -1)``.
 
     (A reshape that also mixed the batch axis would be caught by :func:`~losslab.connect.align`'s
     output check; the next Linear's fan-in is checked by the walker.)
@@ -178,35 +179,26 @@ def _reshape(node: Any) -> nn.Module:
     shape = list(node.args[1:])
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = list(shape[0])
-    if len(shape) == 2 and (shape[1] == -1 or shape[0] == -1):
-        return nn.Flatten()
-    raise LosslabError(f"spec_for: {_describe(node)} to shape {shape}: only (batch, -1) reshapes are derived; "
-                       "pass your own spec")
+    if not (len(shape) == 2 and (shape[1] == -1 or shape[0] == -1)):
+        raise LosslabError(f"spec_for: {_describe(node)} to shape {shape}: only (batch, -1) reshapes are derived; "
+                           "pass your own spec")
 
 
-_FUNCTION_LAYERS: dict[Any, Callable[[Any], nn.Module]] = {
-    torch.flatten: lambda n: _flatten(n, 0),
-    torch.reshape: _reshape,
-}
-
-
-def _as_layer(model: nn.Module, node: Any) -> tuple[str, nn.Module]:
+def _apply(walker: Any, model: nn.Module, node: Any) -> None:
+    """Run ``walker`` over one operation: a called submodule, or a functional operation it knows."""
     if node.op == "call_module":
-        return str(node.target), model.get_submodule(node.target)
-    name = f"<{node.name}>"
-    if node.op == "call_function":
-        if node.target in _ELEMENTWISE_FUNCS:
-            return name, nn.Identity()
-        if node.target in _CHANNELWISE_FUNCS:
-            return name, nn.Dropout2d()  # stands for any layer that keeps the channel axis
-        if node.target in _FUNCTION_LAYERS:
-            return name, _FUNCTION_LAYERS[node.target](node)
-    elif node.op == "call_method":
-        if node.target in _ELEMENTWISE_METHODS:
-            return name, nn.Identity()
-        if node.target == "flatten":
-            return name, _flatten(node, 0)
-        if node.target in ("view", "reshape"):
-            return name, _reshape(node)
-    raise LosslabError(f"spec_for: unsupported operation {_describe(node)} in {type(model).__name__}.forward; "
-                       "pass your own spec")
+        walker.layer(str(node.target), model.get_submodule(node.target))
+        return
+    name, fn, method = f"<{node.name}>", node.op == "call_function", node.op == "call_method"
+    if (fn and node.target in _ELEMENTWISE_FUNCS) or (method and node.target in _ELEMENTWISE_METHODS):
+        return
+    if fn and node.target in _CHANNELWISE_FUNCS:
+        walker.channelwise(name)
+    elif (fn and node.target is torch.flatten) or (method and node.target == "flatten"):
+        walker.flatten(name, *_flatten_dims(node))
+    elif (fn and node.target is torch.reshape) or (method and node.target in ("view", "reshape")):
+        _check_reshape(node)
+        walker.flatten(name, 1, -1)
+    else:
+        raise LosslabError(f"spec_for: unsupported operation {_describe(node)} in {type(model).__name__}.forward; "
+                           "pass your own spec")

@@ -298,15 +298,9 @@ class _Walker:
         elif isinstance(module, _ELEMENTWISE):
             pass
         elif isinstance(module, _CHANNELWISE):
-            if self.group is not None and self.flat:
-                raise LosslabError(f"spec_for: channel-wise layer {name!r} after a Flatten is not supported")
+            self.channelwise(name)
         elif isinstance(module, nn.Flatten):
-            if self.group is not None and not self.flat:
-                if module.start_dim != 1 or module.end_dim != -1:
-                    raise LosslabError(
-                        f"spec_for: {name!r} = nn.Flatten({module.start_dim}, {module.end_dim}) inside the "
-                        "network; only nn.Flatten(1, -1) is supported after the first layer")
-                self.flat = True
+            self.flatten(name, module.start_dim, module.end_dim)
         elif isinstance(module, nn.Unflatten):
             if self.group is not None:
                 raise LosslabError(f"spec_for: nn.Unflatten {name!r} after the first layer is not supported")
@@ -314,6 +308,19 @@ class _Walker:
             raise LosslabError(
                 f"spec_for: unsupported layer {name!r} ({type(module).__name__}); pass your own spec "
                 "{group: [(tensor_name, axis), ...]} instead")
+
+    def channelwise(self, name: str) -> None:
+        """A layer that keeps the channel axis (pooling, channel dropout)."""
+        if self.group is not None and self.flat:
+            raise LosslabError(f"spec_for: channel-wise layer {name!r} after a Flatten is not supported")
+
+    def flatten(self, name: str, start_dim: int, end_dim: int) -> None:
+        if self.group is not None and not self.flat:
+            if start_dim != 1 or end_dim != -1:
+                raise LosslabError(
+                    f"spec_for: {name!r} = nn.Flatten({start_dim}, {end_dim}) inside the network; only "
+                    "nn.Flatten(1, -1) is supported after the first layer")
+            self.flat = True
 
     def residual(self, name: str, block: ResidualBlock) -> None:
         r"""``out = act2(norm2(conv2(act1(norm1(conv1(x))))) [+ shortcut(x)])``.

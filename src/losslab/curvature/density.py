@@ -28,7 +28,7 @@ from scipy.linalg import eigh_tridiagonal
 from .._io import atomic_savez, atomic_write_json, read_json
 from ..errors import LosslabError
 from ._common import MatrixLike, as_linop, make_generator, probe_vectors
-from .lanczos import _Basis
+from .lanczos import _Basis, _check_step
 
 __all__ = ["SLQResult", "slq_density", "density_curve", "spectral_moments"]
 
@@ -165,9 +165,7 @@ def slq_density(
             w = basis.orthogonalize(w)
             alphas.append(alpha)
             beta = float(torch.linalg.vector_norm(w))
-            if not (math.isfinite(alpha) and math.isfinite(beta)):
-                raise LosslabError(f"the operator returned non-finite values (probe {p}, Lanczos step {j + 1}; "
-                                   "is the loss NaN/inf at this point?)")
+            _check_step(alpha, beta, f"(probe {p}, Lanczos step {j + 1})")
             scale = max(abs(a) for a in alphas) + (max(betas) if betas else 0.0)
             if j + 1 == m_max or beta <= 1e-12 * max(scale, 1e-300):
                 break

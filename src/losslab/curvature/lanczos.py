@@ -81,6 +81,12 @@ class EigResult:
         )
 
 
+def _check_step(alpha: float, beta: float, where: str) -> None:
+    """One-line error for a non-finite Lanczos coefficient (the operator returned NaN/inf)."""
+    if not (math.isfinite(alpha) and math.isfinite(beta)):
+        raise LosslabError(f"the operator returned non-finite values {where}; is the loss NaN/inf at this point?")
+
+
 class _Basis:
     """Growing row-major store of Lanczos vectors (capacity doubles; never the full ``max_iter``)."""
 
@@ -269,9 +275,7 @@ def lanczos_eigs(
             w = basis.orthogonalize(w)
         alphas.append(alpha)
         beta = float(torch.linalg.vector_norm(w))
-        if not (math.isfinite(alpha) and math.isfinite(beta)):
-            raise LosslabError(f"the operator returned non-finite values at Lanczos step {len(alphas)} "
-                               "(is the loss NaN/inf at this point?)")
+        _check_step(alpha, beta, f"at Lanczos step {len(alphas)}")
         m = len(alphas)
         theta, S = eigh_tridiagonal(np.array(alphas), np.array(betas)) if m > 1 else (
             np.array(alphas), np.ones((1, 1)))
