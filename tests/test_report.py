@@ -126,14 +126,43 @@ def test_html_structure_verdicts_and_no_external_urls(report):
 def test_markdown_summary(report, tmp_path):
     paths, _ = report
     md = paths["md"].read_text()
-    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    overview = md.split("\n## ", 1)[0]
+    lines = [ln for ln in overview.splitlines() if ln.startswith("| ")]
     assert len(lines) == 1 + len(ROWS)  # header + one per row
-    assert "| A2 | Zero training error | **not reproduced** |" in md
+    assert "| A2 | Zero training error | **not reproduced** | – |" in md
     assert "| A5 | Saddles, not local minima | _not yet implemented_ |" in md
     for m in re.finditer(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert not m.group(1).startswith(("http", "/", "data:")), m.group(1)
         assert (tmp_path / m.group(1)).is_file()
-    assert "FAIL — claim: train error 0.08 > 0.01" in md  # not HTML-escaped
+    assert "- claim: train error 0.08 > 0.01" in md  # not HTML-escaped
+    assert "| claim | FAIL |" in md
+
+
+def test_criteria_checks_and_control_are_shown(tmp_path):
+    from losslab.experiments import Control, Criteria, Criterion
+
+    crit = Criteria(claims=(Criterion("falls", "barrier after / before", "<", 0.25, "Ainsworth et al. 2023"),),
+                    preconditions=(Criterion("trained", "train error", "<=", 0.01, precondition=True),),
+                    control="a random permutation instead of weight matching", registered="2026-12-04")
+    checks = [crit["trained"].judge([0.0, 0.0, 0.01]), crit["falls"].judge([0.1, 0.12, 0.11])]
+    ctrl = Control(crit.control, verdict_from_checks([crit["falls"].judge([0.1, 0.11, 0.12])]))
+    d = tmp_path / "results" / "C4-0000"
+    d.mkdir(parents=True)
+    r = ExperimentResult.create("C4", {"n": 1}, measurements={"x": float("nan"), "y": [1.0, float("inf")]},
+                                verdict=verdict_from_checks(checks), criteria=crit, control=ctrl)
+    r.profile, r.config_hash = "quick", "0000"
+    r.save(d / "result.json")
+    paths = render(tmp_path, {"C4": r}, result_dirs={"C4": d}, profile="quick", implemented=["C4"])
+    html = paths["html"].read_text()
+    md = paths["md"].read_text()
+    # the criteria verbatim, the control's verdict beside the row, and the row flagged (control passed)
+    for line in crit.lines():
+        assert line.replace("<", "&lt;").replace(">", "&gt;") in html and line in md
+    assert 'data-control="reproduced"' in html and "(flagged)" in html and "(flagged)" in md
+    assert r.verdict.status == "inconclusive" and r.verdict.flagged
+    assert "every seed" in html and "t95" in html
+    # strict JSON in the embedded measurements: NaN/inf written as null
+    assert "NaN" not in html and "Infinity" not in html
 
 
 def test_render_refuses_missing_figures(tmp_path):

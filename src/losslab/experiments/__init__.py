@@ -41,10 +41,11 @@ Running: :func:`run_experiment` (one row, saved and reused by id + config hash) 
 """
 from __future__ import annotations
 
-from . import common, recipes
+from . import common, criteria, recipes
 from ._base import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
+    PARTLY_REPRODUCED,
     REPRODUCED,
     VERDICTS,
     Check,
@@ -57,13 +58,15 @@ from ._base import (
     verdict_from_checks,
 )
 from ._registry import BROKEN, EXPERIMENTS, get, implemented, row_order
-from ._runner import PROFILES, Outcome, config_for, load_saved, result_dir, run_experiment, run_many
+from ._runner import PROFILES, Outcome, config_for, load_saved, result_dir, run_experiment, run_many, shift_seeds
+from .criteria import Control, Criteria, Criterion, apply_control
 from ._survey import ROWS, SECTIONS, SurveyRow
 
 __all__ = [
     "EXPERIMENTS", "BROKEN", "ROWS", "SECTIONS", "SurveyRow", "PROFILES",
     "ExperimentResult", "Verdict", "Check", "FigureRef", "Progress", "Outcome",
-    "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "VERDICTS",
+    "REPRODUCED", "PARTLY_REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "VERDICTS",
+    "Criteria", "Criterion", "Control", "apply_control", "shift_seeds", "criteria",
     "verdict_from_checks", "config_dict", "result_key",
     "get", "implemented", "row_order", "config_for", "load_saved", "result_dir", "run_experiment", "run_many",
     "common", "recipes",

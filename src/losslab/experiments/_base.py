@@ -21,7 +21,7 @@ from .._io import atomic_write_json, read_json
 from ..errors import LosslabError
 
 __all__ = [
-    "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "VERDICTS",
+    "REPRODUCED", "PARTLY_REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "VERDICTS",
     "Check", "Verdict", "FigureRef", "ExperimentResult", "Progress",
     "verdict_from_checks", "config_dict", "result_key", "jsonable",
 ]
@@ -29,10 +29,11 @@ __all__ = [
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
-VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+PARTLY_REPRODUCED = "partly reproduced"
+VERDICTS: tuple[str, ...] = (REPRODUCED, PARTLY_REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
 
 RESULT_FORMAT = "losslab.experiment-result"
-RESULT_FORMAT_VERSION = 1
+RESULT_FORMAT_VERSION = 2
 
 Progress = Callable[[str], None]
 """``progress(message)``: one line of progress (the runner prefixes the row id and elapsed time)."""
@@ -44,12 +45,21 @@ class Check:
 
     Attributes:
         name: short name ("monotone", "p=1 fitted", ...).
-        passed: ``True``/``False``, or ``None`` when it could not be decided.
-        detail: the numbers behind it, as text ("0 of 50 steps rise; bump 0").
+        passed: ``True``/``False``, or ``None`` when it could not be decided (an interval straddles its
+            threshold, a value is missing).
+        detail: the numbers behind it, as text ("mean 0.02, 95% t-interval [0.01, 0.03] over 3 seeds").
         precondition: a failed precondition (runs not trained / not matched) makes the verdict
             ``inconclusive`` instead of ``not reproduced``.
         decisive: ``False`` for a check shown for context only (e.g. a contrast regime); it never
             changes the verdict.
+        value: the decisive statistic (the mean over seeds; the worst seed for an "every seed" rule).
+        ci: its interval ``[lo, hi]`` (``None`` when judged seed by seed).
+        interval: how ``ci`` was computed (``"t95"``, ``"t90 (TOST)"``; empty when none).
+        threshold: the threshold (or equivalence margin) it is compared with.
+        op: the comparison (``">"``, ``"<"``, ``"equiv"``, ...).
+        seeds: number of independent seeds behind ``value``.
+        per_seed: the per-seed values.
+        rule: ``"interval"`` or ``"all"`` (every seed).
     """
 
     name: str
@@ -57,9 +67,22 @@ class Check:
     detail: str = ""
     precondition: bool = False
     decisive: bool = True
+    value: float | None = None
+    ci: list[float] | None = None
+    interval: str = ""
+    threshold: float | None = None
+    op: str = ""
+    seeds: int = 0
+    per_seed: list[float] = field(default_factory=list)
+    rule: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Check":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -67,15 +90,20 @@ class Verdict:
     """The outcome of a finding's check.
 
     Attributes:
-        status: ``"reproduced"``, ``"not reproduced"`` (a measurement contradicts the claim; ``reason``
-            says by how much) or ``"inconclusive"`` (a precondition failed, e.g. runs not matched).
+        status: ``"reproduced"`` (every decisive sub-claim holds), ``"partly reproduced"`` (some hold,
+            some fail: the reason names them), ``"not reproduced"`` (a measurement contradicts the
+            claim; ``reason`` says by how much) or ``"inconclusive"`` (a precondition failed, an
+            interval straddles its threshold, or the negative control passed the same checks).
         reason: one or two sentences with the deciding numbers.
         checks: the sub-checks it was decided from.
+        flagged: the negative control passed the row's checks (see
+            :func:`losslab.experiments.criteria.apply_control`).
     """
 
     status: str
     reason: str
     checks: tuple[Check, ...] = ()
+    flagged: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in VERDICTS:
@@ -83,24 +111,33 @@ class Verdict:
         object.__setattr__(self, "checks", tuple(self.checks))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason, "checks": [c.to_dict() for c in self.checks]}
+        return {"status": self.status, "reason": self.reason, "flagged": self.flagged,
+                "checks": [c.to_dict() for c in self.checks]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Verdict":
-        return cls(d["status"], d.get("reason", ""), tuple(Check(**c) for c in d.get("checks", ())))
+        return cls(d["status"], d.get("reason", ""), tuple(Check.from_dict(c) for c in d.get("checks", ())),
+                   bool(d.get("flagged", False)))
 
 
 def verdict_from_checks(checks: Sequence[Check], *, summary: str = "") -> Verdict:
-    """Combine sub-checks: a failed or undecided precondition gives ``inconclusive``; else any failed
-    check gives ``not reproduced``; else (all passed) ``reproduced``.
+    """Combine sub-checks into a verdict.
 
-    The reason lists the failed checks' details (or, when all pass, ``summary`` or every detail).
+    * a failed or undecided precondition gives ``inconclusive``;
+    * every decisive sub-claim passed: ``reproduced``;
+    * some passed and some failed: ``partly reproduced`` (the reason names both);
+    * none passed and at least one failed: ``not reproduced``;
+    * otherwise (an undecided sub-claim, no failure): ``inconclusive``.
+
+    The reason lists the deciding checks' details (or, when all pass, ``summary`` or every detail).
 
     Example:
         >>> v = verdict_from_checks([Check("trained", True, "loss 2.3 -> 0.5", precondition=True),
         ...                          Check("monotone", False, "3 of 50 steps rise")])
         >>> v.status, v.reason
         ('not reproduced', 'monotone: 3 of 50 steps rise')
+        >>> verdict_from_checks([Check("a", True, "x"), Check("b", False, "y")]).status
+        'partly reproduced'
     """
     checks = tuple(checks)
     shown = checks
@@ -108,15 +145,23 @@ def verdict_from_checks(checks: Sequence[Check], *, summary: str = "") -> Verdic
     pre_bad = [c for c in checks if c.precondition and c.passed is not True]
     if pre_bad:
         return Verdict(INCONCLUSIVE, "; ".join(f"{c.name}: {c.detail}" for c in pre_bad), shown)
-    undecided = [c for c in checks if c.passed is None]
-    failed = [c for c in checks if c.passed is False]
-    if failed:
-        return Verdict(NOT_REPRODUCED, "; ".join(f"{c.name}: {c.detail}" for c in failed), shown)
-    if undecided:
-        return Verdict(INCONCLUSIVE, "; ".join(f"{c.name}: {c.detail}" for c in undecided), shown)
-    if not checks:
+    claims = [c for c in checks if not c.precondition]
+    undecided = [c for c in claims if c.passed is None]
+    failed = [c for c in claims if c.passed is False]
+    passed = [c for c in claims if c.passed is True]
+    line = lambda cs: "; ".join(f"{c.name}: {c.detail}" for c in cs)  # noqa: E731
+    if not claims:
         return Verdict(INCONCLUSIVE, "no decisive check was made", shown)
-    reason = summary or "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.precondition)
+    if failed and passed:
+        reason = f"holds: {', '.join(c.name for c in passed)}; fails: {line(failed)}"
+        if undecided:
+            reason += f"; undecided: {line(undecided)}"
+        return Verdict(PARTLY_REPRODUCED, reason, shown)
+    if failed:
+        return Verdict(NOT_REPRODUCED, line(failed) + (f"; undecided: {line(undecided)}" if undecided else ""), shown)
+    if undecided:
+        return Verdict(INCONCLUSIVE, line(undecided), shown)
+    reason = summary or line(claims)
     return Verdict(REPRODUCED, reason, shown)
 
 
@@ -152,6 +197,8 @@ class ExperimentResult:
         env: versions, threads, host (filled by the runner).
         created: ISO time (filled by the runner).
         notes: caveats shown under the verdict.
+        criteria: the row's pre-registered criteria as text lines (printed verbatim in the report).
+        control: the negative control: ``{"setting", "verdict", "fired", "reason", "checks"}``.
     """
 
     id: str
@@ -175,6 +222,8 @@ class ExperimentResult:
     env: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     notes: list[str] = field(default_factory=list)
+    criteria: list[str] = field(default_factory=list)
+    control: dict[str, Any] | None = None
 
     # ---- construction helpers ---------------------------------------------------------------
     @classmethod
@@ -192,11 +241,22 @@ class ExperimentResult:
         data: str = "",
         timings: Mapping[str, float] | None = None,
         notes: Sequence[str] = (),
+        criteria: Any = None,
+        control: Any = None,
     ) -> "ExperimentResult":
-        """A result with the row's title/claim/reference filled in from the survey table."""
+        """A result with the row's title/claim/reference filled in from the survey table.
+
+        ``criteria`` (a :class:`~losslab.experiments.criteria.Criteria`) is stored as its text lines;
+        ``control`` (a :class:`~losslab.experiments.criteria.Control`) is stored, and the verdict is
+        passed through :func:`~losslab.experiments.criteria.apply_control` (a control that passes the
+        row's checks makes the row inconclusive and flagged).
+        """
         from ._survey import ROWS
+        from .criteria import apply_control
 
         row = ROWS.get(id)
+        if control is not None and verdict is not None:
+            verdict = apply_control(verdict, control)
         return cls(
             id=id,
             title=row.title if row else id,
@@ -213,6 +273,8 @@ class ExperimentResult:
             data=data,
             timings={k: round(float(v), 3) for k, v in (timings or {}).items()},
             notes=list(notes),
+            criteria=[] if criteria is None else list(criteria.lines()),
+            control=None if control is None else jsonable(control.to_dict()),
         )
 
     @property
@@ -221,6 +283,32 @@ class ExperimentResult:
         if self.status != "ok" or self.verdict is None:
             return "failed"
         return self.verdict.status
+
+    def rejudge(self, judge: Callable[[Mapping[str, Any]], Verdict]) -> Verdict:
+        """The verdict recomputed from the saved numbers: ``judge(measurements)``, then the saved
+        negative control applied (:func:`~losslab.experiments.criteria.apply_control`). Equal to
+        :attr:`verdict` for a result whose verdict is a function of its measurements."""
+        import copy
+
+        from .criteria import Control, apply_control
+
+        ctrl = None if self.control is None else Control.from_dict(self.control)
+        return apply_control(judge(copy.deepcopy(self.measurements)), ctrl)
+
+    def summary(self) -> dict[str, Any]:
+        """The row in the machine-readable form of ``losslab reproduce --json``: ``verdict``, ``seeds``,
+        ``checks: [{name, decisive, precondition, value, ci, threshold, op, seeds, passed}]``,
+        ``control: {setting, verdict}``, ``criteria``."""
+        checks = [] if self.verdict is None else [
+            {k: c.to_dict()[k] for k in ("name", "decisive", "precondition", "value", "ci", "interval", "threshold",
+                                          "op", "seeds", "per_seed", "passed")} for c in self.verdict.checks]
+        ctrl = None if self.control is None else {k: self.control.get(k) for k in ("setting", "verdict", "fired", "reason")}
+        from .._io import jsonable as strict_json  # NaN/inf -> null: strict JSON for other tools
+
+        return strict_json({"id": self.id, "verdict": self.verdict_status,
+                         "flagged": bool(self.verdict is not None and self.verdict.flagged),
+                         "reason": None if self.verdict is None else self.verdict.reason, "seeds": self.seeds,
+                         "checks": checks, "control": ctrl, "criteria": self.criteria})
 
     # ---- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

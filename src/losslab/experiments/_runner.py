@@ -12,8 +12,10 @@ interrupted experiment is recomputed (its trained runs are reused from the run c
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
+import re
 import sys
 import time
 import traceback
@@ -26,11 +28,56 @@ from ..errors import LosslabError
 from ._base import ExperimentResult, now_iso, result_key
 from ._registry import EXPERIMENTS, get
 
-__all__ = ["PROFILES", "Outcome", "config_for", "result_dir", "load_saved", "run_experiment", "run_many"]
+__all__ = ["PROFILES", "Outcome", "config_for", "result_dir", "load_saved", "run_experiment", "run_many",
+           "shift_seeds", "SEED_STRIDE"]
 
 PROFILES = ("quick", "full")
 RESULTS = "results"
 CACHE = "cache"
+SEED_STRIDE = 1000
+"""``--seed S`` adds ``S * SEED_STRIDE`` to every seed of every row (rows use seeds below the stride)."""
+
+_SEED_FIELD = re.compile(r"(^|_)seeds?$")
+
+
+def shift_seeds(config: Any, offset: int) -> Any:
+    """A copy of a (nested, frozen) dataclass config with ``offset`` added to every seed.
+
+    Every field named ``seed``, ``seeds``, ``*_seed`` or ``*_seeds`` holding an int or a tuple of ints
+    is shifted, in nested dataclasses too (a :class:`~losslab.config.SeedConfig` shifts its master
+    seed and each explicit per-purpose seed), and in tuples of dataclasses. Other fields are unchanged, so the data (e.g. the
+    MNIST-1D sample) stays the same while every model, order, label and probe seed moves.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class C:
+        ...     seeds: tuple = (0, 1, 2)
+        ...     plane_seed: int = 0
+        ...     lr: float = 0.1
+        >>> shift_seeds(C(), 1000)
+        C(seeds=(1000, 1001, 1002), plane_seed=1000, lr=0.1)
+    """
+    if offset == 0 or not (dataclasses.is_dataclass(config) and not isinstance(config, type)):
+        return config
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            nv = shift_seeds(v, offset)
+            if nv is not v:
+                changes[f.name] = nv
+        elif isinstance(v, (tuple, list)) and v and all(dataclasses.is_dataclass(x) and not isinstance(x, type)
+                                                         for x in v):
+            changes[f.name] = type(v)(shift_seeds(x, offset) for x in v)
+        elif _SEED_FIELD.search(f.name):
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, int):
+                changes[f.name] = v + offset
+            elif isinstance(v, (tuple, list)) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                changes[f.name] = type(v)(x + offset for x in v)
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 @dataclass(frozen=True)
@@ -44,12 +91,14 @@ class Outcome:
     path: Path
 
 
-def config_for(row_id: str, profile: str) -> Any:
-    """The row's config for a profile (``"quick"`` or ``"full"``)."""
+def config_for(row_id: str, profile: str, seed: int = 0) -> Any:
+    """The row's config for a profile (``"quick"`` or ``"full"``), every seed shifted by master ``seed``."""
     if profile not in PROFILES:
         raise LosslabError(f"profile must be one of {PROFILES}, got {profile!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise LosslabError(f"the master seed must be an integer >= 0, got {seed!r}")
     module = get(row_id)
-    return getattr(module.Config, profile)()
+    return shift_seeds(getattr(module.Config, profile)(), seed * SEED_STRIDE)
 
 
 def result_dir(out: str | os.PathLike, row_id: str, config: Any) -> Path:
@@ -57,9 +106,9 @@ def result_dir(out: str | os.PathLike, row_id: str, config: Any) -> Path:
     return Path(out) / RESULTS / result_key(module.ID, config, getattr(module, "VERSION", 1))
 
 
-def load_saved(out: str | os.PathLike, row_id: str, profile: str) -> ExperimentResult | None:
-    """The saved, successful result of a row for a profile's current config, if any."""
-    d = result_dir(out, row_id, config_for(row_id, profile))
+def load_saved(out: str | os.PathLike, row_id: str, profile: str, seed: int = 0) -> ExperimentResult | None:
+    """The saved, successful result of a row for a profile's current config (and master seed), if any."""
+    d = result_dir(out, row_id, config_for(row_id, profile, seed))
     f = d / "result.json"
     if not f.is_file():
         return None
@@ -99,6 +148,7 @@ def run_experiment(
     force: bool = False,
     config: Any = None,
     stream: TextIO | None = None,
+    seed: int = 0,
 ) -> Outcome:
     """Run one experiment (or reuse its saved result) and save it under ``out``.
 
@@ -109,6 +159,7 @@ def run_experiment(
         force: recompute even when a saved result exists (trained runs are still reused).
         config: an explicit config instead of the profile's.
         stream: where progress lines go (None: silent).
+        seed: master seed: every seed of the profile's config is shifted by ``seed * SEED_STRIDE``.
 
     Returns:
         The :class:`Outcome`; an exception inside the experiment gives a saved result with
@@ -118,7 +169,7 @@ def run_experiment(
     module = get(row_id)
     row_id = module.ID
     prof = "custom" if config is not None else profile
-    cfg = config if config is not None else config_for(row_id, profile)
+    cfg = config if config is not None else config_for(row_id, profile, seed)
     key_dir = result_dir(out, row_id, cfg)
     path = key_dir / "result.json"
     t0 = time.perf_counter()
@@ -153,6 +204,8 @@ def run_experiment(
     total = time.perf_counter() - t0
     result.config_hash = key_dir.name.split("-", 1)[1]
     result.profile = prof
+    if seed:
+        result.seeds = {**result.seeds, "master": seed}
     result.timings = {**result.timings, "total": round(total, 3), "cpu": round(time.process_time() - cpu0, 3)}
     result.env = _env()
     result.created = now_iso()
@@ -168,9 +221,9 @@ def _init_worker(threads: int) -> None:
     set_threads(threads)
 
 
-def _worker(row_id: str, profile: str, out: str, force: bool, threads: int) -> tuple[str, str, bool, float]:
+def _worker(row_id: str, profile: str, out: str, force: bool, threads: int, seed: int) -> tuple[str, str, bool, float]:
     _init_worker(threads)
-    o = run_experiment(row_id, profile, out=out, force=force, stream=sys.stderr)
+    o = run_experiment(row_id, profile, out=out, force=force, stream=sys.stderr, seed=seed)
     return o.id, str(o.path), o.cached, o.seconds
 
 
@@ -184,6 +237,7 @@ def run_many(
     stream: TextIO | None = None,
     threads: int = 1,
     start_method: str = "spawn",
+    seed: int = 0,
 ) -> list[Outcome]:
     """Run several experiments, independent ones in parallel processes.
 
@@ -201,6 +255,7 @@ def run_many(
         stream: progress lines (None: silent).
         threads: torch threads per worker.
         start_method: ``"spawn"`` (default, safe with torch) or ``"fork"``.
+        seed: master seed (see :func:`shift_seeds`); two master seeds give independent replications.
 
     Returns:
         One :class:`Outcome` per id, in survey order.
@@ -211,13 +266,13 @@ def run_many(
     wanted = [get(i).ID for i in (ids if ids else list(EXPERIMENTS))]
     wanted = sorted(dict.fromkeys(wanted), key=row_order)
     for row_id in wanted:
-        config_for(row_id, profile)  # fail early on a bad profile/config
+        config_for(row_id, profile, seed)  # fail early on a bad profile/config
     outcomes: dict[str, Outcome] = {}
     todo: list[str] = []
     for row_id in wanted:
         if not force:
-            saved_path = result_dir(out, row_id, config_for(row_id, profile)) / "result.json"
-            saved = load_saved(out, row_id, profile)
+            saved_path = result_dir(out, row_id, config_for(row_id, profile, seed)) / "result.json"
+            saved = load_saved(out, row_id, profile, seed)
             if saved is not None:
                 if stream is not None:
                     print(f"[{row_id:>3}    0.0s] reusing saved result {saved_path.parent.name} "
@@ -234,14 +289,14 @@ def run_many(
     if todo and (jobs <= 1 or len(todo) == 1):
         set_threads(threads)
         for row_id in todo:
-            outcomes[row_id] = run_experiment(row_id, profile, out=out, force=force, stream=stream)
+            outcomes[row_id] = run_experiment(row_id, profile, out=out, force=force, stream=stream, seed=seed)
     elif todo:
         import multiprocessing
 
         ctx = multiprocessing.get_context(start_method)
         with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
             futures: dict[Future, str] = {
-                pool.submit(_worker, row_id, profile, str(out), force, threads): row_id for row_id in todo
+                pool.submit(_worker, row_id, profile, str(out), force, threads, seed): row_id for row_id in todo
             }
             try:
                 pending = set(futures)
@@ -253,12 +308,12 @@ def run_many(
                             rid, path, cached, secs = fut.result()
                             outcomes[row_id] = Outcome(rid, ExperimentResult.load(path), cached, secs, Path(path))
                         except Exception as exc:  # noqa: BLE001 - a crashed worker (killed, OOM)
-                            res = ExperimentResult.create(row_id, config_for(row_id, profile), measurements={},
+                            res = ExperimentResult.create(row_id, config_for(row_id, profile, seed), measurements={},
                                                           verdict=None)
                             res.status, res.error = "failed", f"worker crashed: {type(exc).__name__}: {exc}"
                             res.profile = profile
                             outcomes[row_id] = Outcome(row_id, res, False, 0.0,
-                                                       result_dir(out, row_id, config_for(row_id, profile)) / "result.json")
+                                                       result_dir(out, row_id, config_for(row_id, profile, seed)) / "result.json")
             except KeyboardInterrupt:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise

@@ -43,14 +43,16 @@ def with_seed(config: Any, seed: int) -> Any:
 def mnist1d_mlp(profile: str = "quick") -> Any:
     """SGD MLP on MNIST-1D (4000 train / 1000 test): independently trained solutions.
 
-    quick: 40-256-256-10, SGD lr 0.05, momentum 0.9, batch 128, 15 epochs (a few seconds);
-    full: 40-512-512-10, 30 epochs.
+    Both profiles train to a minimum (train error 0 on every seed measured; rows about minima check
+    train error <= 1% as a precondition). quick: 40-256-256-10, SGD lr 0.05, momentum 0.9, batch 128,
+    40 epochs (about 5 s; 15 epochs left train error 0.19, not a minimum); full: 40-512-512-10,
+    60 epochs.
     """
     if _profile(profile) == "quick":
         return train_config(dataset="mnist1d", model="mlp", model_kwargs={"width": 256, "depth": 2},
-                            optimizer="sgd", lr=0.05, momentum=0.9, epochs=15)
+                            optimizer="sgd", lr=0.05, momentum=0.9, epochs=40)
     return train_config(dataset="mnist1d", model="mlp", model_kwargs={"width": 512, "depth": 2},
-                        optimizer="sgd", lr=0.05, momentum=0.9, epochs=30)
+                        optimizer="sgd", lr=0.05, momentum=0.9, epochs=60)
 
 
 def mnist1d_mlp_large_lr(profile: str = "quick") -> Any:

@@ -36,6 +36,7 @@ FAILED = "failed"
 
 STATUS_CLASSES = {
     "reproduced": "ok",
+    "partly reproduced": "part",
     "not reproduced": "bad",
     "inconclusive": "warn",
     FAILED: "fail",
@@ -139,8 +140,10 @@ def build_rows(
 
 
 def _compact_json(obj: Any) -> str:
-    """Indented JSON with short numeric lists on one line (curves stay readable)."""
-    text = json.dumps(obj, indent=1, sort_keys=True, default=str)
+    """Indented strict JSON (NaN/inf written as null) with short numeric lists on one line."""
+    from .._io import jsonable
+
+    text = json.dumps(jsonable(obj), indent=1, sort_keys=True, default=str, allow_nan=False)
     out, buf = [], []
     for line in text.splitlines():
         s = line.strip()
@@ -169,7 +172,28 @@ def _env() -> Any:
         lstrip_blocks=True,
     )
     env.filters["seconds"] = _seconds
+    env.filters["num"] = _num
     return env
+
+
+def _num(v: Any) -> str:
+    """A number for a table cell: 3-4 significant digits, '–' for none, '±inf' spelled out."""
+    import math
+
+    if v is None:
+        return "–"
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    a = abs(x)
+    if a != 0 and (a < 1e-3 or a >= 1e5):
+        return f"{x:.2e}"
+    return f"{x:.3g}" if a < 1 else f"{x:.4g}"
 
 
 def _seconds(v: Any) -> str:
