@@ -56,17 +56,51 @@ def main(argv: list[str] | None = None) -> int:
     from ..settings import set_threads
 
     set_threads(getattr(args, "threads", None))
+    previous = _on_sigterm_interrupt()
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("losslab: interrupted (finished work is saved; rerun the same command to resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"losslab: {how} (finished work is saved; rerun the same command to resume)", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except (LosslabError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         if args.debug:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"losslab: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        _restore_sigterm(previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (work saved, workers stopped)."""
+
+
+def _on_sigterm_interrupt() -> object:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # pragma: no cover
+        return None
+
+
+def _restore_sigterm(previous: object) -> None:
+    import signal
+
+    if previous is not None:
+        try:
+            signal.signal(signal.SIGTERM, previous)
+        except (ValueError, OSError, TypeError):  # pragma: no cover
+            pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ interrupted experiment is recomputed (its trained runs are reused from the run c
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -215,14 +216,49 @@ def run_experiment(
     return Outcome(row_id, result, False, total, path)
 
 
-def _init_worker(threads: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker process end when ``parent_pid`` does (no orphans after a SIGKILL).
+
+    On Linux the kernel's parent-death signal (``prctl(PR_SET_PDEATHSIG, SIGKILL)``) does it at once;
+    everywhere a daemon thread also polls the parent pid once a second. SIGINT is ignored: on Ctrl-C
+    the parent stops the workers itself, so no worker prints a traceback.
+    """
+    import signal
+    import threading
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # pragma: no cover - not the main thread
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no prctl
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="losslab-parent-watch", daemon=True).start()
+
+
+def _init_worker(threads: int, parent_pid: int | None = None) -> None:
     from ..settings import set_threads
 
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     set_threads(threads)
 
 
 def _worker(row_id: str, profile: str, out: str, force: bool, threads: int, seed: int) -> tuple[str, str, bool, float]:
-    _init_worker(threads)
     o = run_experiment(row_id, profile, out=out, force=force, stream=sys.stderr, seed=seed)
     return o.id, str(o.path), o.cached, o.seconds
 
@@ -294,7 +330,8 @@ def run_many(
         import multiprocessing
 
         ctx = multiprocessing.get_context(start_method)
-        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker,
+                                 initargs=(threads, os.getpid())) as pool:
             futures: dict[Future, str] = {
                 pool.submit(_worker, row_id, profile, str(out), force, threads, seed): row_id for row_id in todo
             }
@@ -314,7 +351,12 @@ def run_many(
                             res.profile = profile
                             outcomes[row_id] = Outcome(row_id, res, False, 0.0,
                                                        result_dir(out, row_id, config_for(row_id, profile, seed)) / "result.json")
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM (the CLI turns it into KeyboardInterrupt)
+                # stop the workers now: the rows they were running are recomputed on the next call, the
+                # finished ones are saved; their trained runs resume from the last checkpoint
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    with contextlib.suppress(Exception):
+                        proc.kill()
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
     return [outcomes[i] for i in wanted]
