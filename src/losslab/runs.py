@@ -183,7 +183,7 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is "unreadable"
-        raise LosslabError(f"cannot read checkpoint {p}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        raise LosslabError(f"cannot read checkpoint {p}: {type(exc).__name__}: {(str(exc).strip().splitlines() or ['empty or truncated file'])[0][:200]}")
 
 
 def write_config(path: Path, config: TrainConfig) -> None:

@@ -33,7 +33,7 @@ from ._io import atomic_torch_save, atomic_write_json
 from .config import TrainConfig, parse_checkpoint_schedule
 from .errors import LosslabError
 from .runs import Run, callback_keys, environment, load_state, run_dir_for, write_config
-from .settings import set_threads
+from .settings import resolve_device, set_threads
 
 EVAL_CHUNK = 4096
 SAVE_EVERY_S = 2.0
@@ -210,6 +210,7 @@ def train(
     """
     config.validate()
     set_threads(threads)
+    dev = resolve_device(device)  # validate before creating anything
     run_dir = run_dir_for(config, out, callbacks)
     run = Run(run_dir)
     if run.done and not force:
@@ -218,7 +219,6 @@ def train(
     write_config(run_dir, config)
 
     bundle = build_bundle(config)
-    dev = torch.device(device)
     xtr, ytr = bundle.train.x.to(dev), bundle.train.y.to(dev)
     xte, yte = bundle.test.x.to(dev), bundle.test.y.to(dev)
     n = len(xtr)

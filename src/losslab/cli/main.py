@@ -53,24 +53,48 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from ..settings import set_threads
+    from ..settings import resolve_device, set_threads
 
-    set_threads(getattr(args, "threads", None))
     previous = _on_sigterm_interrupt()
     try:
+        set_threads(getattr(args, "threads", None))
+        if getattr(args, "device", None) is not None:
+            resolve_device(args.device)  # one line for --device bogus / cuda without a GPU, before any work
         return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
         how = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"losslab: {how} (finished work is saved; rerun the same command to resume)", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
-    except (LosslabError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except LosslabError as exc:
         if args.debug:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"losslab: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that is a file, read-only, full disk, missing: name the path
+        if args.debug:
+            raise
+        print(f"losslab: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
     finally:
         _restore_sigterm(previous)
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``"cannot write /x/y: No space left on device (disk full)"``: the operation's path and a hint."""
+    import errno
+
+    hints = {errno.ENOSPC: "disk full: free space or choose another --out",
+             errno.EROFS: "read-only file system: choose another --out",
+             errno.ENOTDIR: "a part of the path is a file, not a directory",
+             errno.EEXIST: "a file is in the way",
+             errno.EACCES: "permission denied: choose another --out",
+             errno.EISDIR: "expected a file, found a directory"}
+    what = exc.strerror or type(exc).__name__
+    path = exc.filename if exc.filename is not None else ""
+    hint = hints.get(exc.errno or -1, "")
+    return f"{path}: {what}" + (f" ({hint})" if hint and hint.lower() not in what.lower() else "") if path else (
+        f"{what}" + (f" ({hint})" if hint else ""))
 
 
 class Terminated(KeyboardInterrupt):
