@@ -33,3 +33,41 @@ def test_bad_input_is_one_line_and_exit_2(i, tmp_path, capsys, monkeypatch):
     assert err.startswith("losslab: error: ") and err.count("\n") == 1, err
     assert needle in err
     assert set(os.listdir(tmp_path)) == before  # nothing created
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from losslab.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from losslab.train import train
+
+    cfg = TrainConfig(data=DataConfig(dataset="moons", dataset_kwargs={"n_train": 64, "n_test": 32}),
+                      model=ModelConfig(model="mlp", model_kwargs={"width": 8, "depth": 1}),
+                      optim=OptimConfig(epochs=1, batch_size=32))
+    return train(cfg, out=tmp_path_factory.mktemp("runs"))
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--grid", "100000"], "over half of this machine"),
+    (["--grid", "5", "--points-per-chunk", "0"], "--points-per-chunk must be >= 1"),
+])
+def test_surface_flags_are_checked_before_anything_is_written(argv, needle, tiny_run, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["surface", str(tiny_run.path), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("losslab: error: ") and err.count("\n") == 1 and needle in err, err
+    assert not out.exists()  # no direction files left behind
+
+
+def test_api_refuses_huge_grids_and_takes_str_run_paths(tiny_run):
+    from losslab.errors import LosslabError
+    from losslab.runs import Run
+    from losslab.surface import line, plane
+
+    run = Run(str(tiny_run.path))  # a str works like a Path
+    assert run.done and run.path == tiny_run.path
+    model, data = run.build_model(), run.bundle().train
+    d = {k: v.clone() for k, v in model.named_parameters()}
+    with pytest.raises(LosslabError, match="1e\\+12 points"):
+        plane(model, data, dx=d, dy=d, nx=10**6, ny=10**6)
+    with pytest.raises(LosslabError, match="points"):
+        line(model, data, direction=d, num=10**12)

@@ -96,6 +96,10 @@ class Run:
 
     path: Path
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, Path):
+            object.__setattr__(self, "path", Path(self.path))  # Run("runs/train-...") works as well
+
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Run":
         p = Path(path)

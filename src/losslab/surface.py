@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
+import os
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -307,6 +309,7 @@ def line(
         raise LosslabError("line needs a direction or start/end points")
     if alphas is None:
         lo, hi = span if span is not None else ((0.0, 1.0) if interp else (-1.0, 1.0))
+        _check_grid_size(int(num), f"a line of {int(num)} points")
         alphas = np.linspace(lo, hi, int(num))
     xs = _coords(alphas, "alphas")
 
@@ -388,6 +391,9 @@ def plane(
     Returns:
         A :class:`SurfaceResult` of kind ``"plane"``.
     """
+    n_x = int(nx) if x is None else int(np.size(x))
+    n_y = int(ny) if y is None else int(np.size(y))
+    _check_grid_size(n_x * n_y, f"a {n_x} x {n_y} grid")
     ev = _evaluator(model, data, evaluator, evaluator_kwargs, resume_from)
     xs = _coords(np.linspace(x_span[0], x_span[1], int(nx)) if x is None else x, "x")
     ys = _coords(np.linspace(y_span[0], y_span[1], int(ny)) if y is None else y, "y")
@@ -416,6 +422,25 @@ def plane(
 
 
 # ---- internals -------------------------------------------------------------------------------------
+
+
+_BYTES_PER_POINT = 96
+"""Host memory one grid point costs in the bookkeeping: coordinates, indices, metrics, done mask."""
+
+
+def _check_grid_size(n_points: int, what: str) -> None:
+    """Refuse, before allocating anything, a grid whose bookkeeping alone needs over half the RAM."""
+    if n_points < 1:
+        raise LosslabError(f"{what} has no points")
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        ram = 16 << 30
+    need = n_points * _BYTES_PER_POINT
+    if need > ram // 2:
+        raise LosslabError(f"{what} is {n_points:.3g} points: its coordinates and results alone need "
+                           f"~{need / 2**30:.3g} GiB, over half of this machine's {ram / 2**30:.3g} GiB; "
+                           f"use fewer points")
 
 
 def _coords(v: Any, what: str) -> np.ndarray:

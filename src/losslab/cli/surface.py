@@ -149,8 +149,8 @@ def evaluation_kwargs(args: argparse.Namespace, t: Any, out: Path) -> dict[str, 
                               meta={"target": t.description, "seed": args.seed, "split": args.split})
     if t.bundle.num_classes > 0 and args.split == "test":
         kw["bn_data"] = t.bundle.train
-    if args.points_per_chunk:
-        kw["points_per_chunk"] = args.points_per_chunk
+    if args.points_per_chunk is not None:
+        kw["points_per_chunk"] = args.points_per_chunk  # 0 or less: a one-line error from the evaluator
     return kw
 
 
@@ -176,10 +176,14 @@ def summarize(res: Any, t: Any, args: argparse.Namespace, out: Path, files: dict
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..surface import line, plane
+    from ..surface import _check_grid_size, line, plane
 
-    t = resolve(args.target, args)
     nx, ny = _grid(args)
+    # validate before anything is loaded or written (no direction files left behind by a bad flag)
+    _check_grid_size(nx * (ny if args.dim == 2 else 1), f"a {nx} x {ny} grid" if args.dim == 2 else f"{nx} points")
+    if args.points_per_chunk is not None and args.points_per_chunk < 1:
+        raise LosslabError(f"--points-per-chunk must be >= 1, got {args.points_per_chunk}")
+    t = resolve(args.target, args)
     data = t.bundle.train if args.split == "train" else t.bundle.test
     if len(data) == 0:
         raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
