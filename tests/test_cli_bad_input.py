@@ -71,3 +71,14 @@ def test_api_refuses_huge_grids_and_takes_str_run_paths(tiny_run):
         plane(model, data, dx=d, dy=d, nx=10**6, ny=10**6)
     with pytest.raises(LosslabError, match="points"):
         line(model, data, direction=d, num=10**12)
+
+
+def test_damaged_saved_files_are_one_line(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    (run / "config.json").write_text("{trunc")
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config.json is damaged" in err

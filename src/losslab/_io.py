@@ -100,8 +100,15 @@ def jsonable(obj: Any, *, keep_nonfinite: bool = False, max_array_size: int | No
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a damaged one (truncated, not JSON) is a one-line :class:`LosslabError` naming it."""
+    from .errors import LosslabError
+
     with open(path) as fh:
-        return json.load(fh)
+        try:
+            return json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LosslabError(f"{path} is damaged (not valid JSON: {exc}); delete it or rerun with --force "
+                               "to recompute") from None
 
 
 def _json_default(obj: Any) -> Any:

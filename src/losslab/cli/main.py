@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import json
+    import zipfile
+
     from ..settings import resolve_device, set_threads
 
     previous = _on_sigterm_interrupt()
@@ -70,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"losslab: error: {msg}", file=sys.stderr)
+        return 2
+    except (EOFError, UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile) as exc:  # a damaged saved file
+        if args.debug:
+            raise
+        print(f"losslab: error: a saved file is damaged ({type(exc).__name__}: "
+              f"{(str(exc).strip().splitlines() or [''])[0][:200]}); rerun with --force to recompute",
+              file=sys.stderr)
         return 2
     except OSError as exc:  # a path that is a file, read-only, full disk, missing: name the path
         if args.debug:
