@@ -1,5 +1,6 @@
-"""C7 — Stiffness: gradients of same-class examples align (Fort, Nowak, Jastrzebski & Narayanan 2019,
-"Stiffness: a new perspective on generalization in neural networks").
+"""C7 — Stiffness: gradients of same-class examples align, and the input distance over which they align
+shrinks with training (Fort, Nowak, Jastrzebski & Narayanan 2019, "Stiffness: a new perspective on
+generalization in neural networks").
 
 With per-example gradients :math:`g_i = \\nabla_\\theta \\ell(f_\\theta(x_i), y_i)` of ``n_per_class``
 training examples per class (:func:`losslab.probes.stiffness`),
@@ -9,16 +10,18 @@ training examples per class (:func:`losslab.probes.stiffness`),
     S^{\\cos}_{ij} = \\frac{g_i \\cdot g_j}{\\lVert g_i \\rVert \\lVert g_j \\rVert}, \\qquad
     S^{\\mathrm{sign}}_{ij} = \\operatorname{sign}(g_i \\cdot g_j),
 
-averaged over same-class pairs :math:`i \\ne j` (within) and different-class pairs (between), and binned
-by the input distance :math:`\\lVert x_i - x_j \\rVert` separately for same- and different-class pairs.
-Measured at several checkpoints of the shared SGD MLP on MNIST-1D (:func:`recipes.mnist1d_mlp`, the
-run A1, C4 and C6 use).
+averaged over same-class pairs :math:`i \\ne j` (within) and different-class pairs (between). The
+*stiffness length* :math:`\\xi` (Fort et al.'s dynamical critical length: the input distance below which
+an update on one example still helps its neighbours) is measured on the same-class pairs as the input
+distance at which the least-squares line through their cosine stiffness vs input distance
+:math:`\\lVert x_i - x_j \\rVert` reaches zero (:func:`stiffness_length`; every same-class pair enters, no
+binning). Measured at several checkpoints of the shared SGD MLP on MNIST-1D
+(:func:`recipes.mnist1d_mlp`, one run per seed, the runs A1, C4 and C6 use).
 
-Check: at the trained solution, within-class stiffness exceeds between-class stiffness for both the
-cosine and the sign definitions. Fort et al.'s second observation — the input distance over which
-stiffness decays shrinks with training — is reported as context (it does not decide the verdict;
-measured as the input distance at which same-class cosine stiffness falls to half its value for the
-nearest pairs, :func:`half_distance`). Inconclusive when the run did not train.
+Pre-registered criteria (:data:`CRITERIA`), each on a 95% t-interval over seeds: at the trained solution
+within-class minus between-class stiffness > 0 (cosine and sign), and :math:`\\xi_{trained} / \\xi_{init} < 1`.
+Negative control: the same gradients with the probed examples' class labels randomly permuted, so that
+"same class" is a grouping independent of the gradients (within = between in expectation).
 """
 from __future__ import annotations
 
@@ -30,12 +33,46 @@ import numpy as np
 
 from ..config import TrainConfig
 from . import recipes
-from ._base import Check, ExperimentResult, Verdict, verdict_from_checks
+from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, new_figure, save_figure, train_run
+from .criteria import Control, Criteria, Criterion, per_seed, t_interval
 
 ID = "C7"
-VERSION = 1
-COST = {"quick": 10, "full": 120}
+VERSION = 2
+COST = {"quick": 25, "full": 200}
+
+CRITERIA = Criteria(
+    preconditions=(
+        Criterion("run trained", "initial minus final train error of the probed run", ">=", 0.1,
+                  "stiffness 'at the trained solution' and 'with training' need a run that learned its training set",
+                  precondition=True),
+    ),
+    claims=(
+        Criterion("within > between (cos)", "within-class minus between-class mean cosine stiffness at the trained "
+                  "solution", ">", 0.0, "Fort et al. 2019: gradients of same-class examples align more than those of "
+                  "different classes (direction only)"),
+        Criterion("within > between (sign)", "within-class minus between-class mean sign stiffness at the trained "
+                  "solution", ">", 0.0, "Fort et al. 2019, with their sign definition of stiffness (direction only)"),
+        Criterion("stiffness length shrinks", "xi(trained) / xi(init), xi = input distance where the least-squares "
+                  "line "
+                  "of same-class cosine stiffness vs input distance reaches 0", "<", 1.0,
+                  "Fort et al. 2019: the dynamical critical length (the input distance over which stiffness stays "
+                  "positive) shrinks during training; 1 = no change"),
+    ),
+    control="the same gradients, pairs and statistics with the probed examples' class labels randomly permuted (a "
+            "grouping independent of the gradients, so within-class = between-class in expectation); same checks. An "
+            "untrained network is no control here: the cross-entropy gradient carries the label, so same-class "
+            "gradients already align at initialization (measured at step 0 and shown)",
+    seeds="3 independent runs (init and data order from each seed; the seed also draws the probed examples and the "
+          "control's permutation) in quick, 5 in full",
+    registered="2026-12-04",
+    changes=(
+        "criterion changed on 2026-12-04 because 'the stiffness length shrinks with training' (the second half of "
+        "the claim) was context only (issue 14); it is decisive now, measured as the zero crossing of a least-squares "
+        "line through all same-class pairs (the old half-distance was relative to the nearest distance bin, which "
+        "held 5 pairs in the quick run)",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -43,21 +80,19 @@ class Config:
     """C7 settings.
 
     Attributes:
-        train: the probed run (shared recipe :func:`recipes.mnist1d_mlp`).
-        seed: its seed, also the seed of the example sample.
+        train: the probed runs (shared recipe :func:`recipes.mnist1d_mlp`).
+        seeds: one run per seed; each seed also draws the example sample and the control's permutation.
         n_per_class: training examples drawn per class.
-        fractions: fractions of training at whose nearest checkpoints stiffness is measured (0 = init,
-            1 = the final solution, which is judged).
-        n_bins: input-distance bins (equal width, common to all checkpoints).
-        trained_drop: precondition: final train error at least this below the initial one.
+        fractions: fractions of training at whose nearest checkpoints stiffness is measured (0 = init and 1 =
+            the trained solution, which are judged, are always included; the others are shown).
+        n_bins: input-distance bins of the figure (equal width, common to all checkpoints).
     """
 
     train: TrainConfig = field(default_factory=lambda: recipes.mnist1d_mlp("quick"))
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
     n_per_class: int = 30
-    fractions: tuple[float, ...] = (0.0, 0.02, 0.1, 0.3, 1.0)
+    fractions: tuple[float, ...] = (0.0, 0.1, 1.0)
     n_bins: int = 10
-    trained_drop: float = 0.1
 
     @classmethod
     def quick(cls) -> "Config":
@@ -65,27 +100,59 @@ class Config:
 
     @classmethod
     def full(cls) -> "Config":
-        return cls(train=recipes.mnist1d_mlp("full"), n_per_class=60, fractions=(0.0, 0.01, 0.03, 0.1, 0.3, 1.0))
+        return cls(train=recipes.mnist1d_mlp("full"), seeds=(0, 1, 2, 3, 4), n_per_class=60,
+                   fractions=(0.0, 0.01, 0.03, 0.1, 0.3, 1.0))
 
 
-def by_distance(S: np.ndarray, labels: np.ndarray, x: np.ndarray, edges: np.ndarray) -> dict[str, list[float]]:
-    """Mean of ``S`` over pairs ``i < j`` per input-distance bin, separately for same- and different-class pairs.
+def pair_distances(x: np.ndarray) -> np.ndarray:
+    """``(N, N)`` Euclidean distances between the flattened rows of ``x``."""
+    xf = np.asarray(x, dtype=float).reshape(len(x), -1)
+    sq = (xf ** 2).sum(1)
+    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * xf @ xf.T, 0.0))
+
+
+def stiffness_length(S: np.ndarray, labels: np.ndarray, D: np.ndarray) -> dict[str, float]:
+    """The stiffness length of same-class pairs: fit :math:`S_{ij} \\approx a + b\\,d_{ij}` by least squares
+    over all pairs :math:`i < j` with :math:`y_i = y_j`, and return ``{"length": -a/b, "intercept": a,
+    "slope": b}``; the length is ``inf`` when the line does not fall (:math:`b \\ge 0`) and NaN when it is
+    below zero already at distance 0 (:math:`a \\le 0`).
+
+    Example:
+        >>> D = np.array([[0.0, 1.0, 3.0], [1.0, 0.0, 2.0], [3.0, 2.0, 0.0]])
+        >>> S = 0.8 - 0.2 * D          # stiffness reaches 0 at distance 4
+        >>> round(stiffness_length(S, np.array([0, 0, 0]), D)["length"], 6)
+        4.0
+    """
+    S = np.asarray(S, dtype=float)
+    lab = np.asarray(labels)
+    iu = np.triu_indices(len(S), k=1)
+    same = (lab[:, None] == lab[None, :])[iu]
+    d, s = np.asarray(D, dtype=float)[iu][same], S[iu][same]
+    if d.size < 2 or np.ptp(d) == 0:
+        return {"length": float("nan"), "intercept": float("nan"), "slope": float("nan")}
+    b, a = np.polyfit(d, s, 1)
+    length = float("nan") if a <= 0 else (float("inf") if b >= 0 else float(-a / b))
+    return {"length": length, "intercept": float(a), "slope": float(b)}
+
+
+def by_distance(S: np.ndarray, labels: np.ndarray, D: np.ndarray, edges: np.ndarray) -> dict[str, list[float]]:
+    """Mean of ``S`` over pairs ``i < j`` per input-distance bin (distances ``D``), separately for same- and
+    different-class pairs.
 
     Returns ``{"same": [...], "different": [...], "same_count": [...], "different_count": [...]}`` (NaN for
     an empty bin).
 
     Example:
         >>> S = np.array([[1.0, 0.5, -0.2], [0.5, 1.0, 0.1], [-0.2, 0.1, 1.0]])
-        >>> r = by_distance(S, np.array([0, 0, 1]), np.array([[0.0], [1.0], [3.0]]), np.array([0.0, 1.5, 3.5]))
+        >>> D = pair_distances(np.array([[0.0], [1.0], [3.0]]))
+        >>> r = by_distance(S, np.array([0, 0, 1]), D, np.array([0.0, 1.5, 3.5]))
         >>> r["same"], r["different"]
         ([0.5, nan], [nan, -0.05])
     """
     S = np.asarray(S, dtype=float)
     lab = np.asarray(labels)
-    xf = np.asarray(x, dtype=float).reshape(len(S), -1)
-    d = np.sqrt(np.maximum(((xf[:, None, :] - xf[None, :, :]) ** 2).sum(-1), 0.0))
     iu = np.triu_indices(len(S), k=1)
-    dv, sv, same = d[iu], S[iu], (lab[:, None] == lab[None, :])[iu]
+    dv, sv, same = np.asarray(D, dtype=float)[iu], S[iu], (lab[:, None] == lab[None, :])[iu]
     nb = len(edges) - 1
     idx = np.clip(np.searchsorted(edges, dv, side="right") - 1, 0, nb - 1)
     out: dict[str, list[float]] = {}
@@ -98,166 +165,194 @@ def by_distance(S: np.ndarray, labels: np.ndarray, x: np.ndarray, edges: np.ndar
     return out
 
 
-def half_distance(centers: np.ndarray, values: np.ndarray) -> float:
-    """Input distance at which a decaying stiffness curve first falls to half its value in the nearest
-    non-empty bin (linear interpolation between bin centres; NaN when it never does or starts <= 0).
+def _stats(cos: np.ndarray, sign: np.ndarray, labels: np.ndarray, D: np.ndarray) -> dict[str, float]:
+    from ..probes.stiffness import within_between
 
-    Example:
-        >>> half_distance(np.array([1.0, 2.0, 3.0]), np.array([0.8, 0.6, 0.2]))
-        2.5
-    """
-    c = np.asarray(centers, dtype=float)
-    v = np.asarray(values, dtype=float)
-    ok = np.isfinite(v)
-    c, v = c[ok], v[ok]
-    if v.size < 2 or v[0] <= 0:
-        return float("nan")
-    half = 0.5 * v[0]
-    below = np.nonzero(v <= half)[0]
-    if not below.size:
-        return float("nan")
-    j = int(below[0])
-    return float(c[j - 1] + (v[j - 1] - half) / (v[j - 1] - v[j]) * (c[j] - c[j - 1]))
+    wc, bc = within_between(cos, labels)
+    ws, bs = within_between(sign, labels)
+    ln = stiffness_length(cos, labels, D)
+    return {"within_cos": wc, "between_cos": bc, "within_sign": ws, "between_sign": bs, "length": ln["length"],
+            "length_intercept": ln["intercept"], "length_slope": ln["slope"]}
 
 
-def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[str], None]) -> ExperimentResult:
-    """Train (or reuse) the run, measure stiffness along it, judge, plot."""
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if np.isfinite(a) and np.isfinite(b) and b > 0 else float("nan")
+
+
+def _summary(seed: int, train_error: float, init_error: float, first: Mapping[str, float],
+             last: Mapping[str, float], **extra: Any) -> dict[str, Any]:
+    return {"seed": int(seed), "train_error": float(train_error), "initial_train_error": float(init_error),
+            "gap_cos": last["within_cos"] - last["between_cos"], "gap_sign": last["within_sign"] - last["between_sign"],
+            "length_init": first["length"], "length_final": last["length"],
+            "length_ratio": _ratio(last["length"], first["length"]), **extra}
+
+
+def _measure_run(seed: int, config: Config, cache_dir: Path, progress: Callable[[str], None],
+                 timer: Timer) -> tuple[dict[str, Any], dict[str, Any], Any]:
     from ..probes import stiffness
 
-    timer = Timer()
     with timer("train"):
-        run_ = train_run(recipes.with_seed(config.train, config.seed), cache_dir, progress)
+        run_ = train_run(recipes.with_seed(config.train, seed), cache_dir, progress)
     bundle = run_.bundle()
     traj = run_.trajectory()
     steps_all = [s for s, _ in traj]
     T = steps_all[-1]
-    chosen = sorted({min(steps_all, key=lambda s: (abs(s - f * T), s)) for f in config.fractions})
+    chosen = sorted({min(steps_all, key=lambda s: (abs(s - f * T), s)) for f in (0.0, *config.fractions, 1.0)})
     points = dict(traj)
     model = run_.build_model()
-    x_all = bundle.train.x
-    recs = []
-    edges = None
+    perm_rng = np.random.default_rng(int(seed))
+    cks, ctrl_cks = [], []
+    D = edges = labels = perm = None
     with timer("stiffness"):
         for step in chosen:
-            r = stiffness(model, points[step], bundle.train, n_per_class=config.n_per_class, seed=config.seed,
-                          n_bins=config.n_bins, distance_edges=edges)
-            if edges is None:  # the same sample at every checkpoint: the first result's bins fit all
-                edges = r.distance_edges
-            xs = x_all[r.indices].cpu().numpy()
-            bd = {k: by_distance(S, r.labels, xs, edges) for k, S in (("cos", r.cos), ("sign", r.sign))}
-            centers = 0.5 * (np.asarray(edges)[1:] + np.asarray(edges)[:-1])
-            rec = {"step": int(step), **{k: float(r.summary[k]) for k in (
-                "within_cos", "between_cos", "within_sign", "between_sign", "zero_crossing_distance",
-                "mean_grad_norm")}, "same_class_half_distance": half_distance(centers, np.asarray(bd["cos"]["same"])),
-                "class_cos": r.class_cos.tolist(), "distance_cos": r.distance_cos.tolist(),
-                "distance_count": r.distance_count.tolist(), "by_distance": bd}
-            recs.append(rec)
-            progress(f"step {step}: stiffness within {rec['within_cos']:.3f} vs between {rec['between_cos']:.3f} (cos), "
-                     f"{rec['within_sign']:.3f} vs {rec['between_sign']:.3f} (sign)")
-    init_err = None
-    for e in run_.metrics:
-        if "train_error" in e:
-            init_err = float(e["train_error"])
-            break
-    m: dict[str, Any] = {
-        "run": run_.path.name,
-        "train_error": run_.summary["train_error"],
-        "test_error": run_.summary["test_error"],
-        "initial_train_error": init_err,
-        "checkpoints": recs,
-        "distance_edges": np.asarray(edges).tolist(),
-        "classes": np.unique(bundle.train.y.cpu().numpy()).tolist(),
-        "n_per_class": config.n_per_class,
-        "trained_drop": config.trained_drop,
-    }
+            r = stiffness(model, points[step], bundle.train, n_per_class=config.n_per_class, seed=seed,
+                          n_bins=config.n_bins)
+            if D is None:  # the same sample at every checkpoint (drawn from the seed)
+                labels = np.asarray(r.labels)
+                D = pair_distances(bundle.train.x[r.indices].cpu().numpy())
+                edges = np.linspace(0.0, float(D.max()), config.n_bins + 1)
+                perm = labels[perm_rng.permutation(len(labels))]
+            st = _stats(r.cos, r.sign, labels, D)
+            cks.append({"step": int(step), **st, "class_cos": r.class_cos.tolist(),
+                        "by_distance": by_distance(r.cos, labels, D, edges)})
+            if step in (chosen[0], chosen[-1]):
+                ctrl_cks.append({"step": int(step), **_stats(r.cos, r.sign, perm, D)})
+    init_err = next((float(e["train_error"]) for e in run_.metrics if "train_error" in e), float("nan"))
+    rec = _summary(seed, run_.summary["train_error"], init_err, cks[0], cks[-1], run=run_.path.name,
+                   test_error=float(run_.summary["test_error"]), checkpoints=cks, distance_edges=edges.tolist(),
+                   classes=np.unique(labels).tolist())
+    ctrl = _summary(seed, run_.summary["train_error"], init_err, ctrl_cks[0], ctrl_cks[-1], checkpoints=ctrl_cks)
+    f = cks[-1]
+    progress(f"seed {seed}: trained within/between {f['within_cos']:.3f}/{f['between_cos']:.3f} (cos), "
+             f"{f['within_sign']:.3f}/{f['between_sign']:.3f} (sign); stiffness length {rec['length_init']:.3g} -> "
+             f"{rec['length_final']:.3g}; permuted-label control gap {ctrl['gap_cos']:.3g} (cos)")
+    return rec, ctrl, bundle
+
+
+def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[str], None]) -> ExperimentResult:
+    """Train (or reuse) the runs, measure stiffness along them and its permuted-label control, judge, plot."""
+    timer = Timer()
+    recs, ctrls, bundle = [], [], None
+    for seed in config.seeds:
+        rec, ctrl, bundle = _measure_run(seed, config, cache_dir, progress, timer)
+        recs.append(rec)
+        ctrls.append(ctrl)
+    m: dict[str, Any] = {"runs": recs, "control": {"runs": ctrls}, "n_per_class": config.n_per_class}
     verdict = judge(m)
+    control = Control(CRITERIA.control, judge(m["control"]))
 
     with timer("plot"):
         fig_ref = _figure(m, work_dir)
-    f, i0 = recs[-1], recs[0]
+    fmt = lambda iv: f"{iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}]"  # noqa: E731
+    iv = {k: t_interval(per_seed(recs, k)) for k in ("gap_cos", "gap_sign")}
+    lr = [r["length_ratio"] for r in recs]
+    lr_txt = fmt(t_interval(lr)) if all(np.isfinite(lr)) else ", ".join(f"{x:.3g}" for x in lr)
+    civ = {k: t_interval(per_seed(ctrls, k)) for k in ("gap_cos", "gap_sign")}
     key = {
-        "within / between (cos), trained": f"{f['within_cos']:.3f} / {f['between_cos']:.3f}",
-        "within / between (sign), trained": f"{f['within_sign']:.3f} / {f['between_sign']:.3f}",
-        "within / between (cos), init": f"{i0['within_cos']:.3f} / {i0['between_cos']:.3f}",
-        "same-class stiffness length init -> trained":
-            f"{i0['same_class_half_distance']:.3g} -> {f['same_class_half_distance']:.3g}",
+        "within - between (cos), trained, mean [95% CI]": fmt(iv["gap_cos"]),
+        "within - between (sign), trained, mean [95% CI]": fmt(iv["gap_sign"]),
+        "stiffness length trained / init, mean [95% CI]": lr_txt,
+        "control (permuted labels) within - between (cos)": fmt(civ["gap_cos"]),
     }
+    row = lambda rs, k, spec=".3f": ", ".join(format(r[k], spec) for r in rs)  # noqa: E731
+    init = [r["checkpoints"][0] for r in recs]
     comparison = (
-        f"On {config.n_per_class} training examples per class, at the trained solution (step {f['step']}, train error "
-        f"{m['train_error']:.3f}) the gradients of same-class pairs have mean cosine {f['within_cos']:.3f} vs "
-        f"{f['between_cos']:.3f} for different-class pairs (sign stiffness {f['within_sign']:.3f} vs "
-        f"{f['between_sign']:.3f}). At init: {i0['within_cos']:.3f} vs {i0['between_cos']:.3f} (cos). Stiffness of all "
-        f"pairs reaches zero at input distance {i0['zero_crossing_distance']:.3g} at init and "
-        f"{f['zero_crossing_distance']:.3g} at the end (Fort et al. report it shrinking with training)."
+        f"On {config.n_per_class} training examples per class of {len(recs)} runs (train error "
+        f"{row(recs, 'train_error')}), "
+        f"at the trained solution same-class minus different-class gradient cosine is {fmt(iv['gap_cos'])} (95% "
+        f"t-interval over seeds; per seed {row(recs, 'gap_cos')}) and sign stiffness {fmt(iv['gap_sign'])}; at "
+        f"initialization the cosine gap is already "
+        + ", ".join(format(c["within_cos"] - c["between_cos"], ".3f") for c in init)
+        + f". The same-class stiffness length (zero of the fitted line) goes from {row(recs, 'length_init', '.3g')} at "
+        f"init to {row(recs, 'length_final', '.3g')} trained (ratio {lr_txt}; claim < 1). With the class labels "
+        f"permuted the cosine gap is {fmt(civ['gap_cos'])} and the sign gap {fmt(civ['gap_sign'])}."
     )
     return ExperimentResult.create(
         ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        seeds={"run": config.seed, "example_sample": config.seed},
+        criteria=CRITERIA, control=control,
+        seeds={"runs": list(config.seeds), "control": list(config.seeds),
+               "note": "init and data order of each run, its probed examples and the control's label permutation "
+                       "derive from its seed"},
         data=describe_data(bundle) + f"; {config.n_per_class} training examples per class",
         timings=timer.seconds,
     )
 
 
 def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
-    fig, axes = new_figure(3, 1, width=4.0, height=3.4)
-    recs = m["checkpoints"]
-    f, i0 = recs[-1], recs[0]
+    fig, axes = new_figure(4, 1, width=3.7, height=3.4)
+    recs = m["runs"]
+    r0 = recs[0]
+    f, i0 = r0["checkpoints"][-1], r0["checkpoints"][0]
     ax = axes[0]
     C = np.asarray(f["class_cos"])
     lim = float(np.nanmax(np.abs(C)))
     im = ax.imshow(C, cmap="RdBu_r", vmin=-lim, vmax=lim)
-    ax.set_xticks(range(len(C)), m["classes"], fontsize=7)
-    ax.set_yticks(range(len(C)), m["classes"], fontsize=7)
+    ax.set_xticks(range(len(C)), r0["classes"], fontsize=7)
+    ax.set_yticks(range(len(C)), r0["classes"], fontsize=7)
     ax.set_xlabel("class of j")
     ax.set_ylabel("class of i")
-    ax.set_title(f"class stiffness (cos), step {f['step']}", fontsize=10)
+    ax.set_title(f"class stiffness (cos), seed {r0['seed']}, step {f['step']}", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax = axes[1]
-    edges = np.asarray(m["distance_edges"])
+    edges = np.asarray(r0["distance_edges"])
     centers = 0.5 * (edges[1:] + edges[:-1])
-    for rec, c, name in ((i0, "C7", "init"), (f, "C3", "trained")):
-        bd = rec["by_distance"]["cos"]
-        ax.plot(centers, bd["same"], "o-", ms=3, color=c, label=f"{name}: same class")
-        ax.plot(centers, bd["different"], "s--", ms=3, color=c, label=f"{name}: different class")
+    for rec, c, name in ((i0, "C2", "init"), (f, "C4", "trained")):
+        bd = rec["by_distance"]
+        ax.plot(centers, bd["same"], "o-", ms=3, color=c, label=f"{name}: same class (ξ = {rec['length']:.3g})")
+        ax.plot(centers, bd["different"], "s:", ms=3, color=c, label=f"{name}: different class")
+        if np.isfinite(rec["length_slope"]):
+            ax.plot(edges[[0, -1]], rec["length_intercept"] + rec["length_slope"] * edges[[0, -1]], "--", lw=0.9,
+                    color=c)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("input distance ||x_i - x_j||")
     ax.set_ylabel("mean cosine stiffness")
-    ax.set_title("stiffness vs input distance", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_title(f"stiffness vs distance, seed {r0['seed']} (dashed: fit)", fontsize=9)
+    ax.legend(fontsize=6)
     ax = axes[2]
-    st = np.maximum(np.asarray([r["step"] for r in recs], dtype=float), 0.5)
-    for key, ls, name in (("cos", "-", "cos"), ("sign", ":", "sign")):
-        ax.plot(st, [r[f"within_{key}"] for r in recs], "o" + ls, ms=4, color="C0", label=f"within class ({name})")
-        ax.plot(st, [r[f"between_{key}"] for r in recs], "s" + ls, ms=4, color="C1", label=f"between classes ({name})")
+    for i, r in enumerate(recs):
+        st = np.maximum(np.asarray([c["step"] for c in r["checkpoints"]], dtype=float), 0.5)
+        ax.plot(st, [c["within_cos"] - c["between_cos"] for c in r["checkpoints"]], "o-", ms=3, color="C0",
+                alpha=0.7, label="cos, each seed" if i == 0 else None)
+        ax.plot(st, [c["within_sign"] - c["between_sign"] for c in r["checkpoints"]], "s:", ms=3, color="C1",
+                alpha=0.7, label="sign, each seed" if i == 0 else None)
+    for i, r in enumerate(m["control"]["runs"]):
+        st = np.maximum(np.asarray([c["step"] for c in r["checkpoints"]], dtype=float), 0.5)
+        ax.plot(st, [c["within_cos"] - c["between_cos"] for c in r["checkpoints"]], "x--", ms=5, color="C3",
+                label="control (permuted labels), cos" if i == 0 else None)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xscale("log")
     ax.set_xlabel("optimizer step (step 0 drawn at 0.5)")
-    ax.set_ylabel("mean stiffness")
-    ax.set_title("within vs between along training", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_ylabel("within - between stiffness")
+    ax.set_title("class gap along training", fontsize=9)
+    ax.legend(fontsize=6)
+    ax = axes[3]
+    for j, (name, rs, color) in enumerate((("runs", recs, "C0"), ("control (permuted)", m["control"]["runs"], "C3"))):
+        for i, r in enumerate(rs):
+            y = [r["length_init"], r["length_final"]]
+            ax.plot([j * 2.5, j * 2.5 + 1], [v if np.isfinite(v) else np.nan for v in y], "o-", color=color,
+                    alpha=0.8, label=f"{name}, each seed" if i == 0 else None)
+    ax.set_xticks([0, 1, 2.5, 3.5], ["init", "trained", "init", "trained"], fontsize=8)
+    ax.set_ylabel("stiffness length ξ (input distance)")
+    ax.set_title("same-class stiffness length", fontsize=9)
+    ax.legend(fontsize=6)
     return save_figure(fig, work_dir, "stiffness",
-                       "Left: mean cosine stiffness between examples of class i and class j at the trained solution. "
-                       "Middle: stiffness vs input distance for same-class and different-class pairs, at init and "
-                       "trained. Right: within- and between-class stiffness (cosine, sign) along training.")
+                       "(1) mean cosine stiffness between examples of class i and class j at the trained solution. "
+                       "(2) stiffness vs input distance for same- and different-class pairs at init and trained, with "
+                       "the least-squares lines whose zero is the stiffness length ξ. (3) within- minus between-class "
+                       "stiffness along training for each seed, and for the permuted-label control. (4) ξ at init and "
+                       "trained for each seed (and the control's 'same-class' pairs).")
 
 
 def judge(m: Mapping[str, Any]) -> Verdict:
-    """``m``: ``checkpoints`` (records with ``step``, ``within_cos``, ``between_cos``, ``within_sign``,
-    ``between_sign``, ``same_class_half_distance``; the last one is the trained solution), ``train_error``,
-    ``initial_train_error``, ``trained_drop``."""
-    recs = m["checkpoints"]
-    f, i0 = recs[-1], recs[0]
-    drop = float(m.get("trained_drop", 0.1))
-    e0, eT = m.get("initial_train_error"), float(m["train_error"])
-    checks = [Check("run trained", e0 is not None and eT <= float(e0) - drop,
-                    f"train error {float('nan') if e0 is None else float(e0):.3f} -> {eT:.3f} (needs a drop >= {drop:g})",
-                    precondition=True)]
-    for key in ("cos", "sign"):
-        w, b = float(f[f"within_{key}"]), float(f[f"between_{key}"])
-        checks.append(Check(f"within > between ({key})", w > b,
-                            f"step {f['step']}: within-class {w:.3f} vs between-class {b:.3f}"))
-    z0, z1 = float(i0["same_class_half_distance"]), float(f["same_class_half_distance"])
-    checks.append(Check("stiffness length shrinks", (z1 < z0) if np.isfinite(z0) and np.isfinite(z1) else None,
-                        f"same-class cosine stiffness halves at input distance {z0:.3g} at step {i0['step']} vs "
-                        f"{z1:.3g} at step {f['step']}", decisive=False))
-    return verdict_from_checks(checks)
+    """Judge ``m["runs"]`` (one record per seed with ``seed``, ``train_error``, ``initial_train_error``,
+    ``gap_cos``, ``gap_sign``, ``length_ratio``) by :data:`CRITERIA`; the control is judged by calling this
+    on ``m["control"]`` (the same shape)."""
+    recs = m["runs"]
+    seeds = [r["seed"] for r in recs]
+    drop = [float(r["initial_train_error"]) - float(r["train_error"]) for r in recs]
+    return verdict_from_checks([
+        CRITERIA["run trained"].judge(drop, seeds=seeds),
+        CRITERIA["within > between (cos)"].judge(per_seed(recs, "gap_cos"), seeds=seeds),
+        CRITERIA["within > between (sign)"].judge(per_seed(recs, "gap_sign"), seeds=seeds),
+        CRITERIA["stiffness length shrinks"].judge(per_seed(recs, "length_ratio"), seeds=seeds),
+    ])
