@@ -1,4 +1,4 @@
-"""Curvature rows of `losslab reproduce` (A4 v2, A5, B2, C1, C8, C9): verdict logic on synthetic
+"""Curvature rows of `losslab reproduce` (A4, A5, B2, C1, C8, C9): verdict logic on synthetic
 measurements (a contradicting measurement gives `not reproduced`, a failed precondition `inconclusive`),
 the helpers they define, and every run() on a tiny config."""
 import copy
@@ -19,11 +19,9 @@ from losslab.experiments import (
     result_key,
     run_experiment,
 )
-from losslab.experiments.a4_bad_minima import (TrustRegion, judge as judge_a4, layer_relative_distance,
-                                               nearest_bad_minimum, train_warm_started)
+from losslab.experiments.a4_bad_minima import TrustRegion, layer_relative_distance, train_warm_started
 from losslab.experiments.a5_saddles import judge as judge_a5
 from losslab.experiments.b2_large_batch import judge as judge_b2, rescale_relu_layers
-from losslab.experiments.c1_wide_basins import judge as judge_c1
 from losslab.experiments.c8_break_even import judge as judge_c8, train_tracked
 from losslab.experiments.c9_hessian_outliers import count_outliers, judge as judge_c9
 
@@ -51,67 +49,7 @@ def test_a4_c1_c9_share_the_runs():
 # ---------------------------------------------------------------- A4
 
 
-def _a4(*, dist=15.0, bad_test=0.6, bad_fit=0.0, lam=(5.0, 8.0), width=(0.4, 0.2), test_p=0.65):
-    return {"clean": {"clean_train_error": 0.0, "test_error": 0.44},
-            "poisoned": {"clean_train_error": 0.0, "test_error": test_p},
-            "distance_init_clean": 20.0, "distance_clean_poisoned": 28.0, "fit_tolerance": 0.02, "gap_margin": 0.05,
-            "minefield": [{"start_step": 960, "clean_train_error": bad_fit, "test_error": bad_test, "distance": dist}],
-            "sharpness": {"clean": {"lambda_max": lam[0], "width_mean": width[0]},
-                          "poisoned": {"lambda_max": lam[1], "width_mean": width[1]}}}
-
-
-def test_a4_judge_v2():
-    v = judge_a4(_a4())
-    assert v.status == REPRODUCED and any(c.name == "bad minimum near step 960" for c in v.checks)
-    v = judge_a4(_a4(dist=21.0))  # the warm-started bad minimum is farther than the init: contradiction
-    assert v.status == NOT_REPRODUCED and "ratio 1.05" in v.reason
-    v = judge_a4(_a4(lam=(8.0, 5.0)))
-    assert v.status == NOT_REPRODUCED and "lambda_max" in v.reason
-    assert judge_a4(_a4(width=(0.2, 0.4))).status == NOT_REPRODUCED
-    assert judge_a4(_a4(bad_test=0.46)).status == NOT_REPRODUCED  # found minimum generalizes fine
-    assert judge_a4(_a4(bad_fit=0.3)).status == INCONCLUSIVE  # not a minimum of the clean loss
-    # without the v2 keys the distance check falls back to the independently poisoned model (VERSION 1)
-    old = {k: v for k, v in _a4().items() if k not in ("minefield", "sharpness")}
-    v = judge_a4(old)
-    assert v.status == NOT_REPRODUCED and "ratio 1.40" in v.reason
-
-
-def _trust(rho, *, fit=0.0, test=0.6, dist=None):
-    return {"rho": rho, "radius": rho * 20.0, "distance": 20.0 * rho if dist is None else dist,
-            "clean_train_error": fit, "test_error": test, "poison_fit_error": 0.2}
-
-
-def test_a4_judge_v3_nearest_bad_minimum():
-    # the unconstrained search ends farther than the init (ratio 1.05), a ball search finds a nearer bad minimum
-    m = _a4(dist=21.0)
-    m["minefield"][0]["trust"] = [_trust(0.25, fit=0.06), _trust(0.5, fit=0.03), _trust(0.75, fit=0.004)]
-    v = judge_a4(m)
-    near = next(c for c in v.checks if c.name == "bad minimum near step 960")
-    assert v.status == REPRODUCED and "within 0.75 d(init, clean)" in near.detail and "ratio 0.75" in near.detail
-    # no search fits the clean set and generalizes badly, but the unconstrained end is farther than the init
-    m["minefield"][0]["trust"] = [_trust(0.5, fit=0.03), _trust(0.75, test=0.46)]
-    v = judge_a4(m)
-    assert v.status == NOT_REPRODUCED and "ratio 1.05" in v.reason and "ball 0.75: not bad" in v.reason
-    # the unconstrained end is itself the nearest bad minimum when the balls find none
-    m = _a4(dist=15.0)
-    m["minefield"][0]["trust"] = [_trust(0.5, fit=0.5)]
-    assert judge_a4(m).status == REPRODUCED
-    # an unconstrained end that generalizes fine and no bad minimum in any ball: contradiction
-    m = _a4(dist=15.0, bad_test=0.46)
-    m["minefield"][0]["trust"] = [_trust(0.5, fit=0.5)]
-    v = judge_a4(m)
-    assert v.status == NOT_REPRODUCED
-    assert any(not c.passed and "no search from checkpoint 960 found a bad minimum" in c.detail for c in v.checks)
-
-
-def test_nearest_bad_minimum_picks_the_closest_qualifying_search():
-    rec = {"clean_train_error": 0.0, "test_error": 0.6, "distance": 21.0,
-           "trust": [_trust(0.25, fit=0.1), _trust(0.5, test=0.45), _trust(0.75)]}
-    nb = nearest_bad_minimum(rec, 0.44, fit_tolerance=0.02, gap_margin=0.05)
-    assert nb["rho"] == 0.75 and nb["distance"] == 15.0 and nb["search"] == "trust region"
-    rec["trust"] = [_trust(0.75, fit=0.5)]
-    assert nearest_bad_minimum(rec, 0.44, fit_tolerance=0.02, gap_margin=0.05)["search"] == "unconstrained"
-    assert nearest_bad_minimum(rec, 0.58, fit_tolerance=0.02, gap_margin=0.05) is None
+# A4's verdict (VERSION 4, issue 14) is tested in tests/test_verdicts_a4c1.py.
 
 
 class _State:
@@ -172,47 +110,51 @@ def test_warm_started_run_starts_at_the_given_point_and_is_cached(tmp_path):
 # ---------------------------------------------------------------- A5
 
 
-def _a5(ratios=(0.6, 0.5, 0.3, 0.05, 0.04, 0.03), losses=(2.3, 2.2, 1.8, 1.2, 0.9, 0.6), conv=True):
-    recs = [{"step": s, "loss": lo, "ratio": r, "converged": conv} for s, lo, r in zip((0, 2, 8, 40, 150, 480), losses, ratios)]
-    return {"checkpoints": recs, "shrink_factor": 0.5, "trained_ratio": 0.5}
+def _a5(lmin_end=-0.01, neg_end=3e-4, err=0.0, conv=True):
+    def pt(lmin, lmax, neg):
+        return {"lambda_min": lmin, "lambda_max": lmax, "converged": conv, "neg_mass": neg, "pos_mass": 4e-3}
+
+    runs = [{"seed": s, "train_error": err, "start": pt(-0.5 - 0.01 * s, 0.8, 4e-3 + 1e-4 * s),
+             "end": pt(lmin_end * (1 + 0.1 * s), 2.0, neg_end * (1 + 0.1 * s))} for s in range(3)]
+    return {"runs": runs, "tol": 1e-3}
 
 
-def test_a5_judge():
+def test_a5_judge():  # the full set (straddling, control, firing) is in test_verdicts_a5c8c9.py
+    from losslab.experiments import PARTLY_REPRODUCED
+
     assert judge_a5(_a5()).status == REPRODUCED
-    v = judge_a5(_a5(ratios=(0.05, 0.04, 0.06, 0.3, 0.4, 0.5)))  # negative curvature grows: contradiction
-    assert v.status == NOT_REPRODUCED and "Spearman" in v.reason
-    v = judge_a5(_a5(ratios=(0.6, 0.55, 0.5, 0.45, 0.45, 0.4)))  # falls, but too little
-    assert v.status == NOT_REPRODUCED and "negative curvature shrinks" in v.reason
-    assert judge_a5(_a5(losses=(2.3, 2.3, 2.2, 2.2, 2.1, 2.0))).status == INCONCLUSIVE
+    v = judge_a5(_a5(lmin_end=-0.9, neg_end=8e-3))  # negative curvature grows: contradiction
+    assert v.status == NOT_REPRODUCED and "|λmin| shrinks" in v.reason
+    v = judge_a5(_a5(lmin_end=-0.4))  # |λmin| falls, but by less than half
+    assert v.status == PARTLY_REPRODUCED and "|λmin| shrinks" in v.reason
+    assert judge_a5(_a5(err=0.05)).status == INCONCLUSIVE  # not a minimum
     assert judge_a5(_a5(conv=False)).status == INCONCLUSIVE
 
 
 # ---------------------------------------------------------------- B2
 
 
-def _b2(*, lam=(2.0, 3.0), eps=(2.0, 8.0), err=(0.0, 0.0), loss=(0.0043, 0.0051), test=(0.022, 0.029),
-        out_diff=0.0, lam_r=12.0, ada=0.0):
-    def side(i):
-        return {"train_loss": loss[i], "train_error": err[i], "test_error": test[i], "lambda_max": lam[i],
-                "eps_sharpness": eps[i]}
+def _b2(*, lam=((2.0, 3.0), (1.7, 2.8), (3.0, 4.4)), eps=((2.0, 8.0), (3.7, 12.0), (5.1, 18.0)), err=(0.0, 0.0),
+        loss=(0.0043, 0.0051), test=((0.022, 0.029), (0.024, 0.033), (0.022, 0.033)), ada=0.0):
+    def side(s, i):
+        return {"train_loss": loss[i], "train_error": err[i], "test_error": test[s][i], "lambda_max": lam[s][i],
+                "eps_sharpness": eps[s][i]}
 
-    return {"pairs": [{"seed": 0, "sb": side(0), "lb": side(1),
-                       "dinh": {"output_rel_diff": out_diff, "lambda_max": lam[0], "lambda_max_rescaled": lam_r,
-                                "adaptive_rel_diff": ada}}],
-            "fit_tolerance": 0.01, "match_rtol": 0.25, "output_rtol": 1e-5, "lambda_change": 2.0, "adaptive_rtol": 1e-4}
+    return {"pairs": [{"seed": s, "sb": side(s, 0), "lb": side(s, 1)} for s in range(len(lam))],
+            "dinh": {"seed": 0, "output_rel_diff": 0.0, "lambda_max": lam[0][0], "lambda_max_rescaled": 12.0,
+                     "adaptive_rel_diff": ada}}
 
 
-def test_b2_judge():
+def test_b2_judge():  # the full set (straddling, control, context) is in test_verdicts_a2a3b2.py
     assert judge_b2(_b2()).status == REPRODUCED
-    assert judge_b2(_b2(test=(0.03, 0.02))).status == REPRODUCED  # the test gap is reported, not decisive
-    v = judge_b2(_b2(lam=(3.0, 2.0)))  # SB sharper: contradiction
-    assert v.status == NOT_REPRODUCED and "λmax LB 2" in v.reason
-    assert judge_b2(_b2(eps=(5.0, 4.0))).status == NOT_REPRODUCED
+    v = judge_b2(_b2(lam=((3.0, 2.0), (2.8, 1.7), (4.4, 3.0)), eps=((8.0, 2.0), (12.0, 3.7), (18.0, 5.1)),
+                     test=((0.029, 0.022), (0.033, 0.024), (0.033, 0.022))))  # SB sharper and better: contradiction
+    assert v.status == NOT_REPRODUCED and "λmax" in v.reason
+    v = judge_b2(_b2(test=((0.029, 0.022), (0.033, 0.024), (0.033, 0.022))))  # the test gap is decisive now
+    assert v.status == "partly reproduced" and "LB generalizes worse" in v.reason
     assert judge_b2(_b2(err=(0.0, 0.08))).status == INCONCLUSIVE  # LB did not fit: not matched
     assert judge_b2(_b2(loss=(0.001, 0.01))).status == INCONCLUSIVE  # losses not matched
-    assert judge_b2(_b2(ada=0.3)).status == NOT_REPRODUCED  # adaptive sharpness not invariant
-    assert judge_b2(_b2(lam_r=2.5)).status == NOT_REPRODUCED  # rescaling did not change λmax
-    assert judge_b2(_b2(out_diff=0.1)).status == NOT_REPRODUCED  # not the same function
+    assert judge_b2(_b2(ada=0.3)).status == REPRODUCED  # Dinh et al.'s caveat is context only
 
 
 def test_dinh_rescaling_keeps_the_function_exactly_and_changes_lambda_max():
@@ -239,39 +181,32 @@ def test_dinh_rescaling_keeps_the_function_exactly_and_changes_lambda_max():
 # ---------------------------------------------------------------- C1
 
 
-def _c1(rc=0.2, rp=0.12, vc=-1.9e5, vp=-2.1e5, fit=0.0):
-    return {"clean": {"clean_train_error": 0.0, "radius_mean": rc, "log_volume": vc},
-            "poisoned": {"clean_train_error": fit, "radius_mean": rp, "log_volume": vp}, "fit_tolerance": 0.02}
-
-
-def test_c1_judge():
-    assert judge_c1(_c1()).status == REPRODUCED
-    v = judge_c1(_c1(rc=0.1))  # the poisoned basin is wider: contradiction
-    assert v.status == NOT_REPRODUCED and "ratio 0.83" in v.reason
-    assert judge_c1(_c1(vc=-2.2e5)).status == NOT_REPRODUCED
-    assert judge_c1(_c1(fit=0.2)).status == INCONCLUSIVE
+# C1's verdict (VERSION 2, issue 14) is tested in tests/test_verdicts_a4c1.py.
 
 
 # ---------------------------------------------------------------- C8
 
 
-def _c8(levels=(8.0, 6.5, 4.3), losses_end=(1.3, 1.2, 1.1), matched=None):
+def _c8(levels=(8.0, 6.5, 3.6), losses_end=(1.3, 1.2, 1.1), matched=None):
     runs = []
-    for i, (lr, lv) in enumerate(zip((0.1, 0.25, 0.5), levels)):
-        r = {"lr": lr, "two_over_lr": 2 / lr, "post_early_median": lv, "post_early_max": lv * 1.5,
-             "train_loss": [2.3, 1.8, losses_end[i]]}
-        if matched:
-            r["matched_lambda_max"] = matched[i]
-        runs.append(r)
-    return {"runs": runs, "edge_tolerance": 0.15, "early_fraction": 0.25}
+    for arm, (lr, lv) in enumerate(zip((0.1, 0.25, 0.5), levels)):
+        for s in range(3):
+            r = {"seed": s, "arm": arm, "lr": lr, "post_early_median": lv * (1 + 0.02 * s),
+                 "post_early_max": lv * 1.5, "train_loss": [2.3, 1.8, losses_end[arm]]}
+            if matched:
+                r["matched_lambda_max"] = matched[arm] * (1 + 0.01 * s)
+            runs.append(r)
+    return {"runs": runs, "early_fraction": 0.25}
 
 
-def test_c8_judge():
+def test_c8_judge():  # the full set (straddling, control, firing) is in test_verdicts_a5c8c9.py
+    from losslab.experiments import PARTLY_REPRODUCED
+
     assert judge_c8(_c8()).status == REPRODUCED
-    v = judge_c8(_c8(levels=(6.0, 7.0, 4.0)))  # a larger LR sits higher: contradiction
-    assert v.status == NOT_REPRODUCED and "η=0.25 flatter than η=0.1" in v.reason
-    v = judge_c8(_c8(levels=(8.0, 6.5, 5.0)))  # 5.0 > 1.15 * 2/0.5
-    assert v.status == NOT_REPRODUCED and "ratio 1.25" in v.reason
+    v = judge_c8(_c8(levels=(6.0, 7.0, 3.6)))  # a larger LR sits higher: contradiction
+    assert v.status == PARTLY_REPRODUCED and "η=0.25 below η=0.1" in v.reason
+    v = judge_c8(_c8(levels=(8.0, 6.5, 4.3)))  # 4.3 > 2/0.5: no tolerance any more
+    assert v.status == PARTLY_REPRODUCED and "η=0.5: λmax ≲ 2/η" in v.reason
     assert judge_c8(_c8(losses_end=(2.3, 1.2, 1.1))).status == INCONCLUSIVE  # one LR did not train
     v = judge_c8(_c8(matched=(5.0, 6.0, 7.0)))  # context only
     assert v.status == REPRODUCED and not next(c for c in v.checks if c.name == "ordered at matched loss").passed
@@ -288,20 +223,22 @@ def test_count_outliers_largest_relative_gap():
     assert count_outliers([5.0, 4.0, -0.1])["n_out"] == 2  # a non-positive next eigenvalue is an infinite gap
 
 
-def _c9(nouts=(10, 10, 9, 8), overlap=0.85, conv=True, final_loss=0.04):
-    recs = [{"step": s, "n_out": n, "overlap_top_c": overlap, "converged": conv} for s, n in zip((150, 240, 600, 960), nouts)]
-    return {"checkpoints": recs, "num_classes": 10, "band": 2, "overlap_factor": 10.0, "chance": 10 / 78858,
-            "initial_loss": 2.3, "final_loss": final_loss}
+def _c9(nouts=(10, 9, 10), overlap=0.8, conv=True, err=0.0):
+    runs = [{"seed": s, "train_error": err, "median_n_out": n, "median_overlap": overlap * (1 + 0.02 * s),
+             "checkpoints": [{"converged": conv}]} for s, n in enumerate(nouts)]
+    return {"runs": runs, "num_classes": 10, "chance": 10 / 78858}
 
 
-def test_c9_judge():
+def test_c9_judge():  # the full set (straddling, control, firing) is in test_verdicts_a5c8c9.py
+    from losslab.experiments import PARTLY_REPRODUCED
+
     assert judge_c9(_c9()).status == REPRODUCED
-    v = judge_c9(_c9(nouts=(3, 2, 1, 1)))  # a handful of outliers, not C: contradiction
-    assert v.status == NOT_REPRODUCED and "median 1.5 outliers" in v.reason
-    v = judge_c9(_c9(overlap=5e-4))
-    assert v.status == NOT_REPRODUCED and "x chance" in v.reason
+    v = judge_c9(_c9(nouts=(3, 2, 2)))  # a handful of outliers, not C: contradiction
+    assert v.status == PARTLY_REPRODUCED and "about C outliers" in v.reason
+    v = judge_c9(_c9(overlap=5e-3))  # 40x chance, but not most of the gradient
+    assert v.status == PARTLY_REPRODUCED and "gradient in the top-C space" in v.reason
     assert judge_c9(_c9(conv=False)).status == INCONCLUSIVE
-    assert judge_c9(_c9(final_loss=2.0)).status == INCONCLUSIVE
+    assert judge_c9(_c9(err=0.2)).status == INCONCLUSIVE
 
 
 # ---------------------------------------------------------------- every run() on tiny configs
@@ -318,10 +255,10 @@ def _runs(tmp_path, row, config):
     o = run_experiment(row, out=tmp_path, config=config)
     r = o.result
     assert r.status == "ok", (r.error, r.notes)
-    assert r.verdict_status in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+    assert r.verdict_status in (REPRODUCED, "partly reproduced", NOT_REPRODUCED, INCONCLUSIVE)
     assert r.figures and all((o.path.parent / f.path).is_file() for f in r.figures)
     assert r.key_numbers and r.comparison and r.data and r.timings["total"] > 0
-    assert r.verdict == EXPERIMENTS[row].judge(copy.deepcopy(r.measurements))
+    assert r.verdict == r.rejudge(EXPERIMENTS[row].judge)
     return r
 
 
@@ -333,57 +270,101 @@ _MOONS = dict(dataset="moons", dataset_kwargs={"n_train": 200, "n_test": 200}, m
 def test_a4_c1_run_tiny_and_share_runs(tmp_path):
     A4, C1 = EXPERIMENTS["A4"], EXPERIMENTS["C1"]
     clean, pois = _tiny(**_MOONS), _tiny(poison=100, **_MOONS)
-    r = _runs(tmp_path, "A4", A4.Config(clean=clean, poisoned=pois, num_points=5, warm_epochs=5, basin_directions=2,
+    r = _runs(tmp_path, "A4", A4.Config(clean=clean, poisoned=pois, seeds=(0, 1), warm_epochs=5, basin_directions=2,
                                         trust_radii=(0.1, 0.5)))
     m = r.measurements
-    assert m["same_init_distance"] == 0.0 and m["n_poison"] == 100 and m["n_clean"] == 200
-    (mine,) = m["minefield"]
-    # the ball searches stay inside their balls, and their runs are distinct from the unconstrained one
-    assert [t["rho"] for t in mine["trust"]] == [0.1, 0.5]
-    assert all(t["distance"] <= t["radius"] * (1 + 1e-5) for t in mine["trust"])
-    assert mine["trust"][0]["distance"] == pytest.approx(mine["trust"][0]["radius"], rel=1e-4)  # 0.1: on the sphere
+    assert [x["seed"] for x in m["seeds"]] == [0, 1] == [x["seed"] for x in m["control"]]
+    for rec in m["seeds"]:
+        assert rec["same_init_distance"] == 0.0 and rec["n_extra"] == 100 and rec["n_clean"] == 200
+        # the ball searches stay inside their balls; the null repeats every search with the true labels
+        for searches, labels in ((rec["searches"], "poison"), (rec["null_searches"], "true")):
+            assert [t["rho"] for t in searches] == [None, 0.1, 0.5] and {t["labels"] for t in searches} == {labels}
+            assert all(t["distance"] <= t["radius"] * (1 + 1e-5) for t in searches if t["rho"] is not None)
+            assert searches[1]["distance"] == pytest.approx(searches[1]["radius"], rel=1e-4)  # 0.1: on the sphere
+            gv = searches[0]
+            assert gv["curve"]["distance"][0] == 0.0 and gv["curve"]["step"][-1] == 5 * 5  # 300 rows / 64: 5 steps/epoch
+            assert gv["distance"] == pytest.approx(gv["curve"]["distance"][-1])
+            assert all(t["grad_norm"] > 0 for t in searches)
+        assert rec["searches"][0]["grad_bound"] == rec["poisoned"]["grad_norm"]
+        assert rec["clean"]["lambda_max"] > 0 and len(rec["poisoned"]["widths"]) == 2
+    # the control is the protocol without poison: the null model in the poisoned role, the null searches as searches
+    c0 = m["control"][0]
+    assert c0["searches"] == m["seeds"][0]["null_searches"] and c0["null_searches"] == []
+    assert c0["poisoned"]["labels"] == "true" and r.control["setting"] == A4.CRITERIA.control
+    assert r.criteria == A4.CRITERIA.lines()
+    # per seed: 3 poisoned searches, 3 null searches and the null model trained from scratch
     warm_runs = [p for p in (tmp_path / "cache" / "warm").glob("*/train-*") if p.is_dir()]
-    assert len(warm_runs) == 3
-    assert mine["distance_to_clean_trajectory"] <= mine["distance"] + 1e-9  # its start is on the trajectory
-    assert mine["curve"]["distance"][0] == 0.0 and mine["curve"]["step"][-1] == 5 * 5  # 300 rows / 64: 5 steps/epoch
-    assert mine["distance"] == pytest.approx(mine["curve"]["distance"][-1])
-    s = m["sharpness"]
-    assert s["clean"]["lambda_max"] > 0 and len(s["poisoned"]["widths"]) == 2 and "bad_from_final" in s
-    rc = _runs(tmp_path, "C1", C1.Config(clean=clean, poisoned=pois, num_directions=2, profile_directions=1,
-                                         profile_points=5))
+    assert len(warm_runs) == 2 * 7
+    rc = _runs(tmp_path, "C1", C1.Config(clean=clean, poisoned=pois, seeds=(0, 1), control_seeds=(2, 3),
+                                         num_directions=2, profile_directions=1, profile_points=5))
     mc = rc.measurements
-    assert mc["clean"]["radius_mean"] > 0 and len(mc["profiles"]["clean"][0]) == 5
-    assert np.asarray(mc["poisoned"]["radii"]).shape == (2, 2)
-    # C1 reused A4's runs (one run directory per config in the shared cache)
-    assert len(list((tmp_path / "cache" / "runs").glob("train-*"))) == 2
+    assert [p["seed"] for p in mc["pairs"]] == [0, 1] and [p["other_seed"] for p in mc["control"]] == [2, 3]
+    assert mc["pairs"][0]["clean"]["radius_mean"] > 0 and len(mc["profiles"]["clean"][0]) == 5
+    assert mc["control"][0]["clean"] == mc["pairs"][0]["clean"] and len(mc["pairs"][1]["poisoned"]["widths"]) == 2
+    assert rc.control["setting"] == C1.CRITERIA.control
+    # C1 reused A4's runs (one run directory per config in the shared cache) and trained the control's clean runs
+    assert {p["clean"]["run"] for p in mc["pairs"]} == {x["runs"]["clean"] for x in m["seeds"]}
+    assert len(list((tmp_path / "cache" / "runs").glob("train-*"))) == 4 + 2
+
+
+def _runs_a5c8c9(tmp_path, row, config):
+    """Like _runs, but "partly reproduced" is a possible verdict of A5, C8 and C9, and the control is required."""
+    o = run_experiment(row, out=tmp_path, config=config)
+    r = o.result
+    assert r.status == "ok", (r.error, r.notes)
+    assert r.figures and all((o.path.parent / f.path).is_file() for f in r.figures)
+    assert r.key_numbers and r.comparison and r.data and r.timings["total"] > 0
+    assert r.criteria and r.control["verdict"] not in (None, "none")
+    assert r.verdict == r.rejudge(EXPERIMENTS[row].judge)
+    return r
 
 
 def test_a5_runs_tiny(tmp_path):
-    cfg = EXPERIMENTS["A5"].Config(train=_tiny(optimizer="sgd", lr=0.1, checkpoints="log:6"), num_checkpoints=4,
-                                   hessian_examples=128)
-    r = _runs(tmp_path, "A5", cfg)
-    recs = r.measurements["checkpoints"]
-    assert len(recs) == 4 and recs[0]["step"] == 0 and all(c["lambda_min"] <= c["lambda_max"] for c in recs)
-    assert r.measurements["hessian_examples"] == 128
+    cfg = EXPERIMENTS["A5"].Config(train=_tiny(optimizer="sgd", lr=0.1, checkpoints="log:6"), seeds=(0, 1),
+                                   num_checkpoints=4, hessian_examples=128, slq_probes=1, slq_steps=8)
+    r = _runs_a5c8c9(tmp_path, "A5", cfg)
+    runs = r.measurements["runs"]
+    assert [x["seed"] for x in runs] == [0, 1] and r.measurements["hessian_examples"] == 128
+    for x in runs:
+        assert len(x["path"]) == 4 and x["path"][0]["step"] == 0 and x["start"]["step"] == 0
+        assert all(c["lambda_min"] <= c["lambda_max"] for c in x["path"])
+        assert x["control_start"]["step"] == x["end"]["step"] and x["start"]["neg_mass"] >= 0
+        assert x["control_start"]["probe_seed"] == x["start"]["probe_seed"] != x["end"]["probe_seed"]
 
 
 def test_b2_runs_tiny(tmp_path):
     sb = _tiny(batch_size=64, epochs=3, checkpoints="epoch:1")
     lb = _tiny(batch_size=0, epochs=10, checkpoints="epoch:2")
-    cfg = EXPERIMENTS["B2"].Config(sb=sb, lb=lb, epsilon_steps=2, rho_steps=2, num_points=5)
-    r = _runs(tmp_path, "B2", cfg)
-    (p,) = r.measurements["pairs"]
-    assert p["dinh"]["output_rel_diff"] == 0.0 and p["dinh"]["adaptive_rel_diff"] < 1e-9
-    assert len(p["parametric"]["alpha"]) == 5 and p["parametric"]["alpha"][0] == -1.0
-    assert max(p["sb"]["train_loss"], p["lb"]["train_loss"]) <= p["target_loss"] * (1 + 1e-6)
+    cfg = EXPERIMENTS["B2"].Config(sb=sb, lb=lb, seeds=(0, 1), control_order_seeds=(500, 501), epsilon_steps=2,
+                                   rho_steps=2, num_points=5)
+    o = run_experiment("B2", out=tmp_path, config=cfg)
+    r = o.result  # like _runs, but "partly reproduced" is a possible verdict here
+    assert r.status == "ok", (r.error, r.notes)
+    assert r.figures and all((o.path.parent / f.path).is_file() for f in r.figures)
+    assert r.key_numbers and r.comparison and r.criteria and r.control["verdict"] != "none"
+    assert r.verdict == r.rejudge(EXPERIMENTS["B2"].judge)
+    m = r.measurements
+    assert [p["seed"] for p in m["pairs"]] == [0, 1] and [c["order_seed"] for c in m["control"]] == [500, 501]
+    assert m["dinh"]["output_rel_diff"] == 0.0 and m["dinh"]["adaptive_rel_diff"] < 1e-9
+    assert len(m["parametric"]["alpha"]) == 5 and m["parametric"]["alpha"][0] == -1.0
+    for p in m["pairs"] + m["control"]:
+        assert max(p["sb"]["train_loss"], p["lb"]["train_loss"]) <= p["target_loss"] * (1 + 1e-5)
+    assert m["control"][0]["lb"]["order_seed"] == 500 and m["control"][0]["sb"]["order_seed"] == 0
+    # SB, LB and the control's second SB run per seed
+    assert len(list((tmp_path / "cache" / "runs").glob("train-*"))) == 6
 
 
 def test_c8_runs_tiny_and_reuses_tracked_runs(tmp_path):
     base = _tiny(model_kwargs={"width": 16, "depth": 1}, optimizer="sgd", momentum=0.0, epochs=2, checkpoints="none")
-    cfg = EXPERIMENTS["C8"].Config(train=base, lrs=(0.05, 0.2), every=2, data_subset=128)
-    r = _runs(tmp_path, "C8", cfg)
+    cfg = EXPERIMENTS["C8"].Config(train=base, lrs=(0.05, 0.2), seeds=(0, 1), every=2, data_subset=128,
+                                   control_lr=0.2, control_order_offsets=(100,))
+    r = _runs_a5c8c9(tmp_path, "C8", cfg)
     runs = r.measurements["runs"]
-    assert [x["lr"] for x in runs] == [0.05, 0.2] and runs[0]["step"][0] == 0 and runs[0]["total_steps"] == 12
+    assert [(x["seed"], x["lr"]) for x in runs] == [(0, 0.05), (0, 0.2), (1, 0.05), (1, 0.2)]
+    assert runs[0]["step"][0] == 0 and runs[0]["total_steps"] == 12
+    ctrl = r.measurements["control"]  # the seed's own run at 0.2, then one with data order seed + 100
+    assert [(x["seed"], x["arm"], x["lr"], x["order_seed"]) for x in ctrl] == [(0, 0, 0.2, 0), (0, 1, 0.2, 100),
+                                                                                (1, 0, 0.2, 1), (1, 1, 0.2, 101)]
     msgs = []
     cfg2 = dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr=0.05))
     _, recs = train_tracked(cfg2, {"every": 2, "data_subset": 128, "seed": 0, "tol": 1e-3},
@@ -392,10 +373,14 @@ def test_c8_runs_tiny_and_reuses_tracked_runs(tmp_path):
 
 
 def test_c9_runs_tiny(tmp_path):
-    cfg = EXPERIMENTS["C9"].Config(train=_tiny(checkpoints="log:6"), hessian_examples=128, num_checkpoints=2,
-                                   slq_probes=1, slq_steps=5, early_loss_ratio=0.9)
-    r = _runs(tmp_path, "C9", cfg)
+    train = _tiny(dataset="mnist1d", dataset_kwargs={"num_samples": 400}, checkpoints="log:6", epochs=4)
+    cfg = EXPERIMENTS["C9"].Config(train=train, seeds=(0, 1), hessian_examples=128, num_checkpoints=2, slq_probes=1,
+                                   slq_steps=5, early_loss_ratio=0.9)
+    r = _runs_a5c8c9(tmp_path, "C9", cfg)
     m = r.measurements
-    assert m["k"] == 20 and all(len(c["eigenvalues"]) == 20 for c in m["checkpoints"])
-    assert all(0 <= c["overlap_top_c"] <= c["overlap_top_k"] <= 1 + 1e-9 for c in m["checkpoints"])
-    assert "slq" in m and m["checkpoints"][-1]["step"] == r.measurements["checkpoints"][-1]["step"]
+    assert m["k"] == 20 and [x["seed"] for x in m["runs"]] == [0, 1]
+    for x in m["runs"] + m["control"]:
+        assert all(len(c["eigenvalues"]) == 20 for c in x["checkpoints"])
+        assert all(0 <= c["overlap_top_c"] <= c["overlap_top_k"] <= 1 + 1e-9 for c in x["checkpoints"])
+    assert [x["model_classes"] for x in m["runs"]] == [10, 10] and [x["model_classes"] for x in m["control"]] == [5, 5]
+    assert "slq" in m["runs"][0] and "slq" not in m["control"][0]

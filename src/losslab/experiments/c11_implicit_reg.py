@@ -2,28 +2,28 @@
 2015, arXiv 1412.6614), and it is not norm minimization (Razin & Cohen 2020, arXiv 2005.06398).
 
 1. **Width sweep.** One-hidden-layer ReLU MLPs of increasing width on scikit-learn digits, all trained with the
-   same budget (SGD, no explicit regularization). The interpolation threshold is the first width whose train
-   error is ``<= interp_threshold``. Past it, test error must not increase with width: every wider net's test
-   error :math:`e_j` is at most the best narrower (interpolating) net's :math:`\\min_{i<j} e_i` plus the noise of
-   the two test-error estimates,
+   same budget (SGD, no explicit regularization), on each of several seeds (init and data order). For each seed
+   the *interpolation width* :math:`w_0` is the first width whose train error is ``<= 1%``. Per seed:
 
-   .. math::
+   * the largest rise past it, :math:`\\max_{w > w_0} e(w) - e(w_0)` (the claim "non-increasing" says it is not
+     positive beyond a fixed margin), and
+   * the fall to the widest net, :math:`e(w_{\\max}) - e(w_0)` (Neyshabur et al.: it keeps falling, so < 0).
 
-       \\tau_{ij} = z\\,\\sqrt{e_i(1-e_i)/n + e_j(1-e_j)/n}, \\qquad n = n_{test} \\times \\#\\text{seeds}.
+   Both are judged on a 95% t-interval over seeds (:data:`CRITERIA`). "No increase" is a one-sided
+   (non-inferiority) test against a margin: a clear *fall* supports the claim, so a two-sided equivalence test
+   would be the wrong test; a noisy measurement gives a wide interval and an undecided check, never a pass.
 
-2. **Deep matrix factorization** (:func:`losslab.probes.deep_matrix_completion`): a depth-``depth`` product of
-   2x2 matrices trained by gradient descent (balanced init :math:`0.1 I`) on Razin & Cohen's completion problem
-   (observed :math:`w_{12} = w_{21} = 1`, :math:`w_{22} = 0`; :math:`w_{11}` unobserved). The minimum-nuclear-norm
-   completion is :math:`w_{11} = 0` (nuclear norm 2, computed numerically here); gradient descent instead drives
-   :math:`|w_{11}|` and every norm up while the loss goes to 0 (det W > 0 is kept, so fitting forces
-   :math:`|w_{11}| \\to \\infty`): the implicit bias is toward low rank, not small norm.
+2. **Deep matrix factorization** (:func:`losslab.probes.deep_matrix_completion`): a depth-3 product of 2x2
+   matrices trained by gradient descent on Razin & Cohen's completion problem (observed
+   :math:`w_{12} = w_{21} = 1`, :math:`w_{22} = 0`; :math:`w_{11}` unobserved), from a balanced random init
+   :math:`0.1\\,R_s` (:math:`R_s` a random rotation, so :math:`\\det W > 0`, one per seed). The minimum-nuclear-norm
+   completion is :math:`w_{11} = 0` (nuclear norm 2); with :math:`\\det W > 0` kept, fitting forces
+   :math:`|w_{11}| \\to \\infty`: the loss goes to 0 while :math:`|w_{11}|` and every norm grow.
 
-Checks: precondition — some width interpolates and wider ones exist; decisive — test error non-increasing past
-the threshold (within :math:`\\tau`); the factorization's loss falls below ``loss_drop`` of its start; once the
-loss is below 10% of its start, :math:`|w_{11}|`, the nuclear, Frobenius and Schatten-1/2 and -1/4 (quasi-)norms
-never decrease and end at least ``min_growth`` times higher; the final nuclear norm is at least ``min_growth``
-times the minimum-nuclear-norm completion's. Context: the widest net's test error vs the threshold net's;
-other depths (full profile); the effective rank falls to about 1.
+Negative control (judged by the same :func:`judge`): the width sweep with its widest net trained on a quarter of
+the training set (its test error must rise, so both width checks must fail), and the *depth-1* factorization from
+the same inits (plain GD on the matrix itself has no implicit low-rank bias: the unobserved entry gets no
+gradient and stays at its initial value, so no norm grows).
 """
 from __future__ import annotations
 
@@ -31,27 +31,76 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..config import TrainConfig
-from ._base import Check, ExperimentResult, Verdict, verdict_from_checks
-from .common import (
-    Timer,
-    describe_data,
-    new_figure,
-    save_figure,
-    train_config,
-    train_run,
-)
-from .d1_intrinsic_dim import log_ticks
+from ._base import ExperimentResult, Verdict, verdict_from_checks
+from .common import Timer, describe_data, new_figure, save_figure, train_config, train_run
+from .criteria import Control, Criteria, Criterion, per_seed
 
 ID = "C11"
-VERSION = 1
-COST = {"quick": 20, "full": 240}
+VERSION = 2
+COST = {"quick": 25, "full": 150}
 
 NORMS = ("unobserved", "nuclear", "frobenius", "schatten_half", "schatten_quarter")
+GROWTH_NORMS = ("nuclear", "frobenius", "schatten_half", "schatten_quarter")
+INTERP = 0.01
+"""A width interpolates (on a seed) when its train error is at most this."""
+
+CRITERIA = Criteria(
+    preconditions=(
+        Criterion("some width interpolates", "number of swept widths wider than the seed's interpolation width "
+                  "(first width with train error <= 1%)", ">=", 1,
+                  "Neyshabur et al. 2015 compare widths past the size that fits the training set; train error <= 1% "
+                  "as for every row about minima (issue 14)", precondition=True),
+    ),
+    claims=(
+        Criterion("no increase past interpolation", "largest rise of test error of a wider net over the same seed's "
+                  "interpolation-width net, max_{w > w0} e(w) - e(w0)", "<", 0.005,
+                  "SURVEY check 'test error non-increasing in width past interpolation' (Neyshabur et al. 2015, "
+                  "Fig. 1); non-inferiority margin 0.005 = 2.25 of the 450 test digits, about a fifth of the "
+                  "interpolating net's error; one-sided because a fall supports the claim"),
+        Criterion("keeps falling", "test error of the widest net minus the same seed's interpolation-width net",
+                  "<", 0.0, "Neyshabur et al. 2015, Fig. 1: test error keeps decreasing as width grows past the size "
+                  "that fits the training set"),
+        Criterion("factorization fits", "final / initial loss of GD on the depth-3 factorization", "<", 0.01,
+                  "Razin & Cohen 2020: the loss goes to 0; 1% of its start (as registered in v1)"),
+        Criterion("|w11| grows", "|w11| at the end / at the first step with loss <= 10% of its start", ">", 2.0,
+                  "Razin & Cohen 2020: |w11| -> infinity while the loss -> 0; 2x (as in v1)"),
+        Criterion("every norm grows", "smallest growth factor (end / first step with loss <= 10% of start) over the "
+                  "nuclear, Frobenius, Schatten-1/2 and Schatten-1/4 (quasi-)norms", ">", 2.0,
+                  "Razin & Cohen 2020: every norm (and quasi-norm) grows toward infinity while the loss -> 0; 2x "
+                  "(as in v1)"),
+        Criterion("not nuclear-norm minimization", "final nuclear norm / the minimum-nuclear-norm completion's "
+                  "(2, at w11 = 0)", ">", 2.0,
+                  "Razin & Cohen 2020: GD does not approach the minimum-norm completion; 2x (as in v1)"),
+        Criterion("norms never fall after fitting", "largest relative decrease of any norm series after the loss "
+                  "first fell below 10% of its start", "<", 1e-6, "context: monotone growth", decisive=False),
+        Criterion("effective rank -> 1", "final effective rank of the product", "<", 1.05,
+                  "context: Razin & Cohen's implicit bias toward low rank", decisive=False),
+    ),
+    control="the same judge on (i) the width sweep with its widest net trained on a quarter of the training set "
+            "(test error must rise: both width checks must fail) and (ii) the depth-1 factorization from the same "
+            "inits (GD on the matrix itself: w11 gets no gradient, no norm grows)",
+    seeds="8 independent seeds in quick and in full (init and data order of every width; the rotation of the "
+          "factorization's init); the control on the same seeds",
+    registered="2026-12-04",
+    changes=(
+        "criterion changed on 2026-12-04 because v1 counted 'no significant difference' (a rise within 2 binomial sd "
+        "of the pooled test sets, ~0.02, on one seed) as reproduction, which passes more easily the less data there "
+        "is: the rise is now judged per seed on a 95% t-interval against a fixed margin of 0.005, and the fall "
+        "Neyshabur et al. report is decisive too",
+        "criterion changed on 2026-12-04 because the interpolation width was found on the mean over seeds: it is now "
+        "found per seed (train error <= 1% on that seed)",
+        "criterion changed on 2026-12-04 because one deterministic identity init gives no seed-level variance: the "
+        "factorization starts from one random rotation (det > 0, balanced) per seed; 'never decreasing' became "
+        "context and the four norms' growth one check (the smallest factor)",
+        "seeds changed on 2026-12-04 from 5 to 8 AFTER a pilot in which master seed 1 left 'keeps falling' undecided "
+        "while master seed 0 passed; no threshold changed, but the choice was made after seeing results",
+    ),
+)
 
 
 def width_mlp(width: int = 64, epochs: int = 40) -> TrainConfig:
@@ -60,11 +109,14 @@ def width_mlp(width: int = 64, epochs: int = 40) -> TrainConfig:
                         lr=0.05, momentum=0.9, epochs=epochs, checkpoints="none")
 
 
-def with_width(config: TrainConfig, width: int) -> TrainConfig:
-    """The same run with another hidden width."""
+def with_width(config: TrainConfig, width: int, subsample: int = 0) -> TrainConfig:
+    """The same run with another hidden width (and, with ``subsample``, that many training examples)."""
     kw = dict(config.model.model_kwargs)
     kw["width"] = int(width)
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, model_kwargs=kw))
+    out = dataclasses.replace(config, model=dataclasses.replace(config.model, model_kwargs=kw))
+    if subsample:
+        out = dataclasses.replace(out, data=dataclasses.replace(out.data, subsample=int(subsample)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -74,29 +126,22 @@ class Config:
     Attributes:
         train: the run recipe (its width is replaced by each of ``widths``).
         widths: hidden widths (increasing).
-        seeds: seeds per width.
-        interp_threshold: a width interpolates when its mean train error is ``<=`` this.
-        z: noise multiplier of the tolerance.
+        seeds: seeds of every width and of the factorization's init (rotation).
+        control_subsample: training examples of the control's widest net (a quarter of digits' 1347).
         depth, steps, init_scale, lr, step: the factorization (:func:`losslab.probes.deep_matrix_completion`).
-        context_depths: further factorization depths shown for context.
-        loss_drop: decisive: final loss <= loss_drop x initial loss.
-        min_growth: decisive: norms end >= min_growth x their value when the loss reached 10% of its start,
-            and the final nuclear norm >= min_growth x the minimum-nuclear-norm completion.
+        control_depth: depth of the control factorization (1: no implicit bias).
     """
 
     train: TrainConfig = field(default_factory=width_mlp)
-    widths: tuple[int, ...] = (8, 32, 128, 512, 2048)
-    seeds: tuple[int, ...] = (0,)
-    interp_threshold: float = 0.01
-    z: float = 2.0
+    widths: tuple[int, ...] = (8, 32, 128, 512)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
+    control_subsample: int = 337
     depth: int = 3
     steps: int = 20000
     init_scale: float = 0.1
     lr: float = 0.2
     step: str = "normalized"
-    context_depths: tuple[int, ...] = ()
-    loss_drop: float = 0.01
-    min_growth: float = 2.0
+    control_depth: int = 1
 
     @classmethod
     def quick(cls) -> "Config":
@@ -104,8 +149,7 @@ class Config:
 
     @classmethod
     def full(cls) -> "Config":
-        return cls(train=width_mlp(epochs=60), widths=(4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
-                   seeds=(0, 1, 2), steps=100000, context_depths=(2, 4))
+        return cls(train=width_mlp(epochs=60), widths=(4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048), steps=100000)
 
 
 def min_nuclear_completion(observed: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -133,204 +177,242 @@ def min_nuclear_completion(observed: Mapping[str, float] | None = None) -> dict[
     return {"value": float(res.x), "nuclear": float(res.fun), "entry": u}
 
 
-def _factorization(depth: int, config: Config) -> dict[str, Any]:
+def _factorization(depth: int, config: Config, seed: int) -> dict[str, Any]:
     from ..probes import deep_matrix_completion
 
-    r = deep_matrix_completion(depth, init_scale=config.init_scale, lr=config.lr, steps=config.steps,
-                               step=config.step)  # type: ignore[arg-type]
+    r = deep_matrix_completion(depth, init_scale=config.init_scale, init="random", seed=int(seed), lr=config.lr,
+                               steps=config.steps, step=config.step)  # type: ignore[arg-type]
     out = {k: np.asarray(getattr(r, k), dtype=float).tolist() for k in ("loss", *NORMS, "effective_rank", "det")}
-    out.update(depth=depth, steps=np.asarray(r.steps).tolist(), product=np.asarray(r.product).tolist(),
+    out.update(seed=int(seed), depth=depth, steps=np.asarray(r.steps).tolist(), product=np.asarray(r.product).tolist(),
                observed=r.meta["observed"], seconds=r.meta["seconds"])
     return out
+
+
+def _fin(x: Any, f: Callable[[np.ndarray], Any] = np.mean) -> float:
+    """``f`` over the finite entries of ``x`` (NaN when there are none, without a warning)."""
+    v = np.asarray(x, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    return float(f(v)) if v.size else math.nan
 
 
 def _weight_norm(model: Any) -> float:
     return float(math.sqrt(sum(float((p.detach().double() ** 2).sum()) for p in model.parameters() if p.dim() > 1)))
 
 
-def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[str], None]) -> ExperimentResult:
-    """Width sweep (trained runs, shared cache) and the factorization; judge; plot."""
-    from . import recipes
+def width_stats(widths: Sequence[int], run: Mapping[str, Any]) -> dict[str, Any]:
+    """One seed's sweep: its interpolation width (first with train error <= 1%), how many wider widths there are,
+    the largest rise of test error past it and the change to the widest net (NaN without an interpolating width).
 
-    timer = Timer()
-    widths = sorted(int(w) for w in config.widths)
-    rows = []
-    bundle = None
-    for w in widths:
-        tr, te, wn, names = [], [], [], []
-        for s in config.seeds:
-            with timer("train"):
-                r = train_run(recipes.with_seed(with_width(config.train, w), s), cache_dir, progress)
-            tr.append(r.summary["train_error"])
-            te.append(r.summary["test_error"])
-            wn.append(_weight_norm(r.build_model()))
-            names.append(r.path.name)
-            if bundle is None:
-                bundle = r.bundle()
-        rows.append({"width": w, "train_error": float(np.mean(tr)), "test_error": float(np.mean(te)),
-                     "train_error_per_seed": tr, "test_error_per_seed": te, "weight_norm": float(np.mean(wn)),
-                     "runs": names})
-        progress(f"width {w}: train error {np.mean(tr):.4f}, test error {np.mean(te):.4f}")
-    assert bundle is not None
-    with timer("factorization"):
-        fact = _factorization(config.depth, config)
-        ctx = [_factorization(d, config) for d in config.context_depths if d != config.depth]
-    mn = min_nuclear_completion(fact["observed"])
-    progress(f"depth-{config.depth} factorization: loss {fact['loss'][0]:.3g} -> {fact['loss'][-1]:.3g}, |w11| "
-             f"{fact['unobserved'][0]:.3g} -> {fact['unobserved'][-1]:.3g}")
-    m = {"widths": rows, "n_test": len(bundle.test), "n_seeds": len(config.seeds),
-         "interp_threshold": config.interp_threshold, "z": config.z, "factorization": fact,
-         "context_factorizations": ctx, "min_nuclear": mn, "loss_drop": config.loss_drop,
-         "min_growth": config.min_growth}
-    verdict = judge(m)
-
-    with timer("plot"):
-        fig_ref = _figure(m, work_dir)
-    a = width_analysis(m)
-    f = fact
-    key = {
-        "interpolation threshold (width)": a["threshold_width"],
-        "test error at threshold / widest": f"{a['e_threshold']:.4f} / {a['e_last']:.4f}"
-        if a["threshold_width"] is not None else "n/a",
-        "worst rise past threshold (tolerance)": f"{a['worst_excess']:+.4f}" if a["threshold_width"] is not None else "n/a",
-        f"depth-{config.depth} loss first / last": f"{f['loss'][0]:.3g} / {f['loss'][-1]:.3g}",
-        "|w11|, nuclear norm last (min completion)": f"{f['unobserved'][-1]:.3g}, {f['nuclear'][-1]:.3g} ({mn['nuclear']:.3g})",
-    }
-    te = ", ".join(f"{r['width']}: {r['test_error']:.3f}" for r in rows)
-    comparison = (
-        f"Test error by width (train error <= {config.interp_threshold:g} from width {a['threshold_width']}): {te}. "
-        f"Depth-{config.depth} 2x2 factorization: loss {f['loss'][0]:.3g} -> {f['loss'][-1]:.3g} over {config.steps} GD "
-        f"steps while |w11| {f['unobserved'][0]:.3g} -> {f['unobserved'][-1]:.3g}, nuclear norm {f['nuclear'][0]:.3g} -> "
-        f"{f['nuclear'][-1]:.3g} (the minimum-nuclear-norm completion has {mn['nuclear']:.3g}, w11 = 0), effective rank "
-        f"{f['effective_rank'][0]:.2f} -> {f['effective_rank'][-1]:.3f}."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        seeds={"runs": list(config.seeds), "note": "init and data order from each run's seed; factorization: "
-                                                  "deterministic identity init"},
-        data=describe_data(bundle) + "; factorization: Razin & Cohen's 2x2 completion", timings=timer.seconds,
-    )
-
-
-def width_analysis(m: Mapping[str, Any]) -> dict[str, Any]:
-    """Threshold width and the largest excess of a wider net's test error over the best narrower
-    interpolating net's, relative to the tolerance (``excess - tolerance``; ``<= 0`` everywhere means
-    non-increasing)."""
-    rows = sorted(m["widths"], key=lambda r: r["width"])
-    n = float(m["n_test"]) * float(m.get("n_seeds", 1))
-    z = float(m["z"])
-    thr = next((i for i, r in enumerate(rows) if r["train_error"] <= float(m["interp_threshold"])), None)
-    out: dict[str, Any] = {"threshold_index": thr, "threshold_width": None if thr is None else rows[thr]["width"],
-                           "n_past": 0 if thr is None else len(rows) - thr - 1, "steps": []}
-    if thr is None:
-        out.update(e_threshold=math.nan, e_last=math.nan, worst_excess=math.nan)
-        return out
-    worst = -math.inf
-    for j in range(thr + 1, len(rows)):
-        prev = [rows[i]["test_error"] for i in range(thr, j)]
-        i_best = thr + int(np.argmin(prev))
-        ei, ej = rows[i_best]["test_error"], rows[j]["test_error"]
-        tol = z * math.sqrt(ei * (1 - ei) / n + ej * (1 - ej) / n)
-        excess = ej - ei - tol
-        out["steps"].append({"width": rows[j]["width"], "best_narrower": rows[i_best]["width"], "e": ej, "e_best": ei,
-                             "tolerance": tol, "excess": excess})
-        worst = max(worst, excess)
-    out.update(e_threshold=rows[thr]["test_error"], e_last=rows[-1]["test_error"],
-               worst_excess=worst if out["steps"] else math.nan)
-    return out
+    Example:
+        >>> s = width_stats([8, 32, 128], {"train_error": [0.03, 0.008, 0.005], "test_error": [0.05, 0.027, 0.024]})
+        >>> s["threshold_width"], s["n_past"], round(s["rise"], 3), round(s["fall"], 3)
+        (32, 1, -0.003, -0.003)
+    """
+    tr = [float(x) for x in run["train_error"]]
+    te = [float(x) for x in run["test_error"]]
+    i0 = next((i for i, e in enumerate(tr) if e <= INTERP), None)
+    if i0 is None or i0 == len(tr) - 1:
+        return {"threshold_width": None if i0 is None else widths[i0], "n_past": 0, "rise": math.nan,
+                "fall": math.nan, "e0": math.nan if i0 is None else te[i0]}
+    rises = [te[j] - te[i0] for j in range(i0 + 1, len(te))]
+    return {"threshold_width": widths[i0], "n_past": len(te) - i0 - 1, "rise": float(max(rises)),
+            "fall": float(te[-1] - te[i0]), "e0": te[i0]}
 
 
 def _growth(f: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """Growth of series ``key`` from the first recorded step with loss <= 10% of its start to the end."""
     loss = np.asarray(f["loss"], dtype=float)
     v = np.asarray(f[key], dtype=float)
     fit = np.nonzero(loss <= 0.1 * loss[0])[0]
     if fit.size == 0:
-        return {"monotone": None, "growth": math.nan, "start": math.nan, "last": float(v[-1])}
+        return {"growth": math.nan, "drop": math.nan, "start": math.nan, "last": float(v[-1]), "from_step": None}
     i = int(fit[0])
     tail = v[i:]
-    mono = bool(np.all(np.diff(tail) >= -1e-9 * np.maximum(1.0, np.abs(tail[:-1]))))
-    return {"monotone": mono, "growth": float(v[-1] / v[i]) if v[i] > 0 else math.inf, "start": float(v[i]),
-            "last": float(v[-1]), "from_step": int(f["steps"][i])}
+    drops = (tail[:-1] - tail[1:]) / np.maximum(np.abs(tail[:-1]), 1e-300)
+    return {"growth": float(v[-1] / v[i]) if v[i] > 0 else math.inf, "drop": float(max(0.0, drops.max(initial=0.0))),
+            "start": float(v[i]), "last": float(v[-1]), "from_step": int(f["steps"][i])}
+
+
+def factorization_stats(f: Mapping[str, Any], min_nuclear: float) -> dict[str, float]:
+    """The per-seed statistics of :data:`CRITERIA` for one factorization run."""
+    g = {k: _growth(f, k) for k in NORMS}
+    return {"loss_ratio": float(f["loss"][-1]) / float(f["loss"][0]),
+            "w11_growth": g["unobserved"]["growth"],
+            "norm_growth": float(min(g[k]["growth"] for k in GROWTH_NORMS)),
+            "nuclear_ratio": float(f["nuclear"][-1]) / float(min_nuclear),
+            "norm_drop": float(max(g[k]["drop"] for k in NORMS)),
+            "erank": float(f["effective_rank"][-1])}
+
+
+def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[str], None]) -> ExperimentResult:
+    """Width sweep per seed (trained runs, shared cache), factorizations per seed, the control; judge; plot."""
+    from . import recipes
+
+    timer = Timer()
+    widths = [int(w) for w in config.widths]
+    if widths != sorted(widths):
+        raise ValueError("widths must be increasing")
+    runs, ctrl_runs = [], []
+    bundle = None
+    for s in config.seeds:
+        rec: dict[str, Any] = {"seed": int(s), "train_error": [], "test_error": [], "weight_norm": [], "runs": []}
+        for w in widths:
+            with timer("train"):
+                r = train_run(recipes.with_seed(with_width(config.train, w), s), cache_dir, progress)
+            if bundle is None:
+                bundle = r.bundle()
+            rec["train_error"].append(float(r.summary["train_error"]))
+            rec["test_error"].append(float(r.summary["test_error"]))
+            rec["weight_norm"].append(_weight_norm(r.build_model()))
+            rec["runs"].append(r.path.name)
+        runs.append(rec)
+        st = width_stats(widths, rec)
+        progress(f"seed {s}: test error by width " + ", ".join(f"{w}: {e:.4f}" for w, e in zip(widths, rec["test_error"]))
+                 + f" (interpolates from {st['threshold_width']})")
+        # control: the same sweep with its widest net trained on a quarter of the training set
+        with timer("control"):
+            rc = train_run(recipes.with_seed(with_width(config.train, widths[-1], config.control_subsample), s),
+                           cache_dir, progress)
+        ctrl_runs.append({"seed": int(s), "train_error": rec["train_error"][:-1] + [float(rc.summary["train_error"])],
+                          "test_error": rec["test_error"][:-1] + [float(rc.summary["test_error"])],
+                          "runs": rec["runs"][:-1] + [rc.path.name]})
+    assert bundle is not None
+    ctrl_widths = list(widths)
+    with timer("factorization"):
+        facts = [_factorization(config.depth, config, s) for s in config.seeds]
+        ctrl_facts = [_factorization(config.control_depth, config, s) for s in config.seeds]
+    mn = min_nuclear_completion(facts[0]["observed"])
+    for f in facts:
+        progress(f"depth-{config.depth} factorization seed {f['seed']}: loss {f['loss'][0]:.3g} -> {f['loss'][-1]:.3g}, "
+                 f"|w11| {f['unobserved'][0]:.3g} -> {f['unobserved'][-1]:.3g}")
+    m = {"widths": widths, "runs": runs, "n_test": len(bundle.test), "factorizations": facts, "min_nuclear": mn,
+         "depth": config.depth,
+         "control": {"widths": ctrl_widths, "runs": ctrl_runs, "factorizations": ctrl_facts,
+                     "depth": config.control_depth, "subsample": config.control_subsample,
+                     "note": f"position 1: width {widths[-1]} trained on {config.control_subsample} examples"}}
+    verdict = judge(m)
+    cverdict = judge({**m["control"], "min_nuclear": mn})
+    control = Control(CRITERIA.control, cverdict)
+
+    with timer("plot"):
+        fig_ref = _figure(m, work_dir)
+    ws = [width_stats(widths, r) for r in runs]
+    cs = [width_stats(ctrl_widths, r) for r in ctrl_runs]
+    fs = [factorization_stats(f, mn["nuclear"]) for f in facts]
+    cfs = [factorization_stats(f, mn["nuclear"]) for f in ctrl_facts]
+    rise = np.array([s["rise"] for s in ws], dtype=float)
+    fall = np.array([s["fall"] for s in ws], dtype=float)
+    mean_te = np.mean([r["test_error"] for r in runs], axis=0)
+    key = {
+        "test error by width (mean over seeds)": ", ".join(f"{w}: {e:.4f}" for w, e in zip(widths, mean_te)),
+        "largest rise past interpolation (mean, max seed)": f"{_fin(rise):+.4f}, {_fin(rise, np.max):+.4f}",
+        "widest - interpolating (mean)": f"{_fin(fall):+.4f}",
+        f"depth-{config.depth}: |w11| growth / smallest norm growth (min seed)":
+            f"{min(s['w11_growth'] for s in fs):.1f}x / {min(s['norm_growth'] for s in fs):.1f}x",
+        "control: widest on 1/4 data - interpolating (mean)": f"{_fin([s['fall'] for s in cs]):+.4f}",
+        f"control depth-{config.control_depth}: |w11| growth (max seed)": f"{max(s['w11_growth'] for s in cfs):.2f}x",
+    }
+    thr = ", ".join(str(s["threshold_width"]) for s in ws)
+    comparison = (
+        f"Test error of one-hidden-layer MLPs on digits, mean over {len(runs)} seeds, by width: "
+        + ", ".join(f"{w}: {e:.4f}" for w, e in zip(widths, mean_te))
+        + f" (interpolation width per seed: {thr}). Per seed the largest rise past the interpolation width is "
+        f"{', '.join(f'{x:+.4f}' for x in rise)} and the widest net's change {', '.join(f'{x:+.4f}' for x in fall)} "
+        f"(one test digit = {1 / len(bundle.test):.4f}). Depth-{config.depth} 2x2 factorization from {len(facts)} random "
+        f"rotation inits: loss / start {min(s['loss_ratio'] for s in fs):.2g}-{max(s['loss_ratio'] for s in fs):.2g}, "
+        f"|w11| grew {min(s['w11_growth'] for s in fs):.1f}-{max(s['w11_growth'] for s in fs):.1f}x and every norm at "
+        f"least {min(s['norm_growth'] for s in fs):.1f}x after fitting; final nuclear norm "
+        f"{min(f['nuclear'][-1] for f in facts):.3g}-{max(f['nuclear'][-1] for f in facts):.3g} vs {mn['nuclear']:.3g} for "
+        f"the minimum-nuclear-norm completion; effective rank -> {max(s['erank'] for s in fs):.3f}. Control: width "
+        f"{widths[-1]} trained on {config.control_subsample} examples changes the test error by "
+        f"{', '.join(format(s['fall'], '+.4f') for s in cs)} per seed; the depth-{config.control_depth} factorization's |w11| "
+        f"grows {max(s['w11_growth'] for s in cfs):.2f}x at most (control verdict: {cverdict.status})."
+    )
+    return ExperimentResult.create(
+        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
+        criteria=CRITERIA, control=control,
+        seeds={"runs": list(config.seeds), "factorization": list(config.seeds), "control": list(config.seeds),
+               "note": "seed s: init and data order of every width; rotation of the factorization's balanced init"},
+        data=describe_data(bundle) + "; factorization: Razin & Cohen's 2x2 completion", timings=timer.seconds,
+    )
 
 
 def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
-    fig, axes = new_figure(2, 1, width=5.0, height=3.4)
-    rows = sorted(m["widths"], key=lambda r: r["width"])
-    w = [r["width"] for r in rows]
+    fig, axes = new_figure(2, 1, width=5.0, height=3.6)
+    widths = m["widths"]
     ax = axes[0]
-    ax.plot(w, [r["train_error"] for r in rows], "s--", color="C0", label="train error")
-    ax.plot(w, [r["test_error"] for r in rows], "o-", color="C3", label="test error")
-    for r in rows:
-        if len(r["test_error_per_seed"]) > 1:
-            ax.plot([r["width"]] * len(r["test_error_per_seed"]), r["test_error_per_seed"], ".", color="C3", alpha=0.4)
-    a = width_analysis(m)
-    if a["threshold_width"] is not None:
-        ax.axvline(a["threshold_width"], color="0.4", ls=":", lw=1, label="interpolation threshold")
-    log_ticks(ax, w)
+    for i, r in enumerate(m["runs"]):
+        ax.plot(widths, r["test_error"], "-", color="C3", alpha=0.35, lw=0.9,
+                label="test error, each seed" if i == 0 else None)
+        ax.plot(widths, r["train_error"], "-", color="C0", alpha=0.35, lw=0.9,
+                label="train error, each seed" if i == 0 else None)
+    ax.plot(widths, np.mean([r["test_error"] for r in m["runs"]], axis=0), "o-", color="C3", label="test error, mean")
+    ax.plot(widths, np.mean([r["train_error"] for r in m["runs"]], axis=0), "s--", color="C0", label="train error, mean")
+    c = m["control"]
+    ax.plot([c["widths"][-1]] * len(c["runs"]), [r["test_error"][-1] for r in c["runs"]], "x", color="k", ms=6,
+            label=f"control: width {c['widths'][-1]} on {c['subsample']} examples")
+    ax.axhline(INTERP, color="0.6", ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xticks(widths)
+    ax.set_xticklabels([str(w) for w in widths], fontsize=7)
+    ax.minorticks_off()
     ax.set_ylim(bottom=0)
     ax.set_xlabel("hidden width")
     ax.set_ylabel("error")
     ax.set_title("one-hidden-layer MLP on digits (SGD)", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6.5)
     ax = axes[1]
-    f = m["factorization"]
-    steps = np.asarray(f["steps"], dtype=float)
-    x = np.maximum(steps, 1)
-    ax.plot(x, f["loss"], color="k", label="loss")
-    for k, c in zip(("unobserved", "nuclear", "frobenius", "schatten_half"), ("C3", "C0", "C1", "C2")):
-        ax.plot(x, f[k], color=c, label={"unobserved": "|w11|", "schatten_half": "Schatten-1/2"}.get(k, k))
-    ax.plot(x, f["effective_rank"], "--", color="C4", label="effective rank")
+    for i, f in enumerate(m["factorizations"]):
+        x = np.maximum(np.asarray(f["steps"], dtype=float), 1)
+        lab = i == 0
+        ax.plot(x, f["loss"], color="k", lw=0.9, alpha=0.6, label="loss" if lab else None)
+        ax.plot(x, f["unobserved"], color="C3", lw=0.9, alpha=0.6, label="|w11|" if lab else None)
+        ax.plot(x, f["nuclear"], color="C0", lw=0.9, alpha=0.6, label="nuclear norm" if lab else None)
+        ax.plot(x, f["effective_rank"], "--", color="C4", lw=0.9, alpha=0.6, label="effective rank" if lab else None)
+    for i, f in enumerate(m["control"]["factorizations"]):
+        x = np.maximum(np.asarray(f["steps"], dtype=float), 1)
+        ax.plot(x, f["unobserved"], ":", color="C3", lw=1.0, alpha=0.8,
+                label=f"|w11|, control depth {f['depth']}" if i == 0 else None)
     ax.axhline(m["min_nuclear"]["nuclear"], color="C0", ls=":", lw=1, label="min nuclear-norm completion")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("GD step (+1)")
-    ax.set_title(f"depth-{f['depth']} 2x2 matrix completion", fontsize=10)
+    ax.set_title(f"depth-{m['depth']} 2x2 matrix completion, {len(m['factorizations'])} inits", fontsize=10)
     ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, work_dir, "implicit_reg",
-                       "Left: train and test error vs hidden width (same SGD budget, no regularization); dotted: the "
-                       "interpolation threshold. Right: gradient descent on a depth-3 factorization of Razin & Cohen's "
-                       "2x2 completion: the loss goes to 0 while the unobserved entry and every norm grow (the "
-                       "minimum-nuclear-norm completion has norm 2) and the effective rank falls to 1.")
+                       "Left: train and test error vs hidden width (same SGD budget, no regularization), each seed "
+                       "thin, mean thick; crosses: the control's widest net trained on a quarter of the data. Right: "
+                       "gradient descent on a depth-3 factorization of Razin & Cohen's 2x2 completion from each seed's "
+                       "random rotation init: the loss goes to 0 while |w11| and the nuclear norm grow (the "
+                       "minimum-nuclear-norm completion has 2) and the effective rank falls to 1; dotted red: |w11| in "
+                       "the depth-1 control.")
 
 
 def judge(m: Mapping[str, Any]) -> Verdict:
-    """``m["widths"]``: rows with ``width``, ``train_error``, ``test_error``; ``n_test``, ``n_seeds``,
-    ``interp_threshold``, ``z``; ``m["factorization"]``: ``steps``, ``loss`` and the norm series of
-    :data:`NORMS`; ``m["min_nuclear"]["nuclear"]``; ``loss_drop``, ``min_growth``."""
-    a = width_analysis(m)
-    checks = [Check("some width interpolates", a["threshold_width"] is not None and a["n_past"] >= 1,
-                    f"first width with train error <= {float(m['interp_threshold']):g}: {a['threshold_width']}, "
-                    f"{a['n_past']} wider", precondition=True)]
-    if a["steps"]:
-        bad = max(a["steps"], key=lambda s: s["excess"])
-        checks.append(Check("test error non-increasing past interpolation", a["worst_excess"] <= 0,
-                            f"largest rise: width {bad['width']} {bad['e']:.4f} vs best narrower (width "
-                            f"{bad['best_narrower']}) {bad['e_best']:.4f}, tolerance {bad['tolerance']:.4f}"))
-        checks.append(Check("test error keeps falling", a["e_last"] < a["e_threshold"],
-                            f"widest {a['e_last']:.4f} vs threshold width {a['e_threshold']:.4f}", decisive=False))
-    f = m["factorization"]
-    drop = float(m["loss_drop"])
-    lf, ll = float(f["loss"][0]), float(f["loss"][-1])
-    checks.append(Check("factorization loss -> 0", ll <= drop * lf,
-                        f"loss {lf:.3g} -> {ll:.3g} (needs <= {drop:g}x)"))
-    g = float(m["min_growth"])
-    for k in NORMS:
-        r = _growth(f, k)
-        ok = None if r["monotone"] is None else bool(r["monotone"] and r["growth"] >= g)
-        label = {"unobserved": "|w11|"}.get(k, k)
-        checks.append(Check(f"{label} grows while fitting", ok,
-                            "loss never fell below 10% of its start" if r["monotone"] is None else
-                            f"{r['start']:.3g} at step {r['from_step']} -> {r['last']:.3g} ({r['growth']:.1f}x, "
-                            f"{'never decreasing' if r['monotone'] else 'decreases somewhere'}; needs >= {g:g}x)"))
+    """Judge by :data:`CRITERIA`. ``m["widths"]``: the swept widths; ``m["runs"]``: per-seed records with ``seed``,
+    ``train_error`` and ``test_error`` (one per width); ``m["factorizations"]``: per-seed factorization records
+    (``seed``, ``steps``, ``loss`` and the series of :data:`NORMS`, ``effective_rank``);
+    ``m["min_nuclear"]["nuclear"]``. The control is judged by calling this on its own measurements of that shape.
+    """
+    widths = list(m["widths"])
+    runs = m["runs"]
+    seeds = [r["seed"] for r in runs]
+    ws = [width_stats(widths, r) for r in runs]
+    facts = m["factorizations"]
+    fseeds = [f.get("seed", i) for i, f in enumerate(facts)]
     mn = float(m["min_nuclear"]["nuclear"])
-    nl = float(f["nuclear"][-1])
-    checks.append(Check("not nuclear-norm minimization", nl >= g * mn,
-                        f"final nuclear norm {nl:.3g} vs minimum over completions {mn:.3g} (needs >= {g:g}x)"))
-    checks.append(Check("effective rank -> 1", float(f["effective_rank"][-1]) < 1.05,
-                        f"effective rank {f['effective_rank'][0]:.2f} -> {f['effective_rank'][-1]:.3f}", decisive=False))
-    for c in m.get("context_factorizations", []):
-        grew = all(_growth(c, k)["growth"] >= g for k in ("unobserved", "nuclear"))
-        checks.append(Check(f"depth {c['depth']}: same picture", grew and c["loss"][-1] <= drop * c["loss"][0],
-                            f"loss {c['loss'][0]:.3g} -> {c['loss'][-1]:.3g}, |w11| -> {c['unobserved'][-1]:.3g}",
-                            decisive=False))
+    fs = [factorization_stats(f, mn) for f in facts]
+    checks = [
+        CRITERIA["some width interpolates"].judge([s["n_past"] for s in ws], seeds=seeds,
+                                                  note="interpolation width per seed: "
+                                                  + ", ".join(str(s["threshold_width"]) for s in ws)),
+        CRITERIA["no increase past interpolation"].judge([s["rise"] for s in ws], seeds=seeds),
+        CRITERIA["keeps falling"].judge([s["fall"] for s in ws], seeds=seeds),
+        CRITERIA["factorization fits"].judge(per_seed(fs, "loss_ratio"), seeds=fseeds),
+        CRITERIA["|w11| grows"].judge(per_seed(fs, "w11_growth"), seeds=fseeds, unit="x"),
+        CRITERIA["every norm grows"].judge(per_seed(fs, "norm_growth"), seeds=fseeds, unit="x"),
+        CRITERIA["not nuclear-norm minimization"].judge(per_seed(fs, "nuclear_ratio"), seeds=fseeds, unit="x"),
+        CRITERIA["norms never fall after fitting"].judge(per_seed(fs, "norm_drop"), seeds=fseeds),
+        CRITERIA["effective rank -> 1"].judge(per_seed(fs, "erank"), seeds=fseeds),
+    ]
     return verdict_from_checks(checks)
