@@ -33,7 +33,7 @@ from ..config import TrainConfig
 from ..errors import LosslabError
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, evaluator, new_figure, save_figure, train_run
+from .common import seed_panel, Timer, describe_data, evaluator, new_figure, save_figure, train_run
 from .criteria import Control, Criteria, Criterion, t_interval
 
 ID = "C2"
@@ -286,23 +286,6 @@ def _plane_grid(model: Any, cur: Any, bundle: Any, n: int) -> dict[str, Any]:
             "bend_xy": bend.tolist()}
 
 
-def _seed_panel(ax: Any, groups: Sequence[tuple[str, Sequence[float], str]], threshold: float, op: str,
-                ylabel: str) -> None:
-    """Per-seed values (dots), their mean and 95% t-interval (bar) for each group, and the threshold."""
-    for i, (name, vals, color) in enumerate(groups):
-        v = np.asarray(vals, dtype=float)
-        ax.scatter(np.full(v.shape, i) + np.linspace(-0.08, 0.08, len(v)), v, color=color, s=22, zorder=3)
-        if len(v) > 1 and np.all(np.isfinite(v)):
-            iv = t_interval(v)
-            ax.errorbar([i + 0.22], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="s", color=color,
-                        ms=5, capsize=4, lw=1.5)
-    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"claim: {op} {threshold:.3g}")
-    ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
-    ax.set_xlim(-0.5, len(groups) - 0.4)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, loc="upper left")
-
-
 def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
     recs = m["pairs"]
     has_plane = m.get("plane") is not None
@@ -322,9 +305,9 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
         ax.set_ylabel(f"{split} {metric}")
         ax.set_title(f"{split} {metric} along the paths, {len(recs)} pairs", fontsize=9)
         ax.legend(fontsize=7)
-    _seed_panel(axes[1, 0], [("trained curve", [ratio(r) for r in recs], "C0"),
-                             ("control:\nuntrained curve", [ratio(r, "control_curve") for r in recs], "0.35")],
-                MAX_RATIO, "<", "test-error barrier: curve / line")
+    seed_panel(axes[1, 0], [("trained curve", [ratio(r) for r in recs], "C0"),
+                            ("control:\nuntrained curve", [ratio(r, "control_curve") for r in recs], "0.35")],
+               MAX_RATIO, "<", "test-error barrier: curve / line")
     axes[1, 0].set_title("decisive ratio per pair (dots), mean and 95% t-interval", fontsize=9)
     ax = axes[1, 1]
     if has_plane:

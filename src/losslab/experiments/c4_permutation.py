@@ -36,7 +36,7 @@ from ..config import TrainConfig
 from ..errors import LosslabError
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, barriers, describe_data, evaluator, interpolate, new_figure, save_figure, train_run
+from .common import seed_panel, Timer, barriers, describe_data, evaluator, interpolate, new_figure, save_figure, train_run
 from .criteria import Control, Criteria, Criterion, t_interval
 
 ID = "C4"
@@ -306,23 +306,6 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     ])
 
 
-def _seed_panel(ax: Any, groups: Sequence[tuple[str, Sequence[float], str]], threshold: float, op: str,
-                ylabel: str) -> None:
-    """Per-seed values (dots), their mean and 95% t-interval (bar) for each group, and the threshold."""
-    for i, (name, vals, color) in enumerate(groups):
-        v = np.asarray(vals, dtype=float)
-        ax.scatter(np.full(v.shape, i) + np.linspace(-0.08, 0.08, len(v)), v, color=color, s=22, zorder=3)
-        if len(v) > 1 and np.all(np.isfinite(v)):
-            iv = t_interval(v)
-            ax.errorbar([i + 0.22], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="s", color=color,
-                        ms=5, capsize=4, lw=1.5)
-    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"claim: {op} {threshold:.3g}")
-    ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
-    ax.set_xlim(-0.5, len(groups) - 0.4)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, loc="upper left")
-
-
 def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
     recs = m["pairs"]
     fig, axes = new_figure(3, 1, width=4.2, height=3.3)
@@ -338,9 +321,9 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
         ax.set_ylabel(f"{split} {metric}")
         ax.set_title(f"{split} {metric} along the line, {len(recs)} pairs", fontsize=9)
         ax.legend(fontsize=7)
-    _seed_panel(axes[2], [("weight matching", [ratio(r) for r in recs], "C0"),
-                          ("control:\nrandom permutation", [ratio(r, "control") for r in recs], "0.35")],
-                MAX_RATIO, "<", "test-error barrier: after / before")
+    seed_panel(axes[2], [("weight matching", [ratio(r) for r in recs], "C0"),
+                         ("control:\nrandom permutation", [ratio(r, "control") for r in recs], "0.35")],
+               MAX_RATIO, "<", "test-error barrier: after / before")
     axes[2].set_title("decisive ratio per pair (dots), mean and 95% t-interval", fontsize=9)
     return save_figure(fig, work_dir, "barrier",
                        "Linear path between independently trained MLPs (every pair), before (red) and after (blue) "

@@ -36,7 +36,7 @@ from ..config import TrainConfig
 from ..errors import LosslabError
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, save_figure, train_run
+from .common import seed_panel, Timer, describe_data, save_figure, train_run
 from .criteria import Control, Criteria, Criterion, t_interval
 
 ID = "C5"
@@ -297,23 +297,6 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     ])
 
 
-def _seed_panel(ax: Any, groups: Sequence[tuple[str, Sequence[float], str]], threshold: float, op: str,
-                ylabel: str) -> None:
-    """Per-seed values (dots), their mean and 95% t-interval (bar) for each group, and the threshold."""
-    for i, (name, vals, color) in enumerate(groups):
-        v = np.asarray(vals, dtype=float)
-        ax.scatter(np.full(v.shape, i) + np.linspace(-0.08, 0.08, len(v)), v, color=color, s=22, zorder=3)
-        if len(v) > 1 and np.all(np.isfinite(v)):
-            iv = t_interval(v)
-            ax.errorbar([i + 0.22], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="s", color=color,
-                        ms=5, capsize=4, lw=1.5)
-    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"claim: {op} {threshold:.3g}")
-    ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
-    ax.set_xlim(-0.5, len(groups) - 0.4)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, loc="best")
-
-
 def _figure(m: Mapping[str, Any], emb: np.ndarray, owner: np.ndarray, method: str, work_dir: Path) -> Any:
     from matplotlib.figure import Figure
 
@@ -349,11 +332,11 @@ def _figure(m: Mapping[str, Any], emb: np.ndarray, owner: np.ndarray, method: st
     ax.legend(fontsize=6.5, ncol=3, loc="upper right")
     gap, gain = stats(m["pairs"])
     cg, cn = stats(m["control_pairs"])
-    _seed_panel(axd["gap"], [("independent pairs", gap, "C0"), ("null control:\npartner = same run", cg, "0.4")],
-                0.0, ">", "D - W (disagreement)")
+    seed_panel(axd["gap"], [("independent pairs", gap, "C0"), ("null control:\npartner = same run", cg, "0.4")],
+               0.0, ">", "D - W (disagreement)", legend_loc="best")
     axd["gap"].set_title("decisive: across - within disagreement per pair", fontsize=9)
-    _seed_panel(axd["gain"], [("independent pairs", gain, "C2"), ("null control:\npartner = same run", cn, "0.4")],
-                0.0, ">", "ensemble accuracy gain")
+    seed_panel(axd["gain"], [("independent pairs", gain, "C2"), ("null control:\npartner = same run", cn, "0.4")],
+               0.0, ">", "ensemble accuracy gain", legend_loc="best")
     axd["gain"].set_title("decisive: independent - same-trajectory ensemble", fontsize=9)
     ax = axd["ens"]
     for k, p in enumerate(m["pairs"]):

@@ -25,7 +25,7 @@ from ._base import FigureRef
 
 __all__ = [
     "train_run", "run_lock", "Timer", "describe_data", "evaluator", "interpolate", "barriers",
-    "monotonicity", "fit_epoch", "describe_model", "new_figure", "save_figure", "train_config",
+    "monotonicity", "fit_epoch", "describe_model", "new_figure", "save_figure", "train_config", "seed_panel",
 ]
 
 
@@ -252,3 +252,26 @@ def save_figure(fig: Any, work_dir: str | os.PathLike, name: str, caption: str =
     fname = name if name.endswith(".png") else f"{name}.png"
     atomic_write(Path(work_dir) / fname, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
     return FigureRef(fname, caption)
+
+
+def seed_panel(ax: Any, groups: Sequence[tuple[str, Sequence[float], str]], threshold: float, op: str,
+               ylabel: str, *, legend_loc: str = "upper left") -> None:
+    """Per-seed values (dots), their mean and 95% t-interval (bar) for each group, and the threshold.
+
+    ``groups``: ``(label, per-seed values, colour)``; ``op``/``threshold``: the criterion, drawn as a
+    dashed line labelled "claim: op threshold".
+    """
+    from .criteria import t_interval
+
+    for i, (name, vals, color) in enumerate(groups):
+        v = np.asarray(vals, dtype=float)
+        ax.scatter(np.full(v.shape, i) + np.linspace(-0.08, 0.08, len(v)), v, color=color, s=22, zorder=3)
+        if len(v) > 1 and np.all(np.isfinite(v)):
+            iv = t_interval(v)
+            ax.errorbar([i + 0.22], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="s", color=color,
+                        ms=5, capsize=4, lw=1.5)
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"claim: {op} {threshold:.3g}")
+    ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
+    ax.set_xlim(-0.5, len(groups) - 0.4)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, loc=legend_loc)
