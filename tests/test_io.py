@@ -37,3 +37,19 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         atomic_write(f, boom, mode="w")
     assert f.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_follow_the_umask(tmp_path, mask, expected):
+    import os
+
+    from losslab._io import atomic_savez, atomic_write_json
+
+    old = os.umask(mask)
+    try:
+        a = atomic_write_json(tmp_path / "a.json", {"x": 1})
+        b = atomic_savez(tmp_path / "b.npz", x=np.arange(3))
+    finally:
+        os.umask(old)
+    assert a.stat().st_mode & 0o777 == expected and b.stat().st_mode & 0o777 == expected
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -11,7 +11,9 @@ from typing import Any, Callable
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Write a file atomically: ``write(fh)`` fills a temp file beside ``path``, which is then renamed.
 
-    A crash mid-write leaves the old file (or none) in place, never a truncated one.
+    A crash mid-write leaves the old file (or none) in place, never a truncated one. The file gets
+    the permissions an ordinary ``open`` would give it under the process umask (0644 under umask 022),
+    not the private 0600 of the temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,6 +22,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -29,6 +32,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no getter before Python 3.13's os)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -260,8 +260,6 @@ def render(
                          implemented=implemented, broken=broken, embed=False)
     md = render_markdown(md_rows, profile=profile, title=title, meta=meta)
     paths = {"html": atomic_write_text(out / "report.html", html), "md": atomic_write_text(out / "report.md", md)}
-    for p in paths.values():
-        os.chmod(p, 0o644)  # the temp file of the atomic write is private (0600); a report is for sharing
     return paths
 
 
