@@ -118,7 +118,36 @@ class Run:
 
     @property
     def done(self) -> bool:
+        """Finished: ``run.json`` says so (see :meth:`verify` for whether its files are intact)."""
         return self.info.get("status") == "done"
+
+    def manifest(self) -> dict[str, str]:
+        """``{relative path: sha256}`` of the files a finished run's results rest on: its checkpoints,
+        ``metrics.json`` and ``state.pt`` (recorded in ``run.json`` when training ends)."""
+        names = [p.relative_to(self.path).as_posix() for _, p in self.checkpoints()]
+        names += [n for n in ("metrics.json", "state.pt") if (self.path / n).is_file()]
+        return {n: file_sha256(self.path / n) for n in names}
+
+    def verify(self) -> list[str]:
+        """The damaged files of a finished run: each recorded in its manifest but now missing,
+        truncated or changed (a flipped byte), as ``"path (missing|changed)"``. Empty when intact, and
+        for runs saved before manifests existed (nothing to check against)."""
+        recorded = self.info.get("manifest")
+        if not isinstance(recorded, dict):
+            return []
+        bad = []
+        for name, digest in sorted(recorded.items()):
+            f = self.path / name
+            if not f.is_file():
+                bad.append(f"{name} (missing)")
+            elif file_sha256(f) != digest:
+                bad.append(f"{name} (changed)")
+        return bad
+
+    @property
+    def intact(self) -> bool:
+        """Finished and every file of its manifest unchanged: safe to reuse."""
+        return self.done and not self.verify()
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
@@ -177,6 +206,15 @@ class Run:
         model = self.build_model()
         names = {n for n, _ in model.named_parameters()}
         return [(s, {k: v for k, v in load_state(f).items() if k in names}) for s, f in self.checkpoints()]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -214,7 +214,14 @@ def train(
     run_dir = run_dir_for(config, out, callbacks)
     run = Run(run_dir)
     if run.done and not force:
-        return run
+        damaged = run.verify()
+        if not damaged:
+            return run
+        # a finished run whose files were truncated or changed: retrain it (deterministic, so the repaired
+        # run is bit-identical to the original), never reuse it
+        print(f"losslab: run {run_dir.name} is damaged ({', '.join(damaged)}); retraining it", file=sys.stderr,
+              flush=True)
+        force = True
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
 
@@ -337,6 +344,7 @@ def train(
             "epochs_to_fit": None if fit is None else fit["epoch"],
             "seconds": round(time.perf_counter() - t0, 3),
         },
+        manifest=run.manifest(),
     )
     atomic_write_json(run_dir / "run.json", info)
     return run

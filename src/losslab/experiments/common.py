@@ -93,12 +93,12 @@ def train_run(config: Any, cache_dir: str | os.PathLike, progress: Callable[[str
 
     runs = Path(cache_dir) / "runs"
     rdir = run_dir_for(config, runs)
-    if Run(rdir).done:
+    if Run(rdir).intact:
         if progress:
             progress(f"reusing run {rdir.name}")
         return Run(rdir)
     with run_lock(runs / ".locks" / f"{rdir.name}.lock"):
-        if Run(rdir).done:
+        if Run(rdir).intact:
             if progress:
                 progress(f"reusing run {rdir.name} (trained by another experiment)")
             return Run(rdir)

@@ -1,0 +1,62 @@
+"""Finished runs carry a manifest of content hashes: a truncated, bit-flipped or missing file is detected
+(`Run.verify`), never reused, and the next `train` repairs the run bit-identically."""
+import torch
+
+from losslab.config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from losslab.experiments import common
+from losslab.runs import Run, file_sha256
+from losslab.train import train
+
+
+def _cfg():
+    return TrainConfig(data=DataConfig(dataset="moons", dataset_kwargs={"n_train": 64, "n_test": 32}),
+                       model=ModelConfig(model="mlp", model_kwargs={"width": 8, "depth": 1}),
+                       optim=OptimConfig(epochs=3, batch_size=16), ckpt=CheckpointConfig(checkpoints="epoch:1"))
+
+
+def test_manifest_detects_truncation_and_bit_flips_and_train_repairs(tmp_path, capsys):
+    run = train(_cfg(), out=tmp_path)
+    manifest = run.info["manifest"]
+    final = run.checkpoints()[-1][1].relative_to(run.path).as_posix()
+    assert final in manifest and "metrics.json" in manifest and run.verify() == [] and run.intact
+    assert manifest[final] == file_sha256(run.path / final)
+
+    # truncate the final checkpoint
+    f = run.path / final
+    f.write_bytes(f.read_bytes()[:100])
+    assert run.verify() == [f"{final} (changed)"] and not run.intact
+    # flip one byte of metrics.json
+    m = run.path / "metrics.json"
+    b = bytearray(m.read_bytes())
+    b[len(b) // 2] ^= 0x01
+    m.write_bytes(bytes(b))
+    assert set(run.verify()) == {f"{final} (changed)", "metrics.json (changed)"}
+
+    again = train(_cfg(), out=tmp_path)  # detects, says so in one line, retrains
+    err = capsys.readouterr().err
+    assert err.count("is damaged") == 1 and final in err
+    assert again.path == run.path and again.verify() == []
+    assert again.info["manifest"] == manifest  # bit-identical repair (deterministic training)
+    torch.load(f, weights_only=True)
+
+
+def test_missing_checkpoint_is_detected_and_the_reproduce_cache_retrains(tmp_path):
+    cfg = _cfg()
+    run = common.train_run(cfg, tmp_path)
+    ck = run.checkpoints()[1][1]
+    ck.unlink()
+    assert f"{ck.relative_to(run.path).as_posix()} (missing)" in Run(run.path).verify()
+    msgs = []
+    again = common.train_run(cfg, tmp_path, msgs.append)
+    assert any(x.startswith("training") for x in msgs)  # not "reusing": a damaged run is never reused
+    assert ck.is_file() and again.intact
+
+
+def test_runs_without_a_manifest_are_not_flagged(tmp_path):
+    from losslab._io import atomic_write_json, read_json
+
+    run = train(_cfg(), out=tmp_path)
+    info = read_json(run.path / "run.json")
+    info.pop("manifest")
+    atomic_write_json(run.path / "run.json", info)  # as saved by an older losslab
+    assert run.done and run.verify() == [] and run.intact
