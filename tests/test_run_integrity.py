@@ -60,3 +60,22 @@ def test_runs_without_a_manifest_are_not_flagged(tmp_path):
     info.pop("manifest")
     atomic_write_json(run.path / "run.json", info)  # as saved by an older losslab
     assert run.done and run.verify() == [] and run.intact
+
+
+def test_measurement_commands_refuse_unfinished_and_damaged_runs(tmp_path, capsys):
+    from losslab.cli.main import main
+
+    part = train(_cfg(), out=tmp_path, max_epochs=1)  # time-boxed: unfinished
+    assert not part.done
+    assert main(["evaluate", str(part.path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has not finished training" in err and "--allow-unfinished" in err
+    assert main(["evaluate", str(part.path), "--allow-unfinished", "--json"]) == 0
+    steps = [s for s, _ in part.checkpoints()]
+    assert main(["evaluate", str(part.path), "--step", str(steps[0]), "--json"]) == 0
+    capsys.readouterr()
+    run = train(_cfg(), out=tmp_path)  # finishes it
+    (run.path / "metrics.json").write_text("[]")
+    assert main(["evaluate", str(run.path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is damaged (metrics.json (changed))" in err

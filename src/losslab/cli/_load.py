@@ -20,6 +20,8 @@ def add_target_args(p: argparse.ArgumentParser, *, positional: str = "target", n
     g.add_argument("--dataset", default=None, help="dataset name (default: the run's, or digits)")
     g.add_argument("--dataset-kwargs", nargs="+", metavar="KEY=VALUE", default=None, help="dataset arguments")
     g.add_argument("--step", type=int, default=None, help="checkpoint step of a run directory (default: final)")
+    g.add_argument("--allow-unfinished", action="store_true",
+                   help="measure the last checkpoint of a run that has not finished training (refused otherwise)")
 
 
 @dataclass
@@ -48,6 +50,16 @@ def resolve(target: str, args: argparse.Namespace) -> Target:
     model_kwargs = parse_kv(getattr(args, "model_kwargs", None), "--model-kwargs")
     if path.is_dir():
         run = Run.open(path)
+        step = getattr(args, "step", None)
+        if not run.done and step is None and not getattr(args, "allow_unfinished", False):
+            epochs = len(run.metrics) - 1 if run.metrics else 0
+            raise LosslabError(f"run {path} has not finished training ({max(epochs, 0)} of {run.config.optim.epochs} "
+                               f"epochs saved): resume it with `losslab train`, or measure a saved step with --step "
+                               f"or the last checkpoint with --allow-unfinished")
+        damaged = run.verify() if run.done else []
+        if damaged:
+            raise LosslabError(f"run {path} is damaged ({', '.join(damaged)}): rerun `losslab train` with its "
+                               f"settings to repair it")
         cfg = run.config
         if args.dataset is not None and args.dataset != cfg.data.dataset:
             bundle = data.load(args.dataset, **dataset_kwargs)
