@@ -79,3 +79,21 @@ def test_measurement_commands_refuse_unfinished_and_damaged_runs(tmp_path, capsy
     assert main(["evaluate", str(run.path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is damaged (metrics.json (changed))" in err
+
+
+def test_a_truncated_resume_state_starts_over_and_a_bad_dataset_creates_nothing(tmp_path, capsys):
+    import pytest
+
+    from losslab.errors import LosslabError
+
+    full = train(_cfg(), out=tmp_path / "a")
+    part = train(_cfg(), out=tmp_path / "b", max_epochs=1)
+    st = part.path / "state.pt"
+    st.write_bytes(st.read_bytes()[:50])
+    done = train(_cfg(), out=tmp_path / "b")
+    assert "training run" in capsys.readouterr().err and done.done
+    assert done.info["manifest"] == full.info["manifest"]  # same bytes as an uninterrupted run
+    bad = TrainConfig(data=DataConfig(dataset="moons", dataset_kwargs={"no_such_kwarg": 1}))
+    with pytest.raises(LosslabError, match="no_such_kwarg"):
+        train(bad, out=tmp_path / "c")
+    assert not (tmp_path / "c").exists()

@@ -222,10 +222,8 @@ def train(
         print(f"losslab: run {run_dir.name} is damaged ({', '.join(damaged)}); retraining it", file=sys.stderr,
               flush=True)
         force = True
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, config)
 
-    bundle = build_bundle(config)
+    bundle = build_bundle(config)  # before anything is created: a bad dataset leaves no directory behind
     xtr, ytr = bundle.train.x.to(dev), bundle.train.y.to(dev)
     xte, yte = bundle.test.x.to(dev), bundle.test.y.to(dev)
     n = len(xtr)
@@ -235,6 +233,8 @@ def train(
 
     model = build_model(config, bundle).to(dev)
     opt = make_optimizer(config, model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, config)
     seeds = config.seeds.resolved()
     order_gen = torch.Generator().manual_seed(seeds["order"])
     loss_fn = loss_fn_for(bundle.num_classes)
@@ -242,8 +242,13 @@ def train(
     metrics: list[dict[str, Any]] = []
     start_epoch = 0
     state_file = run_dir / "state.pt"
+    st = None
     if state_file.is_file() and not force:
-        st = load_state(state_file)
+        try:
+            st = load_state(state_file)
+        except LosslabError as exc:  # truncated by a kill or a full disk: start over (deterministic)
+            print(f"losslab: {exc}; training run {run_dir.name} from the start", file=sys.stderr, flush=True)
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         order_gen.set_state(st["order_rng"])
