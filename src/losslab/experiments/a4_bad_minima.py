@@ -113,6 +113,10 @@ CRITERIA = Criteria(
         "search without poison",
         "criterion changed on 2026-12-04 because one-seed point comparisons became per-seed statistics judged on "
         "a 95% t-interval over seeds (issue 14); sharpness as log ratios > 0",
+        "profile changed on 2026-12-04 AFTER a pilot: the quick profile runs no ball searches (trust_radii=()) for "
+        "CPU cost; in the pilot the 0.5-ball ends neither fit the poisoned set (train error 0.28) nor were "
+        "stationary, so they would not have counted; without balls 'near' can only be harder to pass; the full "
+        "profile keeps balls at 0.25, 0.5, 0.75",
     ),
 )
 
