@@ -97,3 +97,52 @@ def test_a_truncated_resume_state_starts_over_and_a_bad_dataset_creates_nothing(
     with pytest.raises(LosslabError, match="no_such_kwarg"):
         train(bad, out=tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+SCRIPT = """
+import os, sys
+from losslab.config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from losslab.train import train
+
+class Witness:  # a pure observer (cache_key None): notes which process really trained
+    def cache_key(self):
+        return None
+    def on_train_start(self, state):
+        with open(sys.argv[2], "a") as fh:
+            fh.write(f"{os.getpid()}\\n")
+
+cfg = TrainConfig(data=DataConfig(dataset="moons", dataset_kwargs={"n_train": 256, "n_test": 32}),
+                  model=ModelConfig(model="mlp", model_kwargs={"width": 64, "depth": 2}),
+                  optim=OptimConfig(epochs=40, batch_size=16), ckpt=CheckpointConfig(checkpoints="epoch:1"))
+run = train(cfg, out=sys.argv[1], callbacks=[Witness()])
+print(run.path.name, run.intact)
+"""
+
+
+def test_two_identical_trains_train_once_and_stale_temporaries_go(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "t.py"
+    script.write_text(SCRIPT)
+    witness = tmp_path / "witness.txt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "LOSSLAB_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "runs"), str(witness)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+    assert outs[0][0] == outs[1][0] and outs[0][0].strip().endswith("True")
+    assert len(witness.read_text().split()) == 1  # the second waited on the lock and reused the run
+
+    # a temp file left by a process killed mid-write is removed by the next train of that run
+    run_dir = next((tmp_path / "runs").glob("train-*"))
+    stale = run_dir / ".metrics.json.abc123.tmp"
+    stale.write_text("{")
+    from losslab._io import read_json, atomic_write_json
+    info = read_json(run_dir / "run.json")
+    info["status"] = "running"  # pretend it was interrupted so that train takes the lock again
+    atomic_write_json(run_dir / "run.json", info)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "runs"), str(witness)], check=True, env=env,
+                   capture_output=True, timeout=300)
+    assert not stale.exists()

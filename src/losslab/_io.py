@@ -1,11 +1,12 @@
 """Atomic file writes and small JSON helpers (no losslab imports: usable by every layer)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -32,6 +33,42 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             pass
         raise
     return path
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (``fcntl.flock``; a no-op where fcntl is missing).
+
+    Not reentrant: a process that holds a lock on a path must not ask for the same path again.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files an interrupted :func:`atomic_write` left in ``directory``.
+
+    Call it only while holding the lock of whatever writes there (a live writer's temp file would go).
+    """
+    d = Path(directory)
+    gone = []
+    if d.is_dir():
+        for f in d.glob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                gone.append(f)
+    return gone
 
 
 def _umask() -> int:

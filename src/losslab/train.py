@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_torch_save, atomic_write_json
+from ._io import atomic_torch_save, atomic_write_json, file_lock, remove_stale_temporaries
 from .config import TrainConfig, parse_checkpoint_schedule
 from .errors import LosslabError
 from .runs import Run, callback_keys, environment, load_state, run_dir_for, write_config
@@ -213,6 +213,19 @@ def train(
     dev = resolve_device(device)  # validate before creating anything
     run_dir = run_dir_for(config, out, callbacks)
     run = Run(run_dir)
+    if run.intact and not force:
+        return run
+    bundle = build_bundle(config)  # before anything is created: a bad dataset leaves no directory behind
+    # one process trains a run at a time: a second identical `train` waits here, then reuses the result
+    with file_lock(Path(out) / ".locks" / f"{run_dir.name}.train.lock"):
+        for d in (run_dir, run_dir / "checkpoints"):
+            remove_stale_temporaries(d)  # left by a process killed mid-write; we hold the lock
+        return _train_locked(config, run, bundle, dev, callbacks, progress, force, max_epochs)
+
+
+def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device, callbacks: Sequence[Any],
+                  progress: bool | None, force: bool, max_epochs: int | None) -> Run:
+    run_dir = run.path
     if run.done and not force:
         damaged = run.verify()
         if not damaged:
@@ -223,7 +236,6 @@ def train(
               flush=True)
         force = True
 
-    bundle = build_bundle(config)  # before anything is created: a bad dataset leaves no directory behind
     xtr, ytr = bundle.train.x.to(dev), bundle.train.y.to(dev)
     xte, yte = bundle.test.x.to(dev), bundle.test.y.to(dev)
     n = len(xtr)

@@ -65,21 +65,11 @@ def train_config(
     ).validate()
 
 
-@contextlib.contextmanager
-def run_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (``fcntl.flock``; a no-op where fcntl is missing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+def run_lock(path: Path) -> Any:
+    """An exclusive advisory lock on ``path`` (:func:`losslab._io.file_lock`)."""
+    from .._io import file_lock
+
+    return file_lock(path)
 
 
 def train_run(config: Any, cache_dir: str | os.PathLike, progress: Callable[[str], None] | None = None) -> Any:
