@@ -82,3 +82,29 @@ def test_damaged_saved_files_are_one_line(tiny_run, tmp_path, capsys):
     assert main(["evaluate", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "config.json is damaged" in err
+
+
+def test_hessian_top_k_beyond_the_parameters_is_one_line(tiny_run, tmp_path, capsys):
+    n = sum(p.numel() for p in tiny_run.build_model().parameters())
+    out = tmp_path / "h"
+    assert main(["hessian", str(tiny_run.path), "--top-k", str(n + 5), "--out", str(out)]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"exceeds the model's {n} parameters" in err
+
+
+def test_lanczos_refuses_more_pairs_than_dimensions():
+    import torch
+
+    from losslab.curvature import lanczos_eigs
+    from losslab.errors import LosslabError
+
+    with pytest.raises(LosslabError, match="k=10 eigenpairs asked of a 3-dimensional"):
+        lanczos_eigs(torch.eye(3, dtype=torch.float64), k=10)
+
+
+def test_hessian_unconverged_eigenpairs_exit_1_with_one_warning(tiny_run, tmp_path, capsys):
+    rc = main(["hessian", str(tiny_run.path), "--top-k", "8", "--max-iter", "9", "--tol", "1e-12",
+               "--skip", "trace", "negative", "epsilon", "adaptive", "basin", "--out", str(tmp_path / "h")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("losslab: warning:") == 1 and "did not converge" in err

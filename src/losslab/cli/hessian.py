@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -195,6 +196,10 @@ def run(args: argparse.Namespace) -> int:
         raise LosslabError(f"--probes must be >= 2, got {args.probes}")
     t_start = time.perf_counter()
     t = resolve(args.target, args)
+    num_params = sum(p.numel() for p in t.model.parameters() if p.requires_grad)
+    if args.top_k > num_params:
+        raise LosslabError(f"--top-k {args.top_k} exceeds the model's {num_params} parameters (the Hessian has "
+                           f"{num_params} eigenvalues)")
     split = t.bundle.train if args.split == "train" else t.bundle.test
     if len(split) == 0:
         raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
@@ -215,7 +220,6 @@ def run(args: argparse.Namespace) -> int:
             op_holder["H"] = HessianOperator(t.model, loss_fn, (x, y), batch_size=args.batch_size, dtype=dtype)
         return op_holder["H"]
 
-    num_params = sum(p.numel() for p in t.model.parameters() if p.requires_grad)
     summary: dict[str, Any] = {**t.description, "split": args.split, "examples": int(len(x)),
                                "parameters": int(num_params), "out": str(out)}
     summary["loss"] = cache.json("loss", {}, lambda: {"loss": op().loss()})["loss"]
@@ -317,6 +321,11 @@ def run(args: argparse.Namespace) -> int:
 
     atomic_write_json(out / "hessian.json", summary)
     emit(args, summary, _table(summary, args))
+    bad = [i + 1 for i, c in enumerate(summary.get("eigen_converged") or []) if not c]
+    if bad:
+        print(f"losslab: warning: {len(bad)} of {len(summary['eigen_converged'])} top eigenpairs did not converge "
+              f"(first: λ{bad[0]}); raise --max-iter, loosen --tol or lower --top-k; exit status 1", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -185,7 +185,7 @@ def lanczos_eigs(
     Args:
         A: symmetric matrix: dense torch/numpy, scipy ``LinearOperator``, or an object with ``.shape``
             and ``.matvec`` (e.g. :class:`~losslab.curvature.HessianOperator`).
-        k: eigenpairs wanted (per end for ``"both"``); clipped to ``n``.
+        k: eigenpairs wanted (per end for ``"both"``); at most ``n`` (more is a :class:`LosslabError`).
         which: ``"LA"`` largest algebraic, ``"SA"`` smallest algebraic, ``"both"``.
         tol: relative residual tolerance (see above). Products computed in float32 limit it to about
             1e-6; use float64 operators for tighter values.
@@ -225,7 +225,8 @@ def lanczos_eigs(
     k = int(k)
     if k < 1:
         raise LosslabError(f"k must be >= 1, got {k}")
-    k = min(k, n)
+    if k > n:
+        raise LosslabError(f"k={k} eigenpairs asked of a {n}-dimensional operator: k must be <= {n}")
     need = min(n, 2 * k) if which == "both" else k
     if max_iter is None:
         max_iter = min(n, max(100, 20 * k))
