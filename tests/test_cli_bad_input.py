@@ -108,3 +108,25 @@ def test_hessian_unconverged_eigenpairs_exit_1_with_one_warning(tiny_run, tmp_pa
                "--skip", "trace", "negative", "epsilon", "adaptive", "basin", "--out", str(tmp_path / "h")])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("losslab: warning:") == 1 and "did not converge" in err
+
+
+def test_a_failing_model_factory_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    import torch
+
+    (tmp_path / "userfac.py").write_text(
+        "import torch\n"
+        "def boom():\n    raise RuntimeError('needs a GPU')\n"
+        "def linear(width=3):\n    return torch.nn.Linear(64, 10)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "userfac", raising=False)
+    ck = tmp_path / "ok.pt"
+    torch.save(torch.nn.Linear(64, 10).state_dict(), ck)
+    assert main(["evaluate", str(ck), "--model", "userfac:boom", "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "userfac:boom() raised RuntimeError: needs a GPU" in err
+    assert main(["evaluate", str(ck), "--model", "userfac:linear", "--model-kwargs", "depth=2",
+                 "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected keyword argument 'depth'" in err

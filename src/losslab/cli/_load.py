@@ -80,7 +80,13 @@ def resolve(target: str, args: argparse.Namespace) -> Target:
     if not args.model:
         raise LosslabError(f"{path} is a bare checkpoint: say which model with --model NAME or pkg.module:factory")
     if ":" in args.model:
-        model = models.load_factory(args.model)(**model_kwargs)
+        factory = models.load_factory(args.model)
+        try:
+            model = factory(**model_kwargs)
+        except Exception as exc:  # noqa: BLE001 - the user's code: name it and its error in one line
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise LosslabError(f"model factory {args.model}({', '.join(f'{k}={v!r}' for k, v in model_kwargs.items())}) "
+                               f"raised {type(exc).__name__}: {first}") from None
         if not isinstance(model, nn.Module):
             raise LosslabError(f"factory {args.model} returned {type(model).__name__}, not an nn.Module")
     else:
