@@ -220,3 +220,13 @@ def test_master_seed_gives_a_different_config_and_key(row):
     assert a != b and result_key(row, a) != result_key(row, b)
     with pytest.raises(LosslabError, match="master seed"):
         config_for(row, "quick", seed=-1)
+
+
+@pytest.mark.parametrize("module", ["losslab.experiments.criteria", "losslab.experiments._base",
+                                    "losslab.experiments._runner"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0

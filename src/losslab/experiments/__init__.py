@@ -4,37 +4,54 @@ Adding a row (say C2) is one new module ``c2_<slug>.py`` in this package; it is 
 automatically (:data:`EXPERIMENTS`) and appears in the report in place of "not yet implemented"::
 
     from dataclasses import dataclass
-    from losslab.experiments import ExperimentResult, Check, verdict_from_checks, common, recipes
+    from losslab.experiments import (Control, Criteria, Criterion, ExperimentResult, common, recipes,
+                                     verdict_from_checks)
 
     ID = "C2"
     VERSION = 1                       # bump when run() measures something different
     COST = {"quick": 30, "full": 600}  # rough seconds on one core (scheduling only)
 
+    CRITERIA = Criteria(              # fixed before measuring; the report prints these lines verbatim
+        preconditions=(Criterion("trained", "final train error", "<=", 0.01, "minima: <= 1%",
+                                 precondition=True),),
+        claims=(Criterion("curve removes the barrier", "curve / line test-error barrier", "<", 1 / 3,
+                          "Garipov et al. 2018 (pilot ratio 0.09)"),),
+        control="the same curve left untrained (a straight line); same checks",
+        seeds="3 disjoint pairs in quick, 5 in full", registered="2026-12-04")
+
     @dataclass(frozen=True)
     class Config:
         train: TrainConfig = ...       # e.g. recipes.mnist1d_mlp("quick"): shares runs with A1/C4/C5
-        seeds: tuple[int, ...] = (0, 1)
+        seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)   # `reproduce --seed S` shifts every *seed* field
 
         @classmethod
         def quick(cls): return cls()
         @classmethod
-        def full(cls): return cls(train=recipes.mnist1d_mlp("full"), seeds=(0, 1, 2))
+        def full(cls): return cls(train=recipes.mnist1d_mlp("full"), seeds=tuple(range(10)))
 
     def run(config, *, cache_dir, work_dir, progress) -> ExperimentResult:
-        runs = [common.train_run(replace(config.train, seeds=SeedConfig(seed=s)), cache_dir, progress)
+        runs = [common.train_run(recipes.with_seed(config.train, s), cache_dir, progress)
                 for s in config.seeds]            # trained once, shared through cache_dir/runs
-        ...measure with the public API...
-        m = {...numbers...}
-        return ExperimentResult.create(ID, config, measurements=m, verdict=judge(m), figures=[...],
-                                       key_numbers={...}, comparison="...", seeds=..., data=..., timings=...)
+        ...measure one value per seed (pair) for each statistic, for the row and for its control...
+        m = {"pairs": [...], "control": [...]}
+        control = Control(CRITERIA.control, judge({"pairs": m["control"]}))   # the same judge
+        return ExperimentResult.create(ID, config, measurements=m, verdict=judge(m), criteria=CRITERIA,
+                                       control=control, figures=[...], key_numbers={...}, comparison="...",
+                                       seeds=..., data=..., timings=...)
 
-    def judge(m) -> Verdict:                      # pure: tests feed it synthetic measurements
-        return verdict_from_checks([Check("trained", ..., precondition=True), Check("barrier falls", ...)])
+    def judge(m) -> Verdict:                      # pure: tests feed it synthetic per-seed values
+        recs = m["pairs"]
+        return verdict_from_checks([
+            CRITERIA["trained"].judge([r["train_error"] for r in recs]),            # every seed
+            CRITERIA["curve removes the barrier"].judge([r["ratio"] for r in recs]),  # 95% t-interval
+        ])
 
 ``run`` must use only the public library API, write figures only into ``work_dir`` (see
 :func:`common.save_figure`) and train through :func:`common.train_run` (locked, cached). ``judge``
 turns measurements into ``reproduced`` / ``not reproduced`` (say by how much) / ``inconclusive``
-(a precondition failed: runs not trained, not matched).
+(a precondition failed, or an interval over seeds straddles its threshold) / ``partly reproduced``;
+a negative control that passes the same checks makes the row ``inconclusive`` and flagged
+(:mod:`losslab.experiments.criteria`).
 
 Running: :func:`run_experiment` (one row, saved and reused by id + config hash) and
 :func:`run_many` (several, in parallel processes); the CLI is ``losslab reproduce``.
