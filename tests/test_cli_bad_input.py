@@ -130,3 +130,17 @@ def test_a_failing_model_factory_is_one_line(tmp_path, capsys, monkeypatch):
                  "--dataset", "digits"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unexpected keyword argument 'depth'" in err
+
+
+def test_surface_resume_mismatch_is_one_line_and_force_starts_over(tiny_run, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["surface", str(tiny_run.path), "--grid", "3", "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    # the same output directory asked for another grid: cannot resume, says how to start over
+    assert main(["surface", str(tiny_run.path), "--grid", "5", "--out", str(out), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot resume" in err and "--force" in err
+    assert main(["surface", str(tiny_run.path), "--grid", "5", "--out", str(out), "--force", "--json"]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)["points"] == 25

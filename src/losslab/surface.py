@@ -587,7 +587,8 @@ def _check_resume(prev: SurfaceResult, kind: str, xs: np.ndarray, ys: np.ndarray
     if prev.meta.get("fingerprint") != fp:
         problems.append("directions, origin, data or loss differ (fingerprint mismatch)")
     if problems:
-        raise LosslabError("cannot resume: " + "; ".join(problems))
+        raise LosslabError("cannot resume the saved surface: " + "; ".join(problems)
+                           + " (delete it, or pass --force on the command line, to start over)")
 
 
 def _versions() -> dict[str, str]:

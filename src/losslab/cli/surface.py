@@ -47,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bn", choices=("auto", "recompute", "eval"), default="auto",
                    help="BatchNorm statistics: recompute at each point (auto when the model has BN) or eval")
     p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/surfaces/<name> or ./surfaces/<name>)")
+    p.add_argument("--force", action="store_true",
+                   help="start over: discard a saved (partial or finished) surface in the output directory")
     p.add_argument("--plot", action="store_true", help="write PNG plots")
     p.add_argument("--html", action="store_true", help="write an interactive offline HTML surface (2-D)")
     p.add_argument("--vtp", action="store_true", help="write a ParaView .vtp surface (2-D)")
@@ -189,6 +191,11 @@ def run(args: argparse.Namespace) -> int:
         raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
     out = output_dir(args, t)
     out.mkdir(parents=True, exist_ok=True)
+    if args.force:
+        from ..surface import SurfaceResult
+
+        for f in SurfaceResult.paths(out / "surface"):
+            f.unlink(missing_ok=True)
     dirs, pca, xr = build_directions(args, t, data, out)
     kw = evaluation_kwargs(args, t, out)
     if args.dim == 1:
