@@ -144,3 +144,51 @@ def test_surface_resume_mismatch_is_one_line_and_force_starts_over(tiny_run, tmp
     import json
 
     assert json.loads(capsys.readouterr().out)["points"] == 25
+
+
+def _mount_tmpfs(path, size="48k"):
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def test_disk_full_names_the_path_and_exits_2(tmp_path, capsys, monkeypatch):
+    import errno
+
+    full = tmp_path / "full"
+    argv = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--out", str(full)]
+    if _mount_tmpfs(full):  # a real full disk: a 48 KiB tmpfs
+        try:
+            assert main(argv) == 2
+        finally:
+            import subprocess
+
+            subprocess.run(["umount", str(full)], check=False)
+    else:  # no tmpfs here: inject ENOSPC into the atomic writes
+        import losslab._io as io
+
+        def no_space(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(io.os, "fsync", no_space)
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("losslab: error: ") and err.count("\n") == 1, err
+    assert str(full) in err and "No space left on device" in err and "disk full" in err
+
+
+def test_injected_enospc_in_atomic_write_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    import losslab._io as io
+
+    monkeypatch.setattr(io.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "x")))
+    with pytest.raises(OSError) as exc:
+        io.atomic_write_json(tmp_path / "r.json", {"a": 1})
+    assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "r.json")
+    assert not list(tmp_path.iterdir())  # no temp file left behind

@@ -26,13 +26,30 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             os.fchmod(fh.fileno(), 0o666 & ~_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        os_err = _os_error_in_chain(exc)
+        if os_err is not None and os_err.filename is None and isinstance(exc, (OSError, RuntimeError)):
+            # a full disk or read-only file system found mid-write (torch.save wraps it in a RuntimeError):
+            # say which file, keeping the errno
+            raise OSError(os_err.errno, os.strerror(os_err.errno), str(path)) from exc
         raise
     return path
+
+
+def _os_error_in_chain(exc: BaseException) -> OSError | None:
+    """The first :class:`OSError` with an errno in ``exc``'s cause/context chain (``exc`` included)."""
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return None
 
 
 @contextlib.contextmanager
