@@ -192,3 +192,15 @@ def test_injected_enospc_in_atomic_write_names_the_file(tmp_path, monkeypatch):
         io.atomic_write_json(tmp_path / "r.json", {"a": 1})
     assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "r.json")
     assert not list(tmp_path.iterdir())  # no temp file left behind
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--dataset", "digits", "--epochs", "1e20"], "--epochs expects int"),
+    (["no-such-command"], "invalid choice"),
+    (["surface"], "required"),
+])
+def test_argument_errors_are_one_line_too(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("losslab: error: ") and err.count("\n") == 1 and needle in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from ..errors import LosslabError
 
@@ -29,17 +30,25 @@ def _pkg_path() -> list[str]:
     return [os.path.dirname(__file__)]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with losslab's error contract: one line ``losslab: error: ...`` (naming the command and
+    where its help is) and exit status 2, instead of the usage block plus a message."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(2, f"losslab: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="losslab",
         description="losslab: measure neural-network loss landscapes on any PyTorch model.",
         epilog="Run `losslab COMMAND --help` for a command's options. Add --json for machine-readable output.",
     )
     parser.add_argument("--version", action="version", version=f"losslab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in subcommands():
         module = importlib.import_module(f".{name}", __package__)
         if hasattr(module, "add_parser"):
