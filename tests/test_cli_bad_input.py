@@ -204,3 +204,27 @@ def test_argument_errors_are_one_line_too(argv, needle, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.startswith("losslab: error: ") and err.count("\n") == 1 and needle in err
+
+
+def test_evaluate_checks_the_models_output_like_the_evaluator(tmp_path, capsys, monkeypatch):
+    import sys
+
+    import torch
+
+    (tmp_path / "outfac.py").write_text(
+        "import torch\n"
+        "class D(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__(); self.l = torch.nn.Linear(64, 10)\n"
+        "    def forward(self, x):\n        return {'logits': self.l(x.flatten(1))}\n"
+        "def five():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))\n"
+        "def dictout():\n    return D()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "outfac", raising=False)
+    import outfac
+
+    for name, needle in (("five", "outputs 5 classes but the labels go up to 9"), ("dictout", "returns a dict")):
+        ck = tmp_path / f"{name}.pt"
+        torch.save(getattr(outfac, name)().state_dict(), ck)
+        assert main(["evaluate", str(ck), "--model", f"outfac:{name}", "--dataset", "digits"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err

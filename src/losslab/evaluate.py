@@ -218,6 +218,21 @@ def _acc_per_example(out: Tensor, y: Tensor) -> Tensor:
 _BUILTIN_LOSSES = {"cross_entropy": _ce_per_example, "mse": _mse_per_example}
 
 
+def check_model_output(out: Any, y: Tensor, *, classification: bool) -> None:
+    """One-line :class:`LosslabError` when a model's output cannot go into a built-in loss: not a tensor
+    (a dict or tuple), fewer than 2 dimensions for cross-entropy, or fewer classes than the labels use."""
+    if not isinstance(out, Tensor):
+        kind = type(out).__name__ + (f" with keys {list(out)[:5]}" if isinstance(out, Mapping) else "")
+        raise LosslabError(f"the model returns a {kind}, not a tensor: pass loss= a callable that takes this "
+                           f"output, or wrap the model so that it returns the logits")
+    if classification and not y.is_floating_point() and y.numel():
+        if out.dim() < 2:
+            raise LosslabError(f"cross_entropy needs outputs (N, classes, ...), the model returns {tuple(out.shape)}")
+        top = int(y.max())
+        if top >= out.shape[1]:
+            raise LosslabError(f"the model outputs {out.shape[1]} classes but the labels go up to {top}")
+
+
 class Evaluator:
     """Evaluate loss/accuracy/metrics of one model at many points over a resident dataset.
 
@@ -481,17 +496,8 @@ class Evaluator:
     def _check_output(self, out: Any) -> None:
         """Check the probe forward's output against the loss; sets ``_tensor_output``."""
         self._tensor_output = isinstance(out, Tensor)
-        if self._loss_batched is not None and not self._tensor_output:
-            kind = type(out).__name__ + (f" with keys {list(out)[:5]}" if isinstance(out, Mapping) else "")
-            raise LosslabError(f"the model returns a {kind}, not a tensor: pass loss= a callable that takes this "
-                               f"output, or wrap the model so that it returns the logits")
-        if self._loss_batched is _ce_per_example and not self.y.is_floating_point() and self.y.numel():
-            if out.dim() < 2:
-                raise LosslabError(f"cross_entropy needs outputs (N, classes, ...), the model returns "
-                                   f"{tuple(out.shape)}")
-            top = int(self.y.max())
-            if top >= out.shape[1]:
-                raise LosslabError(f"the model outputs {out.shape[1]} classes but the labels go up to {top}")
+        if self._loss_batched is not None:
+            check_model_output(out, self.y, classification=self._loss_batched is _ce_per_example)
 
     def _cache_batch(self) -> int:
         """Examples per evaluation chunk: ``clip(C / a, 64, batch_size)`` (see ``cache_mb``)."""

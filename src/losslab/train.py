@@ -86,11 +86,15 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_class
     """Mean loss and error of ``model`` (in its current mode) on (x, y), in chunks."""
     if len(x) == 0:
         return {"loss": float("nan"), "error": float("nan")}
+    from .evaluate import check_model_output
+
     loss_fn = loss_fn_for(num_classes)
     total, wrong = 0.0, 0
     for i in range(0, len(x), EVAL_CHUNK):
         xb, yb = x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK]
         out = model(xb)
+        if i == 0:
+            check_model_output(out, y, classification=num_classes > 0)  # one line, not a torch traceback
         total += float(loss_fn(out, yb)) * len(xb)
         if num_classes > 0:
             wrong += int((out.argmax(-1) != yb).sum())
