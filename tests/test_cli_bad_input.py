@@ -228,3 +228,20 @@ def test_evaluate_checks_the_models_output_like_the_evaluator(tmp_path, capsys, 
         assert main(["evaluate", str(ck), "--model", f"outfac:{name}", "--dataset", "digits"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err, err
+
+
+def test_api_refuses_non_finite_inputs():
+    import torch
+    from torch import nn
+
+    from losslab.errors import LosslabError
+    from losslab.evaluate import Evaluator
+
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    x[4, 1] = float("nan")
+    with pytest.raises(LosslabError, match="x holds 1 non-finite value.*example 4"):
+        Evaluator(nn.Linear(3, 2), (x, y))
+    yr = torch.randn(10)
+    yr[7] = float("inf")
+    with pytest.raises(LosslabError, match="y holds 1 non-finite value.*example 7"):
+        Evaluator(nn.Linear(3, 1), (torch.randn(10, 3), yr), loss="mse")

@@ -448,6 +448,12 @@ class Evaluator:
             raise LosslabError(f"{what}: x and y must be tensors")
         if x.shape[0] != y.shape[0]:
             raise LosslabError(f"{what}: x has {x.shape[0]} examples but y has {y.shape[0]}")
+        for name, t in (("x", x), ("y", y)):
+            if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                first = int((~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).nonzero()[0])
+                raise LosslabError(f"{what}: {name} holds {bad} non-finite value(s) (NaN/inf), the first in example "
+                                   f"{first}: every loss would be NaN")
         return self._cast(x.detach()), self._cast(y.detach())
 
     def _probe_activation_bytes(self) -> tuple[int, int]:
