@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     n_saved = sum(o.cached for o in outcomes)
     computed = sum(float(r.timings.get("total", 0.0)) for r in results.values())
     paths = render(out, results, result_dirs=dirs, profile=args.profile, implemented=list(EXPERIMENTS),
-                   broken=BROKEN, meta={"master seed": args.seed, "jobs": jobs, "rows computed in": f"{computed:.0f} s (sum over rows)",
+                   broken=BROKEN, meta={"master seed": args.seed, "jobs": jobs,
+                                        "rows computed in": f"{computed:.0f} s (sum over rows)",
                                         "last invocation": f"{wall:.1f} s, {len(outcomes) - n_saved} run, "
                                                            f"{n_saved} reused"})
     rows = []
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         "reused": n_saved,
         "report": str(paths["html"]),
         "markdown": str(paths["md"]),
-        "rows": [{**o.result.summary(), "title": o.result.title, "error": o.result.error, "seconds": o.result.timings.get("total"), "cached": o.cached,
+        "rows": [{**o.result.summary(), "title": o.result.title, "error": o.result.error,
+                  "seconds": o.result.timings.get("total"), "cached": o.cached,
                   "key_numbers": o.result.key_numbers, "result": str(o.path)} for o in outcomes],
         "not_implemented": [r for r in sorted(ROWS, key=row_order) if r not in EXPERIMENTS and r not in BROKEN],
         "broken": dict(BROKEN),
