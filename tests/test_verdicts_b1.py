@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from losslab.experiments import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
-from losslab.experiments._base import PARTLY_REPRODUCED, Verdict
+from losslab.experiments._base import PARTLY_REPRODUCED
 from losslab.experiments.b1_filter_normalized import CRITERIA, Config, judge, nonconvexity_map, roughness
 from losslab.experiments.criteria import Control, apply_control
 

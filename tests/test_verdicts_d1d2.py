@@ -2,7 +2,6 @@
 measurements — (a) a clear pass, (b) an interval straddling a threshold, (c) a contradicting measurement,
 (d) a failed precondition, (e) the negative control judged by the same judge, and a fired control flagging
 the row — plus the bound rules of D1 and the registered criteria themselves."""
-import copy
 import math
 
 import pytest

@@ -52,7 +52,7 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, evaluator, new_figure, run_lock, save_figure, train_run
-from .criteria import Control, Criteria, Criterion, per_seed, t_interval
+from .criteria import Control, Criteria, Criterion, t_interval
 
 ID = "A4"
 VERSION = 4

@@ -25,15 +25,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ..config import TrainConfig
-from ..errors import LosslabError
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import seed_panel, Timer, describe_data, evaluator, new_figure, save_figure, train_run
+from .common import pairs_of, seed_panel, Timer, describe_data, evaluator, new_figure, save_figure, train_run
 from .criteria import Control, Criteria, Criterion, t_interval
 
 ID = "C2"
@@ -107,19 +106,6 @@ class Config:
     def full(cls) -> "Config":
         return cls(train=recipes.mnist1d_mlp("full"), seeds=tuple(range(10)), num_points=61, curve_epochs=30,
                    plane_grid=25)
-
-
-def pairs_of(seeds: Sequence[int]) -> list[tuple[int, int]]:
-    """Disjoint consecutive pairs ``[(s0, s1), (s2, s3), ...]`` (an even number of distinct seeds).
-
-    Example:
-        >>> pairs_of((0, 1, 2, 3))
-        [(0, 1), (2, 3)]
-    """
-    s = [int(x) for x in seeds]
-    if len(s) < 2 or len(s) % 2 or len(set(s)) != len(s):
-        raise LosslabError(f"need an even number (>= 2) of distinct seeds for disjoint pairs, got {tuple(s)}")
-    return [(s[i], s[i + 1]) for i in range(0, len(s), 2)]
 
 
 def _table(path: Any) -> dict[str, float]:

@@ -33,10 +33,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..config import TrainConfig
-from ..errors import LosslabError
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import seed_panel, Timer, describe_data, save_figure, train_run
+from .common import pairs_of, seed_panel, Timer, describe_data, save_figure, train_run
 from .criteria import Control, Criteria, Criterion, t_interval
 
 ID = "C5"
@@ -124,19 +123,6 @@ class Config:
     @classmethod
     def full(cls) -> "Config":
         return cls(train=converged_mlp("full"), seeds=tuple(range(10)))
-
-
-def pairs_of(seeds: Sequence[int]) -> list[tuple[int, int]]:
-    """Disjoint consecutive pairs ``[(s0, s1), (s2, s3), ...]`` (an even number of distinct seeds).
-
-    Example:
-        >>> pairs_of((0, 1, 2, 3))
-        [(0, 1), (2, 3)]
-    """
-    s = [int(x) for x in seeds]
-    if len(s) < 2 or len(s) % 2 or len(set(s)) != len(s):
-        raise LosslabError(f"need an even number (>= 2) of distinct seeds for disjoint pairs, got {tuple(s)}")
-    return [(s[i], s[i + 1]) for i in range(0, len(s), 2)]
 
 
 def _run_record(run: Any, seed: int, model: Any, x: Any, y: np.ndarray) -> tuple[dict[str, Any], np.ndarray, int]:

@@ -25,7 +25,7 @@ from ._base import FigureRef
 
 __all__ = [
     "train_run", "run_lock", "Timer", "describe_data", "evaluator", "interpolate", "barriers",
-    "monotonicity", "fit_epoch", "describe_model", "new_figure", "save_figure", "train_config", "seed_panel",
+    "monotonicity", "fit_epoch", "describe_model", "new_figure", "save_figure", "train_config", "seed_panel", "pairs_of",
 ]
 
 
@@ -265,3 +265,16 @@ def seed_panel(ax: Any, groups: Sequence[tuple[str, Sequence[float], str]], thre
     ax.set_xlim(-0.5, len(groups) - 0.4)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7, loc=legend_loc)
+
+
+def pairs_of(seeds: Sequence[int]) -> list[tuple[int, int]]:
+    """Disjoint consecutive pairs ``[(s0, s1), (s2, s3), ...]`` (an even number of distinct seeds).
+
+    Example:
+        >>> pairs_of((0, 1, 2, 3))
+        [(0, 1), (2, 3)]
+    """
+    s = [int(x) for x in seeds]
+    if len(s) < 2 or len(s) % 2 or len(set(s)) != len(s):
+        raise LosslabError(f"need an even number (>= 2) of distinct seeds for disjoint pairs, got {tuple(s)}")
+    return [(s[i], s[i + 1]) for i in range(0, len(s), 2)]
