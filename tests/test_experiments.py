@@ -391,7 +391,7 @@ def _tiny_runs(tmp_path, row, config):
 def test_a1_runs_tiny(tmp_path):
     A1 = EXPERIMENTS["A1"]
     cfg = A1.Config(train=_tiny(optimizer="sgd", lr=0.1), contrast=_tiny(optimizer="sgd", lr=2.0, momentum=0.0),
-                    num_steps=10, extend=0.2)
+                    num_steps=10, extend=0.2, seeds=(0, 1, 2))
     r = _tiny_runs(tmp_path, "A1", cfg)
     main = r.measurements["main"][0]
     assert main["steps"] == 10 and len(main["alpha"]) == 15 and main["alpha"][2] == 0.0
@@ -466,3 +466,19 @@ def test_c4_runs_tiny(tmp_path):
     assert r.control["setting"] == EXPERIMENTS["C4"].CRITERIA.control and r.criteria == EXPERIMENTS["C4"].CRITERIA.lines()
     assert set(pair["barriers_before"]) == {f"{s}_{m}_{d}" for s in ("train", "test") for m in ("loss", "error")
                                             for d in ("mean", "linear")}
+
+
+def test_every_row_uses_at_least_five_seeds_in_quick():
+    """Issue 14's stability plan (registered 2026-12-04): >= 5 seeds, or 5 disjoint pairs, in quick and full."""
+    from losslab.experiments.criteria import SEED_PLAN_2026_12_04
+
+    for row, mod in EXPERIMENTS.items():
+        for cfg in (mod.Config.quick(), mod.Config.full()):
+            need = 10 if row in ("C2", "C4", "C5") else 5  # disjoint pairs of runs
+            assert len(cfg.seeds) >= need, (row, cfg.seeds)
+            for name in ("control_seeds", "control_order_seeds", "mem_seeds", "label_seeds"):
+                if hasattr(cfg, name):
+                    assert len(getattr(cfg, name)) >= 5, (row, name)
+        assert not mod.CRITERIA.seeds.startswith(("3 ", "4 ")), (row, mod.CRITERIA.seeds)
+    changed = [r for r, m in EXPERIMENTS.items() if SEED_PLAN_2026_12_04 in m.CRITERIA.changes]
+    assert sorted(set(EXPERIMENTS) - set(changed)) == ["C11", "D2"]  # they had >= 5 seeds before

@@ -159,7 +159,7 @@ def test_c8_config_seeds_are_shifted_and_paired():
     from losslab.experiments._runner import config_for
 
     q = C8.Config.quick()
-    assert len(q.seeds) >= 3 and len(C8.Config.full().seeds) >= 5 and all(s < 1000 for s in q.seeds)
+    assert len(q.seeds) >= 5 and len(C8.Config.full().seeds) >= 5 and all(s < 1000 for s in q.seeds)
     assert config_for("C8", "quick", seed=1).seeds == tuple(s + 1000 for s in q.seeds)
     assert config_for("C8", "quick", seed=1).control_order_offsets == q.control_order_offsets
     assert q.control_lr in q.lrs
@@ -235,7 +235,7 @@ def test_quick_profiles_have_seeds_and_share_trained_runs():
     from losslab.experiments import recipes
 
     for mod in (A5, C8, C9):
-        assert len(mod.Config.quick().seeds) >= 3 and len(mod.Config.full().seeds) >= 5
+        assert len(mod.Config.quick().seeds) >= 5 and len(mod.Config.full().seeds) >= 5
         assert all(s < 1000 for s in mod.Config.quick().seeds)
     # A5 measures A1's runs and C9 A4's clean runs: the run cache trains them once
     a1, a4 = EXPERIMENTS["A1"].Config.quick(), EXPERIMENTS["A4"].Config.quick()

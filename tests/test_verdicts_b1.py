@@ -105,7 +105,7 @@ def test_b1_criteria_are_registered():
     assert CRITERIA.registered == "2026-12-04" and all(x.startswith("criterion changed on 2026-12-04 because")
                                                      for x in CRITERIA.changes)
     q, f = Config.quick(), Config.full()
-    assert len(q.seeds) >= 3 and len(f.seeds) >= 5 and len(q.control_seeds) == len(q.seeds)
+    assert len(q.seeds) >= 5 and len(f.seeds) >= 5 and len(q.control_seeds) == len(q.seeds)
     assert all(s < 1000 for s in (*f.seeds, *f.control_seeds))
     assert q.skip.model.model_kwargs["skip"] is True and q.noskip.model.model_kwargs["skip"] is False
     assert {k: v for k, v in q.skip.model.model_kwargs.items() if k != "skip"} == \

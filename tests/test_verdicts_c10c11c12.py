@@ -87,7 +87,8 @@ def test_c10_toy_model_predictions_and_ball_control():
                                               beta=cfg.toy_beta, seed=s), cfg)
     st = C10.stats(toy)
     # the wedges are cones: the loss never rises along the solution's ray; widths double at twice the radius
-    assert st["rise"] == [0.0, 0.0, 0.0] and st["width_ratio"] == pytest.approx([2.0, 2.0, 2.0], rel=0.15)
+    n = len(cfg.seeds)
+    assert n >= 5 and st["rise"] == [0.0] * n and st["width_ratio"] == pytest.approx([2.0] * n, rel=0.15)
     assert all(e == 0.0 for e in st["train_error"])
     assert C10.judge(toy).status == REPRODUCED  # the criteria are the toy's predictions
     ball = C10._toy_run(lambda s: C10.BallToy(D=cfg.toy_D, radius=cfg.ball_radius, width=cfg.ball_width,

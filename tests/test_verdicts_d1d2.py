@@ -153,7 +153,7 @@ def test_d1_criteria_are_registered_and_can_fail():
     q, f = D1.Config.quick(), D1.Config.full()
     # the grids go past 0.1 D, and enough seeds
     assert max(q.dims) > 0.1 * D and max(q.mem_random_dims) > 0.1 * D
-    assert len(q.seeds) >= 3 and len(q.mem_seeds) >= 3 and len(f.seeds) >= 5 and len(f.mem_seeds) >= 5
+    assert len(q.seeds) >= 5 and len(q.mem_seeds) >= 5 and len(f.seeds) >= 5 and len(f.mem_seeds) >= 5
     assert len(q.label_seeds) == len(q.mem_seeds) and len(set(q.label_seeds)) == len(q.label_seeds)
 
 
@@ -245,5 +245,5 @@ def test_d2_criteria_registered():
     assert c.registered == "2026-12-04" and c.changes and all(x.startswith("criterion changed on") for x in c.changes)
     assert c["Tr(H)/|H| clearly > 0 in the zone"].threshold == 5.0
     assert c["falls off on both sides"].threshold == 0.5
-    assert len(D2.Config.quick().seeds) >= 3 and len(D2.Config.full().seeds) >= 5
+    assert len(D2.Config.quick().seeds) >= 5 and len(D2.Config.full().seeds) >= 5
     assert D2.Config.quick().control_depth == 0

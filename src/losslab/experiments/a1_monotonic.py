@@ -28,7 +28,7 @@ import numpy as np
 
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .criteria import Control, Criteria, Criterion, per_seed
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed
 from .common import Timer, describe_data, evaluator, interpolate, monotonicity, new_figure, save_figure, train_run
 
 ID = "A1"
@@ -50,8 +50,9 @@ CRITERIA = Criteria(
     ),
     control="the same MLP and budget trained with plain SGD at learning rate 1.0, no momentum (Lucas et al. 2021 "
             "report non-monotone paths at large learning rates); same checks",
-    seeds="3 independent runs (init and data order from each seed) in quick, 5 in full; control on the same seeds",
+    seeds="5 independent runs (init and data order from each seed) in quick and in full; control on the same seeds",
     registered="2026-12-04",
+    changes=(SEED_PLAN_2026_12_04,),
 )
 
 
@@ -70,7 +71,7 @@ class Config:
 
     train: TrainConfig = field(default_factory=lambda: recipes.mnist1d_mlp("quick"))
     contrast: TrainConfig = field(default_factory=lambda: recipes.mnist1d_mlp_large_lr("quick"))
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     num_steps: int = 50
     extend: float = 0.25
     rtol: float = 1e-5

@@ -25,7 +25,7 @@ from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .a3_random_labels import deep_linear_mlp, memorization_mlp
 from .common import Timer, describe_data, describe_model, fit_epoch, new_figure, save_figure, train_run
-from .criteria import Control, Criteria, Criterion, per_seed, t_interval
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
 
 ID = "A2"
 VERSION = 2
@@ -49,7 +49,7 @@ CRITERIA = Criteria(
     control="a deep linear net (identity activations, 40-64-64-10: 7,434 parameters, more than the training "
             "examples, but a linear classifier) with the same data, optimizer and budget; MNIST-1D is not linearly "
             "separable, so the claim should fail; same checks",
-    seeds="3 independent seeds in quick, 5 in full; each seed sets init, data order and the training subset; the "
+    seeds="5 independent seeds in quick and in full; each seed sets init, data order and the training subset; the "
           "control uses the same seeds",
     registered="2026-12-04",
     changes=(
@@ -57,6 +57,7 @@ CRITERIA = Criteria(
         "(threshold 0.01 as before) is judged on a 95% t-interval over seeds instead of one run per dataset; the "
         "digits MLP is dropped from the quick profile (CPU budget) and the MNIST-1D runs are A3's p=0 runs on a "
         "1000-example subset",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -74,7 +75,7 @@ class Config:
 
     train: TrainConfig = field(default_factory=lambda: memorization_mlp(0.0, "quick"))
     control: TrainConfig = field(default_factory=lambda: deep_linear_mlp(0.0, "quick"))
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     fit_threshold: float = 0.01
 
     @classmethod

@@ -35,7 +35,7 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, describe_model, fit_epoch, new_figure, save_figure, train_run
-from .criteria import Control, Criteria, Criterion, t_interval
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
 
 ID = "A3"
 VERSION = 2
@@ -71,7 +71,7 @@ CRITERIA = Criteria(
     control="a deep linear net (the same Adam MLP recipe with identity activations, 40-64-64-10: 7,434 "
             "parameters, more than the training examples, but a linear classifier) at p = 0 and p = 1 with the same "
             "seeds and budget; a linear classifier cannot fit random labels, so memorization should fail; same checks",
-    seeds="3 independent seeds in quick, 5 in full; each seed sets init, data order, label corruption and the "
+    seeds="5 independent seeds in quick and in full; each seed sets init, data order, label corruption and the "
           "training subset; the control uses the same seeds",
     registered="2026-12-04",
     changes=(
@@ -79,6 +79,7 @@ CRITERIA = Criteria(
         "error at chance' (now an equivalence test, margin 0.05 as before) and 'steps grow' (was a single-run "
         "Spearman > 0, now a per-seed slope of ln steps on p) are judged over >= 3 seeds; the quick sweep uses a "
         "1000-example subset (was 2000) so that 3 seeds of the survey's 5-point sweep fit the CPU budget",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -124,7 +125,7 @@ class Config:
     control: TrainConfig = field(default_factory=lambda: deep_linear_mlp(0.0, "quick"))
     noise: tuple[float, ...] = (0.0, 0.2, 0.5, 0.8, 1.0)
     control_noise: tuple[float, ...] = (0.0, 1.0)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     fit_threshold: float = 0.01
 
     @classmethod

@@ -52,7 +52,7 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, evaluator, new_figure, run_lock, save_figure, train_run
-from .criteria import Control, Criteria, Criterion, t_interval
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
 
 ID = "A4"
 VERSION = 4
@@ -101,7 +101,7 @@ CRITERIA = Criteria(
     control="the same protocol without poison: the from-scratch model and every warm-started search (unconstrained "
             "and in balls) trained with the extra rows correctly labelled; same checks (the control has no null of "
             "its own)",
-    seeds="3 independent seeds (init, data order, poison draw and labels from each seed) in quick, 5 in full; "
+    seeds="5 independent seeds (init, data order, poison draw and labels from each seed) in quick and in full; "
           "the control uses the same seeds",
     registered="2026-12-04",
     changes=(
@@ -117,6 +117,7 @@ CRITERIA = Criteria(
         "CPU cost; in the pilot the 0.5-ball ends neither fit the poisoned set (train error 0.28) nor were "
         "stationary, so they would not have counted; without balls 'near' can only be harder to pass; the full "
         "profile keeps balls at 0.25, 0.5, 0.75",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -146,7 +147,7 @@ class Config:
 
     clean: TrainConfig = field(default_factory=lambda: recipes.poison_pair("quick")[0])
     poisoned: TrainConfig = field(default_factory=lambda: recipes.poison_pair("quick")[1])
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     fit_tolerance: float = 0.01
     gap_margin: float = 0.05
     warm_epochs: int = 0

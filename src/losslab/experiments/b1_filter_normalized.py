@@ -45,7 +45,7 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, evaluator, new_figure, save_figure, train_config, train_run
-from .criteria import Control, Criteria, Criterion, per_seed
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed
 
 ID = "B1"
 VERSION = 2
@@ -92,7 +92,7 @@ CRITERIA = Criteria(
     control="pairs of two nets WITH skips (A: a second net with skips from another seed, B: the same net with skips "
             "as in the row), same recipe, same plane seeds: a null in which no roughness difference should appear; "
             "same checks",
-    seeds="3 independent pairs in quick, 5 in full (init and data order from each net's seed; plane seed = pair "
+    seeds="5 independent pairs in quick and in full (init and data order from each net's seed; plane seed = pair "
           "seed); control pairs use the row's nets with skips and extra nets with skips from seeds 500+",
     registered="2026-12-04",
     changes=(
@@ -104,6 +104,7 @@ CRITERIA = Criteria(
         "point values) rested on ~3 of 81 grid points: the decisive statistic is now Li et al.'s non-convexity ratio "
         "(Fig. 7) named by the SURVEY check, averaged over every interior point of the plane, as a per-seed difference "
         "on a 95% t-interval over >= 3 seeds; the radial fraction and the quadratic misfit stay as context",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -150,8 +151,8 @@ class Config:
 
     skip: TrainConfig = field(default_factory=lambda: resnet_recipe(True, "quick"))
     noskip: TrainConfig = field(default_factory=lambda: resnet_recipe(False, "quick"))
-    seeds: tuple[int, ...] = (0, 1, 2)
-    control_seeds: tuple[int, ...] = (500, 501, 502)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    control_seeds: tuple[int, ...] = (500, 501, 502, 503, 504)
     grid: int = 11
     span: float = 1.0
     eval_examples: int = 256

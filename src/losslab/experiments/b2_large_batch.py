@@ -45,7 +45,7 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, evaluator, interpolate, new_figure, save_figure, train_config, train_run
-from .criteria import Control, Criteria, Criterion, t_interval
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
 
 ID = "B2"
 VERSION = 2
@@ -87,7 +87,7 @@ CRITERIA = Criteria(
     control="the same comparison between two small-batch runs of each seed (batch 32, same initialization, another "
             "data order), the second in LB's place: a null with no batch-size difference, where LB-vs-SB sharpness "
             "and test-error differences should not appear; same checks",
-    seeds="3 independent seeds in quick, 5 in full; SB and LB of a pair share init and data order; the control's "
+    seeds="5 independent seeds in quick and in full; SB and LB of a pair share init and data order; the control's "
           "second SB run has the pair's init and its own data-order seed (control_order_seeds)",
     registered="2026-12-04",
     changes=(
@@ -95,6 +95,7 @@ CRITERIA = Criteria(
         "decisive (it was context only, though it is half of the claim); 'LB sharper' (λmax, ε-sharpness) is "
         "judged on per-seed paired log ratios on a 95% t-interval over >= 3 seeds (was: every one of 1 seed's "
         "pairs); Dinh et al.'s caveat is context (it was decisive, but it is a caveat of the claim, not the claim)",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -133,8 +134,8 @@ class Config:
 
     sb: TrainConfig = field(default_factory=lambda: keskar_pair("quick")[0])
     lb: TrainConfig = field(default_factory=lambda: keskar_pair("quick")[1])
-    seeds: tuple[int, ...] = (0, 1, 2)
-    control_order_seeds: tuple[int, ...] = (500, 501, 502)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    control_order_seeds: tuple[int, ...] = (500, 501, 502, 503, 504)
     epsilon: float = 1e-3
     epsilon_steps: int = 10
     num_points: int = 31

@@ -45,7 +45,7 @@ import numpy as np
 from ..config import TrainConfig
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, new_figure, save_figure, train_config, train_run
-from .criteria import Control, Criteria, Criterion
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion
 
 ID = "C10"
 VERSION = 2
@@ -87,7 +87,7 @@ CRITERIA = Criteria(
     control="the same protocol and judge on a toy landscape with one ball-shaped minimum at finite radius (no "
             "radial structure; Fort & Jastrzebski's alternative to wedges): along the ray through its minimum the loss "
             "rises again, so the radial tunnel must fail",
-    seeds="3 independent seeds in quick, 5 in full (network: init and data order of the solution; init, projection "
+    seeds="5 independent seeds in quick and in full (network: init and data order of the solution; init, projection "
           "and data order of the subspace runs; toy: wedge directions, start and projections); control on the same "
           "seeds",
     registered="2026-12-04",
@@ -102,6 +102,7 @@ CRITERIA = Criteria(
         "the wedges as well; it is context, with the toy's value beside it",
         "note on 2026-12-04: the radial-tunnel threshold (0.01 of the loss at the origin; the toy predicts 0) was "
         "written after a pilot had shown a rise of ~0.025 on the network; it was not chosen to pass",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -132,7 +133,7 @@ class Config:
     """
 
     train: TrainConfig = field(default_factory=digits_small_mlp)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     num_radii: int = 31
     max_factor: float = 3.0
     width_dirs: int = 4

@@ -41,7 +41,7 @@ import numpy as np
 from ..config import TrainConfig
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, new_figure, run_lock, save_figure, train_config, train_run
-from .criteria import Control, Criteria, Criterion
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion
 
 ID = "C12"
 VERSION = 2
@@ -94,7 +94,7 @@ CRITERIA = Criteria(
             "trained on a quarter of the training set (337 examples, as many optimizer steps): each generalizes "
             "worse than its full-data baseline for a reason no myth concerns, so every comparison must fail",
     seeds="8 independent seeds in quick, 12 in full (init and data order, shared by every variant of a seed); the "
-          "control on the first 4 of them (5 in full)",
+          "control on the first 5 of them (in quick and in full)",
     registered="2026-12-04",
     changes=(
         "criterion changed on 2026-12-04 because v1 counted 'no significant difference' (difference within 2 "
@@ -106,6 +106,7 @@ CRITERIA = Criteria(
         "criterion changed on 2026-12-04 because v1's (c) picked the highest- and lowest-rank variants after "
         "measuring them: (c) now compares a fixed pair, a rank-raising regularizer against plain SGD (Goldblum et "
         "al.'s design), with the rank increase as a precondition",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -175,7 +176,7 @@ class Config:
     gd_epochs: int = 100
     rank_strength: float = 0.05
     control_subsample: int = 337
-    control_seeds: tuple[int, ...] = (0, 1, 2, 3)
+    control_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
 
     @classmethod
     def quick(cls) -> "Config":

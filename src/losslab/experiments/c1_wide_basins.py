@@ -32,7 +32,7 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, evaluator, new_figure, save_figure, train_run
-from .criteria import Control, Criteria, Criterion, t_interval
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
 
 ID = "C1"
 VERSION = 2
@@ -57,7 +57,7 @@ CRITERIA = Criteria(
     ),
     control="two clean solutions of different seeds (seed s in the clean role, a seed not otherwise used in the "
             "poisoned role), same directions and checks: no width difference should appear",
-    seeds="3 paired seeds in quick (the clean and poisoned solutions of a seed share init, data order and "
+    seeds="5 paired seeds in quick (the clean and poisoned solutions of a seed share init, data order and "
           "directions; poison draw and labels from the seed), 5 in full; the control pairs each clean solution with "
           "the clean solution of one of control_seeds",
     registered="2026-12-04",
@@ -66,6 +66,7 @@ CRITERIA = Criteria(
         "one-seed comparisons rc > rp and logV_c > logV_p became per-seed paired log ratio / difference > 0",
         "criterion changed on 2026-12-04 because issue 14 requires train error <= 1% on the model's own training "
         "set (was <= 2% on the clean set)",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -89,8 +90,8 @@ class Config:
 
     clean: TrainConfig = field(default_factory=lambda: recipes.poison_pair("quick")[0])
     poisoned: TrainConfig = field(default_factory=lambda: recipes.poison_pair("quick")[1])
-    seeds: tuple[int, ...] = (0, 1, 2)
-    control_seeds: tuple[int, ...] = (3, 4, 5)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    control_seeds: tuple[int, ...] = (5, 6, 7, 8, 9)
     num_directions: int = 12
     threshold: float = 0.1
     rtol: float = 1e-2

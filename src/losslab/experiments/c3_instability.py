@@ -40,7 +40,7 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, new_figure, run_lock, save_figure, train_config
-from .criteria import Control, Criteria, Criterion, per_seed, t_interval
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
 
 ID = "C3"
 VERSION = 2
@@ -73,14 +73,15 @@ CRITERIA = Criteria(
             "the same 640 steps, spawned at k = 0 and k_e = 10% of training: stable at initialization (Frankle et al.: "
             "small MNIST networks; the survey's pilot), so 'unstable at k = 0' must fail and the row's claim cannot be "
             "reproduced there; same checks",
-    seeds="3 parents (init and data order from each seed; the two children's order seeds derive from it) in quick, "
-          "5 in full; the control uses the same seeds",
+    seeds="5 parents (init and data order from each seed; the two children's order seeds derive from it) in quick "
+          "and in full; the control uses the same seeds",
     registered="2026-12-04",
     changes=(
         "criterion changed on 2026-12-04 because the old decisive check, B(k=256) <= 0.25 x B(0) with k = 256 = 40% "
         "of training on one parent, did not test 'early' and passed while the network was never stable; it is "
         "replaced by Frankle et al.'s own criterion, stable (B < 2%) at k <= 10% of training, and 'unstable at "
         "k = 0' moves from a precondition to a decisive claim, both on 95% intervals over parents (issue 14)",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -118,7 +119,7 @@ class Config:
     """
 
     train: TrainConfig = field(default_factory=lambda: mnist1d_cnn("quick"))
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     spawn_steps: tuple[int, ...] = (0,)
     early_fraction: float = 0.1
     control: TrainConfig | None = field(default_factory=lambda: control_mlp("quick"))

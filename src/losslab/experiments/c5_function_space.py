@@ -36,7 +36,7 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import pairs_of, seed_panel, Timer, describe_data, save_figure, train_run
-from .criteria import Control, Criteria, Criterion, t_interval
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
 
 ID = "C5"
 VERSION = 2
@@ -76,7 +76,7 @@ CRITERIA = Criteria(
     control="a null: the same comparison with the 'independent' partner of each pair replaced by the run itself "
             "(same seed; on the CPU a retrain with the same seed is bit-identical, so the cached run stands in), "
             "judged by the same checks",
-    seeds="3 disjoint pairs of independent runs (seeds 0-5: init and data order) in quick, 5 pairs (seeds 0-9) in "
+    seeds="5 disjoint pairs of independent runs (seeds 0-9: init and data order) in quick and in "
           "full; the control uses the first run of each pair",
     registered="2026-12-04",
     changes=(
@@ -86,6 +86,7 @@ CRITERIA = Criteria(
         "criterion changed on 2026-12-04 because ensembles must compare members at equal accuracy (Fort et al. 2019) "
         "and pairs give ensembles of two: the same-trajectory ensemble pairs each final with its earliest checkpoint "
         "at equal accuracy instead of the last R checkpoints (one epoch apart, near copies of the final)",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -112,7 +113,7 @@ class Config:
     """
 
     train: TrainConfig = field(default_factory=lambda: converged_mlp("quick"))
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    seeds: tuple[int, ...] = tuple(range(10))
     seed: int = 0
     tsne: bool = True
 

@@ -37,7 +37,7 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, new_figure, save_figure, train_config, train_run
-from .criteria import Control, Criteria, Criterion, per_seed, t_interval
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
 
 ID = "C6"
 VERSION = 2
@@ -67,8 +67,8 @@ CRITERIA = Criteria(
             "examples, every label redrawn uniformly, 40 epochs; test on the true test labels): nothing learned in the "
             "first epochs "
             "can make the later linearization generalize better; same checks",
-    seeds="3 independent runs (init and data order from each seed; the seed also draws the NTK inputs and the batch "
-          "order of the linearized training) in quick, 5 in full; the control on the same seeds",
+    seeds="5 independent runs (init and data order from each seed; the seed also draws the NTK inputs and the batch "
+          "order of the linearized training) in quick and in full; the control on the same seeds",
     registered="2026-12-04",
     changes=(
         "criterion changed on 2026-12-04 because the linearized models had unequal budgets (the one linearized at step "
@@ -81,6 +81,7 @@ CRITERIA = Criteria(
         "context now",
         "criterion changed on 2026-12-04 because the precondition 'test error drops by 0.1' is the claim's own outcome "
         "and would exclude a random-label control; it is now 'train error drops by 0.1' (the run learned its data)",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -110,7 +111,7 @@ class Config:
     """
 
     train: TrainConfig = field(default_factory=lambda: recipes.mnist1d_mlp("quick"))
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     control: TrainConfig | None = field(default_factory=lambda: random_label_mlp("quick"))
     n_examples: int = 20
     early: tuple[float, float] = (0.0, 0.25)

@@ -35,7 +35,7 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, new_figure, save_figure, train_run
-from .criteria import Control, Criteria, Criterion, per_seed, t_interval
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
 
 ID = "C7"
 VERSION = 2
@@ -63,14 +63,15 @@ CRITERIA = Criteria(
             "grouping independent of the gradients, so within-class = between-class in expectation); same checks. An "
             "untrained network is no control here: the cross-entropy gradient carries the label, so same-class "
             "gradients already align at initialization (measured at step 0 and shown)",
-    seeds="3 independent runs (init and data order from each seed; the seed also draws the probed examples and the "
-          "control's permutation) in quick, 5 in full",
+    seeds="5 independent runs (init and data order from each seed; the seed also draws the probed examples and the "
+          "control's permutation) in quick and in full",
     registered="2026-12-04",
     changes=(
         "criterion changed on 2026-12-04 because 'the stiffness length shrinks with training' (the second half of "
         "the claim) was context only (issue 14); it is decisive now, measured as the zero crossing of a least-squares "
         "line through all same-class pairs (the old half-distance was relative to the nearest distance bin, which "
         "held 5 pairs in the quick run)",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -89,7 +90,7 @@ class Config:
     """
 
     train: TrainConfig = field(default_factory=lambda: recipes.mnist1d_mlp("quick"))
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     n_per_class: int = 30
     fractions: tuple[float, ...] = (0.0, 0.1, 1.0)
     n_bins: int = 10

@@ -45,7 +45,7 @@ from ..data import Bundle, register
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, evaluator, new_figure, save_figure, train_run
-from .criteria import Control, Criteria, Criterion, per_seed, t_interval
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
 
 ID = "C9"
 VERSION = 2
@@ -96,7 +96,7 @@ CRITERIA = Criteria(
     control="the same network, data, optimizer and budget trained on the same inputs with labels merged in pairs "
             "(5 classes, 5 outputs), measured the same way (top-20, gap rule, top-10 overlap) and judged by the same "
             "checks against C = 10: if the count follows the classes it finds about 5, and 'about 10 outliers' fails",
-    seeds="3 independent runs (init and data order from each seed) in quick, 5 in full; Hessian subset and "
+    seeds="5 independent runs (init and data order from each seed) in quick and in full; Hessian subset and "
           "Lanczos start from the seed; the control on the same seeds (same initial hidden layers)",
     registered="2026-12-04",
     changes=(
@@ -107,6 +107,7 @@ CRITERIA = Criteria(
         "equivalence test (TOST, margin 2.5 = the same integer band) over seeds",
         "precondition changed on 2026-12-04 because issue 14: 'subset loss fell to half' is replaced by train "
         "error <= 1%",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -130,7 +131,7 @@ class Config:
     """
 
     train: TrainConfig = field(default_factory=lambda: recipes.poison_pair("quick")[0])
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     control_merge: int = 2
     hessian_examples: int = 500
     num_checkpoints: int = 3

@@ -52,7 +52,7 @@ import numpy as np
 
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import Timer, describe_data, new_figure, save_figure
-from .criteria import Control, Criteria, Criterion, t_interval
+from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
 
 ID = "D1"
 VERSION = 2
@@ -94,13 +94,14 @@ CRITERIA = Criteria(
     control="the same judge where the claim should fail: 'small' judged on the random-label memorization sweep "
             "(random labels should need a large part of D), and the ratio judged on true labels vs true labels on "
             "an independently drawn subset (null pair, ratio ~1)",
-    seeds="3 independent seeds in quick, 5 in full; each seed gives the init, data order, projections, its own "
+    seeds="5 independent seeds in quick and in full; each seed gives the init, data order, projections, its own "
           "full-space baseline and (memorization) its own random labels; d_int90 per seed with its grid bracket",
     registered="2026-12-04",
     changes=(
         "criterion changed on 2026-12-04 because issue 14: 'small' and 'much larger' are judged per seed on a 95% "
         "t-interval of log10 values instead of on one crossing of the seed-mean curve, and the d grid now goes "
         "past 0.1 D so that 'small' can fail (the thresholds 0.1 D and 4x are unchanged)",
+        SEED_PLAN_2026_12_04,
     ),
 )
 
@@ -210,7 +211,7 @@ class Config:
     projection: str = "dense"
     extra_projections: tuple[str, ...] = ()
     dims: tuple[int, ...] = (25, 50, 100, 200, 400, 800)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     epochs: int = 20
     lr: float = 0.05
     batch_size: int = 128
@@ -218,8 +219,8 @@ class Config:
     mem_examples: int = 300
     mem_clean_dims: tuple[int, ...] = (12, 25, 50, 100, 200, 400)
     mem_random_dims: tuple[int, ...] = (50, 100, 200, 400, 800, 1600)
-    mem_seeds: tuple[int, ...] = (0, 1, 2)
-    label_seeds: tuple[int, ...] = (0, 1, 2)
+    mem_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    label_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     mem_epochs: int = 300
     mem_lr: float = 0.05
     mem_ref_dim: int = 100
