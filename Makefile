@@ -29,6 +29,7 @@ browser:
 	sh scripts/install-chromium.sh
 
 test: setup browser
+	$(PY) -m ruff check src tests bench
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -1,7 +1,6 @@
 """Curvature rows of `losslab reproduce` (A4, A5, B2, C1, C8, C9): verdict logic on synthetic
 measurements (a contradicting measurement gives `not reproduced`, a failed precondition `inconclusive`),
 the helpers they define, and every run() on a tiny config."""
-import copy
 import dataclasses
 
 import numpy as np

@@ -18,9 +18,7 @@ from losslab.experiments import (
     result_key,
     run_experiment,
 )
-from losslab.experiments import c10_wedges as C10
 from losslab.experiments import c11_implicit_reg as C11
-from losslab.experiments import c12_myths as C12
 from losslab.experiments import d1_intrinsic_dim as D1
 from losslab.experiments import d2_goldilocks as D2
 from losslab.subspace import threshold_crossing
