@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,10 @@ class Target:
 
 def resolve(target: str, args: argparse.Namespace) -> Target:
     """Load ``target`` (run dir or checkpoint file) into a model + data bundle."""
-    import torch
     from torch import nn
 
     from .. import data, models
-    from ..runs import Run, load_state
+    from ..runs import Run
     from ._common import parse_kv
 
     path = Path(target)
@@ -71,11 +71,9 @@ def resolve(target: str, args: argparse.Namespace) -> Target:
         _check_finite(model, f"{path} (step {getattr(args, 'step', None) or 'final'})")
         return Target(model, bundle, desc, run)
 
-    state = load_state(path)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise LosslabError(f"{path} is not a state dict of tensors")
+    if not path.is_file():
+        raise LosslabError(f"checkpoint {path} is not a file")
+    state = models.load_checkpoint(path)  # plain, Lightning-style wrappers, safetensors
     bundle = data.load(args.dataset or "digits", **dataset_kwargs)
     if not args.model:
         raise LosslabError(f"{path} is a bare checkpoint: say which model with --model NAME or pkg.module:factory")
@@ -92,10 +90,16 @@ def resolve(target: str, args: argparse.Namespace) -> Target:
     else:
         model = models.build(args.model, input_shape=tuple(bundle.input_shape), num_classes=bundle.num_classes,
                              seed=0, **model_kwargs)
+    state, note = models.match_state_dict(model, state)
+    if note:
+        print(f"losslab: note: {path}: {note}", file=sys.stderr)
     models.load_state_dict_checked(model, state)
     _check_finite(model, str(path))
     model.eval()
-    return Target(model, bundle, {"checkpoint": str(path), "dataset": bundle.name, "model": args.model})
+    desc = {"checkpoint": str(path), "dataset": bundle.name, "model": args.model}
+    if note:
+        desc["checkpoint_keys"] = note
+    return Target(model, bundle, desc)
 
 
 def _check_finite(model: Any, where: str) -> None:

@@ -28,7 +28,8 @@ Example:
 """
 from __future__ import annotations
 
-from ._checkpoint import count_parameters, load_checkpoint, load_state_dict_checked
+from ._checkpoint import (KEY_PREFIXES, WRAPPER_KEYS, count_parameters, load_checkpoint, load_state_dict_checked,
+                          match_state_dict, unwrap_model)
 from ._init import init_parameters
 from ._registry import available, build, defaults, load_factory, register
 from ._zoo import ACTIVATIONS, NORMS, ResidualBlock, cnn1d, cnn2d, mlp, resnet
@@ -42,6 +43,10 @@ __all__ = [
     "init_parameters",
     "load_state_dict_checked",
     "load_checkpoint",
+    "match_state_dict",
+    "unwrap_model",
+    "KEY_PREFIXES",
+    "WRAPPER_KEYS",
     "count_parameters",
     "mlp",
     "cnn1d",
