@@ -607,9 +607,9 @@ def test_determinism_across_processes(tmp_path, _cache):
 # ---------------------------------------------------------------------------------------- docstrings
 def test_docstring_examples_run():
     import losslab.data._registry as reg
-    from losslab.data import adapters, builtin, vision, wrappers
+    from losslab.data import _sources, adapters, builtin, vision, wrappers
 
-    for mod in (D, reg, builtin, wrappers, adapters, vision):
+    for mod in (D, reg, builtin, wrappers, adapters, vision, _sources):
         result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0, mod.__name__
 
@@ -618,6 +618,6 @@ def test_public_api():
     assert set(D.__all__) == {
         "Split", "Bundle", "load", "available", "register", "fresh_samples", "digits", "mnist1d", "moons",
         "spirals", "blobs", "mnist", "cifar10", "corrupt_labels", "poison", "subsample", "row_mask",
-        "from_tensors", "from_dataset", "from_loader",
+        "from_tensors", "from_dataset", "from_loader", "resolve",
     }
     assert D.Split is Split

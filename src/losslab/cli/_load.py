@@ -18,8 +18,12 @@ def add_target_args(p: argparse.ArgumentParser, *, positional: str = "target", n
                    help="zoo model name (see `losslab.models.available()`) or pkg.module:factory for your own")
     g.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE", default=None,
                    help="arguments of the zoo model or of your factory")
-    g.add_argument("--dataset", default=None, help="dataset name (default: the run's, or digits)")
-    g.add_argument("--dataset-kwargs", nargs="+", metavar="KEY=VALUE", default=None, help="dataset arguments")
+    g.add_argument("--data", "--dataset", dest="dataset", default=None, metavar="DATA",
+                   help="a built-in dataset name, a file (.npz/.pt/.safetensors with x, y[, x_test, y_test]), an "
+                        "image folder, or pkg.module:function (default: the run's data; digits for a zoo model)")
+    g.add_argument("--data-kwargs", "--dataset-kwargs", dest="dataset_kwargs", nargs="+", metavar="KEY=VALUE",
+                   default=None, help="arguments of the dataset or function; num_classes, x_dtype, mean, std for "
+                                      "files and functions")
     g.add_argument("--step", type=int, default=None, help="checkpoint step of a run directory (default: final)")
     g.add_argument("--allow-unfinished", action="store_true",
                    help="measure the last checkpoint of a run that has not finished training (refused otherwise)")
@@ -62,7 +66,7 @@ def resolve(target: str, args: argparse.Namespace) -> Target:
                                f"settings to repair it")
         cfg = run.config
         if args.dataset is not None and args.dataset != cfg.data.dataset:
-            bundle = data.load(args.dataset, **dataset_kwargs)
+            bundle = data.resolve(args.dataset, **dataset_kwargs)
         else:
             bundle = run.bundle()
         model = run.build_model(getattr(args, "step", None))
@@ -74,9 +78,12 @@ def resolve(target: str, args: argparse.Namespace) -> Target:
     if not path.is_file():
         raise LosslabError(f"checkpoint {path} is not a file")
     state = models.load_checkpoint(path)  # plain, Lightning-style wrappers, safetensors
-    bundle = data.load(args.dataset or "digits", **dataset_kwargs)
     if not args.model:
         raise LosslabError(f"{path} is a bare checkpoint: say which model with --model NAME or pkg.module:factory")
+    if args.dataset is None and ":" in args.model:
+        raise LosslabError(f"say which data {args.model} is measured on with --data (a built-in name, an .npz/.pt "
+                           "file, an image folder or pkg.module:function)")
+    bundle = data.resolve(args.dataset or "digits", **dataset_kwargs)
     if ":" in args.model:
         factory = models.load_factory(args.model)
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from ._base import Bundle, Split
 from ._registry import available, fresh_samples, load, register
+from ._sources import resolve
 from .adapters import from_dataset, from_loader, from_tensors
 from .builtin import blobs, digits, mnist1d, moons, spirals
 from .vision import cifar10, mnist
@@ -30,7 +31,7 @@ from .wrappers import corrupt_labels, poison, row_mask, subsample
 
 __all__ = [
     "Split", "Bundle",
-    "load", "available", "register", "fresh_samples",
+    "load", "resolve", "available", "register", "fresh_samples",
     "digits", "mnist1d", "moons", "spirals", "blobs", "mnist", "cifar10",
     "corrupt_labels", "poison", "subsample", "row_mask",
     "from_tensors", "from_dataset", "from_loader",

@@ -1,7 +1,6 @@
 """The model registry: names -> factories, ``build`` with deterministic seeding, user factories."""
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any, Callable, TypeVar
 
@@ -197,19 +196,6 @@ def load_factory(spec: str) -> Factory:
         >>> load_factory("torch.nn:Linear") is torch.nn.Linear
         True
     """
-    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise LosslabError(f"model factory spec must look like 'pkg.module:factory', got {spec!r}")
-    mod_name, attr = spec.split(":")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-    except Exception as exc:  # noqa: BLE001 - any import-time failure is the user's module's
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        raise LosslabError(f"cannot import {mod_name!r} for model factory {spec!r}: {type(exc).__name__}: {msg}") from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise LosslabError(f"model factory {spec!r}: {mod_name!r} has no attribute {attr!r}") from None
-    if not callable(obj):
-        raise LosslabError(f"model factory {spec!r} is a {type(obj).__name__}, not callable")
-    return obj
+    from .._imports import load_callable
+
+    return load_callable(spec, "model factory")

@@ -1,0 +1,134 @@
+"""--data on the command line: files, functions, folders, normalization (issue 15), checked against plain torch."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from losslab import data
+from losslab.errors import LosslabError
+
+NETS = """
+import torch
+
+
+def make(width=8):
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, width), torch.nn.ReLU(), torch.nn.Linear(width, 3))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    return net
+
+
+def arrays(n=40):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 5, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def as_dataset(n=40):
+    return torch.utils.data.TensorDataset(*arrays(n))
+
+
+def broken():
+    raise ValueError("no data today")
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A folder the project has never seen: a model module, an .npz, a checkpoint (run from there)."""
+    name = f"usernets_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(NETS)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = __import__(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+    x, y = mod.arrays()
+    np.savez(tmp_path / "toy.npz", x=x.numpy(), y=y.numpy(), x_test=x[:10].numpy() * 2, y_test=y[:10].numpy())
+    torch.save({"x": x, "y": y}, tmp_path / "toy.pt")
+    torch.save(mod.make().state_dict(), tmp_path / "ck.pt")
+    return tmp_path, name, mod
+
+
+def _cli(cwd, *args):
+    return subprocess.run([sys.executable, "-m", "losslab", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_evaluate_runs_on_a_file_or_a_function_from_the_working_directory(project, monkeypatch, capsys):
+    from losslab.cli.main import main
+
+    tmp, name, mod = project
+    net, (x, y) = mod.make(), mod.arrays()
+    with torch.no_grad():
+        want = F.cross_entropy(net(x), y).item()
+        want_test = F.cross_entropy(net(x[:10] * 2), y[:10]).item()
+        want_norm = F.cross_entropy(net((x - 0.5) / 2), y).item()
+    # a new process in that folder, no PYTHONPATH: pkg.module resolves from the working directory
+    r = _cli(tmp, "evaluate", "ck.pt", "--model", f"{name}:make", "--data", f"{name}:arrays", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["train_loss"] == pytest.approx(want, rel=1e-6)
+    monkeypatch.chdir(tmp)
+    monkeypatch.syspath_prepend(str(tmp))
+    cases = {("toy.npz",): want, ("toy.pt",): want, (f"{name}:as_dataset",): want,
+             ("toy.npz", "--data-kwargs", "mean=0.5", "std=2"): want_norm}  # (x - mean) / std on every input
+    for extra, loss in cases.items():
+        assert main(["evaluate", "ck.pt", "--model", f"{name}:make", "--data", *extra, "--json"]) == 0
+        s = json.loads(capsys.readouterr().out.replace("NaN", "null"))
+        assert s["train_loss"] == pytest.approx(loss, rel=1e-6), extra
+        if extra == ("toy.npz",):
+            assert s["test_loss"] == pytest.approx(want_test, rel=1e-6)
+
+
+def test_missing_or_bad_data_is_one_line(project, monkeypatch, capsys):
+    from losslab.cli.main import main
+
+    tmp, name, _ = project
+    monkeypatch.chdir(tmp)
+    monkeypatch.syspath_prepend(str(tmp))
+    cases = [
+        (("--model", f"{name}:make"), "say which data"),
+        (("--model", f"{name}:make", "--data", "nope.npz"), "unknown data 'nope.npz'"),
+        (("--model", f"{name}:make", "--data", f"{name}:broken"), "raised ValueError: no data today"),
+        (("--model", f"{name}:make", "--data", f"{name}:missing"), "has no attribute 'missing'"),
+        (("--model", f"{name}:make", "--data", "toy.npz", "--data-kwargs", "bogus=1"), "unknown arguments"),
+    ]
+    for extra, needle in cases:
+        code, err = main(["evaluate", "ck.pt", *extra]), capsys.readouterr().err
+        assert code == 2 and needle in err and err.count("\n") == 1, (extra, err)
+
+
+def test_resolve_files_keys_and_folders(tmp_path):
+    np.savez(tmp_path / "only_x.npz", x=np.zeros((3, 2), np.float32), labels=np.zeros(3))
+    with pytest.raises(LosslabError, match=r"has no 'y' \(found keys \['labels', 'x'\]"):
+        data.resolve(str(tmp_path / "only_x.npz"))
+    np.savez(tmp_path / "half.npz", x=np.zeros((3, 2), np.float32), y=np.zeros(3, np.int64),
+             x_test=np.zeros((1, 2), np.float32))
+    with pytest.raises(LosslabError, match="only one of 'x_test' and 'y_test'"):
+        data.resolve(str(tmp_path / "half.npz"))
+    (tmp_path / "bad.pt").write_bytes(b"not a tensor file")
+    with pytest.raises(LosslabError, match="cannot read data file"):
+        data.resolve(str(tmp_path / "bad.pt"))
+    # integer token inputs keep their dtype with x_dtype=keep; per-channel mean/std broadcast over dim 1
+    np.savez(tmp_path / "tok.npz", x=np.arange(12).reshape(3, 4), y=np.array([0, 1, 0]))
+    assert data.resolve(str(tmp_path / "tok.npz"), x_dtype="keep").train.x.dtype == torch.int64
+    img = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    np.savez(tmp_path / "img.npz", x=img, y=np.array([0, 1]))
+    b = data.resolve(str(tmp_path / "img.npz"), mean=[1.0, 2.0, 3.0], std=[2.0, 4.0, 8.0])
+    want = (torch.from_numpy(img) - torch.tensor([1.0, 2, 3]).view(1, 3, 1, 1)) / torch.tensor([2.0, 4, 8]).view(
+        1, 3, 1, 1)
+    assert torch.equal(b.train.x, want) and b.meta["normalization"]["std"] == [2.0, 4.0, 8.0]
+    with pytest.raises(LosslabError, match="mean has 2 values but inputs have 3 channels"):
+        data.resolve(str(tmp_path / "img.npz"), mean=[1.0, 2.0])
+    assert data.resolve("digits").name == "digits"  # built-in names still work
+    folder = tmp_path / "imgs" / "cat"
+    folder.mkdir(parents=True)
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(LosslabError, match="needs torchvision"):
+            data.resolve(str(tmp_path / "imgs"))
