@@ -132,3 +132,14 @@ def test_resolve_files_keys_and_folders(tmp_path):
     except ImportError:
         with pytest.raises(LosslabError, match="needs torchvision"):
             data.resolve(str(tmp_path / "imgs"))
+
+
+def test_token_targets_are_class_labels_per_position():
+    x, y = torch.randint(0, 50, (8, 6)), torch.randint(0, 40, (8, 6))
+    b = data.from_tensors(x, y, x_test=x[:2], y_test=y[:2], x_dtype=None, num_classes=50)
+    assert b.train.y.shape == (8, 6) and b.train.x.dtype == torch.int64 and b.num_classes == 50
+    assert b.meta["task"] == "classification" and torch.equal(b.test.y, y[:2])
+    with pytest.raises(LosslabError, match=r"y_test labels have shape \(5,\) per example, y has \(6,\)"):
+        data.from_tensors(x, y, x_test=x[:2], y_test=y[:2, :5], x_dtype=None)
+    with pytest.raises(LosslabError, match="labels go up to 39 but num_classes=10"):
+        data.from_tensors(x, y, num_classes=10, x_dtype=None)

@@ -73,9 +73,13 @@ def _check_pair(x: Tensor, y: Tensor, what: str) -> None:
 
 
 def _labels(y: Tensor, what: str) -> Tensor:
-    """Integer class labels (int64, 1-D, >= 0) from integer, bool or integral float targets."""
-    if y.ndim != 1:
-        raise LosslabError(f"{what} class labels must be 1-D (N,), got shape {tuple(y.shape)}")
+    """Integer class labels (int64, >= 0) from integer, bool or integral float targets.
+
+    ``(N,)`` labels one class per example; ``(N, T)`` (or more dimensions) labels one class per position,
+    as a language model's next-token targets do.
+    """
+    if y.ndim < 1:
+        raise LosslabError(f"{what} class labels must be (N,) or (N, T), got shape {tuple(y.shape)}")
     if y.is_floating_point():
         if y.numel() and not bool((y == torch.round(y)).all()):
             raise LosslabError(f"{what} labels are non-integer floats; pass num_classes=0 for regression")
@@ -105,7 +109,8 @@ def from_tensors(
     are integral. ``num_classes=0`` forces regression.
 
     Args:
-        x, y: training inputs ``(N, ...)`` and targets ``(N,)`` (or ``(N, k)`` for regression).
+        x, y: training inputs ``(N, ...)`` and targets: integer class labels ``(N,)``, or ``(N, T)`` token
+            targets (one class per position), or floating ``(N,)``/``(N, k)`` regression targets.
         x_test, y_test: optional test split (both or neither).
         num_classes: number of classes; ``None`` infers it, ``0`` means regression.
         name: the bundle's name.
@@ -155,6 +160,9 @@ def from_tensors(
         y_t, yte, C = y_t.to(ydt), yte.to(ydt), 0
     else:
         y_t, yte = _labels(y_t, "training"), _labels(yte, "test")
+        if x_test is not None and yte.shape[1:] != y_t.shape[1:]:
+            raise LosslabError(f"y_test labels have shape {tuple(yte.shape[1:])} per example, y has "
+                               f"{tuple(y_t.shape[1:])}")
         top = max(int(y_t.max()), int(yte.max()) if len(yte) else -1)
         C = top + 1 if num_classes is None else int(num_classes)
         if top >= C:
