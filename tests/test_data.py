@@ -388,7 +388,8 @@ def test_from_tensors_inference_and_dtypes():
         (dict(x=torch.zeros(2, 1), y=torch.tensor([0, 1]), x_test=torch.zeros(2, 1)), "both"),
         (dict(x=torch.zeros(2, 1), y=torch.tensor([0, 1]), x_test=torch.zeros(2, 3), y_test=torch.tensor([0, 1])),
          "shape"),
-        (dict(x=torch.zeros(2, 1), y=torch.tensor([[0, 1], [1, 0]])), "1-D"),
+        (dict(x=torch.zeros(2, 1), y=torch.tensor([[0, 1], [1, 0]]), x_test=torch.zeros(1, 1),
+              y_test=torch.tensor([0])), "per example"),  # (N, T) token labels are fine; mixed shapes are not
         (dict(x=torch.zeros(2, 1), y=torch.tensor([0.5, 1.0]), num_classes=2), "non-integer"),
     ],
 )
