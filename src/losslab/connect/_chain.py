@@ -35,6 +35,12 @@ _CHANNELWISE_FUNCS: set[Any] = {
     F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.dropout1d, F.dropout2d, torch.max_pool1d, torch.max_pool2d,
     torch.avg_pool1d, torch.adaptive_avg_pool1d, torch.adaptive_max_pool1d,
 }
+# reshapes that move no unit between positions of a permuted axis when they act on the raw input (before the
+# first layer) or on the output (after the last): both are never permuted
+_RESHAPE_METHODS = {"unsqueeze", "squeeze", "view", "reshape", "flatten", "permute", "transpose", "expand",
+                    "unflatten", "movedim"}
+_RESHAPE_FUNCS: set[Any] = {torch.unsqueeze, torch.squeeze, torch.reshape, torch.flatten, torch.permute,
+                            torch.transpose, torch.movedim, torch.unflatten}
 # operations on shapes (x.size(0), x.shape[0], ...): they read the activation but do not transform it
 _META_METHODS = {"size", "dim"}
 _META_ATTRS = {"shape", "ndim"}
@@ -83,6 +89,7 @@ def walk_graph(model: nn.Module, walker: Any) -> None:
         return g
 
     meta: set[Any] = set()
+    opaque: dict[Any, Any] = {}  # activations reshaped after the first layer -> the reshape (only the output may be)
     state: dict[Any, tuple[str | None, int, bool]] = {inputs[0]: (None, 0, False)}
     for node in graph.nodes:
         if node.op == "placeholder":
@@ -94,6 +101,15 @@ def walk_graph(model: nn.Module, walker: Any) -> None:
             raise LosslabError(f"spec_for: {what} uses the tensor {node.target!r} directly in forward (not through a "
                                "layer); pass your own spec")
         args = _tensor_args(node, meta)
+        hidden = [opaque[a] for a in args if a in opaque]
+        if hidden and node.op in ("call_function", "call_method") and len(args) == 1:
+            opaque[node] = hidden[0]  # any one-input operation on a reshaped output (a scale, a softmax) is fine
+            state[node] = state[args[0]]
+            continue
+        if hidden and node.op != "output":
+            raise LosslabError(f"spec_for: unsupported operation {_describe(hidden[0])} in {what}.forward between "
+                               "layers (a reshape is derived before the first layer or after the last); pass your "
+                               "own spec")
         if node.op == "output":
             if len(args) != 1:
                 raise LosslabError(f"spec_for: {what} returns {len(args)} tensors; only one output is derived; "
@@ -108,9 +124,36 @@ def walk_graph(model: nn.Module, walker: Any) -> None:
                                "only sums and products of two are derived; pass your own spec")
         group, size, flat = state[args[0]]
         walker.group, walker.size, walker.flat = find(group), size, flat
+        if _reshapes(node) and not _flattens(node, walker):
+            if walker.group is not None:
+                opaque[node] = node  # fine if it is the output; an error if a layer consumes it
+            state[node] = (walker.group, walker.size, walker.flat)
+            continue
         _apply(walker, model, node)
         state[node] = (walker.group, walker.size, walker.flat)
     raise LosslabError(f"spec_for: {what}'s traced graph has no output")  # pragma: no cover - fx always has one
+
+
+def _reshapes(node: Any) -> bool:
+    return (node.op == "call_function" and node.target in _RESHAPE_FUNCS) or (
+        node.op == "call_method" and node.target in _RESHAPE_METHODS)
+
+
+def _flattens(node: Any, walker: Any) -> bool:
+    """A reshape that :func:`_apply` derives as ``Flatten(1, -1)`` of a hidden activation."""
+    if walker.group is None:
+        return False  # the raw input: any reshape passes through unpermuted
+    if (node.op == "call_function" and node.target is torch.flatten) or (
+            node.op == "call_method" and node.target == "flatten"):
+        return True
+    if (node.op == "call_function" and node.target is torch.reshape) or (
+            node.op == "call_method" and node.target in ("view", "reshape")):
+        try:
+            _check_reshape(node)
+        except LosslabError:
+            return False
+        return True
+    return False
 
 
 def _merges(node: Any) -> bool:

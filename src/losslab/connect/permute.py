@@ -785,6 +785,8 @@ class AlignResult:
         max_abs_output_diff: ``max |f(B)(x) - f(B_aligned)(x)|`` over ``check_inputs``.
         info: the :class:`WeightMatchingInfo`.
         spec: the spec used.
+        float64_output_diff: the same difference recomputed in float64, when the first evaluation's
+            rounding exceeded the tolerance (``None`` when it did not).
     """
 
     point_b_aligned: Point
@@ -793,6 +795,7 @@ class AlignResult:
     max_abs_output_diff: float
     info: WeightMatchingInfo
     spec: PermutationSpec
+    float64_output_diff: float | None = None
 
 
 def _eval_outputs(model: nn.Module, point: Mapping[str, Tensor], x: Tensor) -> Tensor:
@@ -800,6 +803,25 @@ def _eval_outputs(model: nn.Module, point: Mapping[str, Tensor], x: Tensor) -> T
     if not isinstance(out, Tensor):
         raise LosslabError(f"align: the model must return a tensor, got {type(out).__name__}")
     return out
+
+
+def _float64_diff(model: nn.Module, point_b: Mapping[str, Tensor], aligned: Mapping[str, Tensor],
+                  x: Tensor) -> float | None:
+    """max |f_B - f_pi(B)| with every floating tensor in float64, or None when the model cannot run so."""
+    def up(point: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {k: v.double() if v.is_floating_point() else v for k, v in point.items()}
+
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            xd = x.double() if x.is_floating_point() else x
+            a, b = _eval_outputs(model, up(point_b), xd), _eval_outputs(model, up(aligned), xd)
+        return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+    except Exception:  # noqa: BLE001 - a model that only runs in its own dtype: no recheck, the float32 verdict stands
+        return None
+    finally:
+        model.train(was_training)
 
 
 def align(
@@ -810,6 +832,7 @@ def align(
     spec: SpecLike | None = None,
     check_inputs: Tensor,
     atol: float = 1e-5,
+    rtol: float = 1e-5,
     max_iter: int = 100,
     seed: int | None = 0,
     init: Literal["identity", "random"] = "identity",
@@ -819,8 +842,12 @@ def align(
     Runs :func:`weight_matching` and applies the permutation to B (parameters and buffers). Before
     returning it evaluates ``model`` at B and at the aligned B on ``check_inputs`` with
     :func:`losslab.params.call` in eval mode (buffers taken from the points; the model's ``training``
-    flag is restored afterwards) and requires :math:`\max |f_B(x) - f_{\pi(B)}(x)| \le` ``atol``. A
-    wrong spec (a layer forgotten, a wrong axis or block) breaks this identity and raises.
+    flag is restored afterwards) and requires :math:`\max |f_B(x) - f_{\pi(B)}(x)| \le` ``atol + rtol *
+    max|f_B(x)|`` (a correct permutation changes only the summation order, so the rounding error grows
+    with the outputs' magnitude). When that fails in a lower precision, both are evaluated again in
+    float64, where a correct permutation agrees to ~1e-12 of the outputs' scale; only a difference that
+    survives float64 blames the spec. A wrong spec (a layer forgotten, a wrong axis or block) breaks the
+    identity in every precision and raises.
 
     BatchNorm: permuting the running mean/variance with their channels keeps the function exactly
     identical, which is what is verified here. But the running statistics of an *interpolation*
@@ -838,7 +865,8 @@ def align(
         spec: a :class:`PermutationSpec` or ``{group: [(tensor_name, axis[, block]), ...]}``; default
             :func:`spec_for` ``(model)``.
         check_inputs: a batch of inputs for the verification (a few examples from the data).
-        atol: maximum absolute output difference accepted (1e-5 suits float32; use ~1e-10 in float64).
+        atol: absolute part of the accepted output difference.
+        rtol: relative part, times the largest |output| of B (1e-5 suits float32 logits of any size).
         max_iter: see :func:`weight_matching`.
         seed: see :func:`weight_matching` (default 0: deterministic).
         init: see :func:`weight_matching`.
@@ -852,8 +880,9 @@ def align(
     """
     if not isinstance(check_inputs, Tensor) or check_inputs.numel() == 0:
         raise LosslabError("align needs a non-empty tensor check_inputs to verify the permutation")
-    if not (isinstance(atol, (int, float)) and atol >= 0 and math.isfinite(atol)):
-        raise LosslabError(f"atol must be a finite number >= 0, got {atol!r}")
+    for name, tol in (("atol", atol), ("rtol", rtol)):
+        if not (isinstance(tol, (int, float)) and tol >= 0 and math.isfinite(tol)):
+            raise LosslabError(f"{name} must be a finite number >= 0, got {tol!r}")
     spec = spec_for(model) if spec is None else _as_spec(spec)
     state = dict(model.named_parameters())
     state.update(dict(model.named_buffers()))
@@ -879,9 +908,17 @@ def align(
     if not (torch.isfinite(out_b).all() and torch.isfinite(out_p).all()):
         raise LosslabError("align: model outputs are not finite; cannot verify the permutation")
     diff = float((out_b - out_p).abs().max()) if out_b.numel() else 0.0
-    if diff > atol:
-        raise LosslabError(
-            f"align: the permuted B is not functionally identical to B (max |output diff| = {diff:.3g} > "
-            f"atol {atol:g}); the permutation spec is wrong for this model")
+    scale = float(out_b.abs().max()) if out_b.numel() else 0.0
+    tol = atol + rtol * scale
+    if diff > tol:
+        diff64 = _float64_diff(model, point_b, aligned, check_inputs) if out_b.dtype != torch.float64 else None
+        if diff64 is None or diff64 > 1e-9 * (1.0 + scale):
+            again = "" if diff64 is None else f", and {diff64:.3g} in float64"
+            raise LosslabError(
+                f"align: the permuted B is not functionally identical to B (max |output diff| = {diff:.3g} > "
+                f"{tol:.3g} = atol {atol:g} + rtol {rtol:g} x max|output| {scale:.3g}{again}); the permutation "
+                "spec is wrong for this model")
+    else:
+        diff64 = None
     return AlignResult(point_b_aligned=aligned, perm=perm, verified=True, max_abs_output_diff=diff,
-                       info=info, spec=spec)
+                       info=info, spec=spec, float64_output_diff=diff64)

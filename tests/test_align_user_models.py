@@ -1,0 +1,67 @@
+"""connect.align on models written by users (issue 15): reshapes at the ends, output-scaled tolerance, float64 recheck."""
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from losslab import params
+from losslab.connect import align, spec_for
+from losslab.errors import LosslabError
+
+
+class UnsqueezeCNN(nn.Module):
+    """A plain 1-D CNN whose forward adds the channel axis itself and reshapes its output."""
+
+    def __init__(self, out_scale: float = 1.0):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv1d(1, 6, 3, padding=1), nn.Conv1d(6, 5, 3, padding=1)
+        self.fc = nn.Linear(5 * 8, 6)
+        self.out_scale = out_scale
+
+    def forward(self, x):
+        h = F.relu(self.conv1(x.unsqueeze(1)))
+        h = F.relu(self.conv2(h))
+        return self.fc(h.view(h.size(0), -1)).view(-1, 2, 3) * self.out_scale
+
+
+class HiddenReshape(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.b(self.a(x).view(-1, 2, 3))
+
+
+def _points(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=g) for k, v in params.get_point(model, buffers=True).items()}
+
+
+def test_reshapes_before_the_first_and_after_the_last_layer_are_derived():
+    m = UnsqueezeCNN()
+    spec = spec_for(m)
+    assert set(spec.tensors) >= {"conv1.weight", "conv2.weight", "fc.weight"} and len(spec.groups) == 2
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    res = align(m, _points(m, 1), _points(m, 2), check_inputs=x)
+    assert res.verified and res.max_abs_output_diff < 1e-5
+    with pytest.raises(LosslabError, match="between layers"):
+        spec_for(HiddenReshape())
+
+
+def test_tolerance_scales_with_the_outputs_and_float64_decides():
+    m = UnsqueezeCNN(out_scale=1e3)  # logits of magnitude ~1e3-1e4: float32 rounding is ~1e-4 absolute
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    a, b = _points(m, 1), _points(m, 2)
+    res = align(m, a, b, check_inputs=x)  # atol 1e-5 + rtol 1e-5 x max|out|
+    assert res.verified
+    strict = align(m, a, b, check_inputs=x, atol=0.0, rtol=0.0)  # float32 fails, the float64 recheck passes
+    assert strict.verified and strict.float64_output_diff < 1e-9 * 1e5 and res.float64_output_diff is None
+    with torch.no_grad():
+        scale = float(params.call(m, b, x).abs().max())
+    assert scale > 100 and res.max_abs_output_diff > 1e-5  # the old absolute 1e-5 check would have blamed the spec
+    # a wrong spec fails in float64 too: swap the roles of two groups' entries
+    spec = spec_for(m)
+    wrong = {g: [e for e in entries if not e[0].startswith("fc.")] for g, entries in spec.groups.items()}
+    with pytest.raises(LosslabError, match="in float64.*spec is wrong"):
+        align(m, a, b, check_inputs=x, spec=wrong, atol=0.0, rtol=0.0)
