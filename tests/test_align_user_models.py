@@ -65,3 +65,55 @@ def test_tolerance_scales_with_the_outputs_and_float64_decides():
     wrong = {g: [e for e in entries if not e[0].startswith("fc.")] for g, entries in spec.groups.items()}
     with pytest.raises(LosslabError, match="in float64.*spec is wrong"):
         align(m, a, b, check_inputs=x, spec=wrong, atol=0.0, rtol=0.0)
+
+
+NETS = """
+import torch
+from torch import nn
+
+
+class Hidden(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 6), nn.Linear(6, 3)
+
+    def forward(self, x):  # a round trip through a (N, 6, 1) view between the layers: not derived
+        return self.b(torch.relu(self.a(x)).view(-1, 6, 1).squeeze(-1))
+
+
+def hidden():
+    return Hidden()
+"""
+
+
+def test_cli_connect_align_fails_before_any_path_and_takes_a_spec_file(tmp_path, monkeypatch, capsys):
+    import json
+
+    import numpy as np
+
+    import losslab.connect.paths as paths
+    from losslab.cli.main import main
+
+    name = f"alignnets_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(NETS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = __import__(name)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        torch.save(mod.hidden().state_dict(), tmp_path / f"m{seed}.pt")
+    g = torch.Generator().manual_seed(0)
+    np.savez(tmp_path / "d.npz", x=torch.randn(64, 8, generator=g).numpy(), y=torch.randint(0, 3, (64,)).numpy())
+    calls = []
+    real = paths.linear_path
+    monkeypatch.setattr(paths, "linear_path", lambda *a, **k: calls.append(1) or real(*a, **k))
+    args = ["connect", "m0.pt", "m1.pt", "--model", f"{name}:hidden", "--data", "d.npz", "--align", "--num", "5"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "between layers" in err and err.count("\n") == 1 and calls == []  # no path was computed
+    # the user's own spec: the hidden layer's 6 units, on a's outputs and b's inputs
+    spec = {"P_a": [["a.weight", 0], ["a.bias", 0], ["b.weight", 1]]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert main([*args, "--spec", "spec.json", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.replace("NaN", "null"))
+    assert out["align"]["verified"] and out["align"]["spec"] == "spec.json" and len(calls) == 2

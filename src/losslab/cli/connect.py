@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", nargs="+", choices=METHODS, default=["linear"],
                    help="one or more of linear, bezier, polychain, neb (default: linear)")
     p.add_argument("--align", action="store_true", help="align B to A by weight matching first (git re-basin)")
+    p.add_argument("--spec", default=None, metavar="FILE",
+                   help="with --align: a JSON permutation spec {group: [[tensor_name, axis(, block)], ...]} for "
+                        "models whose spec cannot be derived from their forward pass")
     p.add_argument("--num", type=int, default=25, help="points on the linear path (default 25)")
     g = p.add_argument_group("trained curves (bezier, polychain)")
     g.add_argument("--num-bends", type=int, default=1, help="trainable bends (default 1)")
@@ -77,16 +80,23 @@ def run(args: argparse.Namespace) -> int:
                                "methods": {}}
     lines = [f"A: {args.targets[0]}", f"B: {args.targets[1]}"]
     results: dict[str, Any] = {}
+    if args.spec is not None and not args.align:
+        raise LosslabError("--spec is a permutation spec for --align; add --align")
     if args.align:
         t0 = time.perf_counter()
-        before = linear_path(model, pa, pb, bundle, num=args.num)
-        res = align_fn(model, pa, pb, check_inputs=bundle.train.x[:256])
+        spec = _read_spec(args.spec) if args.spec is not None else None
+        pb_unaligned = pb
+        # derive the spec and verify the permutation before any path is computed: a model it cannot handle
+        # fails in a second, not after the unaligned path
+        res = align_fn(model, pa, pb, spec=spec, check_inputs=bundle.train.x[:256])
+        before = linear_path(model, pa, pb_unaligned, bundle, num=args.num)
         pb = res.point_b_aligned
         after = linear_path(model, pa, pb, bundle, num=args.num)
         results["linear (unaligned)"] = before
         split = "test" if "test" in before.metrics else "train"
         summary["align"] = {
             "verified": res.verified, "max_abs_output_diff": res.max_abs_output_diff,
+            "float64_output_diff": res.float64_output_diff, "spec": args.spec or "derived from the forward pass",
             "iterations": res.info.iterations, "distance_after": P.distance({k: pa[k] for k in names},
                                                                              {k: pb[k] for k in names}),
             "split": split,
@@ -171,3 +181,16 @@ def plot_paths(results: dict[str, Any], path: str | Path) -> Path:
     atomic_write(out, lambda fh: fig.savefig(fh, format=fmt))
     plt.close(fig)
     return out
+
+
+def _read_spec(path: str) -> dict[str, Any]:
+    """A permutation spec from a JSON file: ``{group: [[tensor_name, axis], [tensor_name, axis, block], ...]}``."""
+    from .._io import read_json
+
+    spec = read_json(path)
+    if not isinstance(spec, dict) or not spec or not all(
+            isinstance(g, str) and isinstance(v, list) and all(isinstance(e, list) and len(e) in (2, 3) for e in v)
+            for g, v in spec.items()):
+        raise LosslabError(f"--spec {path}: expected a JSON object {{group: [[tensor_name, axis(, block)], ...]}}")
+    return {g: [tuple(e) for e in v] for g, v in spec.items()}
+
