@@ -78,13 +78,13 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         device: where to evaluate (default: the model's device).
         dtype: floating dtype of parameters and inputs (default: the model's).
         cache_mb: cache target of the evaluation passes, MiB: the examples (times points, for vmap)
-            per chunk are chosen so that the largest activation stays about this size (see the
-            module docstring). ``"auto"`` (default) = :data:`DEFAULT_CACHE_MB` on a CPU and
+            per chunk are chosen so that the largest activation stays about this size (see
+            :mod:`losslab.evaluate`). ``"auto"`` (default) = :data:`DEFAULT_CACHE_MB` on a CPU and
             ``None`` elsewhere; ``None`` = chunks of ``batch_size`` (memory budget only).
         first_layer: for points given as linear combinations (:meth:`evaluate_combinations`),
             ``"precompute"`` computes the first layer's output once per term
-            and combines it at each point instead of running that layer (see the module
-            docstring); ``"compute"`` always runs it; ``"auto"`` (default) precomputes when the
+            and combines it at each point instead of running that layer (see
+            :mod:`losslab.evaluate`); ``"compute"`` always runs it; ``"auto"`` (default) precomputes when the
             layer qualifies, the outputs fit in half the memory budget and the layer's fan-in is
             at least :data:`FIRST_LAYER_MIN_RATIO` times the number of terms.
 

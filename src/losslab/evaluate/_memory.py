@@ -28,7 +28,7 @@ class _MemoryMixin:
         """Activation bytes per example, (sum, largest single one), from one forward of a few examples.
 
         The sum counts the input, every leaf module's output and the model's output (see the
-        module docstring); the largest is the biggest of those tensors.
+        docstring of :mod:`losslab.evaluate`); the largest is the biggest of those tensors.
         """
         nb = min(self.n, _PROBE_EXAMPLES)
         xb = self.x[:nb]
@@ -83,8 +83,9 @@ class _MemoryMixin:
         they have risen, every chunk's activations are fresh pages: faulted in and zeroed at every
         forward. Allocating and freeing (untouched) one block of :math:`T = \\mathrm{clip}(W, 4,
         30)` MiB, :math:`W` = bytes of a chunk's activations (``bytes_per_example`` times the
-        examples, times the points of a vmap call), raises them at once, so the chunks after the first
-        reuse memory instead of page-faulting it in (bench/RESULTS.md has the measured effect). It never lowers a threshold and changes nothing elsewhere.
+        examples, times the points of a vmap call), raises them at once, so the chunks after the
+        first reuse memory instead of page-faulting it in (bench/RESULTS.md has the measured
+        effect). It never lowers a threshold and changes nothing elsewhere.
 
         Returns:
             ``T`` in bytes, or 0 when not done.

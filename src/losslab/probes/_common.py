@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._functional import Functional, LossFn, Point, as_xy, default_loss, ensure_forward_ad  # noqa: F401 (the probes' imports)
+# the functional core, re-exported for the probes' imports
+from .._functional import Functional, LossFn, Point, as_xy, default_loss, ensure_forward_ad  # noqa: F401
 from .._io import jsonable as _jsonable
 from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
