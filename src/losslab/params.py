@@ -23,9 +23,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ._functional import Point
 from .errors import LosslabError
 
-Point = dict[str, Tensor]
 
 __all__ = [
     "Point", "get_point", "get_buffers", "flatten", "unflatten", "add", "sub", "scale", "axpy",

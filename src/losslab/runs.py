@@ -31,6 +31,40 @@ from .errors import LosslabError
 RUN_PREFIX = "train-"
 
 
+# ---- what a config describes (used by the trainer and by Run; losslab.train re-exports them) ----
+
+
+def build_bundle(config: TrainConfig):
+    """The training data described by ``config.data`` (label noise and poisoning use the label seed)."""
+    from . import data
+
+    d = config.data
+    seeds = config.seeds.resolved()
+    bundle = data.load(d.dataset, **d.dataset_kwargs)
+    if d.label_noise > 0:
+        bundle = data.corrupt_labels(bundle, d.label_noise, seed=seeds["label"], mode=d.label_noise_mode)
+    if d.poison > 0:
+        bundle = data.poison(bundle, d.poison, seed=seeds["label"] + 1_000_003)
+    if d.subsample > 0:
+        bundle = data.subsample(bundle, d.subsample, seed=seeds["label"] + 2_000_003)
+    if len(bundle.train) == 0:
+        raise LosslabError(f"dataset {d.dataset!r} has no training examples")
+    return bundle
+
+
+def build_model(config: TrainConfig, bundle) -> torch.nn.Module:
+    """The model described by ``config.model``, initialized with the init seed."""
+    from . import models
+
+    return models.build(
+        config.model.model,
+        input_shape=tuple(bundle.input_shape),
+        num_classes=bundle.num_classes,
+        seed=config.seeds.resolved()["init"],
+        **config.model.model_kwargs,
+    )
+
+
 def callback_keys(callbacks: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """What the trainer's ``callbacks`` add to a run's identity (see :func:`run_dir_for`).
 
@@ -186,7 +220,6 @@ class Run:
     def build_model(self, step: int | None = None) -> torch.nn.Module:
         """Rebuild the run's model and load the checkpoint at ``step`` (default: final)."""
         from .models import load_state_dict_checked
-        from .train import build_bundle, build_model
 
         cfg = self.config
         bundle = build_bundle(cfg)
@@ -197,8 +230,6 @@ class Run:
 
     def bundle(self):
         """The run's dataset (with the same corruption/poisoning)."""
-        from .train import build_bundle
-
         return build_bundle(self.config)
 
     def trajectory(self) -> list[tuple[int, dict[str, torch.Tensor]]]:

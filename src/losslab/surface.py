@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._functional import Point
 from ._io import jsonable
 from . import params as P
 from ._io import atomic_savez, atomic_write_json
@@ -71,7 +72,6 @@ from .evaluate import Evaluator
 
 __all__ = ["SurfaceResult", "line", "plane", "DirectionLike"]
 
-Point = dict[str, Tensor]
 DirectionLike = Any
 """A point (``dict[str, Tensor]``), a flat 1-D tensor, or an object with ``.vector`` (and ``.meta``)."""
 

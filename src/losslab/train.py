@@ -26,13 +26,13 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._io import atomic_torch_save, atomic_write_json, file_lock, remove_stale_temporaries
 from .config import TrainConfig, parse_checkpoint_schedule
 from .errors import LosslabError
-from .runs import Run, callback_keys, environment, load_state, run_dir_for, write_config
+from ._functional import default_loss
+from .runs import Run, build_bundle, build_model, callback_keys, environment, load_state, run_dir_for, write_config
 from .settings import resolve_device, set_threads
 
 EVAL_CHUNK = 4096
@@ -43,42 +43,10 @@ SAVE_EVERY_S = 2.0
 # ---------------------------------------------------------------- building blocks
 
 
-def build_bundle(config: TrainConfig):
-    """The training data described by ``config.data`` (label noise and poisoning use the label seed)."""
-    from . import data
-
-    d = config.data
-    seeds = config.seeds.resolved()
-    bundle = data.load(d.dataset, **d.dataset_kwargs)
-    if d.label_noise > 0:
-        bundle = data.corrupt_labels(bundle, d.label_noise, seed=seeds["label"], mode=d.label_noise_mode)
-    if d.poison > 0:
-        bundle = data.poison(bundle, d.poison, seed=seeds["label"] + 1_000_003)
-    if d.subsample > 0:
-        bundle = data.subsample(bundle, d.subsample, seed=seeds["label"] + 2_000_003)
-    if len(bundle.train) == 0:
-        raise LosslabError(f"dataset {d.dataset!r} has no training examples")
-    return bundle
-
-
-def build_model(config: TrainConfig, bundle) -> nn.Module:
-    """The model described by ``config.model``, initialized with the init seed."""
-    from . import models
-
-    return models.build(
-        config.model.model,
-        input_shape=tuple(bundle.input_shape),
-        num_classes=bundle.num_classes,
-        seed=config.seeds.resolved()["init"],
-        **config.model.model_kwargs,
-    )
-
-
 def loss_fn_for(num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy for classification, MSE for regression (``num_classes == 0``)."""
-    if num_classes > 0:
-        return F.cross_entropy
-    return lambda out, y: F.mse_loss(out.reshape(y.shape), y)
+    """Cross-entropy for classification, MSE for regression (``num_classes == 0``); see
+    :func:`losslab._functional.default_loss`."""
+    return default_loss(num_classes=num_classes)
 
 
 @torch.no_grad()

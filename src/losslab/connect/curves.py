@@ -60,7 +60,8 @@ from torch import Tensor, nn
 from .. import params as P
 from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
-from ..evaluate import _make_shell
+from .._functional import Point
+from .._functional import make_shell as _make_shell
 from .paths import PathResult, _splits, as_point, evaluate_path, interp_keys, jsonable, xy
 
 __all__ = [
@@ -74,7 +75,6 @@ __all__ = [
     "CURVE_KINDS",
 ]
 
-Point = dict[str, Tensor]
 CURVE_KINDS = ("bezier", "polychain")
 FORMAT = "losslab.curve"
 

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._functional import Point
 from .._io import jsonable as _jsonable
 from .. import params as P
 from .._io import atomic_savez, atomic_write_json
@@ -65,7 +66,6 @@ __all__ = [
     "BARRIER_KINDS",
 ]
 
-Point = dict[str, Tensor]
 BARRIER_KINDS = ("mean", "interp")
 FORMAT = "losslab.path"
 FORMAT_VERSION = 1

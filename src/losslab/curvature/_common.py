@@ -12,39 +12,16 @@ vector on ``device``, and the number of products is counted.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._functional import ensure_forward_ad
 from ..errors import LosslabError
 
 __all__ = ["MatrixLike", "make_generator", "as_linop", "probe_vectors", "ensure_forward_ad"]
-
-_FORWARD_AD_READY = False
-
-
-def ensure_forward_ad() -> None:
-    """Load torch's forward-mode-AD decompositions once, silencing their import-time deprecation warning.
-
-    On first use of forward-mode AD (``torch.func.jvp``), torch 2.13 imports
-    ``torch._decomp.decompositions_for_jvp``, which calls the deprecated ``torch.jit.script`` and warns;
-    under ``-W error`` that import fails and every later ``jvp`` fails with it. Importing it here under a
-    targeted filter makes forward mode usable under strict warning settings.
-    """
-    global _FORWARD_AD_READY
-    if _FORWARD_AD_READY:
-        return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
-        try:
-            import torch._decomp.decompositions_for_jvp  # noqa: F401
-        except ImportError:  # pragma: no cover - other torch versions
-            pass
-    _FORWARD_AD_READY = True
 
 #: Anything the free-function algorithms accept as a symmetric matrix.
 MatrixLike = Union[Tensor, np.ndarray, Any]

@@ -3,22 +3,21 @@
 ``L(θ) = (1/N) Σ_i ℓ(f(x_i; θ), y_i)`` over the full dataset, evaluated in batches: ``loss_fn`` returns
 the *mean* loss of a batch, so batch ``b`` with ``n_b`` examples enters with weight ``n_b / N``; this is
 exact for uneven final batches. The model is evaluated with ``torch.func.functional_call`` at a private
-copy of its parameters and buffers, so the user's module is never modified.
+copy of its parameters and buffers, on a :func:`losslab._functional.make_shell` copy of its structure in
+the train/eval modes its modules had at construction, so the user's module is never modified.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+from .._functional import LossFn, Point, as_xy, make_shell
 from ..errors import LosslabError
-from ..params import Point, call
 
 __all__ = ["DataLike", "LossFn", "Problem"]
 
-#: A loss ``loss_fn(output, target) -> scalar``: the mean over the batch (``reduction="mean"``).
-LossFn = Callable[[Tensor, Tensor], Tensor]
 #: A ``Split`` (anything with ``.x`` and ``.y``), an ``(x, y)`` pair of tensors, or a list of ``(x, y)`` batches.
 DataLike = Union[Any, tuple[Tensor, Tensor], Sequence[tuple[Tensor, Tensor]]]
 
@@ -29,12 +28,9 @@ def _is_pair(obj: Any) -> bool:
     return isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(t, Tensor) for t in obj)
 
 
-def _split_batches(x: Tensor, y: Tensor, batch_size: int | None) -> list[tuple[Tensor, Tensor]]:
-    if x.shape[0] != y.shape[0]:
-        raise LosslabError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+def _split_batches(data: Any, batch_size: int | None) -> list[tuple[Tensor, Tensor]]:
+    x, y = as_xy(data, None)
     n = int(x.shape[0])
-    if n == 0:
-        raise LosslabError("data is empty")
     if batch_size is None or batch_size >= n:
         return [(x, y)]
     if batch_size < 1:
@@ -45,9 +41,9 @@ def _split_batches(x: Tensor, y: Tensor, batch_size: int | None) -> list[tuple[T
 def as_batches(data: DataLike, batch_size: int | None) -> list[tuple[Tensor, Tensor]]:
     """Normalize ``data`` into a list of ``(x, y)`` batches (see :data:`DataLike`)."""
     if hasattr(data, "x") and hasattr(data, "y") and isinstance(getattr(data, "x"), Tensor):
-        return _split_batches(data.x, data.y, batch_size)
+        return _split_batches(data, batch_size)
     if _is_pair(data):
-        return _split_batches(data[0], data[1], batch_size)
+        return _split_batches(data, batch_size)
     if isinstance(data, (list, tuple)) or isinstance(data, Iterable):
         batches = list(data)
         if not batches:
@@ -96,6 +92,7 @@ class Problem:
         if mode not in _MODES:
             raise LosslabError(f"mode must be one of {_MODES}, got {mode!r}")
         self.model = model
+        self.shell = make_shell(model, keep_mode=True)
         self.loss_fn = loss_fn
         self.mode = mode
 
@@ -170,9 +167,10 @@ class Problem:
 
     # -- evaluation -------------------------------------------------------------------------
     def forward(self, theta: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """The model's output on ``x`` at the selected parameters ``theta`` (the rest from :attr:`fixed`)."""
         merged = dict(self.fixed)
         merged.update(theta)
-        return call(self.model, merged, x)
+        return torch.func.functional_call(self.shell, merged, (x,), strict=False)
 
     def loss_of_output(self, out: Tensor, y: Tensor) -> Tensor:
         loss = self.loss_fn(out, y)

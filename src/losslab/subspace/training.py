@@ -43,21 +43,20 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Sequence, Union
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import params as PR
 from ..errors import LosslabError
-from ..evaluate import Evaluator, _make_shell
+from .._functional import LossLike, as_xy, make_shell, resolve_loss
+from ..evaluate import Evaluator
 from .projections import AugmentedProjection, Projection, make_projection
 
 __all__ = ["SubspaceResult", "train_subspace", "train_full", "radial_profile", "LossLike"]
 
-LossLike = Union[str, Callable[[Tensor, Tensor], Tensor]]
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
@@ -128,7 +127,7 @@ class _Functional:
         self.buffers: PR.Point = {k: self._cast(v.detach()).clone() for k, v in model.named_buffers()}
         self.theta0 = PR.flatten(self.like).clone()
         self.D = int(self.theta0.numel())
-        self.shell = _make_shell(model)
+        self.shell = make_shell(model)
         self.model = model
 
     def _cast(self, t: Tensor) -> Tensor:
@@ -162,15 +161,11 @@ class _Functional:
 
 
 def _loss_fn(loss: LossLike) -> Callable[[Tensor, Tensor], Tensor]:
-    if callable(loss):
-        return loss
-    if loss == "cross_entropy":
-        return F.cross_entropy
-    if loss == "mse":
-        # Written out rather than F.mse_loss: the same mean, but torch 2.13's forward-over-reverse
-        # (jvp of grad) fails on mse_loss_backward ("ZeroTensors are immutable").
-        return lambda out, y: ((out.reshape(y.shape) - y) ** 2).mean()
-    raise LosslabError(f"unknown loss {loss!r}; use 'cross_entropy', 'mse' or a callable")
+    """The loss callable of a name or callable (:func:`losslab._functional.resolve_loss`; ``"mse"`` is
+    written out so that forward-over-reverse AD works)."""
+    if loss is None:
+        raise LosslabError("unknown loss None; use 'cross_entropy', 'mse' or a callable")
+    return resolve_loss(loss)
 
 
 def _splits(data: Any) -> tuple[Any, Any]:
@@ -187,9 +182,8 @@ def _splits(data: Any) -> tuple[Any, Any]:
 
 
 def _xy(split: Any) -> tuple[Tensor, Tensor]:
-    if isinstance(split, (tuple, list)):
-        return split[0], split[1]
-    return split.x, split.y
+    """``(x, y)`` of a split or an ``(x, y)`` pair (:func:`losslab._functional.as_xy`; may be empty)."""
+    return as_xy(split, None, what="split", allow_empty=True)
 
 
 def _size(split: Any) -> int:

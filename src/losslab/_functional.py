@@ -1,0 +1,256 @@
+"""The functional core: a model evaluated as a pure function of a point in parameter space.
+
+Everything losslab measures is ``f(θ; x)`` for a point ``θ`` (a ``dict[str, Tensor]`` keyed like
+``model.named_parameters()``) and data ``(x, y)``. This module holds the pieces every part of the library
+shares to do that, each defined once:
+
+* :data:`Point` and :data:`LossFn`, the two types;
+* :func:`make_shell`: the model copied once onto the ``meta`` device (structure only, no memory), run
+  with ``torch.func.functional_call`` with every tensor supplied, so the user's module is never touched;
+  :class:`Functional` wraps it with a snapshot of the model's parameters and buffers;
+* :func:`ensure_forward_ad`: forward-mode AD made usable under strict warning settings;
+* :func:`default_loss` / :func:`resolve_loss`: the library's losses (cross-entropy for integer labels,
+  mean squared error for floating targets) and the names ``"cross_entropy"``/``"mse"``;
+* :func:`as_xy`: the one data normalizer (a ``Split``, a ``Bundle`` or an ``(x, y)`` pair to tensors).
+
+Example:
+    >>> import torch
+    >>> from losslab._functional import Functional, as_xy, default_loss
+    >>> model = torch.nn.Linear(3, 2)
+    >>> x, y = as_xy((torch.randn(4, 3), torch.tensor([0, 1, 1, 0])))
+    >>> fn = Functional(model)
+    >>> bool(torch.equal(fn(fn.point(None), x), model(x)))
+    True
+    >>> default_loss(y) is torch.nn.functional.cross_entropy
+    True
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any, Callable, Mapping, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import LosslabError
+
+__all__ = [
+    "Point", "LossFn", "LossLike", "LOSS_NAMES", "make_shell", "Functional", "ensure_forward_ad",
+    "default_loss", "mse", "resolve_loss", "as_xy",
+]
+
+Point = dict[str, Tensor]
+"""A point in parameter space: tensors keyed like ``model.named_parameters()`` (optionally buffers too)."""
+LossFn = Callable[[Tensor, Tensor], Tensor]
+"""``loss(output, target) -> scalar``: the *mean* loss over the examples of the batch."""
+LossLike = Union[str, LossFn]
+"""A loss name (one of :data:`LOSS_NAMES`) or a :data:`LossFn`."""
+LOSS_NAMES = ("cross_entropy", "mse")
+"""The built-in loss names."""
+
+
+# ---- the shell ---------------------------------------------------------------------------------------
+
+
+def make_shell(model: nn.Module, *, keep_mode: bool = False) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers are empty ``meta`` tensors.
+
+    It keeps the module structure (and weight tying) without duplicating memory; it is only ever
+    run through ``functional_call`` with every tensor supplied, and its flags are the caller's to toggle.
+    It is in eval mode, or with ``keep_mode=True`` in the modes ``model``'s modules are in now.
+
+    Raises:
+        LosslabError: ``model`` is not a module, or its structure cannot be copied.
+    """
+    if not isinstance(model, nn.Module):
+        raise LosslabError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty(b.shape, dtype=b.dtype, device="meta")
+    try:
+        shell = copy.deepcopy(model, memo)
+    except Exception as e:  # noqa: BLE001
+        raise LosslabError(f"cannot copy the model's structure ({type(e).__name__}: {e})") from e
+    if not keep_mode:
+        shell.eval()
+    return shell
+
+
+class Functional:
+    """A model turned into a pure function of (parameters, inputs), never touching the user's module.
+
+    The model is copied once into a :func:`make_shell` shell (always in eval mode: dropout off,
+    BatchNorm uses its stored running statistics). Tensors not given in a point come from a snapshot
+    of the model's parameters and buffers taken at construction.
+
+    Attributes:
+        shell: the meta copy (evaluated only through ``functional_call``).
+        base: detached parameters of the model (names as ``named_parameters``).
+        buffers: detached buffers of the model.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.shell = make_shell(model)
+        self.base: Point = {k: v.detach() for k, v in model.named_parameters()}
+        self.buffers: Point = {k: v.detach() for k, v in model.named_buffers()}
+        if not self.base:
+            raise LosslabError("the model has no parameters")
+
+    def point(self, point: Mapping[str, Tensor] | None) -> Point:
+        """``point`` checked against the model's parameter names (``None``: the model's own parameters)."""
+        if point is None:
+            return dict(self.base)
+        unknown = sorted(set(point) - set(self.base))
+        if unknown:
+            raise LosslabError(f"point has keys the model lacks: {unknown[:5]}{'...' if len(unknown) > 5 else ''}")
+        out = dict(self.base)
+        for k, v in point.items():
+            if tuple(v.shape) != tuple(self.base[k].shape):
+                raise LosslabError(f"point differs in shape at {k!r}: {tuple(v.shape)} vs {tuple(self.base[k].shape)}")
+            out[k] = v.detach()
+        return out
+
+    def split(self, point: Mapping[str, Tensor], names: Sequence[str] | None) -> tuple[Point, Point]:
+        """(differentiated, fixed) parts of a full point; ``names=None`` means every floating parameter."""
+        if names is None:
+            names = [k for k, v in point.items() if v.is_floating_point()]
+        missing = sorted(set(names) - set(point))
+        if missing:
+            raise LosslabError(f"params names not in the model: {missing}")
+        if not names:
+            raise LosslabError("no parameters to differentiate")
+        wrt = {k: point[k] for k in names}
+        fixed = {k: v for k, v in point.items() if k not in wrt}
+        return wrt, fixed
+
+    def __call__(self, point: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """The model's output on ``x`` at ``point`` (keys it lacks: the snapshot's buffers)."""
+        merged = dict(self.buffers)
+        merged.update(point)
+        return torch.func.functional_call(self.shell, merged, (x,), strict=False)
+
+
+# ---- forward-mode AD ---------------------------------------------------------------------------------
+
+_FORWARD_AD_READY = False
+
+
+def ensure_forward_ad() -> None:
+    """Load torch's forward-mode-AD decompositions once, silencing their import-time deprecation warning.
+
+    On first use of forward-mode AD (``torch.func.jvp``), torch 2.13 imports
+    ``torch._decomp.decompositions_for_jvp``, which calls the deprecated ``torch.jit.script`` and warns;
+    under ``-W error`` that import fails and every later ``jvp`` fails with it. Importing it here under a
+    targeted filter makes forward mode usable under strict warning settings.
+    """
+    global _FORWARD_AD_READY
+    if _FORWARD_AD_READY:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
+        try:
+            import torch._decomp.decompositions_for_jvp  # noqa: F401
+        except ImportError:  # pragma: no cover - other torch versions
+            pass
+    _FORWARD_AD_READY = True
+
+
+# ---- losses ------------------------------------------------------------------------------------------
+
+
+def _mse_default(out: Tensor, t: Tensor) -> Tensor:
+    return F.mse_loss(out.reshape(t.shape), t)
+
+
+def mse(out: Tensor, y: Tensor) -> Tensor:
+    """Mean squared error over all elements, written out rather than ``F.mse_loss``: the same mean, but
+    torch 2.13's forward-over-reverse (jvp of grad) fails on ``mse_loss_backward`` ("ZeroTensors are
+    immutable"). The loss of the name ``"mse"`` in :func:`resolve_loss`."""
+    return ((out.reshape(y.shape) - y) ** 2).mean()
+
+
+def default_loss(y: Tensor | None = None, *, num_classes: int | None = None) -> LossFn:
+    """The library's default loss for a task: cross-entropy for classification, mean squared error
+    (``F.mse_loss`` of the output reshaped like the target) for regression.
+
+    The task comes from the targets ``y`` (integer labels: classification, floating: regression) or
+    from ``num_classes`` (``> 0``: classification, ``0``: regression, as a dataset ``Bundle``'s).
+    """
+    if num_classes is not None:
+        classification = int(num_classes) > 0
+    elif y is not None:
+        classification = not y.is_floating_point()
+    else:
+        raise LosslabError("default_loss needs the targets y or num_classes")
+    return F.cross_entropy if classification else _mse_default
+
+
+def resolve_loss(loss: LossLike | None, y: Tensor | None = None) -> LossFn:
+    """A loss callable from a name, a callable, or ``None`` (then :func:`default_loss` of ``y``).
+
+    Names: ``"cross_entropy"`` (``F.cross_entropy``) and ``"mse"`` (:func:`mse`).
+    """
+    if loss is None:
+        return default_loss(y)
+    if callable(loss):
+        return loss
+    if loss == "cross_entropy":
+        return F.cross_entropy
+    if loss == "mse":
+        return mse
+    raise LosslabError(f"unknown loss {loss!r}; use 'cross_entropy', 'mse' or a callable")
+
+
+# ---- data --------------------------------------------------------------------------------------------
+
+
+def as_xy(
+    data: Any,
+    split: str | None = "train",
+    *,
+    what: str = "data",
+    allow_empty: bool = False,
+    check_finite: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """``(x, y)`` tensors from a ``Split`` (``.x``/``.y``), a ``Bundle`` or an ``(x, y)`` pair.
+
+    Args:
+        data: the data.
+        split: which split of a ``Bundle`` (``"train"`` or ``"test"``); ``None`` refuses Bundles.
+        what: the name used in error messages.
+        allow_empty: accept zero examples.
+        check_finite: refuse floating ``x`` or ``y`` holding NaN/inf, naming the first bad example.
+
+    Raises:
+        LosslabError: not data, not tensors, differing numbers of examples, empty or non-finite.
+    """
+    if split is not None and hasattr(data, "train") and hasattr(data, "test"):
+        if split not in ("train", "test"):
+            raise LosslabError(f"split must be 'train' or 'test', got {split!r}")
+        data = getattr(data, split)
+    if hasattr(data, "x") and hasattr(data, "y"):
+        x, y = data.x, data.y
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+    else:
+        kinds = "a Split, a Bundle or an (x, y) pair" if split is not None else "a Split or an (x, y) pair"
+        raise LosslabError(f"{what} must be {kinds} of tensors, got {type(data).__name__}")
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise LosslabError(f"{what}: x and y must be tensors")
+    if x.shape[0] != y.shape[0]:
+        raise LosslabError(f"{what}: x has {x.shape[0]} examples but y has {y.shape[0]}")
+    if x.shape[0] == 0 and not allow_empty:
+        raise LosslabError(f"{what} is empty")
+    if check_finite:
+        for name, t in (("x", x), ("y", y)):
+            if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                first = int((~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).nonzero()[0])
+                raise LosslabError(f"{what}: {name} holds {bad} non-finite value(s) (NaN/inf), the first in example "
+                                   f"{first}: every loss would be NaN")
+    return x, y

@@ -1,0 +1,131 @@
+"""Loss, accuracy and user metrics of one model at many points in parameter space.
+
+This package is split by concern: :mod:`._evaluator` (the :class:`Evaluator`: public API, strategy
+choice, BatchNorm recompute, evaluation passes), :mod:`._memory` (memory/cache sizing and the allocator
+warm-up), :mod:`._first_layer` (the first-layer precomputation), :mod:`._sources` (stacked points and
+linear combinations) and :mod:`._metrics` (built-in losses and metrics). The model's shell, the data
+normalizer and the types come from the functional core, :mod:`losslab._functional`.
+
+An :class:`Evaluator` holds a model, a dataset (resident tensors, moved to the device once) and a
+loss; it turns points (``dict[str, Tensor]`` keyed like ``model.named_parameters()``) into numbers
+without ever touching the user's model. For a point :math:`\\theta` and data
+:math:`\\{(x_n, y_n)\\}_{n=1}^N` split into chunks :math:`C_1, \\dots, C_m` it returns
+
+.. math::
+
+    L(\\theta) = \\frac{1}{N} \\sum_{c=1}^{m} |C_c| \\, \\bar\\ell_c(\\theta), \\qquad
+    \\bar\\ell_c(\\theta) = \\mathrm{loss}(f_\\theta(x_{C_c}), y_{C_c}),
+
+i.e. the full-batch mean, exact for any chunking (chunks may differ in size). Every metric is
+aggregated the same way, so a metric must return the *mean over the examples of its batch*.
+
+How the model is run:
+
+* The model is copied once into a private *shell* whose tensors live on the ``meta`` device (no
+  memory is duplicated) and which is always evaluated with ``torch.func.functional_call`` under
+  ``torch.inference_mode()``. The user's parameters, buffers and ``training`` flags are never read
+  for writing, so they are bit-identical before and after every call. Evaluation is always in
+  eval mode (dropout off), whatever mode the user's model is in.
+* Keys absent from a point are taken from the model's parameters as they were at construction
+  (shared storage when no device/dtype conversion is needed) and from a snapshot of its buffers.
+* Strategies: ``"loop"`` evaluates one point after another; ``"vmap"`` evaluates groups of
+  ``points_per_chunk`` stacked points at once with ``torch.vmap(functional_call)``; ``"auto"``
+  measures both once, at the first call with two or more points: the loop on the first point
+  (time :math:`t_1`), then vmap on the first :math:`m = \\mathrm{clip}(\\mathrm{round}(\\tau / t_1),
+  2, \\min(\\texttt{points\\_per\\_chunk}, \\max(2, \\lfloor K/4 \\rfloor)))` points of that call
+  (:math:`K` points given, :math:`\\tau` = 20 ms), over all the data, and keeps the strategy with
+  the smaller time per point for the evaluator's lifetime. No point is repeated to fill a group.
+  The probe's results are kept when they are what the chosen strategy computes anyway (the loop's
+  first point; vmap's group when :math:`m` covers the whole first group), so the overhead is
+  :math:`m` points evaluated by the slower strategy (or, when vmap wins on a partial group, the
+  probe redone as part of that group). The time is process CPU time on a CPU with one torch thread
+  (steady on a loaded machine), wall-clock time otherwise. The choice and the timings are
+  recorded in :attr:`Evaluator.info`.
+* Points that are linear combinations :math:`\\theta_k = \\theta_0 + \\sum_j c_{kj} d_j` (grids,
+  lines) can be given as coefficients (:meth:`Evaluator.evaluate_combinations`): the loop then
+  writes each point into one reused buffer just before evaluating it (no stacked copies of the
+  parameters, no page faults), vmap builds one stacked group at a time; both compute
+  :math:`((\\theta_0 + c_{k1} d_1) + c_{k2} d_2) + \\dots` elementwise in the evaluation dtype, so a
+  point's tensors are bit-identical whichever strategy builds them.
+* First layer (combinations, loop or vmap): the first layer with parameters is affine in its parameters
+  and, when it qualifies, sees an input that depends on the data only, so its output at
+  :math:`\\theta_k` is :math:`T_0 + \\sum_j c_{kj} T_j` with :math:`T_j` the layer applied to the
+  data with direction :math:`j`'s weight and bias (:math:`T_0`: the base, or the model's values
+  for keys no direction moves). With ``first_layer="precompute"`` (or ``"auto"`` when the fan-in
+  is at least :data:`FIRST_LAYER_MIN_RATIO` times the number of terms) the :math:`T_j` are
+  computed once per set of directions on the evaluation chunks and combined at each point (for
+  vmap, for the K points of a call at once, as one extra input of the vmapped forward), replacing
+  the layer's matrix product by a few additions. The saving grows with the layer's fan-in (the
+  matrix product it replaces) relative to the number of terms (the additions it costs); see
+  bench/RESULTS.md for measurements. The layer qualifies when it is an exact ``nn.Linear`` or
+  ``nn.Conv1d/2d/3d`` without hooks or shared parameters, runs once, no module with parameters
+  or buffers runs before it, and every parameter belongs to a leaf module; before use, the model's
+  output on a few examples at :math:`c = (1, \\dots, 1)` is checked against computing the layer
+  (relative difference at most 1e-3), and the terms must fit in half the memory budget.
+  Otherwise, or with ``"compute"``, the layer is computed; :attr:`Evaluator.info` says which and
+  why. The results equal the computed ones to rounding (not bit for bit).
+* BatchNorm: ``bn="recompute"`` (the default when the model has BatchNorm layers that track
+  running statistics) resets the running statistics at every point and recomputes them with one
+  pass over ``bn_data`` (default: the evaluation data) in chunks of ``batch_size`` with the
+  BatchNorm layers in train mode and cumulative-average semantics (``momentum=None``, as
+  ``torch.optim.swa_utils.update_bn`` and Garipov et al.'s ``update_bn``): after chunks
+  :math:`1..m`, ``running_mean`` is the plain average of the per-chunk batch means and
+  ``running_var`` of the per-chunk unbiased variances; with a single chunk they are the exact
+  full-data statistics. Other layers (dropout) stay in eval mode during this pass, so it is
+  deterministic. Then the point is evaluated in eval mode with those statistics. ``bn="eval"``
+  uses the model's stored buffers (or buffers given in the point).
+* Memory: one probe forward of a few examples with hooks on every leaf module measures the
+  activation bytes per example, :math:`b = \\text{input bytes} + \\sum_{\\text{leaf modules}}
+  \\text{output bytes}` (a conservative bound: it counts all activations as alive at once), and
+  the largest single activation per example, :math:`a = \\max(\\text{input}, \\text{leaf outputs})`.
+  With a budget :math:`M` bytes the chunk is :math:`B = \\min(N, \\lfloor M / b \\rfloor)` examples
+  (or ``batch_size``) and a group of points is :math:`K = \\min(64, \\lfloor M / (B b + P)
+  \\rfloor)` points (``P``: bytes of one point), or ``points_per_chunk``. :math:`B` is the
+  BatchNorm chunking and does not depend on the strategy, so BatchNorm statistics are the same
+  for both.
+* Cache (CPU): a full-batch forward on a CPU is slowed down by its size: ``malloc`` serves large
+  activations with ``mmap`` or hands them back to the OS after each use, so the next forward
+  page-faults and zeroes them again (kernel time that can dominate a small model's forward), and
+  they do not stay in cache. With ``cache_mb`` = :math:`C` (default 4 MiB on a CPU, off on GPUs) the
+  evaluation passes use chunks of :math:`B_c = \\mathrm{clip}(\\lfloor C / a \\rfloor, 64, B)`
+  examples (cut into equal chunks), for the loop and for vmap, and each vmap call takes
+  :math:`K_c = \\mathrm{clip}(\\lfloor C / (a B_c) \\rfloor, 1, K)` points of a group (so
+  :math:`K_c B_c a \\approx C`: the same calls per point as any split of that product, with the
+  largest per-point matrix products); the memory budget stays the upper bound. glibc's allocator
+  thresholds are then raised above one chunk's activations (see :meth:`Evaluator._warm_allocator`),
+  so chunks after the first reuse memory without page faults. Results do not depend on the
+  chunking beyond rounding, and a point always shares its vmap call with the same points, so
+  reruns are bit-identical. With the allocator warm, chunks of a fair fraction of the data cost
+  about the same per example, while very small chunks pay per-call overhead (hence the floor of
+  64 examples); bench/RESULTS.md has the measurements behind these choices.
+* Non-finite values are recorded as NaN/inf, never raised.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from losslab.evaluate import Evaluator
+    >>> from losslab import params
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, y = torch.randn(20, 3, generator=g), torch.randint(0, 2, (20,), generator=g)
+    >>> model = nn.Linear(3, 2)
+    >>> ev = Evaluator(model, (x, y), batch_size=8)
+    >>> r = ev.evaluate(params.get_point(model))
+    >>> sorted(r)
+    ['accuracy', 'loss']
+    >>> abs(r["loss"] - nn.functional.cross_entropy(model(x), y).item()) < 1e-6
+    True
+    >>> ev.evaluate_many([params.get_point(model)] * 3)["loss"].shape
+    (3,)
+"""
+from __future__ import annotations
+
+# Re-exports: every name ``losslab.evaluate`` had before it became a package keeps working.
+from .._functional import LossFn, Point  # noqa: F401
+from .._functional import make_shell as _make_shell  # noqa: F401 (the old private name; connect.neb uses it)
+from ._evaluator import Evaluator, MetricFn, PointSource
+from ._first_layer import FIRST_LAYER_MIN_RATIO  # noqa: F401
+from ._memory import DEFAULT_CACHE_MB
+from ._metrics import accuracy, check_model_output, has_batchnorm  # noqa: F401
+from ._sources import _Combinations, _Source, _Stacked  # noqa: F401
+
+__all__ = ["Evaluator", "LossFn", "MetricFn", "PointSource", "has_batchnorm", "accuracy", "DEFAULT_CACHE_MB"]
