@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .results import Result
 from ._io import atomic_savez, atomic_write_json
 from .errors import LosslabError
 from .subspace._grid import derive_seed, jsonable, paths, progress_bar, tensor_digest, versions
@@ -184,7 +185,7 @@ def subspace_curvature(h_sub: Tensor) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, eq=False)
-class GoldilocksResult:
+class GoldilocksResult(Result):
     """Curvature and trainability in random subspaces vs initialisation radius.
 
     Attributes:

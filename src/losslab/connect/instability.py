@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..results import Result
 from .._io import atomic_torch_save, atomic_write_json
 from ..config import TrainConfig, config_hash, non_default, to_dict
 from ..errors import LosslabError
@@ -112,7 +113,7 @@ def child_order_seed(config: TrainConfig, child: int) -> int:
 
 # ----------------------------------------------------------------------------------- result
 @dataclass(frozen=True, eq=False)
-class InstabilityResult:
+class InstabilityResult(Result):
     """Barriers between children spawned at each step.
 
     Attributes:

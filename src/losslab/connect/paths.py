@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..results import Result
 from .._io import jsonable as _jsonable
 from .. import params as P
 from .._io import atomic_savez, atomic_write_json
@@ -129,7 +130,7 @@ def barriers(values: Sequence[float] | np.ndarray, alphas: Sequence[float] | np.
 
 # -------------------------------------------------------------------------------------- the result
 @dataclass(frozen=True, eq=False)
-class PathResult:
+class PathResult(Result):
     """Metrics along a path between two solutions.
 
     Attributes:

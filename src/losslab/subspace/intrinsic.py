@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..results import Result
 from .. import params as PR
 from .._io import atomic_savez, atomic_write_json
 from ..config import INTRINSIC_DIMS
@@ -108,7 +109,7 @@ def threshold_crossing(dims: Sequence[float], values: Sequence[float], target: f
 
 
 @dataclass(frozen=True, eq=False)
-class IntrinsicDimResult:
+class IntrinsicDimResult(Result):
     """A (possibly partial) intrinsic-dimension sweep.
 
     Attributes:

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..results import Result
 from .. import params as PR
 from ..errors import LosslabError
 from ..evaluate import Evaluator, _make_shell
@@ -62,7 +63,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
 @dataclass(frozen=True, eq=False)
-class SubspaceResult:
+class SubspaceResult(Result):
     """Outcome of one (subspace or full-space) training run.
 
     Attributes:
