@@ -31,7 +31,7 @@ from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
-from ._io import atomic_savez, atomic_write_json
+from ._io import atomic_savez, atomic_write_json, atomic_write_text
 
 __all__ = [
     "jsonable", "result_paths", "save_arrays", "load_arrays", "canonical_json", "digest", "Fingerprint",
@@ -157,8 +157,12 @@ def save_arrays(path: str | os.PathLike, fmt: str, arrays: Mapping[str, Any], de
     return npz
 
 
-def load_arrays(path: str | os.PathLike, fmt: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read what :func:`save_arrays` wrote: ``(arrays, sidecar)``.
+def load_arrays(path: str | os.PathLike, fmt: str, *, what: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read what :func:`save_arrays` (or a result's own ``save`` in the same layout) wrote: ``(arrays, sidecar)``.
+
+    Args:
+        what: names the result in errors (``"no saved <what> at ..."``, ``"... is not a losslab <what>"``);
+            by default it is ``result`` / ``a <fmt> result``.
 
     Raises:
         LosslabError: a file is missing, or the sidecar names another format.
@@ -167,11 +171,12 @@ def load_arrays(path: str | os.PathLike, fmt: str) -> tuple[dict[str, np.ndarray
 
     npz, js = result_paths(path)
     if not npz.exists() or not js.exists():
-        raise LosslabError(f"no saved result at {npz} / {js}")
+        raise LosslabError(f"no saved {what or 'result'} at {npz} / {js}")
     with open(js) as fh:
         desc = json.load(fh)
     if desc.get("format") != fmt:
-        raise LosslabError(f"{js} is not a {fmt} result (format={desc.get('format')!r})")
+        kind = f"a losslab {what}" if what else f"a {fmt} result"
+        raise LosslabError(f"{js} is not {kind} (format={desc.get('format')!r})")
     with np.load(npz, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return arrays, desc
@@ -289,8 +294,9 @@ class Result:
         tree = {f.name: _encode(getattr(self, f.name), arrays) for f in dataclasses.fields(self) if f.init}
         npz, js = result_paths(path)
         atomic_savez(npz, **arrays)
-        atomic_write_json(js, {"format": RESULT_FORMAT_PREFIX + type(self).__name__, "format_version": 1,
-                               "arrays": sorted(arrays), "fields": tree})
+        doc = {"format": RESULT_FORMAT_PREFIX + type(self).__name__, "format_version": 1, "arrays": sorted(arrays),
+               "fields": tree}
+        atomic_write_text(js, json.dumps(doc, indent=2) + "\n")  # not sorted: dict order is part of the value
         return npz
 
     @classmethod

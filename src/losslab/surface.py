@@ -48,7 +48,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -62,7 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .results import Result
+from .results import Result, load_arrays, result_paths
 from ._io import jsonable
 from . import params as P
 from ._io import atomic_savez, atomic_write_json
@@ -176,11 +175,8 @@ class SurfaceResult(Result):
 
     @staticmethod
     def paths(path: str | Path) -> tuple[Path, Path]:
-        """``(npz, json)`` paths for ``path`` (given with or without ``.npz``/``.json``)."""
-        p = Path(path)
-        if p.suffix in (".npz", ".json"):
-            p = p.with_suffix("")
-        return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
+        """``(npz, json)`` for ``path`` given with or without ``.npz``/``.json`` (:func:`losslab.results.result_paths`)."""
+        return result_paths(path)
 
     def save(self, path: str | Path) -> Path:
         """Write ``<path>.npz`` (arrays) and ``<path>.json`` (description), each atomically.
@@ -217,15 +213,7 @@ class SurfaceResult(Result):
     @classmethod
     def load(cls, path: str | Path) -> "SurfaceResult":
         """Read a result written by :meth:`save`."""
-        npz, js = cls.paths(path)
-        if not npz.exists() or not js.exists():
-            raise LosslabError(f"no saved surface at {npz} / {js}")
-        with open(js) as fh:
-            desc = json.load(fh)
-        if desc.get("format") != FORMAT:
-            raise LosslabError(f"{js} is not a losslab surface (format={desc.get('format')!r})")
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays, desc = load_arrays(path, FORMAT, what="surface")
         metrics = {m: arrays[f"metric__{m}"].astype(np.float64) for m in desc["metrics"]}
         return cls(
             desc["kind"],
