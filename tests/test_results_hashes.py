@@ -32,6 +32,9 @@ def test_hessian_cache_stem_pinned() -> None:
 
     cache = _Cache(Path("/tmp/cache"), {"checkpoint": "/a/b.pt", "size": 10, "model": "mlp", "p": Path("/q")}, False)
     assert cache.stem("eig", {"k": 3, "tol": 1e-6, "which": "LA"}).name == "eig-8e8dd750b2a8"
+    # the stem is results.digest of the same spec (loose separators, str for other objects)
+    spec = {"base": cache.base, "name": "eig", "params": {"k": 3, "tol": 1e-6, "which": "LA"}}
+    assert results.digest(spec, 12, compact=False, default=str) == "8e8dd750b2a8"
 
 
 @dataclass(frozen=True)
