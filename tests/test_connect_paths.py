@@ -223,6 +223,14 @@ def test_cli_connect_end_to_end(tmp_path, capsys):
     saved = PathResult.load(tmp_path / "res" / "linear")
     assert saved.barrier("error") == pytest.approx(lin["test_error_barrier"])
     assert (tmp_path / "res" / "bezier.json").is_file() and (tmp_path / "res" / "neb.json").is_file()
+    from losslab.connect.neb import NEBResult
+    from losslab.connect.permute import AlignResult
+
+    aligned = AlignResult.load(tmp_path / "res" / "align")
+    assert aligned.verified is True and aligned.max_abs_output_diff == al["max_abs_output_diff"]
+    neb_run = NEBResult.load(tmp_path / "res" / "neb_run")
+    assert int(neb_run.pivots.shape[0]) == s["methods"]["neb"]["pivots"]
+    assert neb_run.path is not None and neb_run.path.barrier("error") == pytest.approx(s["methods"]["neb"]["test_error_barrier"])
     # text mode, and a one-line error for a bad target
     assert main(["connect", str(runs[0].path), str(runs[1].path), "--num", "5"]) == 0
     text = capsys.readouterr().out

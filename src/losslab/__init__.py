@@ -13,6 +13,7 @@ Submodules (imported on first use, so ``import losslab`` stays light):
 * ``losslab.connect``: linear paths, trained curves, AutoNEB, instability, permutation alignment.
 * ``losslab.subspace``, ``losslab.probes``: intrinsic dimension, stiffness, NTK, function space.
 * ``losslab.experiments``, ``losslab.report``: the survey's findings, re-measured, as an HTML report.
+* ``losslab.results``: the results layer (JSON conversion, npz + JSON files, hashes, the ``Result`` contract).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from .settings import set_threads
 _SUBMODULES = {
     "params", "data", "models", "config", "train", "runs", "directions", "evaluate", "surface", "plot",
     "curvature", "connect", "subspace", "probes", "interpolation", "experiments", "report", "distributed",
-    "goldilocks", "settings",
+    "goldilocks", "settings", "results",
 }
 
 __all__ = ["__version__", "LosslabError", "set_threads", *sorted(_SUBMODULES)]

@@ -1,4 +1,7 @@
-"""Atomic file writes and small JSON helpers (no losslab imports: usable by every layer)."""
+"""Atomic file writes and small JSON helpers (no losslab imports at module level: usable by every layer).
+
+The results layer built on them (JSON conversion, npz + JSON results, hashes) is :mod:`losslab.results`.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -116,51 +119,10 @@ def atomic_savez(path: str | os.PathLike, **arrays: Any) -> Path:
 
 
 def jsonable(obj: Any, *, keep_nonfinite: bool = False, max_array_size: int | None = None) -> Any:
-    """A JSON-safe copy of metadata: the one conversion every saved result uses.
+    """A JSON-safe copy of metadata: :func:`losslab.results.jsonable` (kept here for old imports)."""
+    from .results import jsonable as _jsonable
 
-    Mappings (keys to ``str``), lists/tuples, numpy and torch scalars and arrays, paths, dtypes,
-    devices and dataclasses become plain JSON values; anything else becomes ``str(obj)``.
-
-    Args:
-        obj: the value.
-        keep_nonfinite: keep NaN/inf floats (Python's ``json`` writes and reads them as ``NaN``/
-            ``Infinity``); by default they become ``None`` (strict JSON).
-        max_array_size: arrays/tensors larger than this are replaced by ``{"array_shape": [...]}``
-            (metadata should not carry bulk data); ``None``: no limit.
-    """
-    import dataclasses
-    import math
-
-    def conv(o: Any) -> Any:
-        if isinstance(o, dict) or (hasattr(o, "items") and hasattr(o, "keys")):
-            return {str(k): conv(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [conv(v) for v in o]
-        if o is None or isinstance(o, str):
-            return o
-        if type(o).__module__ == "numpy" and hasattr(o, "item") and getattr(o, "ndim", 1) == 0:
-            o = o.item()
-        if isinstance(o, bool):
-            return o
-        if isinstance(o, int):
-            return int(o)
-        if isinstance(o, float):
-            return o if keep_nonfinite or math.isfinite(o) else None
-        if hasattr(o, "detach") and hasattr(o, "numel"):  # torch.Tensor
-            if max_array_size is not None and o.numel() > max_array_size:
-                return {"array_shape": list(o.shape)}
-            return conv(o.detach().cpu().tolist())
-        if hasattr(o, "tolist") and hasattr(o, "shape"):  # numpy.ndarray
-            if max_array_size is not None and o.size > max_array_size:
-                return {"array_shape": list(o.shape)}
-            return conv(o.tolist())
-        if isinstance(o, os.PathLike):
-            return os.fspath(o)
-        if dataclasses.is_dataclass(o) and not isinstance(o, type):
-            return conv(dataclasses.asdict(o))
-        return str(o)
-
-    return conv(obj)
+    return _jsonable(obj, keep_nonfinite=keep_nonfinite, max_array_size=max_array_size)
 
 
 def read_json(path: str | os.PathLike) -> Any:

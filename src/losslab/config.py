@@ -2,14 +2,13 @@
 
 Every concern (data, model, optimizer, seeds, checkpoints) has a frozen dataclass whose fields
 carry help text (``field(metadata={"help": ...})``); CLI flags are generated from them
-(:mod:`losslab.cli._dataclass_args`). A run is identified by the hash of the canonical JSON of
+(:func:`losslab.cli._common.add_dataclass_args`). A run is identified by the hash of the canonical JSON of
 its *non-default* settings (open_lth's scheme), so adding a new setting with a default does not
 change existing run names.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 import typing
@@ -186,8 +185,9 @@ def _canon(value: Any) -> Any:
 
 def config_hash(cfg: Any) -> str:
     """First 12 hex digits of sha256 of the canonical JSON of the non-default settings."""
-    canon = json.dumps(non_default(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canon.encode()).hexdigest()[:HASH_LEN]
+    from .results import digest
+
+    return digest(non_default(cfg), HASH_LEN)
 
 
 def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .results import Result
 from . import params
 from ._io import atomic_savez, atomic_write_json, read_json
 from .errors import LosslabError
@@ -728,7 +729,7 @@ def plane_through(
 # PCA of a trajectory
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class PCAResult:
+class PCAResult(Result):
     """Principal directions of an optimization trajectory and its projection on them.
 
     Attributes:

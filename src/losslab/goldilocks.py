@@ -33,7 +33,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .results import Result, load_arrays
 from ._io import atomic_savez, atomic_write_json
 from .errors import LosslabError
 from .subspace._grid import derive_seed, jsonable, paths, progress_bar, tensor_digest, versions
@@ -184,7 +184,7 @@ def subspace_curvature(h_sub: Tensor) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, eq=False)
-class GoldilocksResult:
+class GoldilocksResult(Result):
     """Curvature and trainability in random subspaces vs initialisation radius.
 
     Attributes:
@@ -254,15 +254,7 @@ class GoldilocksResult:
 
     @classmethod
     def load(cls, path: str | Path) -> "GoldilocksResult":
-        npz, js = paths(path)
-        if not npz.exists() or not js.exists():
-            raise LosslabError(f"no saved Goldilocks result at {npz} / {js}")
-        with open(js) as fh:
-            desc = json.load(fh)
-        if desc.get("format") != FORMAT:
-            raise LosslabError(f"{js} is not a losslab Goldilocks result (format={desc.get('format')!r})")
-        with np.load(npz, allow_pickle=False) as z:
-            a = {k: z[k] for k in z.files}
+        a, desc = load_arrays(path, FORMAT, what="Goldilocks result")
         return cls(a["radii"].astype(np.float64), a["seeds"].astype(np.int64), int(desc["d"]), bool(desc["relative"]),
                    a["init_norms"].astype(np.float64), {m: a[f"metric__{m}"].astype(np.float64) for m in desc["metrics"]},
                    a["eigenvalues"].astype(np.float64), a["done"].astype(bool), desc.get("meta", {}))

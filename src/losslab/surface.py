@@ -48,8 +48,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import sys
 import time
@@ -64,6 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from ._functional import Point
+from .results import Result, load_arrays, result_paths
 from ._io import jsonable
 from . import params as P
 from ._io import atomic_savez, atomic_write_json
@@ -83,7 +82,7 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True, eq=False)
-class SurfaceResult:
+class SurfaceResult(Result):
     """A (possibly partial) 1-D or 2-D surface.
 
     Attributes:
@@ -176,11 +175,8 @@ class SurfaceResult:
 
     @staticmethod
     def paths(path: str | Path) -> tuple[Path, Path]:
-        """``(npz, json)`` paths for ``path`` (given with or without ``.npz``/``.json``)."""
-        p = Path(path)
-        if p.suffix in (".npz", ".json"):
-            p = p.with_suffix("")
-        return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
+        """``(npz, json)`` for ``path`` given with or without ``.npz``/``.json`` (:func:`losslab.results.result_paths`)."""
+        return result_paths(path)
 
     def save(self, path: str | Path) -> Path:
         """Write ``<path>.npz`` (arrays) and ``<path>.json`` (description), each atomically.
@@ -217,15 +213,7 @@ class SurfaceResult:
     @classmethod
     def load(cls, path: str | Path) -> "SurfaceResult":
         """Read a result written by :meth:`save`."""
-        npz, js = cls.paths(path)
-        if not npz.exists() or not js.exists():
-            raise LosslabError(f"no saved surface at {npz} / {js}")
-        with open(js) as fh:
-            desc = json.load(fh)
-        if desc.get("format") != FORMAT:
-            raise LosslabError(f"{js} is not a losslab surface (format={desc.get('format')!r})")
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays, desc = load_arrays(path, FORMAT, what="surface")
         metrics = {m: arrays[f"metric__{m}"].astype(np.float64) for m in desc["metrics"]}
         return cls(
             desc["kind"],
@@ -556,21 +544,17 @@ def _describe_source(obj: Any) -> str:
 
 
 def _fingerprint(kind: str, base: Point | None, basis: Sequence[Point], ev: Evaluator) -> str:
-    h = hashlib.sha256()
-    h.update(f"{kind}|{ev.loss_name}|{ev.bn}|{','.join(ev.metric_names)}|{ev.dtype}".encode())
+    """sha256 (:class:`losslab.results.Fingerprint`) of the settings, points, directions and data of a surface."""
+    from .results import Fingerprint
 
-    def add(tag: str, t: Tensor) -> None:
-        t = t.detach().contiguous().cpu()
-        h.update(f"|{tag}:{tuple(t.shape)}:{t.dtype}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-
+    h = Fingerprint().text(f"{kind}|{ev.loss_name}|{ev.bn}|{','.join(ev.metric_names)}|{ev.dtype}")
     for name, pt in [("origin", base or {})] + [(f"d{j}", d) for j, d in enumerate(basis)]:
         for k in sorted(pt):
-            add(f"{name}.{k}", pt[k])
-    add("data.x", ev.x)
-    add("data.y", ev.y)
+            h.tensor(f"{name}.{k}", pt[k])
+    h.tensor("data.x", ev.x)
+    h.tensor("data.y", ev.y)
     if ev.bn_x is not ev.x:
-        add("bn.x", ev.bn_x)
+        h.tensor("bn.x", ev.bn_x)
     return h.hexdigest()
 
 
@@ -728,16 +712,10 @@ def resumed_evaluator_kwargs(model: nn.Module, kwargs: Mapping[str, Any], rec: M
 
 
 def _progress_bar(total: int, initial: int, progress: bool, desc: str) -> Any:
-    if not progress:
-        return None
-    try:
-        if not sys.stderr.isatty():
-            return None
-    except (AttributeError, ValueError):
-        return None
-    from tqdm import tqdm
+    """:func:`losslab.results.progress_bar` (a bar only on a terminal)."""
+    from .results import progress_bar
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="pt", leave=False)
+    return progress_bar(total, initial, progress=progress, desc=desc, unit="pt")
 
 
 def _jsonable(obj: Any) -> Any:

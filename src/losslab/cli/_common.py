@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
 import typing
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import coerce
+from ..results import digest
 from ..errors import LosslabError
 
 
@@ -94,7 +94,7 @@ def settings_hash(args: argparse.Namespace, keys: typing.Iterable[str], **extra:
     """First 10 hex digits of the sha256 of the canonical JSON of ``args``' ``keys`` plus ``extra``:
     the name of a result directory, so that runs with other settings never share it."""
     spec = {k: getattr(args, k, None) for k in keys} | extra
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return digest(spec, 10, compact=False, default=str)
 
 
 def result_dir(args: argparse.Namespace, target: Any, kind: str, name: str) -> Path:

@@ -50,7 +50,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="use only the first N cycles of the default 14-cycle schedule")
     p.add_argument("--batch-size", type=int, default=128, help="mini-batch size of curve/NEB training (default 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of curve/NEB training (default 0)")
-    p.add_argument("--save", default=None, metavar="DIR", help="save each path result (.npz + .json) in DIR")
+    p.add_argument("--save", default=None, metavar="DIR", help="save each path result (.npz + .json) in DIR, and with --align the "
+                   "alignment (align.*), with neb the whole AutoNEB result (neb_run.*)")
     p.add_argument("--plot", default=None, metavar="PATH", help="plot loss and error along every path on one figure")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: LOSSLAB_THREADS or 1)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         res = align_fn(model, pa, pb, spec=spec, check_inputs=bundle.train.x[:256])
         before = linear_path(model, pa, pb_unaligned, bundle, num=args.num)
         pb = res.point_b_aligned
+        if args.save:
+            res.save(Path(args.save) / "align")
         after = linear_path(model, pa, pb, bundle, num=args.num)
         results["linear (unaligned)"] = before
         split = "test" if "test" in before.metrics else "train"
@@ -135,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
                 cycles = cycles[: args.neb_cycles]
             r = neb_path(model, pa, pb, bundle, cycles=cycles, batch_size=args.batch_size, seed=args.seed)
             path = r.path
+            if args.save:
+                r.save(Path(args.save) / "neb_run")
             extra = {"pivots": int(r.pivots.shape[0]), "saddle_train_loss": r.saddle_value,
                      "linear_saddle_train_loss": r.linear_saddle, "cycles": len(cycles)}
         results[method] = path

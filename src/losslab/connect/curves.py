@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..results import Result
 from .. import params as P
 from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
@@ -171,7 +172,7 @@ def garipov_lr(base_lr: float, epoch: int, total_epochs: int) -> float:
 
 # ------------------------------------------------------------------------------------ the result
 @dataclass(frozen=True, eq=False)
-class CurveResult:
+class CurveResult(Result):
     """A trained curve: its control points, the metrics along it, and the plane of three control points.
 
     Attributes:

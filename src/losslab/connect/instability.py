@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..results import Result
 from .._io import atomic_torch_save, atomic_write_json
 from ..config import TrainConfig, config_hash, non_default, to_dict
 from ..errors import LosslabError
@@ -112,7 +113,7 @@ def child_order_seed(config: TrainConfig, child: int) -> int:
 
 # ----------------------------------------------------------------------------------- result
 @dataclass(frozen=True, eq=False)
-class InstabilityResult:
+class InstabilityResult(Result):
     """Barriers between children spawned at each step.
 
     Attributes:
@@ -154,6 +155,16 @@ class InstabilityResult:
             else:
                 break
         return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the sweep's directory layout under ``path``: ``k_XXXXXXXX/path.{npz,json}`` per step and
+        ``result.json`` (spawn steps, total steps, meta, summary), as :func:`instability` does. Returns
+        the ``result.json`` path; :meth:`load` reads it back (``run_dir`` becomes ``path``, the meta gains
+        ``reused``, the threshold is :meth:`load`'s argument)."""
+        d = Path(path)
+        for k, p in zip(self.spawn_steps.tolist(), self.paths):
+            p.save(d / f"k_{int(k):08d}" / "path")
+        return _write_result(d, [int(k) for k in self.spawn_steps.tolist()], self.total_steps, self.meta, self.summary())
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, threshold: float = 0.02) -> "InstabilityResult":
@@ -401,9 +412,14 @@ def instability(
             "steps_per_epoch": data.steps_per_epoch, "batch_size": data.bs, "parent_seconds": round(parent_s, 3),
             "seconds": round(time.perf_counter() - t0, 3)}
     out_res = InstabilityResult(np.array(ks), paths, float(threshold), data.total, str(run_dir), meta)
-    atomic_write_json(result_file, {"spawn_steps": ks, "total_steps": data.total, "meta": meta,
-                                    "summary": out_res.summary()})
+    _write_result(run_dir, ks, data.total, meta, out_res.summary())
     return out_res
+
+
+def _write_result(run_dir: Path, ks: list[int], total_steps: int, meta: dict[str, Any], summary: dict[str, Any]) -> Path:
+    """``run_dir/result.json``: what marks a sweep finished (read by :func:`_load`)."""
+    return atomic_write_json(run_dir / "result.json", {"spawn_steps": ks, "total_steps": total_steps, "meta": meta,
+                                                       "summary": summary})
 
 
 def _load(run_dir: Path, threshold: float) -> InstabilityResult:

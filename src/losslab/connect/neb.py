@@ -73,6 +73,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..results import Result
 from .. import params as P
 from ..errors import LosslabError
 from ..evaluate import Evaluator, _make_shell
@@ -430,7 +431,7 @@ def default_cycles(steps: int = 1000, lr: float = 0.1, *, climb: bool = False) -
 
 
 @dataclass(frozen=True, eq=False)
-class NEBResult:
+class NEBResult(Result):
     """A band after AutoNEB.
 
     Attributes:

@@ -39,7 +39,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from .._functional import Point
+from ..results import Result, load_arrays, result_paths
 from .._io import jsonable as _jsonable
 from .. import params as P
 from .._io import atomic_savez, atomic_write_json
@@ -129,7 +129,7 @@ def barriers(values: Sequence[float] | np.ndarray, alphas: Sequence[float] | np.
 
 # -------------------------------------------------------------------------------------- the result
 @dataclass(frozen=True, eq=False)
-class PathResult:
+class PathResult(Result):
     """Metrics along a path between two solutions.
 
     Attributes:
@@ -211,11 +211,8 @@ class PathResult:
     # ---- I/O -----------------------------------------------------------------------------------
     @staticmethod
     def paths(path: str | Path) -> tuple[Path, Path]:
-        """``(npz, json)`` for ``path`` given with or without the suffix."""
-        p = Path(path)
-        if p.suffix in (".npz", ".json"):
-            p = p.with_suffix("")
-        return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
+        """``(npz, json)`` for ``path`` given with or without ``.npz``/``.json`` (:func:`losslab.results.result_paths`)."""
+        return result_paths(path)
 
     def save(self, path: str | Path) -> Path:
         """Write ``<path>.npz`` and ``<path>.json`` atomically; returns the npz path."""
@@ -244,15 +241,7 @@ class PathResult:
     @classmethod
     def load(cls, path: str | Path) -> "PathResult":
         """Read a result written by :meth:`save`."""
-        npz, js = cls.paths(path)
-        if not npz.is_file() or not js.is_file():
-            raise LosslabError(f"no saved path at {npz} / {js}")
-        with open(js) as fh:
-            desc = json.load(fh)
-        if desc.get("format") != FORMAT:
-            raise LosslabError(f"{js} is not a losslab path (format={desc.get('format')!r})")
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays, desc = load_arrays(path, FORMAT, what="path")
         metrics = {s: {m: arrays[f"{s}__{m}"].astype(np.float64) for m in ms} for s, ms in desc["splits"].items()}
         return cls(arrays["alphas"].astype(np.float64), metrics, desc["barriers"], desc.get("meta", {}))
 

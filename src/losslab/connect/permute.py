@@ -55,6 +55,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from ..results import Result
 from .. import params
 from ..errors import LosslabError
 from ..models._zoo import ResidualBlock
@@ -775,7 +776,7 @@ def _assignment(a: Mapping[str, Tensor], b: Mapping[str, Tensor],
 
 # ------------------------------------------------------------------------------- align + verify
 @dataclass(frozen=True)
-class AlignResult:
+class AlignResult(Result):
     """Result of :func:`align`.
 
     Attributes:

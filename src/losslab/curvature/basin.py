@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..results import Result
 from .._io import atomic_savez, atomic_write_json, read_json
 from ..errors import LosslabError
 from ..params import Point
@@ -77,7 +78,7 @@ def _child_seeds(root: int, n: int) -> list[int]:
 
 
 @dataclass(frozen=True, eq=False)
-class BasinResult:
+class BasinResult(Result):
     """Basin radii along random directions (see the module docstring for the definitions).
 
     Attributes:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 
+from ..results import Result
 from .._io import atomic_savez, atomic_write_json, read_json
 from ..errors import LosslabError
 from ._common import MatrixLike, as_linop, make_generator, probe_vectors
@@ -36,7 +37,7 @@ _FORMAT = "losslab.slq/1"
 
 
 @dataclass(frozen=True, eq=False)
-class SLQResult:
+class SLQResult(Result):
     """Quadrature nodes and weights of stochastic Lanczos quadrature, one row per probe.
 
     Attributes:

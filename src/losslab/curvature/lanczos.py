@@ -32,6 +32,7 @@ import torch
 from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 
+from ..results import Result
 from ..errors import LosslabError
 from ._common import MatrixLike, _LinOp, as_linop, make_generator, probe_vectors
 
@@ -41,7 +42,7 @@ _WHICH = ("LA", "SA", "both")
 
 
 @dataclass(frozen=True, eq=False)
-class EigResult:
+class EigResult(Result):
     """Eigenpairs from :func:`lanczos_eigs`.
 
     Attributes:

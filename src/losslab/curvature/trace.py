@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..results import Result
 from ..errors import LosslabError
 from ._common import MatrixLike, as_linop, make_generator, probe_vectors
 
@@ -28,7 +29,7 @@ __all__ = ["TraceResult", "hutchinson_trace", "hutchpp_trace"]
 
 
 @dataclass(frozen=True)
-class TraceResult:
+class TraceResult(Result):
     """A stochastic trace estimate.
 
     Attributes:

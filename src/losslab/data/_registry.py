@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -99,16 +98,11 @@ def check_float(name: str, value: Any, *, minimum: float | None = None, maximum:
 
 
 def jsonable(value: Any) -> Any:
-    """Convert a loader argument to a JSON-serialisable value (paths to strings, numpy scalars to Python)."""
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    return value
+    """Convert a loader argument to a JSON-serialisable value (paths to strings, numpy scalars to Python):
+    :func:`losslab.results.jsonable` with ``unknown="keep"``."""
+    from ..results import jsonable as _jsonable
+
+    return _jsonable(value, unknown="keep")
 
 
 def source_meta(dataset: str, seed: int, kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
@@ -550,16 +549,10 @@ def _root(job: _Job, ctx: DistContext, kind: str, model: nn.Module, geom: dict[s
 
 
 def _progress_bar(total: int, initial: int, progress: bool, desc: str) -> Any:
-    if not progress:
-        return None
-    try:
-        if not sys.stderr.isatty():
-            return None
-    except (AttributeError, ValueError):
-        return None
-    from tqdm import tqdm
+    """:func:`losslab.results.progress_bar` (only on a terminal), labelled ``(distributed)``."""
+    from ..results import progress_bar
 
-    return tqdm(total=total, initial=initial, desc=f"{desc} (distributed)", unit="pt", leave=False)
+    return progress_bar(total, initial, progress=progress, desc=f"{desc} (distributed)", unit="pt")
 
 
 def _jsonable(obj: Any) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -17,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from ..results import Result
 from .._io import atomic_write_json, read_json
+from ..results import digest
+from ..results import jsonable as _results_jsonable
 from ..errors import LosslabError
 
 __all__ = [
@@ -185,7 +187,7 @@ class FigureRef:
 
 
 @dataclass
-class ExperimentResult:
+class ExperimentResult(Result):
     """Everything the report shows about one finding.
 
     Attributes:
@@ -377,14 +379,13 @@ def result_key(id: str, config: Any, version: int | str = 1) -> str:
         >>> result_key("A1", C()) == result_key("A1", C()) != result_key("A1", C(n=4))
         True
     """
-    canon = json.dumps({"id": id, "version": version, "config": config_dict(config)}, sort_keys=True,
-                       separators=(",", ":"))
-    return f"{id}-{hashlib.sha256(canon.encode()).hexdigest()[:12]}"
+    return f"{id}-{digest({'id': id, 'version': version, 'config': config_dict(config)}, 12)}"
 
 
 def jsonable(obj: Any) -> Any:
-    """Plain JSON types: numpy scalars/arrays and tensors to numbers/lists, tuples to lists, NaN kept."""
-    return json.loads(json.dumps(obj, default=_json_default))
+    """Plain JSON types: numpy scalars/arrays and tensors to numbers/lists, tuples to lists, NaN kept
+    (:func:`losslab.results.jsonable` with ``unknown="raise"``)."""
+    return _results_jsonable(obj, unknown="raise")
 
 
 def _json_default(obj: Any) -> Any:

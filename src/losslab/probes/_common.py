@@ -2,7 +2,6 @@
 :mod:`losslab._functional`) and small result I/O helpers (``.npz`` arrays + ``.json`` description)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -12,8 +11,8 @@ from torch import Tensor
 
 # the functional core, re-exported for the probes' imports
 from .._functional import Functional, LossFn, Point, as_xy, default_loss, ensure_forward_ad  # noqa: F401
-from .._io import jsonable as _jsonable
-from .._io import atomic_savez, atomic_write_json
+from ..results import jsonable as _jsonable
+from ..results import load_arrays, result_paths, save_arrays  # noqa: F401  (the probes' result I/O)
 from ..errors import LosslabError
 
 def check_chunk(chunk_size: int | None, n: int) -> int:
@@ -36,37 +35,9 @@ def to_numpy(t: Tensor | np.ndarray) -> np.ndarray:
 # ---- result I/O ------------------------------------------------------------------------------------
 
 
-def result_paths(path: str | Path) -> tuple[Path, Path]:
-    p = Path(path)
-    if p.suffix in (".npz", ".json"):
-        p = p.with_suffix("")
-    return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
-
-
 def jsonable(obj: Any) -> Any:
-    """Numpy/torch scalars and arrays as JSON values, NaN/inf as None (:func:`losslab._io.jsonable`)."""
+    """Numpy/torch scalars and arrays as JSON values, NaN/inf as None (:func:`losslab.results.jsonable`)."""
     return _jsonable(obj)
-
-
-def save_arrays(path: str | Path, fmt: str, arrays: Mapping[str, np.ndarray], desc: Mapping[str, Any]) -> Path:
-    """Write ``<path>.npz`` (no pickles) and ``<path>.json`` (``format``, ``format_version``, ``desc``)."""
-    npz, js = result_paths(path)
-    atomic_savez(npz, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write_json(js, {"format": fmt, "format_version": 1, "arrays": sorted(arrays), **jsonable(desc)})
-    return npz
-
-
-def load_arrays(path: str | Path, fmt: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    npz, js = result_paths(path)
-    if not npz.exists() or not js.exists():
-        raise LosslabError(f"no saved result at {npz} / {js}")
-    with open(js) as fh:
-        desc = json.load(fh)
-    if desc.get("format") != fmt:
-        raise LosslabError(f"{js} is not a {fmt} result (format={desc.get('format')!r})")
-    with np.load(npz, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    return arrays, desc
 
 
 def none_to_nan(v: Any) -> float:

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..results import Result
 from .. import params as P
 from ..errors import LosslabError
 from ._common import Functional, Point, as_xy, check_chunk, iter_chunks, load_arrays, save_arrays, to_numpy
@@ -259,7 +260,7 @@ def subspace_samples(
 
 
 @dataclass(frozen=True)
-class DiversityResult:
+class DiversityResult(Result):
     """Function-space comparison of several runs, their trajectories and ensembles.
 
     Attributes:

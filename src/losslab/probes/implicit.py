@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..results import Result
 from ..errors import LosslabError
 from ._common import load_arrays, save_arrays, to_numpy
 
@@ -149,7 +150,7 @@ def _grads(Ws: Sequence[tuple[float, ...]], P: Sequence[tuple[float, ...]], R: t
 
 
 @dataclass(frozen=True)
-class FactorizationResult:
+class FactorizationResult(Result):
     """Training record of a deep 2x2 matrix factorization.
 
     Attributes:

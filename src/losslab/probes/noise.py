@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..results import Result
 from ..errors import LosslabError
 from ._common import LossFn, as_xy, to_numpy
 from .pergrad import DEFAULT_CHUNK, per_example_grads
@@ -118,7 +119,7 @@ def noise_scale(G: Tensor) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
-class GradientNoiseResult:
+class GradientNoiseResult(Result):
     """Noise scale and covariance spectrum at one point (see :func:`gradient_noise`)."""
 
     b_simple: float

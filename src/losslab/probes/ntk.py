@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..results import Result
 from ..errors import LosslabError
 from ._common import (
     Functional, LossFn, Point, as_xy, check_chunk, default_loss, ensure_forward_ad, iter_chunks, load_arrays,
@@ -241,7 +242,7 @@ def kernel_distance(K1: Tensor | np.ndarray, K2: Tensor | np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class KernelVelocityResult:
+class KernelVelocityResult(Result):
     """Empirical NTKs along a trajectory and how fast they move.
 
     Attributes:
@@ -416,7 +417,7 @@ def linearize(
 
 
 @dataclass(frozen=True)
-class LinearTrainResult:
+class LinearTrainResult(Result):
     """Outcome of :func:`train_linearized`: final point and metrics, and per-epoch history."""
 
     point: Point
@@ -526,7 +527,7 @@ def train_linearized(
 
 
 @dataclass(frozen=True)
-class LinearizationResult:
+class LinearizationResult(Result):
     """Linearized vs full training started at several checkpoints of a run.
 
     Attributes:

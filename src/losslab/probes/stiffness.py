@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..results import Result
 from ..errors import LosslabError
 from ._common import LossFn, as_xy, load_arrays, save_arrays, to_numpy
 from .pergrad import DEFAULT_CHUNK, per_example_grads
@@ -149,7 +150,7 @@ def sample_per_class(y: Tensor, n_per_class: int, *, seed: int = 0) -> Tensor:
 
 
 @dataclass(frozen=True)
-class StiffnessResult:
+class StiffnessResult(Result):
     """Stiffness of a sample of examples at one point.
 
     Attributes:

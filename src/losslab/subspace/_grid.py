@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .._io import jsonable as _jsonable
+from ..results import result_paths
 
 
 def jsonable(obj: Any) -> Any:
@@ -26,11 +27,9 @@ def derive_seed(*parts: Any) -> int:
 
 
 def paths(path: str | Path) -> tuple[Path, Path]:
-    """``(npz, json)`` for ``path`` given with or without a ``.npz``/``.json`` suffix."""
-    p = Path(path)
-    if p.suffix in (".npz", ".json"):
-        p = p.with_suffix("")
-    return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
+    """``(npz, json)`` for ``path`` given with or without a ``.npz``/``.json`` suffix
+    (:func:`losslab.results.result_paths`)."""
+    return result_paths(path)
 
 
 def tensor_digest(*tensors: Tensor) -> str:
@@ -43,18 +42,11 @@ def tensor_digest(*tensors: Tensor) -> str:
 
 
 def progress_bar(total: int, initial: int, progress: bool | None, desc: str) -> Any:
-    """A tqdm bar on a terminal (``progress=None``: only if stderr is a tty; False: never)."""
-    if progress is False:
-        return None
-    if progress is None:
-        try:
-            if not sys.stderr.isatty():
-                return None
-        except (AttributeError, ValueError):
-            return None
-    from tqdm import tqdm
+    """A tqdm bar on a terminal (``progress=None``: only if stderr is a tty; True: always; False: never):
+    :func:`losslab.results.progress_bar`."""
+    from ..results import progress_bar as _bar
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="run", leave=False)
+    return _bar(total, initial, progress=progress, desc=desc, unit="run", always_if_true=True)
 
 
 def versions() -> dict[str, str]:

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..results import Result, load_arrays
 from .. import params as PR
 from .._io import atomic_savez, atomic_write_json
 from ..config import INTRINSIC_DIMS
@@ -108,7 +108,7 @@ def threshold_crossing(dims: Sequence[float], values: Sequence[float], target: f
 
 
 @dataclass(frozen=True, eq=False)
-class IntrinsicDimResult:
+class IntrinsicDimResult(Result):
     """A (possibly partial) intrinsic-dimension sweep.
 
     Attributes:
@@ -309,15 +309,7 @@ class IntrinsicDimResult:
     @classmethod
     def load(cls, path: str | Path) -> "IntrinsicDimResult":
         """Read a result written by :meth:`save`."""
-        npz, js = paths(path)
-        if not npz.exists() or not js.exists():
-            raise LosslabError(f"no saved intrinsic-dimension result at {npz} / {js}")
-        with open(js) as fh:
-            desc = json.load(fh)
-        if desc.get("format") != FORMAT:
-            raise LosslabError(f"{js} is not a losslab intrinsic-dimension result (format={desc.get('format')!r})")
-        with np.load(npz, allow_pickle=False) as z:
-            a = {k: z[k] for k in z.files}
+        a, desc = load_arrays(path, FORMAT, what="intrinsic-dimension result")
         names = desc["metrics"]
         return cls(a["dims"].astype(np.int64), a["seeds"].astype(np.int64),
                    {m: a[f"metric__{m}"].astype(np.float64) for m in names}, a["done"].astype(bool),

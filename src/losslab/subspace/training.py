@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..results import Result
 from .. import params as PR
 from ..errors import LosslabError
 from .._functional import LossLike, as_xy, make_shell, resolve_loss
@@ -61,7 +62,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
 @dataclass(frozen=True, eq=False)
-class SubspaceResult:
+class SubspaceResult(Result):
     """Outcome of one (subspace or full-space) training run.
 
     Attributes:
