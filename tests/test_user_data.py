@@ -135,7 +135,9 @@ def test_resolve_files_keys_and_folders(tmp_path):
 
 
 def test_token_targets_are_class_labels_per_position():
-    x, y = torch.randint(0, 50, (8, 6)), torch.randint(0, 40, (8, 6))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 50, (8, 6), generator=g), torch.randint(0, 39, (8, 6), generator=g)
+    y[3, 2] = 39  # the largest label
     b = data.from_tensors(x, y, x_test=x[:2], y_test=y[:2], x_dtype=None, num_classes=50)
     assert b.train.y.shape == (8, 6) and b.train.x.dtype == torch.int64 and b.num_classes == 50
     assert b.meta["task"] == "classification" and torch.equal(b.test.y, y[:2])
