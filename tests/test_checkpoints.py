@@ -101,3 +101,21 @@ def test_unwrap_model_returns_the_users_module_sharing_its_parameters():
     assert models.unwrap_model(compiled) is inner
     assert models.unwrap_model(nn.DataParallel(compiled)) is inner
     assert models.unwrap_model(compiled).weight is inner.weight
+
+
+def test_evaluator_and_hessian_measure_the_module_inside_a_wrapper():
+    from losslab.curvature import HessianOperator
+    from losslab.evaluate import Evaluator
+
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        wrapped = [nn.DataParallel(inner), torch.compile(inner)]
+    ref = Evaluator(inner, (x, y)).evaluate({})["loss"]
+    v = torch.randn(sum(p.numel() for p in inner.parameters()), dtype=torch.float64)
+    hv = HessianOperator(inner, nn.CrossEntropyLoss(), (x, y)) @ v
+    for w in wrapped:
+        assert Evaluator(w, (x, y)).evaluate({})["loss"] == ref
+        assert torch.equal(HessianOperator(w, nn.CrossEntropyLoss(), (x, y)) @ v, hv)

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .._functional import LossFn, Point, as_xy, make_shell
+from .._functional import LossFn, Point, as_xy, make_shell, unwrap_model
 from ..errors import LosslabError
 
 __all__ = ["DataLike", "LossFn", "Problem"]
@@ -87,6 +87,7 @@ class Problem:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise LosslabError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        model = unwrap_model(model)  # DataParallel/DDP/torch.compile: the module inside, same parameters
         if not callable(loss_fn):
             raise LosslabError("loss_fn must be callable: loss_fn(output, target) -> scalar mean loss")
         if mode not in _MODES:

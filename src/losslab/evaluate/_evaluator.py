@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import params as P
-from .._functional import LOSS_NAMES, LossFn, Point, as_xy, make_shell
+from .._functional import LOSS_NAMES, LossFn, Point, as_xy, make_shell, unwrap_model
 from ..errors import LosslabError
 from ._first_layer import _FirstCache, _FirstLayerMixin
 from ._memory import _MAX_POINTS_PER_CHUNK, DEFAULT_CACHE_MB, _MemoryMixin
@@ -129,6 +129,7 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise LosslabError(f"model must be an nn.Module, got {type(model).__name__}")
+        model = unwrap_model(model)  # DataParallel/DDP/torch.compile: measure the module inside
         if strategy not in ("auto", "loop", "vmap"):
             raise LosslabError(f"strategy must be 'auto', 'loop' or 'vmap', got {strategy!r}")
         if bn not in ("auto", "recompute", "eval"):
