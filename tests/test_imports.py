@@ -215,5 +215,46 @@ def test_no_import_circles():
     assert not found, "\n".join(describe(g, c) for c in found)
 
 
+# The layers of docs/architecture.md, bottom (0) to top: a module may import its own layer and the
+# layers below. Keyed by the first name under ``losslab`` ("" is ``losslab/__init__.py``); every
+# ``__main__`` module counts as the CLI.
+LAYERS = {
+    # foundation ("results" and "_functional" are the homes issue 17 gives the results layer and the core)
+    "": 0, "errors": 0, "settings": 0, "_io": 0, "results": 0,
+    "data": 1, "models": 1,                                   # data, models
+    "params": 2, "evaluate": 2, "_functional": 2,             # the functional core
+    "config": 3, "runs": 3, "train": 3,                       # the recording trainer
+    "directions": 4, "surface": 4, "interpolation": 4, "plot": 4,  # analyses
+    "curvature": 4, "connect": 4, "probes": 4, "subspace": 4, "goldilocks": 4,
+    "distributed": 5,
+    "experiments": 6,
+    "report": 7,
+    "cli": 8, "__main__": 8,
+}
+
+
+def _layer_key(module: str) -> str:
+    parts = module.split(".")
+    if parts[-1] == "__main__":
+        return "__main__"  # ``python -m losslab[.pkg]``: an entry point, like the CLI
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_every_module_has_a_layer():
+    g = import_graph(SRC / "losslab")
+    missing = sorted({_layer_key(m) for m in g.files} - set(LAYERS))
+    assert not missing, f"place {missing} in a layer: LAYERS here and the picture in docs/architecture.md"
+
+
+def test_layers_import_downwards():
+    """No module imports a layer above its own (module- and function-level imports)."""
+    g = import_graph(SRC / "losslab")
+    up = [f"{a} (layer {LAYERS[_layer_key(a)]}) -> {b} (layer {LAYERS[_layer_key(b)]}) at "
+          f"{g.files[a].relative_to(g.root).as_posix()}:{lines[0]}"
+          for a, targets in g.edges.items() for b, lines in targets.items()
+          if LAYERS.get(_layer_key(b), -1) > LAYERS.get(_layer_key(a), 99)]
+    assert not up, "imports that go up a layer:\n" + "\n".join(up)
+
+
 if __name__ == "__main__":  # pragma: no cover - print the circles by hand
     pytest.main([__file__, "-q"])
