@@ -2,8 +2,9 @@
 
 Modules are found by scanning src/losslab for ``>>>`` (``__main__`` modules are skipped: importing
 them runs a command). Each module's examples run with :mod:`doctest` under the suite's settings
-(one torch thread, warnings are errors, ``ELLIPSIS`` as in pytest's ``--doctest-modules``). They are
-kept fast: the whole set takes about 10 s on one CPU thread.
+(one torch thread, warnings are errors, ``ELLIPSIS`` as in pytest's ``--doctest-modules``); what they
+register (models, datasets) and the global RNG states are restored afterwards. They are kept fast:
+the whole set takes about 10 s on one CPU thread.
 """
 from __future__ import annotations
 
@@ -28,6 +29,29 @@ def modules_with_examples() -> list[str]:
 
 
 MODULES = modules_with_examples()
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    """Examples register models and datasets and draw from the global RNGs: undo that afterwards,
+    so that the rest of the suite sees the same registries and random streams as without them."""
+    import numpy as np
+    import torch
+
+    from losslab.data import _registry as data_registry
+    from losslab.models import _registry as model_registry
+
+    registries = [(r._REGISTRY, dict(r._REGISTRY)) for r in (model_registry, data_registry)]
+    torch_rng, np_rng = torch.get_rng_state(), np.random.get_state()
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    yield
+    for live, saved in registries:
+        live.clear()
+        live.update(saved)
+    torch.set_rng_state(torch_rng)
+    np.random.set_state(np_rng)
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
 
 
 def test_examples_are_found():
