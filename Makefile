@@ -1,6 +1,7 @@
 # Set-up and the two entry points named in the README.
 #   make reproduce   install everything, then run the main job
 #   make test        install everything, then run the test suite
+#   make docs        regenerate docs/findings.md from the experiments' claims and criteria
 # GPU users: make setup TORCH_SPEC="torch==2.14.1" (or any spec pip understands).
 PYTHON     ?= python3
 VENV       ?= .venv
@@ -9,7 +10,7 @@ PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 STAMP      := $(VENV)/.losslab-installed
 
-.PHONY: setup browser reproduce test test-fast bench clean
+.PHONY: setup browser reproduce test test-fast bench docs clean
 
 setup: $(STAMP)
 
@@ -38,6 +39,11 @@ test-fast: setup
 bench: setup
 	$(PIP) install --disable-pip-version-check -q -c $(VENV)/constraints.txt -e ".[bench]"
 	$(PY) bench/surface.py
+
+# docs/findings.md is generated from the experiment modules' declared claims and CRITERIA
+# (tests/test_docs.py fails when the committed file differs from the generator's output).
+docs: setup
+	$(PY) scripts/findings.py docs/findings.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -5,7 +5,7 @@ Example:
     >>> from losslab.train import train
     >>> run = train(TrainConfig(optim=OptimConfig(epochs=2)), out="/tmp/losslab-doc", progress=False)
     >>> sorted(run.summary)[:3]
-    ['checkpoints', 'epochs', 'seconds']
+    ['checkpoints', 'epochs', 'epochs_to_fit']
 
 Seeds are separate per purpose (init, data order, label noise; see :class:`SeedConfig`); nothing seeds
 the global RNGs. A finished run with the same config is reused; an interrupted one resumes from its
