@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from losslab._io import atomic_write_text, jsonable
+from losslab._io import atomic_write_text
+from losslab.results import jsonable
 
 
 def test_jsonable_converts_numpy_torch_paths_and_nonfinite():

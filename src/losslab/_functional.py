@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import LosslabError
+from .models._checkpoint import unwrap_model  # noqa: F401  (part of the core's API)
 
 __all__ = [
     "Point", "LossFn", "LossLike", "LOSS_NAMES", "make_shell", "unwrap_model", "Functional", "ensure_forward_ad",
@@ -52,29 +53,6 @@ LOSS_NAMES = ("cross_entropy", "mse")
 
 
 # ---- the shell ---------------------------------------------------------------------------------------
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside ``nn.DataParallel``, DistributedDataParallel and ``torch.compile`` wrappers.
-
-    The wrapped module shares its parameters with the wrapper, so measuring it measures the user's
-    model; losslab's functional calls need the plain module (a compiled module's donated buffers and a
-    DataParallel's replicas break them).
-
-    Example:
-        >>> import torch
-        >>> inner = torch.nn.Linear(2, 1)
-        >>> unwrap_model(torch.nn.DataParallel(inner)) is inner
-        True
-    """
-    for _ in range(8):  # wrappers of wrappers (DDP of a compiled module), never a cycle
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            break
-    return model
 
 
 def make_shell(model: nn.Module, *, keep_mode: bool = False) -> nn.Module:

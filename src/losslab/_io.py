@@ -118,13 +118,6 @@ def atomic_savez(path: str | os.PathLike, **arrays: Any) -> Path:
     return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
-def jsonable(obj: Any, *, keep_nonfinite: bool = False, max_array_size: int | None = None) -> Any:
-    """A JSON-safe copy of metadata: :func:`losslab.results.jsonable` (kept here for old imports)."""
-    from .results import jsonable as _jsonable
-
-    return _jsonable(obj, keep_nonfinite=keep_nonfinite, max_array_size=max_array_size)
-
-
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file; a damaged one (truncated, not JSON) is a one-line :class:`LosslabError` naming it."""
     from .errors import LosslabError

@@ -24,7 +24,8 @@ from typing import Any, Sequence
 import torch
 
 from . import __version__
-from ._io import atomic_write_json, jsonable, read_json
+from ._io import atomic_write_json, read_json
+from .results import jsonable
 from .config import TrainConfig, config_hash, from_dict, non_default, to_dict
 from .errors import LosslabError
 

@@ -63,7 +63,7 @@ from torch import Tensor, nn
 
 from ._functional import Point
 from .results import Result, load_arrays, result_paths
-from ._io import jsonable
+from .results import jsonable
 from . import params as P
 from ._io import atomic_savez, atomic_write_json
 from .errors import LosslabError

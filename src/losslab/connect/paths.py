@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from .._functional import Point
 from ..results import Result, load_arrays, result_paths
-from .._io import jsonable as _jsonable
+from ..results import jsonable as _jsonable
 from .. import params as P
 from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
@@ -247,7 +247,7 @@ class PathResult(Result):
 
 
 def jsonable(obj: Any) -> Any:
-    """A JSON-serialisable copy (:func:`losslab._io.jsonable`); NaN/inf are kept (``json`` reads them back)."""
+    """A JSON-serialisable copy (:func:`losslab.results.jsonable`); NaN/inf are kept (``json`` reads them back)."""
     return _jsonable(obj, keep_nonfinite=True)
 
 

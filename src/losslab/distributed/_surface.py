@@ -38,7 +38,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 from torch import Tensor, nn
 
-from .._io import jsonable
+from ..results import jsonable
 from .. import surface as S
 from ..errors import LosslabError
 from ..evaluate import Evaluator

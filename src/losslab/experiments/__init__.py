@@ -78,7 +78,7 @@ from ._registry import BROKEN, EXPERIMENTS, get, implemented, row_order
 from ._runner import PROFILES, Outcome, config_for, load_saved, result_dir, run_experiment, run_many, shift_seeds
 from .criteria import Control, Criteria, Criterion, apply_control
 from ._survey import ROWS, SECTIONS, SurveyRow
-from ._findings import findings_markdown  # docs/findings.md (make docs)
+from ._findings import findings_markdown  # noqa: F401  (docs/findings.md, make docs)
 
 __all__ = [
     "EXPERIMENTS", "BROKEN", "ROWS", "SECTIONS", "SurveyRow", "PROFILES",

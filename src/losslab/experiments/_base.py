@@ -313,7 +313,7 @@ class ExperimentResult(Result):
             {k: c.to_dict()[k] for k in ("name", "decisive", "precondition", "value", "ci", "interval", "threshold",
                                           "op", "seeds", "per_seed", "passed")} for c in self.verdict.checks]
         ctrl = None if self.control is None else {k: self.control.get(k) for k in ("setting", "verdict", "fired", "reason")}
-        from .._io import jsonable as strict_json  # NaN/inf -> null: strict JSON for other tools
+        from ..results import jsonable as strict_json  # NaN/inf -> null: strict JSON for other tools
 
         return strict_json({"id": self.id, "verdict": self.verdict_status,
                          "flagged": bool(self.verdict is not None and self.verdict.flagged),

@@ -7,7 +7,6 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from .._functional import unwrap_model
 from ..errors import LosslabError
 
 __all__ = ["load_checkpoint", "load_state_dict_checked", "count_parameters", "match_state_dict", "unwrap_model",
@@ -212,3 +211,26 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
         8
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside ``nn.DataParallel``, DistributedDataParallel and ``torch.compile`` wrappers.
+
+    The wrapped module shares its parameters with the wrapper, so measuring it measures the user's
+    model; losslab's functional calls need the plain module (a compiled module's donated buffers and a
+    DataParallel's replicas break them).
+
+    Example:
+        >>> import torch
+        >>> inner = torch.nn.Linear(2, 1)
+        >>> unwrap_model(torch.nn.DataParallel(inner)) is inner
+        True
+    """
+    for _ in range(8):  # wrappers of wrappers (DDP of a compiled module), never a cycle
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            break
+    return model

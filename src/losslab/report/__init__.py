@@ -141,7 +141,7 @@ def build_rows(
 
 def _compact_json(obj: Any) -> str:
     """Indented strict JSON (NaN/inf written as null) with short numeric lists on one line."""
-    from .._io import jsonable
+    from ..results import jsonable
 
     text = json.dumps(jsonable(obj), indent=1, sort_keys=True, default=str, allow_nan=False)
     out, buf = [], []

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._io import jsonable as _jsonable
+from ..results import jsonable as _jsonable
 from ..results import result_paths
 
 
 def jsonable(obj: Any) -> Any:
-    """A JSON-safe copy, NaN/inf as None (:func:`losslab._io.jsonable`)."""
+    """A JSON-safe copy, NaN/inf as None (:func:`losslab.results.jsonable`)."""
     return _jsonable(obj)
 
 
