@@ -104,6 +104,17 @@ def _scenario_main(ctx, out: Path) -> int:
     res = D.distributed_line(model, data, start=model, end=end, span=(-0.5, 1.5), num=9, points_per_chunk=2,
                              progress=False)
     _save(out, f"line_rank{r}", {"loss": res.metrics["loss"].tolist()})
+    _stage("given evaluator")
+    # 2b. a caller's evaluator (strategy auto) is used and left as it was: the settled strategy goes to a copy
+    given = Evaluator(model, data)
+
+    def state():
+        return [given.strategy, given.points_per_chunk, json.dumps(given.info, sort_keys=True, default=str)]
+
+    before = state()
+    res = D.distributed_plane(model, None, dx=dx, dy=dy, **GRID, evaluator=given, progress=False)
+    _save(out, f"given_rank{r}", {"before": before, "after": state(), "loss": res.metrics["loss"].tolist(),
+                                  "strategy": res.meta["evaluator"]["strategy"]})
     _stage("max_points")
     # 3. stopped by max_points, then resumed (rank 0 alone reads and writes the checkpoint)
     kw = dict(**GRID, points_per_chunk=4, progress=False, checkpoint_path=out / "part", resume_from=out / "part",
@@ -296,6 +307,16 @@ def test_two_rank_line_equals_one_rank(main_run):
     ref = line(model, data, start=model, end=end, span=(-0.5, 1.5), num=9, points_per_chunk=2, progress=False)
     for r in (0, 1):
         np.testing.assert_allclose(load(main_run, f"line_rank{r}")["loss"], ref.metrics["loss"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_given_evaluator_is_not_modified(main_run):
+    ref = reference_plane()
+    for r in (0, 1):
+        got = load(main_run, f"given_rank{r}")
+        assert got["after"] == got["before"] and got["before"][0] is None  # still "auto", info unchanged
+        assert got["strategy"] in ("loop", "vmap")
+        np.testing.assert_allclose(got["loss"], ref.metrics["loss"], rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow

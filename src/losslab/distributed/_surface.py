@@ -29,6 +29,7 @@ once), so the point construction, fingerprint and evaluation are the single-proc
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import sys
@@ -189,27 +190,6 @@ def _make_evaluator(model: nn.Module, data: Any, evaluator: Evaluator | None, kw
     return Evaluator(model, data, **kwargs)
 
 
-def _blocks(template: SurfaceResult, block: int, max_points: int | None) -> list[np.ndarray]:
-    """The single-process surface's blocks: ``block`` consecutive flat indices, not done, within the budget."""
-    n = template.n_points
-    flat_done = template.done.reshape(-1)
-    budget = np.inf if max_points is None else int(max_points)
-    out: list[np.ndarray] = []
-    evaluated = 0
-    for s in range(0, n, block):
-        if evaluated >= budget:
-            break
-        idx = np.arange(s, min(n, s + block), dtype=np.int64)
-        idx = idx[~flat_done[idx]]
-        if idx.size == 0:
-            continue
-        if evaluated + idx.size > budget:
-            idx = idx[: int(budget - evaluated)]
-        out.append(idx)
-        evaluated += int(idx.size)
-    return out
-
-
 def _signature(template: SurfaceResult, ev: Evaluator) -> dict[str, Any]:
     """What must agree across ranks for their blocks to fit together."""
     h = hashlib.sha256(template.x.tobytes())
@@ -229,8 +209,8 @@ def _signature(template: SurfaceResult, ev: Evaluator) -> dict[str, Any]:
 BLOCKS_PER_RANK = 4
 
 
-def _balance(ev: Evaluator, template: SurfaceResult, max_points: int | None, world: int) -> None:
-    """Shrink automatic blocks so that every rank gets about :data:`BLOCKS_PER_RANK` of them.
+def _balanced_block(ev: Evaluator, template: SurfaceResult, max_points: int | None, world: int) -> int | None:
+    """Smaller automatic blocks so that every rank gets about :data:`BLOCKS_PER_RANK` of them (None: keep).
 
     Dynamic sharing balances at block granularity: 7 blocks of 64 points on 2 ranks split 4/3 (at
     most 1.75x); 4 blocks per rank bound the imbalance by a quarter of a rank's share. Only the
@@ -240,14 +220,23 @@ def _balance(ev: Evaluator, template: SurfaceResult, max_points: int | None, wor
     if max_points is not None:
         todo = min(todo, int(max_points))
     target = max(1, -(-todo // (BLOCKS_PER_RANK * world)))
-    if ev.points_per_chunk > target:
-        ev.points_per_chunk = target
-        ev.info["points_per_chunk"] = target
+    return target if ev.points_per_chunk > target else None
 
 
-def _set_strategy(ev: Evaluator, strategy: str) -> None:
-    ev.strategy = strategy
-    ev.info["strategy"] = strategy
+def _derived(ev: Evaluator, **settings: Any) -> Evaluator:
+    """A private copy of ``ev`` with ``settings`` (``points_per_chunk``, ``strategy``) changed.
+
+    The caller's evaluator is never modified: the copy has its own attributes and ``info`` record
+    and shares only the read-only data and the caches keyed by chunk size.
+    """
+    new = copy.copy(ev)
+    new.info = copy.deepcopy(ev.info)
+    for k, v in settings.items():
+        if k not in ("points_per_chunk", "strategy"):
+            raise LosslabError(f"cannot derive an evaluator with {k}")
+        setattr(new, k, v)
+        new.info[k] = v
+    return new
 
 
 class _BlockRunner:
@@ -263,6 +252,10 @@ class _BlockRunner:
         self.points = 0
         self.blocks = 0
         self.redone = 0  # points evaluated twice (a worker's first block, when its auto choice differed)
+
+    def settle(self, strategy: str) -> None:
+        """Evaluate with ``strategy`` from now on (a derived evaluator; the given one is left as it was)."""
+        self.ev = _derived(self.ev, strategy=strategy)
 
     def __call__(self, idx: np.ndarray, redo: bool = False) -> np.ndarray:
         t0 = time.perf_counter()
@@ -334,13 +327,16 @@ def _sharded(
     # 2. every rank sets up; rank 0 checks that they agree and publishes the blocks
     setup_error: BaseException | None = None
     try:
-        ev = _make_evaluator(model, data, evaluator, evaluator_kwargs, prev)
+        # a private copy: the block size and the settled strategy change it, never the caller's evaluator
+        ev = _derived(_make_evaluator(model, data, evaluator, evaluator_kwargs, prev))
         fn = S.plane if kind == "plane" else S.line
         template = fn(model, data, evaluator=ev, progress=False, resume_from=prev,
                       max_points=0, meta=meta, **geom)
         if evaluator is None and evaluator_kwargs.get("points_per_chunk") is None and not (
                 prev is not None and prev.meta.get("evaluator", {}).get("points_per_chunk")):
-            _balance(ev, template, max_points, ctx.world_size)
+            target = _balanced_block(ev, template, max_points, ctx.world_size)
+            if target is not None:
+                ev = _derived(ev, points_per_chunk=target)
         ready: Any = ("ok", _signature(template, ev), ev.points_per_chunk, ev.strategy)
     except Exception as e:  # noqa: BLE001 - reported to rank 0, then re-raised
         setup_error = e
@@ -380,7 +376,7 @@ def _sharded(
         if setup_error is not None:
             raise setup_error
         raise DistributedError("ranks disagree or failed during setup: " + "; ".join(problems))
-    blocks = _blocks(template, ev.points_per_chunk, max_points)
+    blocks = S.block_plan(template.done, ev.points_per_chunk, max_points)
     job.publish("go", {"blocks": blocks, "strategy": ev.strategy})
     return _root(job, ctx, kind, model, geom, ev, template, blocks, progress=progress,
                  checkpoint_path=checkpoint_path, checkpoint_every=int(checkpoint_every), callback=callback,
@@ -391,9 +387,9 @@ def _worker(job: _Job, ctx: DistContext, kind: str, model: nn.Module, geom: dict
             template: SurfaceResult, go: dict[str, Any]) -> SurfaceResult:
     blocks: list[np.ndarray] = go["blocks"]
     known = go["strategy"] is not None
-    if known:
-        _set_strategy(ev, go["strategy"])
     run = _BlockRunner(kind, model, geom, ev, template)
+    if known:
+        run.settle(go["strategy"])
     try:
         while True:
             msg = job.aborted()
@@ -405,14 +401,14 @@ def _worker(job: _Job, ctx: DistContext, kind: str, model: nn.Module, geom: dict
             if not known:
                 s = job.peek("strategy")
                 if isinstance(s, str):
-                    _set_strategy(ev, s)
+                    run.settle(s)
                     known = True
             vals = run(blocks[j])
             if not known:  # settle auto the way rank 0 did (it timed block 0): redo if we chose otherwise
                 s = job.wait_for("strategy")
                 known = True
-                used = ev.strategy or "loop"
-                _set_strategy(ev, s)
+                used = run.ev.strategy or "loop"
+                run.settle(s)
                 if used != s:
                     vals = run(blocks[j], redo=True)
             job.send("res", (j, vals))
@@ -454,7 +450,7 @@ def _root(job: _Job, ctx: DistContext, kind: str, model: nn.Module, geom: dict[s
         m = {
             **template.meta,
             "timing": {"seconds": secs, "points_evaluated": pts, "points_per_s": (pts / secs) if secs > 0 else None},
-            "evaluator": dict(ev.info),
+            "evaluator": dict(run.ev.info),
             "distributed": {"world_size": ctx.world_size, "backend": ctx.backend, "schedule": "dynamic",
                             "blocks": len(blocks), "block_points": ev.points_per_chunk, "per_rank": per_rank},
         }
@@ -495,14 +491,14 @@ def _root(job: _Job, ctx: DistContext, kind: str, model: nn.Module, geom: dict[s
             while j < len(blocks):
                 vals = run(blocks[j])
                 if j == 0:
-                    s = ev.strategy or "loop"
-                    _set_strategy(ev, s)
+                    s = run.ev.strategy or "loop"
+                    run.settle(s)
                     job.publish("strategy", s)
                 merge(j, vals)
                 handle(job.receive())
                 j = job.claim()
             if not blocks:
-                job.publish("strategy", ev.strategy or "loop")
+                job.publish("strategy", run.ev.strategy or "loop")
             last = time.monotonic()
             poll = _Poll()
             while len(received) < len(blocks) or len(stats) < ctx.world_size - 1:
