@@ -453,6 +453,25 @@ def test_single_process_fallbacks_equal_plain_calls():
         float(lanczos_eigs(H, k=1, seed=0).eigenvalues[0]), rel=1e-12)
 
 
+def test_signatures_are_those_of_plane_and_line_plus_timeout():
+    import inspect
+
+    from losslab import distributed as D
+    from losslab import surface as S
+
+    for dist, fn in ((D.distributed_plane, S.plane), (D.distributed_line, S.line)):
+        got, ref = inspect.signature(dist).parameters, inspect.signature(fn).parameters
+        assert list(got) == list(ref)[:-1] + ["timeout", "evaluator_kwargs"]
+        assert all(got[k].default == ref[k].default for k in ref)
+    model, data, dx, dy, _ = problem()
+    with pytest.raises(TypeError, match="dy"):  # checked against plane's signature before anything runs
+        D._surface._split("plane", model, data, {"dx": dx})
+    geom, opts, ev_kw = D._surface._split("plane", model, data, {"dx": dx, "dy": dy, "nx": 3, "max_points": 2,
+                                                                 "strategy": "loop"})
+    assert sorted(geom) == ["dx", "dy", "nx"] and ev_kw == {"strategy": "loop"}
+    assert opts["max_points"] == 2 and opts["progress"] is True and opts["checkpoint_every"] == 1
+
+
 def test_shards():
     from losslab.distributed import shard, shard_bounds
     from losslab.errors import LosslabError

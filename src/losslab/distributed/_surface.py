@@ -32,13 +32,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import inspect
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal
 
 import numpy as np
-from torch import Tensor, nn
+from torch import nn
 
 from .._io import jsonable
 from .. import surface as S
@@ -59,30 +60,8 @@ from ._runtime import (
 __all__ = ["distributed_plane", "distributed_line"]
 
 
-def distributed_plane(
-    model: nn.Module,
-    data: Any = None,
-    *,
-    dx: Any,
-    dy: Any,
-    origin: Mapping[str, Tensor] | nn.Module | None = None,
-    x: Sequence[float] | np.ndarray | None = None,
-    y: Sequence[float] | np.ndarray | None = None,
-    x_span: tuple[float, float] = (-1.0, 1.0),
-    y_span: tuple[float, float] = (-1.0, 1.0),
-    nx: int = 21,
-    ny: int = 21,
-    evaluator: Evaluator | None = None,
-    progress: bool = True,
-    resume_from: str | Path | SurfaceResult | None = None,
-    checkpoint_path: str | Path | None = None,
-    checkpoint_every: int = 1,
-    max_points: int | None = None,
-    callback: Callable[[SurfaceResult], None] | None = None,
-    meta: Mapping[str, Any] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    **evaluator_kwargs: Any,
-) -> SurfaceResult:
+def distributed_plane(model: nn.Module, data: Any = None, *, timeout: float = DEFAULT_TIMEOUT,
+                      **kwargs: Any) -> SurfaceResult:
     """:func:`losslab.surface.plane` with the grid points shared dynamically over the ranks.
 
     Call it on every rank (under ``torchrun``, after :func:`~losslab.distributed.init_distributed`)
@@ -124,43 +103,48 @@ def distributed_plane(
         >>> r.metrics["loss"].shape
         (2, 3)
     """
-    geom = dict(dx=dx, dy=dy, origin=origin, x=x, y=y, x_span=x_span, y_span=y_span, nx=nx, ny=ny)
-    return _sharded("plane", model, data, geom, evaluator=evaluator, progress=progress, resume_from=resume_from,
-                    checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, max_points=max_points,
-                    callback=callback, meta=meta, timeout=timeout, evaluator_kwargs=evaluator_kwargs)
+    return _sharded("plane", model, data, timeout, kwargs)
 
 
-def distributed_line(
-    model: nn.Module,
-    data: Any = None,
-    *,
-    direction: Any = None,
-    start: Mapping[str, Tensor] | nn.Module | None = None,
-    end: Mapping[str, Tensor] | nn.Module | None = None,
-    origin: Mapping[str, Tensor] | nn.Module | None = None,
-    alphas: Sequence[float] | np.ndarray | None = None,
-    span: tuple[float, float] | None = None,
-    num: int = 51,
-    evaluator: Evaluator | None = None,
-    progress: bool = True,
-    resume_from: str | Path | SurfaceResult | None = None,
-    checkpoint_path: str | Path | None = None,
-    checkpoint_every: int = 1,
-    max_points: int | None = None,
-    callback: Callable[[SurfaceResult], None] | None = None,
-    meta: Mapping[str, Any] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    **evaluator_kwargs: Any,
-) -> SurfaceResult:
+def distributed_line(model: nn.Module, data: Any = None, *, timeout: float = DEFAULT_TIMEOUT,
+                     **kwargs: Any) -> SurfaceResult:
     """:func:`losslab.surface.line` with the points shared dynamically over the ranks.
 
     Arguments as in :func:`losslab.surface.line`, plus ``timeout``; rank roles, resumption and
     failures as in :func:`distributed_plane`. Without a process group it is exactly ``line``.
     """
-    geom = dict(direction=direction, start=start, end=end, origin=origin, alphas=alphas, span=span, num=num)
-    return _sharded("line", model, data, geom, evaluator=evaluator, progress=progress, resume_from=resume_from,
-                    checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, max_points=max_points,
-                    callback=callback, meta=meta, timeout=timeout, evaluator_kwargs=evaluator_kwargs)
+    return _sharded("line", model, data, timeout, kwargs)
+
+
+#: The arguments of plane()/line() that steer the run rather than place the points or build the evaluator.
+_RUN_OPTIONS = ("evaluator", "progress", "resume_from", "checkpoint_path", "checkpoint_every", "max_points",
+                "callback", "meta")
+
+
+def _with_timeout(fn: Callable[..., Any]) -> inspect.Signature:
+    """``fn``'s signature with ``timeout`` before its ``**evaluator_kwargs`` (what the sharded versions take)."""
+    sig = inspect.signature(fn)
+    ps = list(sig.parameters.values())
+    t = inspect.Parameter("timeout", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_TIMEOUT, annotation="float")
+    return sig.replace(parameters=ps[:-1] + [t, ps[-1]])
+
+
+# the signatures are those of surface.plane / surface.line (one definition), plus timeout
+distributed_plane.__signature__ = _with_timeout(S.plane)  # type: ignore[attr-defined]
+distributed_line.__signature__ = _with_timeout(S.line)  # type: ignore[attr-defined]
+
+
+def _split(kind: str, model: nn.Module, data: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """``kwargs`` of :func:`plane`/:func:`line` as (geometry, run options with their defaults, evaluator
+    settings), checked against the signature (a missing or repeated argument raises ``TypeError`` here)."""
+    fn = S.plane if kind == "plane" else S.line
+    sig = inspect.signature(fn)
+    sig.bind(model, data, **kwargs)
+    params = sig.parameters
+    geom = {k: v for k, v in kwargs.items() if k in params and k not in _RUN_OPTIONS}
+    run = {k: kwargs.get(k, params[k].default) for k in _RUN_OPTIONS}
+    ev_kw = {k: v for k, v in kwargs.items() if k not in params}
+    return geom, run, ev_kw
 
 
 # ---- internals -------------------------------------------------------------------------------------
@@ -277,29 +261,16 @@ class _BlockRunner:
                 "strategy": self.ev.strategy, "recomputed_points": self.redone}
 
 
-def _sharded(
-    kind: Literal["line", "plane"],
-    model: nn.Module,
-    data: Any,
-    geom: dict[str, Any],
-    *,
-    evaluator: Evaluator | None,
-    progress: bool,
-    resume_from: Any,
-    checkpoint_path: str | Path | None,
-    checkpoint_every: int,
-    max_points: int | None,
-    callback: Callable[[SurfaceResult], None] | None,
-    meta: Mapping[str, Any] | None,
-    timeout: float,
-    evaluator_kwargs: dict[str, Any],
-) -> SurfaceResult:
+def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeout: float,
+             kwargs: dict[str, Any]) -> SurfaceResult:
     ctx = current_context()
     if not ctx.distributed:
         fn = S.plane if kind == "plane" else S.line
-        return fn(model, data, evaluator=evaluator, progress=progress, resume_from=resume_from,
-                  checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, max_points=max_points,
-                  callback=callback, meta=meta, **geom, **evaluator_kwargs)
+        return fn(model, data, **kwargs)
+    geom, opts, evaluator_kwargs = _split(kind, model, data, kwargs)
+    evaluator, progress, resume_from = opts["evaluator"], opts["progress"], opts["resume_from"]
+    checkpoint_path, checkpoint_every, max_points = opts["checkpoint_path"], opts["checkpoint_every"], opts["max_points"]
+    callback, meta = opts["callback"], opts["meta"]
     if int(checkpoint_every) < 1:
         raise LosslabError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if max_points is not None and int(max_points) < 0:
