@@ -327,3 +327,13 @@ def test_result_plot_methods_go_through_their_displays():
     ref = SharpnessTrajectoryDisplay.from_result(tracker.records)
     assert [tuple(l.get_xydata().ravel()) for l in ax.lines] == [tuple(l.get_xydata().ravel()) for l in ref.ax_.lines]
     assert ax.get_yscale() == "log"
+
+
+def test_bundle_settings_pick_the_loss_and_bn_data():
+    from losslab.surface import bundle_settings
+
+    cls = SimpleNamespace(num_classes=10, train="TRAIN", test="TEST")
+    reg = SimpleNamespace(num_classes=0, train="TRAIN", test="TEST")
+    assert bundle_settings(cls) == {"loss": "cross_entropy"}
+    assert bundle_settings(cls, "test") == {"loss": "cross_entropy", "bn_data": "TRAIN"}
+    assert bundle_settings(reg, "test") == {"loss": "mse"}

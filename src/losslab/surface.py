@@ -69,7 +69,7 @@ from ._io import atomic_savez, atomic_write_json
 from .errors import LosslabError
 from .evaluate import Evaluator
 
-__all__ = ["SurfaceResult", "line", "plane", "DirectionLike", "block_plan", "render"]
+__all__ = ["SurfaceResult", "line", "plane", "DirectionLike", "block_plan", "render", "bundle_settings"]
 
 Point = dict[str, Tensor]
 DirectionLike = Any
@@ -696,6 +696,21 @@ def _run(
     if checkpoint_path is not None:
         final.save(checkpoint_path)
     return final
+
+
+def bundle_settings(bundle: Any, split: str = "train") -> dict[str, Any]:
+    """The evaluator settings a data bundle implies for a surface on its ``split``.
+
+    ``loss``: ``"cross_entropy"`` for classification (``bundle.num_classes > 0``), else ``"mse"``;
+    ``bn_data``: for the test split of a classification bundle, the training split (BatchNorm
+    statistics are recomputed on training data, as in training). Pass them on to :func:`plane` or
+    :func:`line` (``plane(model, bundle.test, ..., **bundle_settings(bundle, "test"))``).
+    """
+    classification = bundle.num_classes > 0
+    out: dict[str, Any] = {"loss": "cross_entropy" if classification else "mse"}
+    if classification and split == "test":
+        out["bn_data"] = bundle.train
+    return out
 
 
 def block_plan(done: np.ndarray, block: int, max_points: int | None = None) -> list[np.ndarray]:

@@ -120,14 +120,15 @@ def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, 
 
 
 def evaluation_kwargs(args: argparse.Namespace, t: Any, out: Path) -> dict[str, Any]:
-    """Keyword arguments of ``surface.plane``/``line`` shared by the plain and distributed commands."""
+    """Keyword arguments of ``surface.plane``/``line`` shared by the plain and distributed commands
+    (the loss and BatchNorm data from :func:`losslab.surface.bundle_settings`)."""
+    from ..surface import bundle_settings
+
     kw: dict[str, Any] = dict(progress=not args.no_progress, strategy=args.strategy, bn=args.bn,
                               first_layer=args.first_layer,
                               checkpoint_path=out / "surface", resume_from=out / "surface",
-                              loss="cross_entropy" if t.bundle.num_classes > 0 else "mse",
                               meta={"target": t.description, "seed": args.seed, "split": args.split})
-    if t.bundle.num_classes > 0 and args.split == "test":
-        kw["bn_data"] = t.bundle.train
+    kw.update(bundle_settings(t.bundle, args.split))
     if args.points_per_chunk is not None:
         kw["points_per_chunk"] = args.points_per_chunk  # 0 or less: a one-line error from the evaluator
     return kw
