@@ -104,6 +104,17 @@ def _scenario_main(ctx, out: Path) -> int:
     res = D.distributed_line(model, data, start=model, end=end, span=(-0.5, 1.5), num=9, points_per_chunk=2,
                              progress=False)
     _save(out, f"line_rank{r}", {"loss": res.metrics["loss"].tolist()})
+    _stage("given evaluator")
+    # 2b. a caller's evaluator (strategy auto) is used and left as it was: the settled strategy goes to a copy
+    given = Evaluator(model, data)
+
+    def state():
+        return [given.strategy, given.points_per_chunk, json.dumps(given.info, sort_keys=True, default=str)]
+
+    before = state()
+    res = D.distributed_plane(model, None, dx=dx, dy=dy, **GRID, evaluator=given, progress=False)
+    _save(out, f"given_rank{r}", {"before": before, "after": state(), "loss": res.metrics["loss"].tolist(),
+                                  "strategy": res.meta["evaluator"]["strategy"]})
     _stage("max_points")
     # 3. stopped by max_points, then resumed (rank 0 alone reads and writes the checkpoint)
     kw = dict(**GRID, points_per_chunk=4, progress=False, checkpoint_path=out / "part", resume_from=out / "part",
@@ -299,6 +310,16 @@ def test_two_rank_line_equals_one_rank(main_run):
 
 
 @pytest.mark.slow
+def test_given_evaluator_is_not_modified(main_run):
+    ref = reference_plane()
+    for r in (0, 1):
+        got = load(main_run, f"given_rank{r}")
+        assert got["after"] == got["before"] and got["before"][0] is None  # still "auto", info unchanged
+        assert got["strategy"] in ("loop", "vmap")
+        np.testing.assert_allclose(got["loss"], ref.metrics["loss"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_max_points_then_resume(main_run):
     ref = reference_plane(points_per_chunk=4, strategy="vmap")
     got = load(main_run, "resume_rank0")
@@ -430,6 +451,25 @@ def test_single_process_fallbacks_equal_plain_calls():
     torch.testing.assert_close(W.to_dense(), H.to_dense())
     assert float(lanczos_eigs(W, k=1, seed=0).eigenvalues[0]) == pytest.approx(
         float(lanczos_eigs(H, k=1, seed=0).eigenvalues[0]), rel=1e-12)
+
+
+def test_signatures_are_those_of_plane_and_line_plus_timeout():
+    import inspect
+
+    from losslab import distributed as D
+    from losslab import surface as S
+
+    for dist, fn in ((D.distributed_plane, S.plane), (D.distributed_line, S.line)):
+        got, ref = inspect.signature(dist).parameters, inspect.signature(fn).parameters
+        assert list(got) == list(ref)[:-1] + ["timeout", "evaluator_kwargs"]
+        assert all(got[k].default == ref[k].default for k in ref)
+    model, data, dx, dy, _ = problem()
+    with pytest.raises(TypeError, match="dy"):  # checked against plane's signature before anything runs
+        D._surface._split("plane", model, data, {"dx": dx})
+    geom, opts, ev_kw = D._surface._split("plane", model, data, {"dx": dx, "dy": dy, "nx": 3, "max_points": 2,
+                                                                 "strategy": "loop"})
+    assert sorted(geom) == ["dx", "dy", "nx"] and ev_kw == {"strategy": "loop"}
+    assert opts["max_points"] == 2 and opts["progress"] is True and opts["checkpoint_every"] == 1
 
 
 def test_shards():

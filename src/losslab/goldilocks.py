@@ -420,7 +420,7 @@ class GoldilocksDisplay:
         >>> m = {k: np.ones((2, 1)) for k in CELL_METRICS}
         >>> r = GoldilocksResult(np.array([1.0, 2.0]), np.array([0]), 2, True, np.ones(1), m,
         ...                      np.zeros((2, 1, 2)), np.ones((2, 1), bool))
-        >>> GoldilocksDisplay.from_result(r).plot().ax_.get_xscale()
+        >>> GoldilocksDisplay.from_result(r).ax_.get_xscale()
         'log'
     """
 
@@ -430,8 +430,10 @@ class GoldilocksDisplay:
         self.figure_: Any = None
 
     @classmethod
-    def from_result(cls, result: GoldilocksResult, **kwargs: Any) -> "GoldilocksDisplay":
-        return cls(result, **kwargs)
+    def from_result(cls, result: GoldilocksResult, *, ax: Any = None, title: str | None = None
+                    ) -> "GoldilocksDisplay":
+        """Plot ``result`` on ``ax`` (a new figure when None); returns the display (scikit-learn style)."""
+        return cls(result, title=title).plot(ax=ax)
 
     def savefig(self, path: str | Path, **kwargs: Any) -> Path:
         """Atomic ``Figure.savefig`` of the plotted figure."""
@@ -440,6 +442,7 @@ class GoldilocksDisplay:
         return savefig(self.figure_, path, **kwargs)
 
     def plot(self, ax: Any = None) -> "GoldilocksDisplay":
+        """Draw on ``ax`` (a new figure when None); sets ``figure_`` and ``ax_``; returns self."""
         import matplotlib.pyplot as plt
 
         r = self.result

@@ -69,7 +69,7 @@ from ._io import atomic_savez, atomic_write_json
 from .errors import LosslabError
 from .evaluate import Evaluator
 
-__all__ = ["SurfaceResult", "line", "plane", "DirectionLike"]
+__all__ = ["SurfaceResult", "line", "plane", "DirectionLike", "block_plan", "render", "bundle_settings"]
 
 DirectionLike = Any
 """A point (``dict[str, Tensor]``), a flat 1-D tensor, or an object with ``.vector`` (and ``.meta``)."""
@@ -644,7 +644,6 @@ def _run(
     flat_metrics = {k: v.reshape(-1) for k, v in metrics.items()}
     n = coeffs.shape[0]
     block = ev.points_per_chunk
-    budget = math.inf if max_points is None else int(max_points)
     evaluated = 0
     t0 = time.perf_counter()
 
@@ -660,15 +659,7 @@ def _run(
     bar = _progress_bar(n, int(flat_done.sum()), progress, kind)
     since_save = 0
     try:
-        for s in range(0, n, block):
-            if evaluated >= budget:
-                break
-            idx = np.arange(s, min(n, s + block), dtype=np.int64)
-            idx = idx[~flat_done[idx]]
-            if idx.size == 0:
-                continue
-            if evaluated + idx.size > budget:
-                idx = idx[: int(budget - evaluated)]
+        for idx in block_plan(flat_done, block, max_points):
             res = ev.evaluate_combinations(coeffs[idx], basis, base)
             for k in flat_metrics:
                 flat_metrics[k][idx] = res[k]
@@ -689,6 +680,122 @@ def _run(
     if checkpoint_path is not None:
         final.save(checkpoint_path)
     return final
+
+
+def bundle_settings(bundle: Any, split: str = "train") -> dict[str, Any]:
+    """The evaluator settings a data bundle implies for a surface on its ``split``.
+
+    ``loss``: ``"cross_entropy"`` for classification (``bundle.num_classes > 0``), else ``"mse"``;
+    ``bn_data``: for the test split of a classification bundle, the training split (BatchNorm
+    statistics are recomputed on training data, as in training). Pass them on to :func:`plane` or
+    :func:`line` (``plane(model, bundle.test, ..., **bundle_settings(bundle, "test"))``).
+    """
+    classification = bundle.num_classes > 0
+    out: dict[str, Any] = {"loss": "cross_entropy" if classification else "mse"}
+    if classification and split == "test":
+        out["bn_data"] = bundle.train
+    return out
+
+
+def block_plan(done: np.ndarray, block: int, max_points: int | None = None) -> list[np.ndarray]:
+    """The blocks a surface evaluates: flat grid indices in the order :func:`plane`/:func:`line` use.
+
+    The flat (row-major) indices are cut into consecutive runs of ``block``; the points already
+    ``done`` are dropped from each run (a run left empty is skipped) and the plan stops once
+    ``max_points`` points are planned (the last block truncated). Each block is evaluated in one
+    :meth:`~losslab.evaluate.Evaluator.evaluate_combinations` call, then checkpointed; the sharded
+    surface (:mod:`losslab.distributed`) hands out exactly these blocks.
+
+    Args:
+        done: the done mask (any shape; read flat, row-major).
+        block: points per block (the evaluator's ``points_per_chunk``), >= 1.
+        max_points: at most this many points over all blocks (None: no limit).
+
+    Example:
+        >>> import numpy as np
+        >>> done = np.array([True, False, False, False, True, False, False])
+        >>> [b.tolist() for b in block_plan(done, 3, max_points=3)]
+        [[1, 2], [3]]
+    """
+    flat_done = np.asarray(done, dtype=bool).reshape(-1)
+    n = flat_done.size
+    block = int(block)
+    if block < 1:
+        raise LosslabError(f"block must be >= 1, got {block}")
+    budget = math.inf if max_points is None else int(max_points)
+    out: list[np.ndarray] = []
+    evaluated = 0
+    for s in range(0, n, block):
+        if evaluated >= budget:
+            break
+        idx = np.arange(s, min(n, s + block), dtype=np.int64)
+        idx = idx[~flat_done[idx]]
+        if idx.size == 0:
+            continue
+        if evaluated + idx.size > budget:
+            idx = idx[: int(budget - evaluated)]
+        out.append(idx)
+        evaluated += int(idx.size)
+    return out
+
+
+def render(
+    result: SurfaceResult,
+    out: str | Path,
+    *,
+    png: bool = False,
+    html: bool = False,
+    vtp: bool = False,
+    log: bool = False,
+    pca: Any = None,
+    dpi: int = 120,
+) -> dict[str, str]:
+    """Write the figures and exports of a surface into the folder ``out``; returns ``{kind: path}``.
+
+    * ``png``: a line's ``surface.png`` (:class:`~losslab.plot.LineDisplay`), or a plane's
+      ``contour.png`` (filled contours), ``surface3d.png`` (3-D) and, given the ``pca`` of the
+      trajectory, ``trajectory.png`` (the path over the contours). Keys ``png``, ``png_3d``,
+      ``png_trajectory``.
+    * ``html``: ``surface.html``, offline interactive Plotly (plane only; key ``html``).
+    * ``vtp``: ``surface.vtp`` for ParaView (plane only; key ``vtp``).
+
+    ``log`` log-scales the loss everywhere. Nothing is recomputed: figures re-render from the result.
+
+    Raises:
+        LosslabError: ``html``/``vtp`` asked for a line.
+    """
+    out = Path(out)
+    files: dict[str, str] = {}
+    if result.kind != "plane" and (html or vtp):
+        raise LosslabError("HTML and VTP exports need a 2-D surface (a plane)")
+    if png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .plot import ContourDisplay, LineDisplay, SurfaceDisplay, TrajectoryDisplay
+
+        def save(disp: Any, key: str, name: str) -> None:
+            files[key] = str(disp.savefig(out / name, dpi=dpi, bbox_inches="tight"))
+            plt.close(disp.figure_)
+
+        if result.kind == "line":
+            save(LineDisplay.from_result(result, log=log), "png", "surface.png")
+        else:
+            save(ContourDisplay.from_result(result, kind="contourf", log=log), "png", "contour.png")
+            save(SurfaceDisplay.from_result(result, log=log), "png_3d", "surface3d.png")
+            if pca is not None:
+                save(TrajectoryDisplay.from_result(pca, result, log=log), "png_trajectory", "trajectory.png")
+    if html:
+        from .plot import plotly_surface_html
+
+        files["html"] = str(plotly_surface_html(result, out / "surface.html", log=log))
+    if vtp:
+        from .plot import export_vtp
+
+        files["vtp"] = str(export_vtp(result, out / "surface.vtp", log=log))
+    return files
 
 
 def resumed_evaluator_kwargs(model: nn.Module, kwargs: Mapping[str, Any], rec: Mapping[str, Any]) -> dict[str, Any]:

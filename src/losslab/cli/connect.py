@@ -159,33 +159,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def plot_paths(results: dict[str, Any], path: str | Path) -> Path:
-    """Loss (left) and error (right) along every path on one figure; train solid, test dashed."""
+    """Loss (left) and error (right) along every path on one figure (:class:`~losslab.plot.PathsDisplay`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .._io import atomic_write
+    from ..plot import PathsDisplay
 
-    metrics = ["loss"] + (["error"] if any("error" in m for r in results.values() for m in r.metrics.values()) else [])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (name, r) in enumerate(results.items()):
-        for ax, m in zip(axes[0], metrics):
-            for split, style in (("train", "-"), ("test", "--")):
-                if split in r.metrics and m in r.metrics[split]:
-                    ax.plot(r.alphas, r.metrics[split][m], style, color=colors[i % len(colors)], label=f"{name} ({split})")
-    for ax, m in zip(axes[0], metrics):
-        ax.set_xlabel("position along the path (α, t or arc length)")
-        ax.set_ylabel(m)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    fmt = out.suffix.lstrip(".") or "png"
-    atomic_write(out, lambda fh: fig.savefig(fh, format=fmt))
-    plt.close(fig)
-    return out
+    disp = PathsDisplay.from_result(results)
+    try:
+        return disp.savefig(Path(path))
+    finally:
+        plt.close(disp.figure_)
 
 
 def _read_spec(path: str) -> dict[str, Any]:

@@ -6,7 +6,9 @@ standard error) and :math:`\\operatorname{Tr}H/\\|H\\|_F`, the negative-curvatur
 random filter-normalized directions (and a volume estimate), and optionally the spectral density (SLQ)
 as a PNG.
 
-Every expensive computation is cached on its own in the output directory (``RUN_DIR/hessian`` by default)
+The orchestration and its cache are :func:`losslab.curvature.analysis.hessian_analysis`; this module
+parses the flags, resolves the checkpoint, prints the table and sets the exit status. Every expensive
+computation is cached on its own in the output directory (``RUN_DIR/hessian`` by default)
 as ``<name>-<hash>.json`` (+ ``.npz`` for arrays), the hash covering the checkpoint (path, size, mtime),
 the data (split, subset, seed) and that computation's settings; a rerun with the same settings loads
 them and only re-renders the table and the plot (``--sigma`` changes the density's smoothing without
@@ -15,19 +17,18 @@ recomputing). ``--force`` recomputes.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import LosslabError
 from ._common import emit
 from ._load import add_target_args, resolve
 
-_ALL = ("topk", "trace", "negative", "epsilon", "adaptive", "basin")
+_ALL = ("topk", "trace", "negative", "epsilon", "adaptive", "basin")  # curvature.analysis.ANALYSIS_PARTS
+
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -107,87 +108,19 @@ def _fingerprint(t: Any, args: argparse.Namespace) -> dict[str, Any]:
             "dataset": t.description.get("dataset"), "dataset_kwargs": getattr(args, "dataset_kwargs", None)}
 
 
-class _Cache:
-    """Results keyed by a hash of (point, data, settings), one file group per computation."""
-
-    def __init__(self, out: Path, base: dict[str, Any], force: bool) -> None:
-        self.out, self.base, self.force = out, base, force
-        self.hits: dict[str, bool] = {}
-        self.files: dict[str, str] = {}
-        self.seconds: dict[str, float] = {}
-
-    def stem(self, name: str, params: dict[str, Any]) -> Path:
-        spec = json.dumps({"base": self.base, "name": name, "params": params}, sort_keys=True, default=str)
-        return self.out / f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
-
-    def json(self, name: str, params: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        from .._io import atomic_write_json, read_json
-
-        path = self.stem(name, params).with_suffix(".json")
-        self.files[name] = str(path)
-        if path.is_file() and not self.force:
-            try:
-                stored = read_json(path)
-                if stored.get("params") == json.loads(json.dumps(params, default=str)):
-                    self.hits[name] = True
-                    return stored["result"]
-            except (OSError, ValueError, KeyError):
-                pass
-        t0 = time.perf_counter()
-        result = compute()
-        self.seconds[name] = round(time.perf_counter() - t0, 4)
-        atomic_write_json(path, {"name": name, "base": self.base, "params": params, "result": result})
-        self.hits[name] = False
-        return result
-
-    def obj(self, name: str, params: dict[str, Any], compute: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
-        stem = self.stem(name, params)
-        self.files[name] = str(stem.with_suffix(".npz"))
-        if stem.with_suffix(".npz").is_file() and stem.with_suffix(".json").is_file() and not self.force:
-            try:
-                res = load(stem.with_suffix(".npz"))
-                self.hits[name] = True
-                return res
-            except (OSError, ValueError, KeyError, LosslabError):
-                pass
-        t0 = time.perf_counter()
-        res = compute()
-        self.seconds[name] = round(time.perf_counter() - t0, 4)
-        res.save(stem.with_suffix(".npz"))
-        self.hits[name] = False
-        return res
-
-
 # --------------------------------------------------------------------------------------------- run
 
 
 def _subset(split: Any, n: int | None, seed: int) -> tuple[Any, Any]:
-    import torch
-
-    x, y = split.x, split.y
-    if n is None or n >= len(x):
-        return x, y
-    if n < 1:
+    if n is not None and n < 1 and n < len(split.x):
         raise LosslabError(f"--subset must be >= 1, got {n}")
-    idx = torch.sort(torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]).values
-    return x[idx], y[idx]
+    from ..curvature.analysis import data_subset
+
+    return data_subset(split, n, seed)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..curvature import (
-        HessianOperator,
-        SLQResult,
-        adaptive_sharpness,
-        basin_width,
-        epsilon_sharpness,
-        hutchinson_trace,
-        lanczos_eigs,
-        negative_curvature_ratio,
-        slq_density,
-    )
-    from ..curvature.basin import BasinResult
+    from ..curvature.analysis import hessian_analysis
     from ..train import loss_fn_for
 
     if args.top_k < 1:
@@ -204,122 +137,15 @@ def run(args: argparse.Namespace) -> int:
     if len(split) == 0:
         raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
     x, y = _subset(split, args.subset, args.seed)
-    loss_fn = loss_fn_for(t.bundle.num_classes)
-    dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
     out = Path(args.out) if args.out else ((t.run.path / "hessian") if t.run is not None else Path("hessian"))
-    out.mkdir(parents=True, exist_ok=True)
-    base = {"point": _fingerprint(t, args), "split": args.split, "subset": args.subset, "seed": args.seed,
-            "examples": int(len(x)), "batch_size": args.batch_size, "dtype": args.dtype}
-    cache = _Cache(out, base, args.force)
-    skip = set(args.skip)
-
-    op_holder: dict[str, Any] = {}
-
-    def op() -> Any:
-        if "H" not in op_holder:
-            op_holder["H"] = HessianOperator(t.model, loss_fn, (x, y), batch_size=args.batch_size, dtype=dtype)
-        return op_holder["H"]
-
-    summary: dict[str, Any] = {**t.description, "split": args.split, "examples": int(len(x)),
-                               "parameters": int(num_params), "out": str(out)}
-    summary["loss"] = cache.json("loss", {}, lambda: {"loss": op().loss()})["loss"]
-
-    if "topk" not in skip:
-        def topk_json() -> dict[str, Any]:
-            r = lanczos_eigs(op(), k=args.top_k, which="LA", tol=args.tol, max_iter=args.max_iter, seed=args.seed,
-                             repeats=args.repeats)
-            vecs = r.eigenvectors.detach().to("cpu", torch.float32).numpy()
-            from .._io import atomic_savez
-
-            atomic_savez(cache.stem("topk", tk_params).with_suffix(".npz"), eigenvectors=vecs,
-                         eigenvalues=r.eigenvalues.numpy())
-            return {"eigenvalues": r.eigenvalues.tolist(), "residuals": r.residuals.tolist(),
-                    "pair_converged": [bool(b) for b in r.pair_converged.tolist()], "converged": bool(r.converged),
-                    "num_matvecs": int(r.num_matvecs), "iterations": int(r.iterations)}
-
-        tk_params = {"k": args.top_k, "tol": args.tol, "max_iter": args.max_iter}
-        if args.repeats:
-            tk_params["repeats"] = True
-        tk = cache.json("topk", tk_params, topk_json)
-        summary.update(eigenvalues=tk["eigenvalues"], residuals=tk["residuals"],
-                       eigen_converged=tk["pair_converged"], lanczos_matvecs=tk["num_matvecs"],
-                       lambda_max=tk["eigenvalues"][0])
-        cache.files["eigenvectors"] = str(cache.stem("topk", tk_params).with_suffix(".npz"))
-
-    if "trace" not in skip:
-        def trace() -> dict[str, Any]:
-            r = hutchinson_trace(op(), num_probes=args.probes, seed=args.seed)
-            return {"trace": r.trace, "stderr": r.stderr, "frobenius_sq": r.frobenius_sq,
-                    "frobenius_sq_stderr": r.frobenius_sq_stderr, "num_probes": r.num_probes}
-
-        tr = cache.json("trace", {"probes": args.probes}, trace)
-        fro = math.sqrt(max(tr["frobenius_sq"], 0.0))
-        summary.update(trace=tr["trace"], trace_stderr=tr["stderr"], frobenius=fro,
-                       trace_over_frobenius=tr["trace"] / fro if fro > 0 else None, trace_probes=tr["num_probes"])
-
-    if "negative" not in skip:
-        def negative() -> dict[str, Any]:
-            r = negative_curvature_ratio(op(), seed=args.seed)
-            return {"lambda_min": r.lambda_min, "lambda_max": r.lambda_max, "ratio": r.ratio,
-                    "converged": r.converged, "num_matvecs": r.num_matvecs}
-
-        nc = cache.json("negative", {"tol": 1e-3}, negative)
-        summary.update(lambda_min=nc["lambda_min"], negative_curvature_ratio=nc["ratio"],
-                       negative_converged=nc["converged"])
-
-    if "epsilon" not in skip:
-        def eps() -> dict[str, Any]:
-            r = epsilon_sharpness(t.model, loss_fn, (x, y), epsilon=args.epsilon, steps=args.ascent_steps,
-                                  batch_size=args.batch_size, dtype=dtype)
-            return {"sharpness": r.sharpness, "max_loss": r.max_loss, "base_loss": r.base_loss,
-                    "num_gradients": r.num_gradients}
-
-        es = cache.json("epsilon", {"epsilon": args.epsilon, "steps": args.ascent_steps}, eps)
-        summary.update(epsilon_sharpness=es["sharpness"], epsilon=args.epsilon)
-
-    if "adaptive" not in skip:
-        def adaptive() -> dict[str, Any]:
-            r = adaptive_sharpness(t.model, loss_fn, (x, y), rho=args.rho, steps=args.ascent_steps,
-                                   batch_size=args.batch_size, dtype=dtype, seed=args.seed)
-            return {"sharpness": r.sharpness, "first_step": r.first_step, "max_loss": r.max_loss,
-                    "base_loss": r.base_loss, "num_gradients": r.num_gradients}
-
-        ad = cache.json("adaptive", {"rho": args.rho, "steps": args.ascent_steps, "p": 2, "eta": 0.0}, adaptive)
-        summary.update(adaptive_sharpness=ad["sharpness"], rho=args.rho)
-
-    if "basin" not in skip:
-        b_params = {"directions": args.basin_directions, "threshold": args.basin_threshold, "kind": args.basin_kind}
-        bres = cache.obj(
-            "basin", b_params,
-            lambda: basin_width(t.model, loss_fn, (x, y), num_directions=args.basin_directions,
-                                threshold=args.basin_threshold, threshold_kind=args.basin_kind, seed=args.seed,
-                                batch_size=args.batch_size),
-            BasinResult.load)
-        summary["basin"] = bres.summary()
-
-    if args.density:
-        d_params = {"probes": args.density_probes, "steps": args.density_steps}
-        slq = cache.obj("slq", d_params,
-                        lambda: slq_density(op(), num_probes=args.density_probes, lanczos_steps=args.density_steps,
-                                            seed=args.seed),
-                        SLQResult.load)
-        png = cache.stem("slq", d_params).with_name(cache.stem("slq", d_params).name.replace("slq-", "density-"))
-        png = png.with_suffix(".png")
-        _plot_density(slq, png, args.sigma, summary.get("eigenvalues"), summary)
-        m = slq.moments([1, 2])
-        summary["density"] = {"png": str(png), "num_probes": slq.num_probes, "lanczos_steps": slq.lanczos_steps,
-                              "trace_slq": float(m[0] * slq.dim), "frobenius_sq_slq": float(m[1] * slq.dim),
-                              "num_matvecs": slq.num_matvecs}
-        cache.files["density_png"] = str(png)
-
-    summary["cached"] = dict(cache.hits)
-    summary["all_cached"] = bool(cache.hits) and all(cache.hits.values())
-    summary["files"] = dict(cache.files)
-    summary["compute_seconds"] = dict(cache.seconds)
-    summary["seconds"] = round(time.perf_counter() - t_start, 3)
-    from .._io import atomic_write_json
-
-    atomic_write_json(out / "hessian.json", summary)
+    summary = hessian_analysis(
+        t.model, loss_fn_for(t.bundle.num_classes), (x, y), out=out, point=_fingerprint(t, args),
+        split=args.split, subset=args.subset, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype,
+        top_k=args.top_k, tol=args.tol, max_iter=args.max_iter, repeats=args.repeats, probes=args.probes,
+        density=args.density, density_probes=args.density_probes, density_steps=args.density_steps,
+        sigma=args.sigma, epsilon=args.epsilon, rho=args.rho, ascent_steps=args.ascent_steps,
+        basin_directions=args.basin_directions, basin_threshold=args.basin_threshold, basin_kind=args.basin_kind,
+        skip=args.skip, force=args.force, header=t.description, t_start=t_start)
     emit(args, summary, _table(summary, args))
     bad = [i + 1 for i, c in enumerate(summary.get("eigen_converged") or []) if not c]
     if bad:
@@ -330,35 +156,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------- render
-
-
-def _plot_density(slq: Any, png: Path, sigma: float | None, top: list[float] | None, summary: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from .._io import atomic_write
-    from ..curvature import density_curve
-
-    used = slq.weights > 0
-    lo, hi = float(slq.nodes[used].min()), float(slq.nodes[used].max())
-    pad = 0.05 * max(hi - lo, 1e-12)
-    grid = np.linspace(lo - pad, hi + pad, 2000)
-    dens = density_curve(slq, grid, sigma)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.semilogy(grid, np.maximum(dens, 1e-12))
-    ax.set_ylim(bottom=max(1e-8, float(dens[dens > 0].min()) if (dens > 0).any() else 1e-8))
-    for i, v in enumerate(top or []):
-        ax.axvline(v, color="C3", lw=0.6, ls="--", label="top-k (Lanczos)" if i == 0 else None)
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density (log)")
-    ax.set_title(f"Hessian spectral density (SLQ: {slq.num_probes} probes × {slq.lanczos_steps} steps)", fontsize=9)
-    if top:
-        ax.legend(fontsize=8)
-    atomic_write(png, lambda fh: fig.savefig(fh, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(fig)
 
 
 def _fmt(v: Any, spec: str = ".5g") -> str:

@@ -78,24 +78,11 @@ def _plot(res, path: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    from .._io import atomic_write
+    from ..plot import InstabilityDisplay
 
-    split = res.summary()["split"]
-    k = np.asarray(res.spawn_steps, dtype=float)
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    x = np.where(k == 0, 0.5, k)  # k = 0 drawn at 0.5 on the log axis
-    ax.plot(x, res.barriers("error", split=split), "o-", label=f"{split} error barrier (max - mean)")
-    ax.plot(x, res.barriers("error", split=split, kind="interp"), "s--", label="above the chord")
-    ax.axhline(res.threshold, color="gray", lw=0.8, ls=":", label=f"threshold {res.threshold:g}")
-    ax.set_xscale("log")
-    ax.set_xticks(x, [str(int(v)) for v in k])
-    ax.set_xlabel("spawn step k")
-    ax.set_ylabel("barrier")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    atomic_write(out, lambda fh: fig.savefig(fh, format=out.suffix.lstrip(".") or "png"))
-    plt.close(fig)
-    return out
+    disp = InstabilityDisplay.from_result(res)
+    try:
+        return disp.savefig(Path(path))
+    finally:
+        plt.close(disp.figure_)

@@ -116,21 +116,10 @@ def _plot(alphas, res, path: Path, label: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .._io import atomic_write
+    from ..plot import InterpolationDisplay
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for split, r in res.items():
-        ax1.plot(alphas, r.metrics["loss"], label=split)
-        if "accuracy" in r.metrics:
-            ax2.plot(alphas, 1.0 - r.metrics["accuracy"], label=split)
-    for ax, name in ((ax1, "loss"), (ax2, "error")):
-        ax.axvline(0, color="0.7", lw=0.8)
-        ax.axvline(1, color="0.7", lw=0.8)
-        ax.set_xlabel("a")
-        ax.set_ylabel(name)
-        ax.legend()
-    fig.suptitle(f"linear interpolation, {label}")
-    fig.tight_layout()
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
-    plt.close(fig)
-    return path
+    disp = InterpolationDisplay.from_result(res, alphas=alphas, label=label)
+    try:
+        return disp.savefig(path, format="png", dpi=120)
+    finally:
+        plt.close(disp.figure_)

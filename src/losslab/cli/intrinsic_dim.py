@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
         disp = IntrinsicDimDisplay.from_result(
             result, title=f"{bundle.name} / {model_cfg.model} (D={D}, {projection}"
-                          f"{', p=' + str(data_cfg.label_noise) if data_cfg.label_noise else ''})").plot()
+                          f"{', p=' + str(data_cfg.label_noise) if data_cfg.label_noise else ''})")
         plot_path = str(disp.savefig(args.plot))
         plt.close(disp.figure_)
     s = result.summary()

@@ -93,36 +93,11 @@ def _plot(records: list[dict[str, Any]], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    from .._io import atomic_write
+    from ..plot import NoiseScaleDisplay
 
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
-    if len(records) > 1:
-        steps = np.array([r["step"] for r in records], dtype=float)
-        ax = axes[0]
-        ax.plot(steps, [r["b_simple"] for r in records], "o-", ms=3, label="B_simple")
-        ax.plot(steps, [r["b_simple_unbiased"] for r in records], "s--", ms=3, label="bias-corrected")
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("noise scale (examples)")
-        ax.legend(fontsize=8)
-        ax = axes[1]
-        ax.plot(steps, [r["trace_cov"] for r in records], "o-", ms=3, label="tr(Σ)")
-        ax.plot(steps, [r["grad_norm_sq"] for r in records], "s-", ms=3, label="|G|²")
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.legend(fontsize=8)
-    else:
-        r = records[-1]
-        axes[0].bar(["tr(Σ)", "|G|²"], [r["trace_cov"], r["grad_norm_sq"]])
-        axes[0].set_yscale("log")
-        axes[0].set_title(f"B_simple = {r['b_simple']:.3g}", fontsize=9)
-        ev = np.asarray(r["top_eigenvalues"])
-        axes[1].semilogy(np.arange(1, len(ev) + 1), ev, "o-", ms=3)
-        axes[1].set_xlabel("index")
-        axes[1].set_ylabel("covariance eigenvalue")
-    fig.tight_layout()
-    out = atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
-    plt.close(fig)
-    return out
+    disp = NoiseScaleDisplay.from_result(records)
+    try:
+        return disp.savefig(path, format="png", dpi=110)
+    finally:
+        plt.close(disp.figure_)

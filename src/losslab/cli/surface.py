@@ -91,66 +91,44 @@ def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, 
                      ) -> tuple[list[Any], Any, tuple[float, ...]]:
     """The directions the flags ask for, the PCA result (or None) and the (x, y) ranges.
 
-    Deterministic given the flags (seeded), so every rank of a distributed run builds the same ones;
-    files (directions, PCA) are written only when ``write``.
+    The flags mapped onto :func:`losslab.directions.build`; deterministic given the flags (seeded),
+    so every rank of a distributed run builds the same ones; files (directions, PCA) are written
+    only when ``write``.
     """
-    import numpy as np
-
     from .. import directions as D
     from .. import params as P
+    from ..train import loss_fn_for
 
+    _ranges(args, (-1.0, 1.0, -1.0, 1.0))  # a bad --range fails before anything is computed
     weights = P.get_point(t.model)
-    xr = _ranges(args, (-1.0, 1.0, -1.0, 1.0))
-    pca = None
-    if args.directions == "random":
-        if args.dim == 1:
-            dirs = [D.random_direction(weights, normalization=args.normalization, ignore_1d=not args.keep_1d,
-                                       seed=args.seed)]
-        else:
-            dirs = list(D.random_plane(weights, normalization=args.normalization, ignore_1d=not args.keep_1d,
-                                       seed=args.seed, orthogonalize=args.orthogonalize))
-    elif args.directions == "to":
+    kw: dict[str, Any] = {}
+    if args.directions == "to":
         if not args.to:
             raise LosslabError("--directions to needs --to OTHER (a run dir or checkpoint)")
-        other = resolve(args.to, args)
-        dirs = [D.model_to_model(weights, P.get_point(other.model))]
-        if args.dim == 2:
-            dirs.append(D.random_direction(weights, normalization=args.normalization,
-                                           ignore_1d=not args.keep_1d, seed=args.seed))
-        xr = _ranges(args, (-0.5, 1.5, -1.0, 1.0))
+        kw["other"] = P.get_point(resolve(args.to, args).model)
     elif args.directions == "pca":
         if t.run is None:
             raise LosslabError("--directions pca needs a run directory (its trajectory)")
-        traj = [pt for _, pt in t.run.trajectory()]
-        pca = D.pca_directions(traj, center=weights, n_components=max(2, args.dim))
-        dirs = list(pca.directions[: args.dim])
-        if args.range is None:
-            c = np.asarray(pca.coords)
-            lo, hi = c.min(axis=0), c.max(axis=0)
-            pad = 0.25 * np.maximum(hi - lo, 1e-3)
-            xr = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1]))
-        if write:
-            pca.save(out / "pca")
-    else:  # hessian: unit eigenvectors, so the default range is scaled to the weights' norm / 10
-        dirs = _hessian_directions(t, data, args.dim, args.seed)
-        if args.range is None:
-            r = 0.1 * P.norm(weights)
-            xr = (-r, r, -r, r)
+        kw["trajectory"] = [pt for _, pt in t.run.trajectory()]
+    elif args.directions == "hessian":
+        kw.update(model=t.model, loss_fn=loss_fn_for(t.bundle.num_classes), data=data)
+    built = D.build(args.directions, weights, dim=args.dim, normalization=args.normalization,
+                    ignore_1d=not args.keep_1d, orthogonalize=args.orthogonalize, seed=args.seed, **kw)
     if write:
-        for i, d in enumerate(dirs):
-            d.save(out / f"direction{i}")
-    return dirs, pca, xr
+        built.save(out)
+    return built.directions, built.pca, _ranges(args, built.span)
 
 
 def evaluation_kwargs(args: argparse.Namespace, t: Any, out: Path) -> dict[str, Any]:
-    """Keyword arguments of ``surface.plane``/``line`` shared by the plain and distributed commands."""
+    """Keyword arguments of ``surface.plane``/``line`` shared by the plain and distributed commands
+    (the loss and BatchNorm data from :func:`losslab.surface.bundle_settings`)."""
+    from ..surface import bundle_settings
+
     kw: dict[str, Any] = dict(progress=not args.no_progress, strategy=args.strategy, bn=args.bn,
                               first_layer=args.first_layer,
                               checkpoint_path=out / "surface", resume_from=out / "surface",
-                              loss="cross_entropy" if t.bundle.num_classes > 0 else "mse",
                               meta={"target": t.description, "seed": args.seed, "split": args.split})
-    if t.bundle.num_classes > 0 and args.split == "test":
-        kw["bn_data"] = t.bundle.train
+    kw.update(bundle_settings(t.bundle, args.split))
     if args.points_per_chunk is not None:
         kw["points_per_chunk"] = args.points_per_chunk  # 0 or less: a one-line error from the evaluator
     return kw
@@ -228,53 +206,12 @@ def _at_origin(res: Any) -> float | None:
 
 
 def _render(res: Any, out: Path, args: argparse.Namespace, pca: Any) -> dict[str, str]:
-    files: dict[str, str] = {}
-    if args.plot:
-        import matplotlib
+    """The files --plot, --html and --vtp ask for (:func:`losslab.surface.render`)."""
+    from ..surface import render
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from ..plot import ContourDisplay, LineDisplay, SurfaceDisplay, TrajectoryDisplay
-
-        if res.kind == "line":
-            disp = LineDisplay.from_result(res, log=args.log)
-            files["png"] = str(disp.savefig(out / "surface.png", dpi=120, bbox_inches="tight"))
-            plt.close(disp.figure_)
-        else:
-            disp = ContourDisplay.from_result(res, kind="contourf", log=args.log)
-            files["png"] = str(disp.savefig(out / "contour.png", dpi=120, bbox_inches="tight"))
-            plt.close(disp.figure_)
-            disp3 = SurfaceDisplay.from_result(res, log=args.log)
-            files["png_3d"] = str(disp3.savefig(out / "surface3d.png", dpi=120, bbox_inches="tight"))
-            plt.close(disp3.figure_)
-            if pca is not None:
-                tdisp = TrajectoryDisplay.from_result(pca, res, log=args.log)
-                files["png_trajectory"] = str(tdisp.savefig(out / "trajectory.png", dpi=120, bbox_inches="tight"))
-                plt.close(tdisp.figure_)
-    if res.kind == "plane":
-        from ..plot import export_vtp, plotly_surface_html
-
-        if args.html:
-            files["html"] = str(plotly_surface_html(res, out / "surface.html", log=args.log))
-        if args.vtp:
-            files["vtp"] = str(export_vtp(res, out / "surface.vtp", log=args.log))
-    elif args.html or args.vtp:
+    plane = res.kind == "plane"
+    files = render(res, out, png=args.plot, html=args.html and plane, vtp=args.vtp and plane, log=args.log,
+                   pca=pca)
+    if not plane and (args.html or args.vtp):
         raise LosslabError("--html and --vtp need a 2-D surface (--dim 2)")
     return files
-
-
-def _hessian_directions(t: Any, data: Any, dim: int, seed: int) -> list[Any]:
-    """Top-``dim`` Hessian eigenvectors (unit norm, trainable parameters only) at the model's parameters."""
-    from ..curvature import HessianOperator, lanczos_eigs
-    from ..directions import Direction
-    from ..train import loss_fn_for
-
-    op = HessianOperator(t.model, loss_fn_for(t.bundle.num_classes), data, batch_size=4096)
-    res = lanczos_eigs(op, k=dim, which="LA", seed=seed, tol=1e-4)
-    out = []
-    for i in range(dim):
-        vec = {k: v.float() for k, v in op.unflatten(res.eigenvectors[:, i]).items()}
-        out.append(Direction(vec, {"kind": "hessian", "rank": i, "eigenvalue": float(res.eigenvalues[i]),
-                                   "converged": bool(res.converged), "seed": seed}))
-    return out

@@ -300,7 +300,8 @@ class CurvatureTracker:
         return target
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
-        """Shortcut for :func:`plot_sharpness_trajectory` on :attr:`records`."""
+        """Plot :attr:`records` (:class:`~losslab.plot.SharpnessTrajectoryDisplay`); returns the ``Axes``
+        as :func:`plot_sharpness_trajectory` does."""
         return plot_sharpness_trajectory(self.records, ax=ax, **kwargs)
 
 
@@ -339,40 +340,10 @@ def plot_sharpness_trajectory(
         label, color: of the λmax curve (the threshold is drawn dashed in the same color).
 
     Returns:
-        The matplotlib ``Axes``.
+        The matplotlib ``Axes`` (the display's ``ax_``; use
+        :class:`~losslab.plot.SharpnessTrajectoryDisplay` for the display itself).
     """
-    import matplotlib.pyplot as plt
+    from ..plot import SharpnessTrajectoryDisplay
 
-    if isinstance(records, CurvatureTracker):
-        recs = list(records.records)
-    elif isinstance(records, (str, os.PathLike)):
-        recs = load_curvature_records(records)
-    else:
-        recs = list(records)
-    if threshold not in ("two_over_lr", "stability", "none"):
-        raise LosslabError(f"threshold must be 'two_over_lr', 'stability' or 'none', got {threshold!r}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    pts = [(r["step"], r["lambda_max"]) for r in recs if r.get("lambda_max") is not None]
-    if pts:
-        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3,
-                          label=label or "λmax (Hessian)", color=color)
-        color = line.get_color()
-    if threshold != "none":
-        key = "two_over_lr" if threshold == "two_over_lr" else "stability_threshold"
-        th = [(r["step"], r[key]) for r in recs if r.get(key) is not None]
-        if th:
-            name = "2/η" if threshold == "two_over_lr" else "(2+2β)/η"
-            ax.step([p[0] for p in th], [p[1] for p in th], where="post", ls="--", color=color,
-                    label=f"{name}" + (f" ({label})" if label else ""))
-    if grad_cov:
-        gc = [(r["step"], r["grad_cov_top"]) for r in recs if r.get("grad_cov_top") is not None]
-        if gc:
-            ax.plot([p[0] for p in gc], [p[1] for p in gc], ls=":", marker=".", color=color,
-                    label="λmax (gradient covariance)" + (f" ({label})" if label else ""))
-    if log:
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("eigenvalue")
-    ax.legend(fontsize=8)
-    return ax
+    return SharpnessTrajectoryDisplay.from_result(records, ax=ax, threshold=threshold, grad_cov=grad_cov, log=log,
+                                                  label=label, color=color).ax_

@@ -14,7 +14,7 @@ the same script, calls :func:`init_distributed` and then the same losslab calls:
 * :func:`run_sweep`: independent jobs over ranks (dynamic or static) or, without torch.distributed,
   over local processes with one torch thread each.
 * ``torchrun --nproc_per_node N -m losslab.distributed surface RUN_DIR ...``: the ``losslab surface``
-  command, sharded. See ``docs/distributed.md``.
+  command, sharded (its command line is :mod:`losslab.cli.distributed`). See ``docs/distributed.md``.
 
 Without a process group (or with one rank) everything falls back to the single-process code, so the
 same script runs with and without ``torchrun``.

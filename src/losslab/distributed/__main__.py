@@ -1,6 +1,6 @@
-"""``python -m losslab.distributed`` (under ``torchrun``): see :mod:`losslab.distributed._cli`."""
+"""``python -m losslab.distributed`` (under ``torchrun``): see :mod:`losslab.cli.distributed`."""
 import sys
 
-from ._cli import main
+from ..cli.distributed import main
 
 sys.exit(main())

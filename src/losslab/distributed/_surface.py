@@ -29,14 +29,16 @@ once), so the point construction, fingerprint and evaluation are the single-proc
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
+import inspect
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal
 
 import numpy as np
-from torch import Tensor, nn
+from torch import nn
 
 from ..results import jsonable
 from .. import surface as S
@@ -57,30 +59,8 @@ from ._runtime import (
 __all__ = ["distributed_plane", "distributed_line"]
 
 
-def distributed_plane(
-    model: nn.Module,
-    data: Any = None,
-    *,
-    dx: Any,
-    dy: Any,
-    origin: Mapping[str, Tensor] | nn.Module | None = None,
-    x: Sequence[float] | np.ndarray | None = None,
-    y: Sequence[float] | np.ndarray | None = None,
-    x_span: tuple[float, float] = (-1.0, 1.0),
-    y_span: tuple[float, float] = (-1.0, 1.0),
-    nx: int = 21,
-    ny: int = 21,
-    evaluator: Evaluator | None = None,
-    progress: bool = True,
-    resume_from: str | Path | SurfaceResult | None = None,
-    checkpoint_path: str | Path | None = None,
-    checkpoint_every: int = 1,
-    max_points: int | None = None,
-    callback: Callable[[SurfaceResult], None] | None = None,
-    meta: Mapping[str, Any] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    **evaluator_kwargs: Any,
-) -> SurfaceResult:
+def distributed_plane(model: nn.Module, data: Any = None, *, timeout: float = DEFAULT_TIMEOUT,
+                      **kwargs: Any) -> SurfaceResult:
     """:func:`losslab.surface.plane` with the grid points shared dynamically over the ranks.
 
     Call it on every rank (under ``torchrun``, after :func:`~losslab.distributed.init_distributed`)
@@ -122,43 +102,48 @@ def distributed_plane(
         >>> r.metrics["loss"].shape
         (2, 3)
     """
-    geom = dict(dx=dx, dy=dy, origin=origin, x=x, y=y, x_span=x_span, y_span=y_span, nx=nx, ny=ny)
-    return _sharded("plane", model, data, geom, evaluator=evaluator, progress=progress, resume_from=resume_from,
-                    checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, max_points=max_points,
-                    callback=callback, meta=meta, timeout=timeout, evaluator_kwargs=evaluator_kwargs)
+    return _sharded("plane", model, data, timeout, kwargs)
 
 
-def distributed_line(
-    model: nn.Module,
-    data: Any = None,
-    *,
-    direction: Any = None,
-    start: Mapping[str, Tensor] | nn.Module | None = None,
-    end: Mapping[str, Tensor] | nn.Module | None = None,
-    origin: Mapping[str, Tensor] | nn.Module | None = None,
-    alphas: Sequence[float] | np.ndarray | None = None,
-    span: tuple[float, float] | None = None,
-    num: int = 51,
-    evaluator: Evaluator | None = None,
-    progress: bool = True,
-    resume_from: str | Path | SurfaceResult | None = None,
-    checkpoint_path: str | Path | None = None,
-    checkpoint_every: int = 1,
-    max_points: int | None = None,
-    callback: Callable[[SurfaceResult], None] | None = None,
-    meta: Mapping[str, Any] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    **evaluator_kwargs: Any,
-) -> SurfaceResult:
+def distributed_line(model: nn.Module, data: Any = None, *, timeout: float = DEFAULT_TIMEOUT,
+                     **kwargs: Any) -> SurfaceResult:
     """:func:`losslab.surface.line` with the points shared dynamically over the ranks.
 
     Arguments as in :func:`losslab.surface.line`, plus ``timeout``; rank roles, resumption and
     failures as in :func:`distributed_plane`. Without a process group it is exactly ``line``.
     """
-    geom = dict(direction=direction, start=start, end=end, origin=origin, alphas=alphas, span=span, num=num)
-    return _sharded("line", model, data, geom, evaluator=evaluator, progress=progress, resume_from=resume_from,
-                    checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, max_points=max_points,
-                    callback=callback, meta=meta, timeout=timeout, evaluator_kwargs=evaluator_kwargs)
+    return _sharded("line", model, data, timeout, kwargs)
+
+
+#: The arguments of plane()/line() that steer the run rather than place the points or build the evaluator.
+_RUN_OPTIONS = ("evaluator", "progress", "resume_from", "checkpoint_path", "checkpoint_every", "max_points",
+                "callback", "meta")
+
+
+def _with_timeout(fn: Callable[..., Any]) -> inspect.Signature:
+    """``fn``'s signature with ``timeout`` before its ``**evaluator_kwargs`` (what the sharded versions take)."""
+    sig = inspect.signature(fn)
+    ps = list(sig.parameters.values())
+    t = inspect.Parameter("timeout", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_TIMEOUT, annotation="float")
+    return sig.replace(parameters=ps[:-1] + [t, ps[-1]])
+
+
+# the signatures are those of surface.plane / surface.line (one definition), plus timeout
+distributed_plane.__signature__ = _with_timeout(S.plane)  # type: ignore[attr-defined]
+distributed_line.__signature__ = _with_timeout(S.line)  # type: ignore[attr-defined]
+
+
+def _split(kind: str, model: nn.Module, data: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """``kwargs`` of :func:`plane`/:func:`line` as (geometry, run options with their defaults, evaluator
+    settings), checked against the signature (a missing or repeated argument raises ``TypeError`` here)."""
+    fn = S.plane if kind == "plane" else S.line
+    sig = inspect.signature(fn)
+    sig.bind(model, data, **kwargs)
+    params = sig.parameters
+    geom = {k: v for k, v in kwargs.items() if k in params and k not in _RUN_OPTIONS}
+    run = {k: kwargs.get(k, params[k].default) for k in _RUN_OPTIONS}
+    ev_kw = {k: v for k, v in kwargs.items() if k not in params}
+    return geom, run, ev_kw
 
 
 # ---- internals -------------------------------------------------------------------------------------
@@ -188,27 +173,6 @@ def _make_evaluator(model: nn.Module, data: Any, evaluator: Evaluator | None, kw
     return Evaluator(model, data, **kwargs)
 
 
-def _blocks(template: SurfaceResult, block: int, max_points: int | None) -> list[np.ndarray]:
-    """The single-process surface's blocks: ``block`` consecutive flat indices, not done, within the budget."""
-    n = template.n_points
-    flat_done = template.done.reshape(-1)
-    budget = np.inf if max_points is None else int(max_points)
-    out: list[np.ndarray] = []
-    evaluated = 0
-    for s in range(0, n, block):
-        if evaluated >= budget:
-            break
-        idx = np.arange(s, min(n, s + block), dtype=np.int64)
-        idx = idx[~flat_done[idx]]
-        if idx.size == 0:
-            continue
-        if evaluated + idx.size > budget:
-            idx = idx[: int(budget - evaluated)]
-        out.append(idx)
-        evaluated += int(idx.size)
-    return out
-
-
 def _signature(template: SurfaceResult, ev: Evaluator) -> dict[str, Any]:
     """What must agree across ranks for their blocks to fit together."""
     h = hashlib.sha256(template.x.tobytes())
@@ -228,8 +192,8 @@ def _signature(template: SurfaceResult, ev: Evaluator) -> dict[str, Any]:
 BLOCKS_PER_RANK = 4
 
 
-def _balance(ev: Evaluator, template: SurfaceResult, max_points: int | None, world: int) -> None:
-    """Shrink automatic blocks so that every rank gets about :data:`BLOCKS_PER_RANK` of them.
+def _balanced_block(ev: Evaluator, template: SurfaceResult, max_points: int | None, world: int) -> int | None:
+    """Smaller automatic blocks so that every rank gets about :data:`BLOCKS_PER_RANK` of them (None: keep).
 
     Dynamic sharing balances at block granularity: 7 blocks of 64 points on 2 ranks split 4/3 (at
     most 1.75x); 4 blocks per rank bound the imbalance by a quarter of a rank's share. Only the
@@ -239,14 +203,23 @@ def _balance(ev: Evaluator, template: SurfaceResult, max_points: int | None, wor
     if max_points is not None:
         todo = min(todo, int(max_points))
     target = max(1, -(-todo // (BLOCKS_PER_RANK * world)))
-    if ev.points_per_chunk > target:
-        ev.points_per_chunk = target
-        ev.info["points_per_chunk"] = target
+    return target if ev.points_per_chunk > target else None
 
 
-def _set_strategy(ev: Evaluator, strategy: str) -> None:
-    ev.strategy = strategy
-    ev.info["strategy"] = strategy
+def _derived(ev: Evaluator, **settings: Any) -> Evaluator:
+    """A private copy of ``ev`` with ``settings`` (``points_per_chunk``, ``strategy``) changed.
+
+    The caller's evaluator is never modified: the copy has its own attributes and ``info`` record
+    and shares only the read-only data and the caches keyed by chunk size.
+    """
+    new = copy.copy(ev)
+    new.info = copy.deepcopy(ev.info)
+    for k, v in settings.items():
+        if k not in ("points_per_chunk", "strategy"):
+            raise LosslabError(f"cannot derive an evaluator with {k}")
+        setattr(new, k, v)
+        new.info[k] = v
+    return new
 
 
 class _BlockRunner:
@@ -262,6 +235,10 @@ class _BlockRunner:
         self.points = 0
         self.blocks = 0
         self.redone = 0  # points evaluated twice (a worker's first block, when its auto choice differed)
+
+    def settle(self, strategy: str) -> None:
+        """Evaluate with ``strategy`` from now on (a derived evaluator; the given one is left as it was)."""
+        self.ev = _derived(self.ev, strategy=strategy)
 
     def __call__(self, idx: np.ndarray, redo: bool = False) -> np.ndarray:
         t0 = time.perf_counter()
@@ -283,29 +260,16 @@ class _BlockRunner:
                 "strategy": self.ev.strategy, "recomputed_points": self.redone}
 
 
-def _sharded(
-    kind: Literal["line", "plane"],
-    model: nn.Module,
-    data: Any,
-    geom: dict[str, Any],
-    *,
-    evaluator: Evaluator | None,
-    progress: bool,
-    resume_from: Any,
-    checkpoint_path: str | Path | None,
-    checkpoint_every: int,
-    max_points: int | None,
-    callback: Callable[[SurfaceResult], None] | None,
-    meta: Mapping[str, Any] | None,
-    timeout: float,
-    evaluator_kwargs: dict[str, Any],
-) -> SurfaceResult:
+def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeout: float,
+             kwargs: dict[str, Any]) -> SurfaceResult:
     ctx = current_context()
     if not ctx.distributed:
         fn = S.plane if kind == "plane" else S.line
-        return fn(model, data, evaluator=evaluator, progress=progress, resume_from=resume_from,
-                  checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, max_points=max_points,
-                  callback=callback, meta=meta, **geom, **evaluator_kwargs)
+        return fn(model, data, **kwargs)
+    geom, opts, evaluator_kwargs = _split(kind, model, data, kwargs)
+    evaluator, progress, resume_from = opts["evaluator"], opts["progress"], opts["resume_from"]
+    checkpoint_path, checkpoint_every, max_points = opts["checkpoint_path"], opts["checkpoint_every"], opts["max_points"]
+    callback, meta = opts["callback"], opts["meta"]
     if int(checkpoint_every) < 1:
         raise LosslabError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if max_points is not None and int(max_points) < 0:
@@ -333,13 +297,16 @@ def _sharded(
     # 2. every rank sets up; rank 0 checks that they agree and publishes the blocks
     setup_error: BaseException | None = None
     try:
-        ev = _make_evaluator(model, data, evaluator, evaluator_kwargs, prev)
+        # a private copy: the block size and the settled strategy change it, never the caller's evaluator
+        ev = _derived(_make_evaluator(model, data, evaluator, evaluator_kwargs, prev))
         fn = S.plane if kind == "plane" else S.line
         template = fn(model, data, evaluator=ev, progress=False, resume_from=prev,
                       max_points=0, meta=meta, **geom)
         if evaluator is None and evaluator_kwargs.get("points_per_chunk") is None and not (
                 prev is not None and prev.meta.get("evaluator", {}).get("points_per_chunk")):
-            _balance(ev, template, max_points, ctx.world_size)
+            target = _balanced_block(ev, template, max_points, ctx.world_size)
+            if target is not None:
+                ev = _derived(ev, points_per_chunk=target)
         ready: Any = ("ok", _signature(template, ev), ev.points_per_chunk, ev.strategy)
     except Exception as e:  # noqa: BLE001 - reported to rank 0, then re-raised
         setup_error = e
@@ -379,7 +346,7 @@ def _sharded(
         if setup_error is not None:
             raise setup_error
         raise DistributedError("ranks disagree or failed during setup: " + "; ".join(problems))
-    blocks = _blocks(template, ev.points_per_chunk, max_points)
+    blocks = S.block_plan(template.done, ev.points_per_chunk, max_points)
     job.publish("go", {"blocks": blocks, "strategy": ev.strategy})
     return _root(job, ctx, kind, model, geom, ev, template, blocks, progress=progress,
                  checkpoint_path=checkpoint_path, checkpoint_every=int(checkpoint_every), callback=callback,
@@ -390,9 +357,9 @@ def _worker(job: _Job, ctx: DistContext, kind: str, model: nn.Module, geom: dict
             template: SurfaceResult, go: dict[str, Any]) -> SurfaceResult:
     blocks: list[np.ndarray] = go["blocks"]
     known = go["strategy"] is not None
-    if known:
-        _set_strategy(ev, go["strategy"])
     run = _BlockRunner(kind, model, geom, ev, template)
+    if known:
+        run.settle(go["strategy"])
     try:
         while True:
             msg = job.aborted()
@@ -404,14 +371,14 @@ def _worker(job: _Job, ctx: DistContext, kind: str, model: nn.Module, geom: dict
             if not known:
                 s = job.peek("strategy")
                 if isinstance(s, str):
-                    _set_strategy(ev, s)
+                    run.settle(s)
                     known = True
             vals = run(blocks[j])
             if not known:  # settle auto the way rank 0 did (it timed block 0): redo if we chose otherwise
                 s = job.wait_for("strategy")
                 known = True
-                used = ev.strategy or "loop"
-                _set_strategy(ev, s)
+                used = run.ev.strategy or "loop"
+                run.settle(s)
                 if used != s:
                     vals = run(blocks[j], redo=True)
             job.send("res", (j, vals))
@@ -453,7 +420,7 @@ def _root(job: _Job, ctx: DistContext, kind: str, model: nn.Module, geom: dict[s
         m = {
             **template.meta,
             "timing": {"seconds": secs, "points_evaluated": pts, "points_per_s": (pts / secs) if secs > 0 else None},
-            "evaluator": dict(ev.info),
+            "evaluator": dict(run.ev.info),
             "distributed": {"world_size": ctx.world_size, "backend": ctx.backend, "schedule": "dynamic",
                             "blocks": len(blocks), "block_points": ev.points_per_chunk, "per_rank": per_rank},
         }
@@ -494,14 +461,14 @@ def _root(job: _Job, ctx: DistContext, kind: str, model: nn.Module, geom: dict[s
             while j < len(blocks):
                 vals = run(blocks[j])
                 if j == 0:
-                    s = ev.strategy or "loop"
-                    _set_strategy(ev, s)
+                    s = run.ev.strategy or "loop"
+                    run.settle(s)
                     job.publish("strategy", s)
                 merge(j, vals)
                 handle(job.receive())
                 j = job.claim()
             if not blocks:
-                job.publish("strategy", ev.strategy or "loop")
+                job.publish("strategy", run.ev.strategy or "loop")
             last = time.monotonic()
             poll = _Poll()
             while len(received) < len(blocks) or len(stats) < ctx.world_size - 1:

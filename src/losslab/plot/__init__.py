@@ -8,6 +8,15 @@ Matplotlib displays in the scikit-learn style (``XDisplay.from_result(result, ..
 * :class:`ContourDisplay`: contour / filled contour / heatmap of a plane.
 * :class:`SurfaceDisplay`: 3-D surface of a plane.
 * :class:`TrajectoryDisplay`: a projected optimization path over a plane's contours.
+* :class:`SpectralDensityDisplay`: a Hessian's SLQ spectral density.
+* :class:`PathsDisplay`, :class:`InterpolationDisplay`, :class:`InstabilityDisplay`,
+  :class:`NoiseScaleDisplay`, :class:`SharpnessTrajectoryDisplay`: the curves of ``losslab connect``,
+  ``interpolate``, ``instability``, ``noise`` and of curvature tracking.
+
+Every display class of losslab (these, :mod:`losslab.probes.display`, :mod:`losslab.subspace.display`,
+:class:`losslab.goldilocks.GoldilocksDisplay`) follows this contract: ``from_result(result, ax=None, ...)``
+plots; ``plot(ax=None)`` returns the display; ``figure_`` and ``ax_`` are set (``ax_`` an array of
+axes for multi-panel displays, whose ``ax`` takes as many axes).
 
 Exports: :func:`plotly_surface_html` (standalone, offline interactive HTML) and
 :func:`export_vtp` (ParaView PolyData).
@@ -30,14 +39,28 @@ Example:
 """
 from __future__ import annotations
 
+from ._curves import (
+    InstabilityDisplay,
+    InterpolationDisplay,
+    NoiseScaleDisplay,
+    PathsDisplay,
+    SharpnessTrajectoryDisplay,
+)
 from ._displays import ContourDisplay, LineDisplay, SurfaceDisplay, TrajectoryDisplay
 from ._export import export_vtp, plotly_surface_html
+from ._spectral import SpectralDensityDisplay
 
 __all__ = [
     "LineDisplay",
     "ContourDisplay",
     "SurfaceDisplay",
     "TrajectoryDisplay",
+    "SpectralDensityDisplay",
+    "PathsDisplay",
+    "InterpolationDisplay",
+    "InstabilityDisplay",
+    "NoiseScaleDisplay",
+    "SharpnessTrajectoryDisplay",
     "plotly_surface_html",
     "export_vtp",
 ]

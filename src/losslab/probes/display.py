@@ -1,6 +1,8 @@
-"""Matplotlib displays of probe results (scikit-learn style: ``Display.from_result(...)`` plots and returns
-the display with ``figure_`` and ``axes_``; ``display.savefig(path)`` writes atomically). Nothing here
-recomputes anything."""
+"""Matplotlib displays of probe results, in the scikit-learn style of :mod:`losslab.plot`:
+``Display.from_result(result, ax=None, ...)`` plots and returns the display; ``display.plot(ax=None)``
+draws (again) and returns it; after plotting, ``figure_`` is the figure and ``ax_`` the (1, n) array of
+panel axes (``axes_`` is the same array). ``ax`` may be n axes of your own (any array-like of them).
+``display.savefig(path)`` writes atomically. Nothing here recomputes anything."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,15 +17,34 @@ __all__ = ["StiffnessDisplay", "NTKDisplay", "DiversityDisplay", "FactorizationD
 
 
 class _Display:
+    """The shared part of the probe displays: panel axes, ``savefig`` and ``close``."""
+
     figure_: Any = None
+    ax_: Any = None
     axes_: Any = None
 
+    def _axes(self, ax: Any, n: int) -> tuple[Any, Any]:
+        """``n`` panel axes as a (1, n) array: a new figure when ``ax`` is None, else the given axes."""
+        if ax is None:
+            return new_figure(n)
+        arr = np.empty(n, dtype=object)
+        given = list(np.ravel(np.asarray(ax, dtype=object)))
+        if len(given) != n:
+            raise LosslabError(f"{type(self).__name__} draws {n} panels; got {len(given)} axes")
+        arr[:] = given
+        return arr[0].figure, arr.reshape(1, n)
+
+    def _done(self, fig: Any, axes: Any) -> None:
+        self.figure_, self.ax_, self.axes_ = fig, axes, axes
+
     def savefig(self, path: str | Path, **kwargs: Any) -> Path:
+        """Atomic ``Figure.savefig`` of the plotted figure (format from the suffix, dpi 120 by default)."""
         if self.figure_ is None:
             raise LosslabError("call .plot() before .savefig()")
         return save_figure(self.figure_, path, **kwargs)
 
     def close(self) -> None:
+        """Close the plotted figure (pyplot keeps figures open until closed)."""
         import matplotlib.pyplot as plt
 
         if self.figure_ is not None:
@@ -54,15 +75,19 @@ class StiffnessDisplay(_Display):
         self.labels = list(labels) if labels is not None else [str(r.meta.get("step", i)) for i, r in enumerate(results)]
 
     @classmethod
-    def from_result(cls, result: Any, **kwargs: Any) -> "StiffnessDisplay":
-        return cls.from_results([result], **kwargs)
+    def from_result(cls, result: Any, *, ax: Any = None, labels: Sequence[str] | None = None) -> "StiffnessDisplay":
+        """Plot one :class:`~losslab.probes.StiffnessResult`; returns the display."""
+        return cls.from_results([result], ax=ax, labels=labels)
 
     @classmethod
-    def from_results(cls, results: Sequence[Any], labels: Sequence[str] | None = None) -> "StiffnessDisplay":
-        return cls(results, labels).plot()
+    def from_results(cls, results: Sequence[Any], labels: Sequence[str] | None = None, *,
+                     ax: Any = None) -> "StiffnessDisplay":
+        """Plot several results (e.g. init and final), the matrices of the last; returns the display."""
+        return cls(results, labels).plot(ax=ax)
 
-    def plot(self) -> "StiffnessDisplay":
-        fig, axes = new_figure(3)
+    def plot(self, ax: Any = None) -> "StiffnessDisplay":
+        """Draw the three panels on ``ax`` (3 axes; a new figure when None); returns self."""
+        fig, axes = self._axes(ax, 3)
         r = self.results[-1]
         _heat(axes[0, 0], r.class_cos, f"class cosine stiffness ({self.labels[-1]})", r.classes.tolist())
         _heat(axes[0, 1], r.class_sign, f"class sign stiffness ({self.labels[-1]})", r.classes.tolist())
@@ -78,7 +103,7 @@ class StiffnessDisplay(_Display):
         ax.set_title("stiffness vs distance")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        self.figure_, self.axes_ = fig, axes
+        self._done(fig, axes)
         return self
 
 
@@ -91,13 +116,15 @@ class NTKDisplay(_Display):
         self.linearization = linearization
 
     @classmethod
-    def from_result(cls, velocity: Any, linearization: Any = None) -> "NTKDisplay":
-        return cls(velocity, linearization).plot()
+    def from_result(cls, velocity: Any, linearization: Any = None, *, ax: Any = None) -> "NTKDisplay":
+        """Plot a :class:`~losslab.probes.KernelVelocityResult` (and a linearization result); returns the display."""
+        return cls(velocity, linearization).plot(ax=ax)
 
-    def plot(self) -> "NTKDisplay":
+    def plot(self, ax: Any = None) -> "NTKDisplay":
+        """Draw 2 panels (3 with a linearization) on ``ax`` (a new figure when None); returns self."""
         v = self.velocity
         n = 3 if self.linearization is not None else 2
-        fig, axes = new_figure(n)
+        fig, axes = self._axes(ax, n)
         s = np.maximum(v.steps.astype(float), 0) + 1
         ax = axes[0, 0]
         ax.plot(s, v.distance_from_init, "o-", label="d(K_0, K_t)")
@@ -132,7 +159,7 @@ class NTKDisplay(_Display):
             ax.legend(fontsize=8)
             ax.set_title("linearized training")
         fig.tight_layout()
-        self.figure_, self.axes_ = fig, axes
+        self._done(fig, axes)
         return self
 
 
@@ -143,12 +170,14 @@ class DiversityDisplay(_Display):
         self.result = result
 
     @classmethod
-    def from_result(cls, result: Any) -> "DiversityDisplay":
-        return cls(result).plot()
+    def from_result(cls, result: Any, *, ax: Any = None) -> "DiversityDisplay":
+        """Plot a :class:`~losslab.probes.DiversityResult`; returns the display."""
+        return cls(result).plot(ax=ax)
 
-    def plot(self) -> "DiversityDisplay":
+    def plot(self, ax: Any = None) -> "DiversityDisplay":
+        """Draw the four panels on ``ax`` (4 axes; a new figure when None); returns self."""
         r = self.result
-        fig, axes = new_figure(4)
+        fig, axes = self._axes(ax, 4)
         _heat(axes[0, 0], r.disagreement, "prediction disagreement", list(range(len(r.disagreement))), 0,
               max(1e-9, float(np.nanmax(r.disagreement))) if r.disagreement.size else 1, "viridis")
         for ax, emb, name in ((axes[0, 1], r.tsne, "t-SNE"), (axes[0, 2], r.pca, "PCA")):
@@ -175,7 +204,7 @@ class DiversityDisplay(_Display):
         ax.set_ylabel("test accuracy")
         ax.set_title("ensembles")
         fig.tight_layout()
-        self.figure_, self.axes_ = fig, axes
+        self._done(fig, axes)
         return self
 
 
@@ -186,11 +215,18 @@ class FactorizationDisplay(_Display):
         self.results = list(results)
 
     @classmethod
-    def from_results(cls, results: Sequence[Any]) -> "FactorizationDisplay":
-        return cls(results).plot()
+    def from_result(cls, result: Any, *, ax: Any = None) -> "FactorizationDisplay":
+        """Plot one factorization result; returns the display."""
+        return cls.from_results([result], ax=ax)
 
-    def plot(self) -> "FactorizationDisplay":
-        fig, axes = new_figure(4)
+    @classmethod
+    def from_results(cls, results: Sequence[Any], *, ax: Any = None) -> "FactorizationDisplay":
+        """Plot several factorization results (e.g. one per depth); returns the display."""
+        return cls(results).plot(ax=ax)
+
+    def plot(self, ax: Any = None) -> "FactorizationDisplay":
+        """Draw the four panels on ``ax`` (4 axes; a new figure when None); returns self."""
+        fig, axes = self._axes(ax, 4)
         panels = [("loss", "loss", True), ("unobserved", "|unobserved entry|", True),
                   ("nuclear", "nuclear norm", True), ("effective_rank", "effective rank", False)]
         for ax, (key, title, logy) in zip(axes[0], panels):
@@ -203,5 +239,5 @@ class FactorizationDisplay(_Display):
             ax.set_title(title)
         axes[0, 0].legend(fontsize=8)
         fig.tight_layout()
-        self.figure_, self.axes_ = fig, axes
+        self._done(fig, axes)
         return self

@@ -280,11 +280,12 @@ class KernelVelocityResult(Result):
         summary = {k: (float("nan") if v is None else v) for k, v in desc.get("summary", {}).items()}
         return cls(**{k: arrays[k] for k in cls._ARRAYS}, summary=summary, meta=desc.get("meta", {}))
 
-    def plot(self, **kwargs: Any) -> Any:
-        """A :class:`~losslab.probes.display.NTKDisplay` of this result."""
+    def plot(self, linearization: Any = None, *, ax: Any = None) -> Any:
+        """Plot this result: ``NTKDisplay.from_result(self, linearization, ax=ax)``, returning the
+        :class:`~losslab.probes.display.NTKDisplay`."""
         from .display import NTKDisplay
 
-        return NTKDisplay.from_result(self, **kwargs)
+        return NTKDisplay.from_result(self, linearization, ax=ax)
 
 
 def _halves(v: np.ndarray) -> tuple[float, float]:

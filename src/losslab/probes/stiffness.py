@@ -194,11 +194,12 @@ class StiffnessResult(Result):
         summary = {k: (float("nan") if v is None else v) for k, v in desc.get("summary", {}).items()}
         return cls(**{k: arrays[k] for k in cls._ARRAYS}, summary=summary, meta=desc.get("meta", {}))
 
-    def plot(self, **kwargs: Any) -> Any:
-        """A :class:`~losslab.probes.display.StiffnessDisplay` of this result (see its ``plot``)."""
+    def plot(self, ax: Any = None, **kwargs: Any) -> Any:
+        """Plot this result: ``StiffnessDisplay.from_result(self, ax=ax, **kwargs)``, returning the
+        :class:`~losslab.probes.display.StiffnessDisplay`."""
         from .display import StiffnessDisplay
 
-        return StiffnessDisplay.from_result(self, **kwargs)
+        return StiffnessDisplay.from_result(self, ax=ax, **kwargs)
 
 
 def stiffness(

@@ -33,7 +33,7 @@ class IntrinsicDimDisplay:
         >>> import matplotlib
         >>> matplotlib.use("Agg")
         >>> r = IntrinsicDimResult.from_table([10, 100, 1000], [[0.3], [0.8], [0.95]], 1.0)
-        >>> disp = IntrinsicDimDisplay.from_result(r).plot()
+        >>> disp = IntrinsicDimDisplay.from_result(r)
         >>> disp.ax_.get_xscale()
         'log'
     """
@@ -45,14 +45,17 @@ class IntrinsicDimDisplay:
         self.figure_: Any = None
 
     @classmethod
-    def from_result(cls, result: IntrinsicDimResult, **kwargs: Any) -> "IntrinsicDimDisplay":
-        return cls(result, **kwargs)
+    def from_result(cls, result: IntrinsicDimResult, *, ax: Any = None, title: str | None = None
+                    ) -> "IntrinsicDimDisplay":
+        """Plot ``result`` on ``ax`` (a new figure when None); returns the display (scikit-learn style)."""
+        return cls(result, title=title).plot(ax=ax)
 
     def savefig(self, path: str | os.PathLike, **kwargs: Any) -> Path:
         """Atomic ``Figure.savefig`` of the plotted figure."""
         return savefig(self.figure_, path, **kwargs)
 
     def plot(self, ax: Any = None) -> "IntrinsicDimDisplay":
+        """Draw on ``ax`` (a new figure when None); sets ``figure_`` and ``ax_``; returns self."""
         import matplotlib.pyplot as plt
 
         r = self.result
