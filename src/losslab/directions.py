@@ -1060,7 +1060,8 @@ def hessian_directions(model: nn.Module, loss_fn: Any, data: Any, *, k: int = 2,
     ``loss_fn`` over ``data`` (trainable parameters only); the meta records rank, eigenvalue,
     convergence and seed.
     """
-    from .curvature import HessianOperator, lanczos_eigs
+    from .curvature.lanczos import lanczos_eigs
+    from .curvature.operators import HessianOperator
 
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size)
     res = lanczos_eigs(op, k=k, which="LA", seed=seed, tol=tol)

@@ -343,7 +343,9 @@ def plot_sharpness_trajectory(
         The matplotlib ``Axes`` (the display's ``ax_``; use
         :class:`~losslab.plot.SharpnessTrajectoryDisplay` for the display itself).
     """
-    from ..plot import SharpnessTrajectoryDisplay
+    from ..plot._curves import SharpnessTrajectoryDisplay
 
+    if isinstance(records, (str, os.PathLike)):
+        records = load_curvature_records(records)
     return SharpnessTrajectoryDisplay.from_result(records, ax=ax, threshold=threshold, grad_cov=grad_cov, log=log,
                                                   label=label, color=color).ax_

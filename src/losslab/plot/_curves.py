@@ -237,16 +237,15 @@ class SharpnessTrajectoryDisplay(DisplayMixin):
 
     @classmethod
     def from_result(cls, result: Any, *, ax: Any = None, **kwargs: Any) -> "SharpnessTrajectoryDisplay":
-        """Plot a :class:`~losslab.curvature.CurvatureTracker`, its records, a run directory or a
-        ``curvature.json`` on ``ax`` (a new figure when None); ``kwargs`` as in the constructor."""
-        from ..curvature.tracking import CurvatureTracker, load_curvature_records
-
-        if isinstance(result, CurvatureTracker):
-            recs = list(result.records)
-        elif isinstance(result, (str, os.PathLike)):
-            recs = load_curvature_records(result)
-        else:
-            recs = list(result)
+        """Plot a :class:`~losslab.curvature.CurvatureTracker` (anything with ``records``) or its records
+        on ``ax`` (a new figure when None); ``kwargs`` as in the constructor. For a run directory or a
+        ``curvature.json``, :func:`losslab.curvature.plot_sharpness_trajectory` reads the records (plot
+        depends on no analysis module)."""
+        if isinstance(result, (str, os.PathLike)):
+            raise LosslabError("SharpnessTrajectoryDisplay.from_result takes a CurvatureTracker or its records; for "
+                               f"a file ({os.fspath(result)}) use losslab.curvature.plot_sharpness_trajectory or "
+                               "load_curvature_records")
+        recs = list(result.records) if hasattr(result, "records") else list(result)
         return cls(recs, **kwargs).plot(ax=ax)
 
     def plot(self, ax: Any = None) -> "SharpnessTrajectoryDisplay":

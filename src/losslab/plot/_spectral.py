@@ -43,7 +43,7 @@ class SpectralDensityDisplay(DisplayMixin):
                     top: Sequence[float] | None = None, points: int = 2000) -> "SpectralDensityDisplay":
         """Plot an :class:`~losslab.curvature.SLQResult`: its density smoothed by ``sigma`` (default 1%
         of the spectrum's range) on ``points`` grid points spanning the used nodes ± 5%."""
-        from ..curvature import density_curve
+        from ..curvature.density import density_curve
 
         used = result.weights > 0
         lo, hi = float(result.nodes[used].min()), float(result.nodes[used].max())
