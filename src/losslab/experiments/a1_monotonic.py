@@ -9,7 +9,7 @@ Measures the training loss along the straight line from the initialization to th
 on ``num_steps + 1`` equally spaced points of [0, 1] (plus ``extend`` beyond each end for the
 figure). A step ``a_i -> a_{i+1}`` in [0, 1] is non-monotone when the loss rises by more than the
 float tolerance; the bump height is the largest rise above the running minimum
-(:func:`losslab.experiments.common.monotonicity`).
+(:func:`losslab.interpolation.monotonicity` with ``atol = 1e-6``, ``rtol = Config.rtol``).
 
 Pre-registered criteria (:data:`CRITERIA`): the SGD MLP on MNIST-1D, trained to a minimum (train
 error <= 1% on every seed), has a relative bump height (largest rise above the running minimum / L(0))
@@ -29,11 +29,14 @@ import numpy as np
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed
-from .common import Timer, describe_data, evaluator, interpolate, monotonicity, new_figure, save_figure, train_run
+from ..interpolation import monotonicity, rising_steps
+from .common import Timer, describe_data, evaluator, interpolate, new_figure, save_figure, train_run
 
 ID = "A1"
 VERSION = 3
 COST = {"quick": 45, "full": 400}
+ATOL = 1e-6
+"""Absolute tolerance of a rise (with ``Config.rtol``): float32 evaluation noise is not a bump."""
 
 CRITERIA = Criteria(
     preconditions=(
@@ -107,7 +110,7 @@ def _measure_run(cfg: Any, config: Config, cache_dir: Path, progress: Callable[[
         ev = evaluator(model, bundle.train)
         curve = interpolate(model, traj[0][1], traj[-1][1], alphas, evaluator=ev)
     inside = (alphas >= -1e-12) & (alphas <= 1 + 1e-12)
-    mono = monotonicity(curve["loss"][inside], rtol=config.rtol)
+    mono = _monotonicity(alphas, curve["loss"], config.rtol)
     s = run.summary
     rec = {
         "label": label,
@@ -128,6 +131,20 @@ def _measure_run(cfg: Any, config: Config, cache_dir: Path, progress: Callable[[
     progress(f"{label} seed {rec['seed']}: {mono['nonmonotone_steps']} of {mono['steps']} steps rise, "
              f"bump {mono['bump_height']:.3g}")
     return rec, bundle
+
+
+def _monotonicity(alphas: np.ndarray, loss: np.ndarray, rtol: float) -> dict[str, Any]:
+    """The record's monotonicity fields from :func:`losslab.interpolation.monotonicity` on [0, 1].
+
+    A non-finite loss leaves the count and the bump height NaN (the library's "undecided").
+    """
+    mono = monotonicity(alphas, loss, atol=ATOL, rtol=rtol)
+    inside = np.asarray(loss, dtype=float)[(alphas >= -1e-12) & (alphas <= 1 + 1e-12)]
+    up = rising_steps(inside, atol=ATOL, rtol=rtol)
+    nan = float("nan")
+    return {"nonmonotone_steps": nan if mono["non_monotone_steps"] is None else mono["non_monotone_steps"],
+            "steps": mono["steps"], "bump_height": nan if mono["bump_height"] is None else mono["bump_height"],
+            "first_rise_index": int(np.argmax(up)) if up.any() else None}
 
 
 def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[str], None]) -> ExperimentResult:

@@ -12,10 +12,10 @@ evaluated before and after the alignment,
     \\theta(a) = (1 - a)\\,\\theta_A + a\\,\\pi(\\theta_B),
 
 on train and test data; both barriers of SURVEY.md are reported for loss and error
-(:func:`losslab.experiments.common.barriers`). Every permutation applied (weight matching and the
-control's) is verified, in float64, to leave B's outputs unchanged on the training inputs used for
-alignment and on the full test set (in float32 a correct permutation still moves large logits by a few
-ulps through the changed summation order).
+(:func:`losslab.connect.paths.barriers`: ``mean`` and ``interp``, stored as ``_mean`` and ``_linear``).
+Every permutation applied (weight matching and the control's) is verified, in float64, to leave B's
+outputs unchanged on the training inputs used for alignment and on the full test set (in float32 a
+correct permutation still moves large logits by a few ulps through the changed summation order).
 
 Pre-registered criteria (:data:`CRITERIA`): preconditions: every model at a minimum (train error
 <= 1%), every permutation exact (max output difference <= 1e-5) and a naive test-error barrier > 0.02
@@ -35,7 +35,7 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import pairs_of, seed_panel, Timer, barriers, describe_data, evaluator, interpolate, new_figure, save_figure, train_run
+from .common import pairs_of, seed_panel, Timer, describe_data, evaluator, interpolate, new_figure, save_figure, train_run
 from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
 
 ID = "C4"
@@ -125,12 +125,14 @@ def _curves(model: Any, a: Mapping[str, Any], b: Mapping[str, Any], alphas: np.n
 
 
 def _barrier_table(alphas: np.ndarray, curves: Mapping[str, Mapping[str, list[float]]]) -> dict[str, float]:
+    from ..connect.paths import barriers
+
     t = {}
     for split, c in curves.items():
         for metric, v in c.items():
-            b = barriers(alphas, v)
-            t[f"{split}_{metric}_mean"] = b["barrier_mean"]
-            t[f"{split}_{metric}_linear"] = b["barrier_linear"]
+            b = barriers(v, alphas)
+            t[f"{split}_{metric}_mean"] = b["mean"]
+            t[f"{split}_{metric}_linear"] = b["interp"]
     return t
 
 

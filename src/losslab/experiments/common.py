@@ -4,8 +4,9 @@
   experiments running in parallel processes that need the same run train it once.
 * :class:`Timer` collects per-phase seconds for :attr:`ExperimentResult.timings`.
 * :func:`evaluator`, :func:`interpolate` (the linear path :math:`(1-a)\\theta_A + a\\theta_B` through
-  :func:`losslab.surface.line`), :func:`barriers`, :func:`monotonicity`: the numbers several rows
-  need, defined once (SURVEY.md "Definitions to hold fixed").
+  :func:`losslab.surface.line`): the numbers several rows need, defined once (SURVEY.md "Definitions to
+  hold fixed"); barriers and monotonicity are the library's (:func:`losslab.connect.paths.barriers`,
+  :func:`losslab.interpolation.monotonicity`).
 * :func:`new_figure` / :func:`save_figure`: matplotlib figures without pyplot, written atomically as
   PNG into the experiment's ``work_dir`` and returned as a :class:`FigureRef`.
 """
@@ -24,8 +25,7 @@ from ..errors import LosslabError
 from ._base import FigureRef
 
 __all__ = [
-    "train_run", "run_lock", "Timer", "describe_data", "evaluator", "interpolate", "barriers",
-    "monotonicity", "fit_epoch", "describe_model", "new_figure", "save_figure", "train_config", "seed_panel", "pairs_of",
+    "train_run", "run_lock", "Timer", "describe_data", "evaluator", "interpolate", "fit_epoch", "describe_model", "new_figure", "save_figure", "train_config", "seed_panel", "pairs_of",
 ]
 
 
@@ -170,59 +170,6 @@ def interpolate(model: Any, start: Mapping[str, Any], end: Mapping[str, Any], al
     if "accuracy" in out:
         out["error"] = 1.0 - out["accuracy"]
     return out
-
-
-def barriers(alphas: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """The two barrier definitions of SURVEY.md over the points with ``0 <= a <= 1``.
-
-    .. math::
-
-        B_\\text{mean} = \\max_a L(a) - \\tfrac12 (L(0) + L(1)), \\qquad
-        B_\\text{lin} = \\max_a \\bigl(L(a) - [(1-a) L(0) + a L(1)]\\bigr).
-
-    ``L(0)`` and ``L(1)`` are the values at the smallest and largest ``a`` in [0, 1].
-
-    Example:
-        >>> b = barriers([0, 0.5, 1], [1.0, 3.0, 2.0])
-        >>> b["barrier_mean"], b["barrier_linear"]
-        (1.5, 1.5)
-    """
-    a = np.asarray(alphas, dtype=float)
-    v = np.asarray(values, dtype=float)
-    keep = (a >= -1e-12) & (a <= 1 + 1e-12)
-    a, v = a[keep], v[keep]
-    if a.size < 2:
-        raise LosslabError("barriers need at least two points with 0 <= a <= 1")
-    order = np.argsort(a)
-    a, v = a[order], v[order]
-    l0, l1 = v[0], v[-1]
-    return {
-        "barrier_mean": float(v.max() - 0.5 * (l0 + l1)),
-        "barrier_linear": float(np.max(v - ((1 - a) * l0 + a * l1))),
-        "start": float(l0),
-        "end": float(l1),
-    }
-
-
-def monotonicity(values: Sequence[float] | np.ndarray, *, rtol: float = 1e-5, atol: float = 1e-6) -> dict[str, Any]:
-    """Non-monotone steps and the largest bump of a sequence that should decrease.
-
-    A step ``i -> i+1`` is non-monotone when ``L[i+1] > L[i] + atol + rtol * |L[i]|`` (float32
-    evaluation noise is not a bump). The bump height is the largest rise above the running minimum,
-    :math:`\\max_j \\bigl(L_j - \\min_{i \\le j} L_i\\bigr)` (0 for a non-increasing sequence).
-
-    Example:
-        >>> m = monotonicity([3.0, 2.0, 2.5, 1.0])
-        >>> m["nonmonotone_steps"], m["steps"], m["bump_height"]
-        (1, 3, 0.5)
-    """
-    v = np.asarray(values, dtype=float)
-    d = np.diff(v)
-    rise = d > atol + rtol * np.abs(v[:-1])
-    bump = float(np.max(v - np.minimum.accumulate(v))) if v.size else 0.0
-    first = int(np.argmax(rise)) if rise.any() else None
-    return {"nonmonotone_steps": int(rise.sum()), "steps": int(d.size), "bump_height": bump,
-            "first_rise_index": first}
 
 
 # ---- figures --------------------------------------------------------------------------------------

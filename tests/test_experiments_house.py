@@ -1,0 +1,119 @@
+"""Issue 17 (one house): the survey rows use the library's barriers and monotonicity, and their shared
+boilerplate lives in experiments.common; none of it may change a number, a criterion or a result key."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from losslab.connect.paths import barriers
+from losslab.experiments import _registry
+from losslab.experiments._base import result_key
+from losslab.interpolation import monotonicity, rising_steps
+
+# result keys of every row before the refactor (quick, full): saved `losslab reproduce` results stay found
+KEYS = {
+    "A1": ("A1-a9a89c0c304c", "A1-fdade76729c2"),
+    "A2": ("A2-ea4b9298dbb0", "A2-cfeef4983309"),
+    "A3": ("A3-f478a5720c20", "A3-e84e4c90fd51"),
+    "A4": ("A4-46198cbb247a", "A4-06dea4116bb9"),
+    "A5": ("A5-da116aa62747", "A5-a3fc2f79cbaa"),
+    "B1": ("B1-9307b810ec75", "B1-7b0930380b85"),
+    "B2": ("B2-b94671614fb4", "B2-2563a38f99c8"),
+    "C1": ("C1-173d42a092fb", "C1-c6f5a87fbdb0"),
+    "C2": ("C2-ff9fdc53dbbb", "C2-715406d12a78"),
+    "C3": ("C3-8c2487953b23", "C3-bfb44fa64ac1"),
+    "C4": ("C4-3695d15f3c35", "C4-09722713b5b7"),
+    "C5": ("C5-c31b42c30473", "C5-dce98c097540"),
+    "C6": ("C6-db9e82ff5255", "C6-5be5f21934d4"),
+    "C7": ("C7-96b2876ddebe", "C7-d15b6d724831"),
+    "C8": ("C8-557f80686058", "C8-7bf8a56bb8a5"),
+    "C9": ("C9-fd2dca96da10", "C9-d8fa38192906"),
+    "C10": ("C10-1e25f1000b1d", "C10-fd8482380c0d"),
+    "C11": ("C11-dddf418576f3", "C11-2f256f2da768"),
+    "C12": ("C12-23331771f94b", "C12-c5b731cc3732"),
+    "D1": ("D1-9f7808ad87a6", "D1-e7ac541fb90e"),
+    "D2": ("D2-97a663cbd10e", "D2-74ac64dcd918"),
+}
+
+
+def test_result_keys_of_every_row_unchanged():
+    mods, errors = _registry.discover()
+    assert not errors
+    got = {rid: (result_key(m.ID, m.Config.quick(), getattr(m, "VERSION", 1)),
+                 result_key(m.ID, m.Config.full(), getattr(m, "VERSION", 1))) for rid, m in mods.items()}
+    assert got == KEYS
+
+
+# ---- the experiments' former private definitions, frozen here as the reference ----------------------
+
+
+def _old_barriers(alphas, values):
+    a = np.asarray(alphas, dtype=float)
+    v = np.asarray(values, dtype=float)
+    keep = (a >= -1e-12) & (a <= 1 + 1e-12)
+    a, v = a[keep], v[keep]
+    order = np.argsort(a)
+    a, v = a[order], v[order]
+    l0, l1 = v[0], v[-1]
+    return {"barrier_mean": float(v.max() - 0.5 * (l0 + l1)),
+            "barrier_linear": float(np.max(v - ((1 - a) * l0 + a * l1))), "start": float(l0), "end": float(l1)}
+
+
+def _old_monotonicity(values, *, rtol=1e-5, atol=1e-6):
+    v = np.asarray(values, dtype=float)
+    d = np.diff(v)
+    rise = d > atol + rtol * np.abs(v[:-1])
+    bump = float(np.max(v - np.minimum.accumulate(v))) if v.size else 0.0
+    first = int(np.argmax(rise)) if rise.any() else None
+    return {"nonmonotone_steps": int(rise.sum()), "steps": int(d.size), "bump_height": bump,
+            "first_rise_index": first}
+
+
+def _curves():
+    g = np.random.default_rng(0)
+    out = [np.array([1.0, 2.0, 4.0, 3.0, 3.0]), np.array([3.0, 2.0, 2.0 + 1e-9, 2.5, 1.0, 1.2]),
+           np.linspace(2, 0, 51), np.array([0.5, 0.5, 0.5]), np.array([1e-3, 1e-3 + 2e-8, 0.9e-3])]
+    for n in (2, 7, 25, 41, 51):
+        out.append(g.normal(size=n))
+        out.append(np.cumsum(g.exponential(size=n))[::-1] + 1e-5 * g.normal(size=n))
+        out.append(g.uniform(0, 1, size=n).astype(np.float32).astype(float))
+    return out
+
+
+@pytest.mark.parametrize("v", _curves())
+def test_library_barriers_equal_the_rows_old_ones_exactly(v):
+    a = np.linspace(0.0, 1.0, len(v))  # C4's grid
+    old, new = _old_barriers(a, v), barriers(v, a)
+    assert (new["mean"], new["interp"], new["start"], new["end"]) == (
+        old["barrier_mean"], old["barrier_linear"], old["start"], old["end"])
+    bad = v.copy()
+    bad[len(v) // 2] = np.nan
+    old, new = _old_barriers(a, bad), barriers(bad, a)
+    assert np.isnan(old["barrier_mean"]) and np.isnan(new["mean"])
+    assert np.isnan(old["barrier_linear"]) and np.isnan(new["interp"])
+
+
+@pytest.mark.parametrize("rtol", [1e-5, 1e-3, 0.0])
+@pytest.mark.parametrize("v", _curves())
+def test_library_monotonicity_equals_the_rows_old_one_exactly(v, rtol):
+    from losslab.experiments import a1_monotonic as A1
+
+    old = _old_monotonicity(v, rtol=rtol, atol=A1.ATOL)
+    h = 1.0 / (len(v) - 1)
+    alphas = np.concatenate([[-2 * h, -h], np.linspace(0.0, 1.0, len(v)), [1 + h]])  # A1's grid: extended
+    loss = np.concatenate([[9.0, -9.0], v, [7.0]])
+    assert A1._monotonicity(alphas, loss, rtol) == old
+    new = monotonicity(np.linspace(0.0, 1.0, len(v)), v, atol=A1.ATOL, rtol=rtol)
+    assert (new["non_monotone_steps"], new["steps"], new["bump_height"]) == (
+        old["nonmonotone_steps"], old["steps"], old["bump_height"])
+
+
+def test_monotonicity_tolerances():
+    v = np.array([3.0, 2.0, 2.0 + 1e-9, 2.5, 1.0, 1.2])
+    a = np.linspace(0, 1, len(v))
+    assert monotonicity(a, v)["non_monotone_steps"] == 3  # the CLI's default: every rise counts
+    assert monotonicity(a, v, atol=1e-6, rtol=1e-5)["non_monotone_steps"] == 2
+    assert monotonicity(a, v, tol=1e-6) == monotonicity(a, v, atol=1e-6)
+    assert monotonicity(a, v, atol=0.6)["non_monotone_steps"] == 0
+    assert monotonicity(a, v, rtol=0.2)["non_monotone_steps"] == 1  # only 2 -> 2.5 rises by more than 0.2 * 2
+    assert rising_steps(v, atol=1e-6, rtol=1e-5).tolist() == [False, False, True, False, True]
