@@ -36,6 +36,44 @@ KEYS = {
 }
 
 
+# sha256 (first 16 hex digits) of every row's criteria text before the refactor: what the report prints
+CRITERIA_TEXT = {
+    "A1": "a6e3cc0a2970479a",
+    "A2": "bb25b799da5b2e73",
+    "A3": "53ad8941e65ae3a0",
+    "A4": "9a18853bb91909eb",
+    "A5": "4d3ae16cd4620607",
+    "B1": "0f1d41a278bbbefd",
+    "B2": "b1344988a20acbf0",
+    "C1": "0e40a1f75252d3b2",
+    "C2": "ea6bb7172d3e3a66",
+    "C3": "49ac5469d89de4d2",
+    "C4": "81db6e66d96b8ba8",
+    "C5": "a0767fcf64e6c43f",
+    "C6": "cfa47d67f9794af4",
+    "C7": "548bc2a8f677674a",
+    "C8": "4cdd0476c4b86c87",
+    "C9": "1aec4c10828d2029",
+    "C10": "7e584770e6ccc4bb",
+    "C11": "8b76f24fc0a45319",
+    "C12": "b1eaa41aeee5f2c4",
+    "D1": "475e080fca50f4b8",
+    "D2": "734a2067a586b2db",
+}
+
+
+def _criteria_digest(criteria):
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([criteria.lines(), criteria.to_dict()]).encode()).hexdigest()[:16]
+
+
+def test_criteria_text_of_every_row_unchanged():
+    mods, _ = _registry.discover()
+    assert {rid: _criteria_digest(m.CRITERIA) for rid, m in mods.items()} == CRITERIA_TEXT
+
+
 def test_result_keys_of_every_row_unchanged():
     mods, errors = _registry.discover()
     assert not errors
@@ -117,3 +155,80 @@ def test_monotonicity_tolerances():
     assert monotonicity(a, v, atol=0.6)["non_monotone_steps"] == 0
     assert monotonicity(a, v, rtol=0.2)["non_monotone_steps"] == 1  # only 2 -> 2.5 rises by more than 0.2 * 2
     assert rising_steps(v, atol=1e-6, rtol=1e-5).tolist() == [False, False, True, False, True]
+
+
+@pytest.mark.parametrize("module", ["losslab.experiments.common", "losslab.interpolation"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(module))
+    assert res.attempted > 0 and res.failed == 0
+
+
+# ---- shared row helpers ------------------------------------------------------------------------------
+
+
+def test_row_configs_share_quick():
+    from losslab.experiments.common import RowConfig
+
+    mods, _ = _registry.discover()
+    for m in mods.values():
+        assert issubclass(m.Config, RowConfig) and m.Config.quick() == m.Config()
+
+
+def test_same_seeds_keeps_the_record_and_its_order():
+    from losslab.experiments.common import same_seeds
+
+    rec = same_seeds((3, 4), "note", {"offsets": [1]})
+    assert rec == {"runs": [3, 4], "control": [3, 4], "offsets": [1], "note": "note"}
+    assert list(rec) == ["runs", "control", "offsets", "note"]
+
+
+def test_label_axes_sets_what_it_is_given_only():
+    from losslab.experiments.common import label_axes, new_figure
+
+    fig, ax = new_figure()
+    ax.plot([0, 1], [0, 1], label="a line")
+    ax.set_xlabel("kept")
+    label_axes(ax, ylabel="y", title="t", title_size=7, legend=6, loc="upper left")
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("kept", "y", "t")
+    assert ax.title.get_fontsize() == 7
+    assert ax.get_legend().get_texts()[0].get_fontsize() == 6
+
+
+def test_row_result_is_experiment_result_create():
+    from losslab.experiments import ExperimentResult
+    from losslab.experiments import a1_monotonic as A1
+    from losslab.experiments.common import FigureRef, Timer, row_result
+
+    timer = Timer()
+    with timer("x"):
+        pass
+    verdict = A1.judge({"main": [{"seed": s, "train_error": 0.0, "bump_height": 0.0, "loss_init": 2.0,
+                                  "nonmonotone_steps": 0} for s in range(5)]})
+    kw = dict(seeds={"runs": [0]}, data="d", notes=["n"])
+    got = row_result(A1.ID, A1.CRITERIA, A1.Config(), {"main": []}, verdict, None, {"k": 1.5}, FigureRef("f.png"),
+                     timer, comparison="c", **kw)
+    want = ExperimentResult.create(A1.ID, A1.Config(), measurements={"main": []}, verdict=verdict, comparison="c",
+                                   key_numbers={"k": 1.5}, figures=[FigureRef("f.png")], criteria=A1.CRITERIA,
+                                   timings=timer.seconds, **kw)
+    assert got.to_dict() == want.to_dict()
+
+
+def test_shared_criteria_and_recipes_are_the_old_ones():
+    from losslab.experiments import a3_random_labels as A3
+    from losslab.experiments import recipes
+    from losslab.experiments.criteria import Criterion, run_trained, trained_to_minimum
+
+    assert trained_to_minimum("final train error") == Criterion(
+        "trained to a minimum", "final train error", "<=", 0.01,
+        "a claim about solutions needs minima: train error <= 1% (issue 14, like with like)", precondition=True)
+    assert run_trained("s", "why") == Criterion("run trained", "s", ">=", 0.1, "why", precondition=True)
+    quick = recipes.random_labels_mlp(0.5)
+    assert quick.data.subsample == 1000 and quick.data.label_noise == 0.5
+    assert recipes.random_labels_mlp(0.5, "full") == recipes.memorization_mlp(0.5, "full")
+    assert recipes.deep_linear_mlp(0.0).model.model_kwargs["activation"] == "identity"
+    assert recipes.with_label_noise(recipes.random_labels_mlp(0.0), 0.5) == quick
+    assert (A3.memorization_mlp, A3.deep_linear_mlp, A3.with_noise) == (
+        recipes.random_labels_mlp, recipes.deep_linear_mlp, recipes.with_label_noise)

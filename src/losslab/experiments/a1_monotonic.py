@@ -28,9 +28,9 @@ import numpy as np
 
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed
+from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
 from ..interpolation import monotonicity, rising_steps
-from .common import Timer, describe_data, evaluator, interpolate, new_figure, save_figure, train_run
+from .common import RowConfig, label_axes, row_result, same_seeds, Timer, describe_data, evaluator, interpolate, new_figure, save_figure, train_run
 
 ID = "A1"
 VERSION = 3
@@ -40,9 +40,7 @@ ATOL = 1e-6
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("trained to a minimum", "final train error", "<=", 0.01,
-                  "a claim about solutions needs minima: train error <= 1% (issue 14, like with like)",
-                  precondition=True),
+        trained_to_minimum("final train error"),
     ),
     claims=(
         Criterion("monotone", "relative bump height on [0, 1]: max_a (L(a) - min_{a'<=a} L(a')) / L(0)", "<", 1e-3,
@@ -60,7 +58,7 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """A1 settings.
 
     Attributes:
@@ -78,10 +76,6 @@ class Config:
     num_steps: int = 50
     extend: float = 0.25
     rtol: float = 1e-5
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -168,11 +162,9 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
             for i, r in enumerate(recs):
                 ax.plot(r["alpha"], r["loss"], color=f"C{i}", label=f"seed {r['seed']}: {r['nonmonotone_steps']} rises")
             ax.axvspan(0, 1, color="0.92", zorder=0)
-            ax.set_xlabel("a  (θ = (1-a)·θ0 + a·θT)")
-            ax.set_ylabel("train loss")
+            label_axes(ax, xlabel="a  (θ = (1-a)·θ0 + a·θT)", ylabel="train loss")
             ax.set_yscale("log")
-            ax.set_title(title.format(**recs[0]), fontsize=10)
-            ax.legend(fontsize=8, loc="upper right")
+            label_axes(ax, title=title.format(**recs[0]), title_size=10, legend=8, loc="upper right")
         # the claim is about bumps: a zoom on [0.5, 1], where they would show, in the empty lower left
         axz = axes[0].inset_axes([0.1, 0.1, 0.36, 0.36])
         for i, r in enumerate(mains):
@@ -196,19 +188,16 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         "bump height (control, worst seed)": cworst["bump_height"],
     }
     errs = ", ".join(f"{r['train_error']:.3f}" for r in mains)
-    comparison = (
-        f"Along the line from init to solution the SGD runs (seeds {', '.join(str(r['seed']) for r in mains)}; train "
-        f"error {errs}) had at most {worst['nonmonotone_steps']} of "
-        f"{worst['steps']} rising steps (largest bump {worst['bump_height']:.3g}; loss {worst['loss_init']:.3f} -> "
-        f"{worst['loss_final']:.3f}). The large-LR control (SGD lr {cworst['lr']:g}, no momentum) had up to "
-        f"{cworst['nonmonotone_steps']} rising steps with a bump of up to {cworst['bump_height']:.3g}."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
-        seeds={"runs": list(config.seeds), "control": list(config.seeds),
-               "note": "init and data order derive from each run's seed"},
-        data=describe_data(bundle) + "; loss evaluated on the full training set", timings=timer.seconds,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
+        seeds=same_seeds(config.seeds, "init and data order derive from each run's seed"),
+        data=describe_data(bundle) + "; loss evaluated on the full training set",
+        comparison=(
+            f"Along the line from init to solution the SGD runs (seeds {', '.join(str(r['seed']) for r in mains)}; train "
+            f"error {errs}) had at most {worst['nonmonotone_steps']} of "
+            f"{worst['steps']} rising steps (largest bump {worst['bump_height']:.3g}; loss {worst['loss_init']:.3f} -> "
+            f"{worst['loss_final']:.3f}). The large-LR control (SGD lr {cworst['lr']:g}, no momentum) had up to "
+            f"{cworst['nonmonotone_steps']} rising steps with a bump of up to {cworst['bump_height']:.3g}."
+        ),
     )
 
 

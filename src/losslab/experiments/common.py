@@ -25,8 +25,33 @@ from ..errors import LosslabError
 from ._base import FigureRef
 
 __all__ = [
-    "train_run", "run_lock", "Timer", "describe_data", "evaluator", "interpolate", "fit_epoch", "describe_model", "new_figure", "save_figure", "train_config", "seed_panel", "pairs_of",
+    "RowConfig", "row_result", "same_seeds", "train_run", "run_lock", "Timer", "describe_data", "evaluator", "interpolate", "fit_epoch", "describe_model", "new_figure", "save_figure", "label_axes", "train_config", "seed_panel", "pairs_of",
 ]
+
+
+# ---- row configs -----------------------------------------------------------------------------------
+
+
+class RowConfig:
+    """Base of every row's frozen ``Config`` dataclass: :meth:`quick` is the dataclass defaults.
+
+    It adds no field, so a row's :func:`~losslab.experiments.result_key` is that of its fields alone;
+    each row defines :meth:`full` (and overrides :meth:`quick` only if its defaults are not the quick
+    profile).
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Config(RowConfig):
+        ...     seeds: tuple[int, ...] = (0, 1)
+        >>> Config.quick()
+        Config(seeds=(0, 1))
+    """
+
+    @classmethod
+    def quick(cls) -> Any:
+        """The quick profile: the defaults of the row's dataclass."""
+        return cls()
 
 
 # ---- trained runs ---------------------------------------------------------------------------------
@@ -145,6 +170,30 @@ class Timer:
             self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - t, 3)
 
 
+def row_result(id: str, criteria: Any, config: Any, measurements: Mapping[str, Any], verdict: Any, control: Any,
+               key_numbers: Mapping[str, Any], figure: FigureRef, timer: Timer, *, seeds: Mapping[str, Any],
+               data: str, comparison: str, notes: Sequence[str] = ()) -> Any:
+    """A row's :class:`~losslab.experiments.ExperimentResult`: :meth:`ExperimentResult.create` with the
+    arguments every row passes alike (its ``CRITERIA``, its ``Control``, one figure, the
+    :class:`Timer`'s seconds as timings) given by position."""
+    from ._base import ExperimentResult
+
+    return ExperimentResult.create(
+        id, config, measurements=measurements, verdict=verdict, comparison=comparison, key_numbers=key_numbers,
+        figures=[figure], criteria=criteria, control=control, seeds=seeds, data=data, timings=timer.seconds,
+        notes=notes)
+
+
+def same_seeds(seeds: Sequence[int], note: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``seeds`` record of a row whose control runs on the row's own seeds.
+
+    Example:
+        >>> same_seeds((0, 1), "init from each seed", {"probes": [5, 6]})
+        {'runs': [0, 1], 'control': [0, 1], 'probes': [5, 6], 'note': 'init from each seed'}
+    """
+    return {"runs": list(seeds), "control": list(seeds), **(extra or {}), "note": note}
+
+
 # ---- measurements ---------------------------------------------------------------------------------
 
 
@@ -189,6 +238,21 @@ def save_figure(fig: Any, work_dir: str | os.PathLike, name: str, caption: str =
     fname = name if name.endswith(".png") else f"{name}.png"
     atomic_write(Path(work_dir) / fname, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
     return FigureRef(fname, caption)
+
+
+def label_axes(ax: Any, *, xlabel: str | None = None, ylabel: str | None = None, title: str | None = None,
+               title_size: float | None = None, legend: float | None = None, **legend_kw: Any) -> None:
+    """Label one panel: axis labels, a title (``title_size`` points) and, when ``legend`` (its font size)
+    is given, the legend (``legend_kw``, e.g. ``loc``, go to ``ax.legend``). ``None`` leaves a part as it is.
+    """
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title, **({} if title_size is None else {"fontsize": title_size}))
+    if legend is not None:
+        ax.legend(fontsize=legend, **legend_kw)
 
 
 def seed_panel(ax: Any, groups: Sequence[tuple[str, Sequence[float], str]], threshold: float, op: str,

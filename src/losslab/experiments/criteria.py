@@ -40,7 +40,7 @@ from ..errors import LosslabError
 
 __all__ = [
     "Interval", "t_interval", "tost", "Criterion", "Criteria", "Control", "apply_control",
-    "per_seed", "CONFIDENCE", "SEED_PLAN_2026_12_04",
+    "per_seed", "CONFIDENCE", "SEED_PLAN_2026_12_04", "MINIMA_SOURCE", "trained_to_minimum", "run_trained",
 ]
 
 CONFIDENCE = 0.95
@@ -261,6 +261,27 @@ class Criterion:
             detail += " (the interval straddles the threshold)"
         return Check(passed=passed, detail=detail + (f"; {note}" if note else ""), value=iv.mean,
                      ci=[iv.lo, iv.hi], interval="t95", **base)
+
+
+#: Issue 14's "like with like": a claim about solutions is measured at minima, train error <= 1%.
+MINIMA_SOURCE = "a claim about solutions needs minima: train error <= 1% (issue 14, like with like)"
+
+
+def trained_to_minimum(statistic: str, source: str = MINIMA_SOURCE, *,
+                       name: str = "trained to a minimum") -> Criterion:
+    """Issue 14's precondition: ``statistic`` (a train error) ``<= 0.01`` on every seed.
+
+    Example:
+        >>> trained_to_minimum("final train error").text()[:75]
+        '[precondition] trained to a minimum: final train error <= 0.01 (every seed)'
+    """
+    return Criterion(name, statistic, "<=", 0.01, source, precondition=True)
+
+
+def run_trained(statistic: str, source: str) -> Criterion:
+    """The precondition "run trained": ``statistic`` (a drop in train error) ``>= 0.1`` on every seed
+    (rows about what training does need a run that learned its training set)."""
+    return Criterion("run trained", statistic, ">=", 0.1, source, precondition=True)
 
 
 #: The seed-plan change of 2026-12-04, listed in the ``changes`` of every row it touched.
