@@ -232,3 +232,23 @@ def test_shared_criteria_and_recipes_are_the_old_ones():
     assert recipes.with_label_noise(recipes.random_labels_mlp(0.0), 0.5) == quick
     assert (A3.memorization_mlp, A3.deep_linear_mlp, A3.with_noise) == (
         recipes.random_labels_mlp, recipes.deep_linear_mlp, recipes.with_label_noise)
+
+
+def test_judge_records_equals_the_checks_spelled_out():
+    from losslab.experiments import c7_stiffness as C7
+    from losslab.experiments import verdict_from_checks
+    from losslab.experiments.criteria import per_seed
+
+    g = np.random.default_rng(3)
+    recs = [{"seed": s, "initial_train_error": 0.9, "train_error": float(g.uniform(0, 0.3)),
+             "gap_cos": float(g.normal(0.1, 0.05)), "gap_sign": float(g.normal(0.0, 0.1)),
+             "length_ratio": float(g.normal(0.8, 0.1))} for s in range(5)]
+    seeds = [r["seed"] for r in recs]
+    c = C7.CRITERIA
+    want = verdict_from_checks([
+        c["run trained"].judge([0.9 - r["train_error"] for r in recs], seeds=seeds),
+        c["within > between (cos)"].judge(per_seed(recs, "gap_cos"), seeds=seeds),
+        c["within > between (sign)"].judge(per_seed(recs, "gap_sign"), seeds=seeds),
+        c["stiffness length shrinks"].judge(per_seed(recs, "length_ratio"), seeds=seeds),
+    ])
+    assert C7.judge({"runs": recs}).to_dict() == want.to_dict()

@@ -27,10 +27,13 @@ from ..config import TrainConfig
 import numpy as np
 
 from . import recipes
-from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
+from ._base import ExperimentResult, Verdict
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, trained_to_minimum
 from ..interpolation import monotonicity, rising_steps
-from .common import RowConfig, label_axes, row_result, same_seeds, Timer, describe_data, evaluator, interpolate, new_figure, save_figure, train_run
+from .common import (
+    describe_data, evaluator, interpolate, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
+    Timer, train_run,
+)
 
 ID = "A1"
 VERSION = 3
@@ -207,10 +210,6 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     ``{"main": m["contrast"]}``.
     """
     recs = m["main"]
-    seeds = [r["seed"] for r in recs]
     rel = [r["bump_height"] / r["loss_init"] if r["loss_init"] else float("nan") for r in recs]
-    return verdict_from_checks([
-        CRITERIA["trained to a minimum"].judge(per_seed(recs, "train_error"), seeds=seeds),
-        CRITERIA["monotone"].judge(rel, seeds=seeds),
-        CRITERIA["rising steps"].judge(per_seed(recs, "nonmonotone_steps"), seeds=seeds),
-    ])
+    return CRITERIA.judge_records(recs, {"trained to a minimum": "train_error", "monotone": rel,
+                                         "rising steps": "nonmonotone_steps"})

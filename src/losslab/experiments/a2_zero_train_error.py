@@ -22,9 +22,12 @@ import numpy as np
 
 from ..config import TrainConfig
 from . import recipes
-from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, same_seeds, Timer, describe_data, describe_model, fit_epoch, new_figure, save_figure, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
+from ._base import ExperimentResult, Verdict
+from .common import (
+    describe_data, describe_model, fit_epoch, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
+    Timer, train_run,
+)
+from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, t_interval
 
 ID = "A2"
 VERSION = 2
@@ -170,12 +173,8 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     (None: never), ``epochs``) by :data:`CRITERIA`; the control is judged by calling this on
     ``{"main": m["control"]}``."""
     recs = m["main"]
-    seeds = [r["seed"] for r in recs]
     ratio = [r["n_params"] / max(1, r["n_train"]) for r in recs]
     epochs = [float(r["fit_epoch"]) if r.get("fit_epoch") is not None else float(r.get("epochs", 0)) + 1
               for r in recs]
-    return verdict_from_checks([
-        CRITERIA["over-parameterized"].judge(ratio, seeds=seeds),
-        CRITERIA["train error ~0"].judge(per_seed(recs, "train_error"), seeds=seeds),
-        CRITERIA["epochs to fit"].judge(epochs, seeds=seeds),
-    ])
+    return CRITERIA.judge_records(recs, {"over-parameterized": ratio, "train error ~0": "train_error",
+                                         "epochs to fit": epochs})

@@ -51,7 +51,10 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, same_seeds, Timer, describe_data, evaluator, new_figure, run_lock, save_figure, train_run
+from .common import (
+    describe_data, evaluator, label_axes, new_figure, ratio_panel, row_result, RowConfig, run_lock, same_seeds,
+    save_figure, Timer, train_run,
+)
 from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
 ID = "A4"
@@ -291,32 +294,31 @@ def train_warm_started(config: TrainConfig, start: Mapping[str, Any], *, cache_d
     Returns:
         The :class:`losslab.runs.Run`; its step-0 checkpoint is ``start``.
     """
-    from ..runs import Run, run_dir_for
-    from ..train import train
-
-    out = Path(cache_dir) / "warm" / tag
     callback = _WarmStart(start, {"tag": tag, **dict(source or {})})
-    cbs = [callback, *callbacks]
-    rdir = run_dir_for(config, out, cbs)
-    if Run(rdir).done:
-        if progress:
-            progress(f"reusing warm-started run {tag}/{rdir.name}")
-        return Run(rdir)
-    with run_lock(Path(cache_dir) / "warm" / ".locks" / f"{tag}-{rdir.name}.lock"):
-        if Run(rdir).done:
-            return Run(rdir)
-        if progress:
-            labels = ("extra rows correctly labelled" if any(isinstance(c, TrueLabels) for c in callbacks)
-                      else f"poison {config.data.poison}")
-            progress(f"training {tag}/{rdir.name} warm-started: {config.optim.optimizer} lr {config.optim.lr:g}, "
-                     f"{config.optim.epochs} epochs, {labels}")
-        return train(config, out=out, callbacks=cbs, progress=False, force=True)
+
+    def what() -> str:
+        labels = ("extra rows correctly labelled" if any(isinstance(c, TrueLabels) for c in callbacks)
+                  else f"poison {config.data.poison}")
+        return (f" warm-started: {config.optim.optimizer} lr {config.optim.lr:g}, {config.optim.epochs} epochs, "
+                f"{labels}")
+
+    return _train_cached(config, cache_dir=cache_dir, tag=tag, callbacks=[callback, *callbacks], progress=progress,
+                         reused="warm-started run", training=what)
 
 
 def train_with_callbacks(config: TrainConfig, *, cache_dir: str | Path, tag: str, callbacks: Sequence[Any],
                          progress: Callable[[str], None] | None = None) -> Any:
     """Train ``config`` from its own initialization with ``callbacks`` (e.g. :class:`TrueLabels`), or reuse the
     finished run, in ``cache_dir/warm/<tag>/`` under a lock (like :func:`train_warm_started`)."""
+    return _train_cached(config, cache_dir=cache_dir, tag=tag, callbacks=callbacks, progress=progress, reused="run",
+                         training=lambda: f": {config.optim.optimizer} lr {config.optim.lr:g}, "
+                                          f"{config.optim.epochs} epochs")
+
+
+def _train_cached(config: TrainConfig, *, cache_dir: str | Path, tag: str, callbacks: Sequence[Any],
+                  progress: Callable[[str], None] | None, reused: str, training: Callable[[], str]) -> Any:
+    """Train ``config`` with ``callbacks`` into ``cache_dir/warm/<tag>/`` or reuse the finished run, under a
+    lock; ``reused`` and ``training()`` complete the progress messages."""
     from ..runs import Run, run_dir_for
     from ..train import train
 
@@ -324,14 +326,13 @@ def train_with_callbacks(config: TrainConfig, *, cache_dir: str | Path, tag: str
     rdir = run_dir_for(config, out, callbacks)
     if Run(rdir).done:
         if progress:
-            progress(f"reusing run {tag}/{rdir.name}")
+            progress(f"reusing {reused} {tag}/{rdir.name}")
         return Run(rdir)
     with run_lock(Path(cache_dir) / "warm" / ".locks" / f"{tag}-{rdir.name}.lock"):
         if Run(rdir).done:
             return Run(rdir)
         if progress:
-            progress(f"training {tag}/{rdir.name}: {config.optim.optimizer} lr {config.optim.lr:g}, "
-                     f"{config.optim.epochs} epochs")
+            progress(f"training {tag}/{rdir.name}{training()}")
         return train(config, out=out, callbacks=list(callbacks), progress=False, force=True)
 
 
@@ -770,16 +771,7 @@ def _figure(m: Mapping[str, Any], st: Sequence[Mapping[str, Any]], work_dir: Pat
     ax = axes[1, 1]
     lam = [_log_ratio(r["poisoned"]["lambda_max"], r["clean"]["lambda_max"]) for r in recs]
     wid = [_log_ratio(r["clean"]["width_mean"], r["poisoned"]["width_mean"]) for r in recs]
-    for j, (vals, name) in enumerate(((lam, "log λmax\npoisoned/clean"), (wid, "log 1-D width\nclean/poisoned"))):
-        v = [x for x in vals if math.isfinite(x)]
-        ax.plot([j] * len(v), v, "o", color="C1", alpha=0.8)
-        if len(v) >= 2:
-            iv = t_interval(v)
-            ax.errorbar([j + 0.15], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="D", color="k",
-                        capsize=4, ms=5)
-    ax.axhline(0.0, color="0.5", lw=1)
-    ax.set_xticks([0, 1], ["log λmax\npoisoned/clean", "log 1-D width\nclean/poisoned"])
-    ax.set_xlim(-0.5, 1.6)
+    ratio_panel(ax, [(lam, "log λmax\npoisoned/clean", "C1"), (wid, "log 1-D width\nclean/poisoned", "C1")])
     label_axes(ax, ylabel="log ratio per seed (> 0: poisoned sharper)", title="sharpness (clean training set)",
                title_size=9)
     return save_figure(fig, work_dir, "poisoned",

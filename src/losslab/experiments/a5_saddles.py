@@ -41,7 +41,10 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
-from .common import RowConfig, label_axes, row_result, same_seeds, Timer, describe_data, evaluator, new_figure, save_figure, train_run
+from .common import (
+    describe_data, evaluator, interval_bar, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
+    Timer, train_run,
+)
 
 ID = "A5"
 VERSION = 2
@@ -339,9 +342,7 @@ def _figure(recs: Sequence[Mapping[str, Any]], st: Mapping[str, list[float]], cs
         ok = np.isfinite(v)
         ax.plot(np.full(ok.sum(), j) + np.linspace(-0.12, 0.12, ok.sum()), v[ok], "o", color=color, ms=4, alpha=0.8)
         if ok.sum() >= 2:
-            iv = t_interval(v[ok])
-            ax.errorbar([j + 0.25], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="s", color=color,
-                        capsize=3, ms=4)
+            interval_bar(ax, j + 0.25, v[ok], fmt="s", color=color, capsize=3, ms=4)
     ax.axhline(_HALF, color="k", ls="--", lw=0.8, label="halving (log10 0.5)")
     ax.axhline(0.0, color="0.6", lw=0.6)
     ax.set_xticks(range(len(groups)))

@@ -44,7 +44,10 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, Timer, describe_data, evaluator, new_figure, save_figure, train_config, train_run
+from .common import (
+    describe_data, evaluator, label_axes, new_figure, row_result, RowConfig, save_figure, Timer, train_config,
+    train_run,
+)
 from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
 
 ID = "B1"

@@ -44,7 +44,10 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, Timer, describe_data, evaluator, interpolate, new_figure, save_figure, train_config, train_run
+from .common import (
+    describe_data, evaluator, interpolate, interval_bar, label_axes, new_figure, row_result, RowConfig, save_figure,
+    Timer, train_config, train_run,
+)
 from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
 ID = "B2"
@@ -408,9 +411,7 @@ def _figure(m: Mapping[str, Any], st: Mapping[str, list[float]], cst: Mapping[st
         v = np.asarray(s["gap"], dtype=float) * 100
         ax.plot(x + _jitter(v.size), v, "o", color=col, mfc="none", ms=5, label=f"{lab}, each seed")
         if v.size >= 2:
-            iv = t_interval(v)
-            ax.errorbar([x + 0.15], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="_", color=col,
-                        ms=12, capsize=3, label=f"{lab}, 95% CI")
+            interval_bar(ax, x + 0.15, v, fmt="_", color=col, ms=12, capsize=3, label=f"{lab}, 95% CI")
     ax.axhline(0.0, color="0.5", lw=0.8, ls=":")
     ax.set_xticks([0, 1], ["LB vs SB", "control"], fontsize=8)
     ax.set_xlim(-0.5, 1.6)

@@ -37,7 +37,9 @@ import numpy as np
 
 from ..config import TrainConfig
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, Timer, describe_data, new_figure, save_figure, train_config, train_run
+from .common import (
+    describe_data, label_axes, new_figure, row_result, RowConfig, save_figure, Timer, train_config, train_run,
+)
 from .criteria import Control, Criteria, Criterion, per_seed
 
 ID = "C11"

@@ -40,8 +40,10 @@ import numpy as np
 
 from ..config import TrainConfig
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, Timer, describe_data, new_figure, run_lock, save_figure, train_config, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion
+from .common import (
+    describe_data, label_axes, new_figure, row_result, RowConfig, run_lock, save_figure, Timer, train_config, train_run,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04
 
 ID = "C12"
 VERSION = 2

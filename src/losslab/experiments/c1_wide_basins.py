@@ -31,7 +31,9 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, Timer, describe_data, evaluator, new_figure, save_figure, train_run
+from .common import (
+    describe_data, evaluator, label_axes, new_figure, ratio_panel, row_result, RowConfig, save_figure, Timer, train_run,
+)
 from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
 ID = "C1"
@@ -290,17 +292,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
     ax.legend(fontsize=8)
     ax = axes[1]
     st, cs = _stats(m["pairs"]), _stats(m["control"])
-    for j, (vals, name) in enumerate(((st["radius"], "clean / poisoned\n(same seed)"),
-                                      (cs["radius"], "control: clean / clean\n(other seed)"))):
-        v = [x for x in vals if math.isfinite(x)]
-        ax.plot([j] * len(v), v, "o", color="C0" if j == 0 else "0.5", alpha=0.85)
-        if len(v) >= 2:
-            iv = t_interval(v)
-            ax.errorbar([j + 0.15], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="D", color="k",
-                        capsize=4, ms=5)
-    ax.axhline(0.0, color="0.5", lw=1)
-    ax.set_xticks([0, 1], ["clean / poisoned\n(same seed)", "control: clean / clean\n(other seed)"])
-    ax.set_xlim(-0.5, 1.6)
+    ratio_panel(ax, [(st["radius"], "clean / poisoned\n(same seed)", "C0"),
+                     (cs["radius"], "control: clean / clean\n(other seed)", "0.5")], alpha=0.85)
     label_axes(ax, ylabel="log(mean radius ratio) per seed",
                title=f"basin radius over {2 * m['num_directions']} rays (black: mean, 95% t-interval)", title_size=8)
     return save_figure(fig, work_dir, "basins",

@@ -39,8 +39,10 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, Timer, describe_data, new_figure, run_lock, save_figure, train_config
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
+from .common import (
+    describe_data, label_axes, new_figure, row_result, RowConfig, run_lock, save_figure, Timer, train_config,
+)
+from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, t_interval
 
 ID = "C3"
 VERSION = 2

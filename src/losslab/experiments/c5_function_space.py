@@ -35,7 +35,9 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, pairs_of, seed_panel, Timer, describe_data, save_figure, train_run
+from .common import (
+    describe_data, label_axes, pairs_of, row_result, RowConfig, save_figure, seed_panel, Timer, train_run,
+)
 from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
 ID = "C5"

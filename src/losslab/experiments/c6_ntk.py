@@ -35,9 +35,11 @@ import numpy as np
 
 from ..config import TrainConfig
 from . import recipes
-from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, Timer, describe_data, new_figure, save_figure, train_config, train_run
-from .criteria import Control, Criteria, Criterion, per_seed, run_trained, SEED_PLAN_2026_12_04, t_interval
+from ._base import ExperimentResult, Verdict
+from .common import (
+    describe_data, label_axes, new_figure, row_result, RowConfig, save_figure, Timer, train_config, train_run,
+)
+from .criteria import Control, Criteria, Criterion, error_drop, per_seed, run_trained, SEED_PLAN_2026_12_04, t_interval
 
 ID = "C6"
 VERSION = 2
@@ -388,11 +390,5 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     ``velocity_ratio``, ``gain``, ``gap_to_full``) by :data:`CRITERIA`; the control is judged by calling
     this on ``m["control"]`` (the same shape)."""
     recs = m["runs"]
-    seeds = [r["seed"] for r in recs]
-    drop = [float(r["initial_train_error"]) - float(r["train_error"]) for r in recs]
-    return verdict_from_checks([
-        CRITERIA["run trained"].judge(drop, seeds=seeds),
-        CRITERIA["kernel velocity falls"].judge(per_seed(recs, "velocity_ratio"), seeds=seeds),
-        CRITERIA["linearizing later helps"].judge(per_seed(recs, "gain"), seeds=seeds),
-        CRITERIA["gap to the full network"].judge(per_seed(recs, "gap_to_full"), seeds=seeds),
-    ])
+    return CRITERIA.judge_records(recs, {"run trained": error_drop(recs), "kernel velocity falls": "velocity_ratio",
+                                         "linearizing later helps": "gain", "gap to the full network": "gap_to_full"})

@@ -33,9 +33,11 @@ import numpy as np
 
 from ..config import TrainConfig
 from . import recipes
-from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, same_seeds, Timer, describe_data, new_figure, save_figure, train_run
-from .criteria import Control, Criteria, Criterion, per_seed, run_trained, SEED_PLAN_2026_12_04, t_interval
+from ._base import ExperimentResult, Verdict
+from .common import (
+    describe_data, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure, Timer, train_run,
+)
+from .criteria import Control, Criteria, Criterion, error_drop, per_seed, run_trained, SEED_PLAN_2026_12_04, t_interval
 
 ID = "C7"
 VERSION = 2
@@ -335,11 +337,6 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     ``gap_cos``, ``gap_sign``, ``length_ratio``) by :data:`CRITERIA`; the control is judged by calling this
     on ``m["control"]`` (the same shape)."""
     recs = m["runs"]
-    seeds = [r["seed"] for r in recs]
-    drop = [float(r["initial_train_error"]) - float(r["train_error"]) for r in recs]
-    return verdict_from_checks([
-        CRITERIA["run trained"].judge(drop, seeds=seeds),
-        CRITERIA["within > between (cos)"].judge(per_seed(recs, "gap_cos"), seeds=seeds),
-        CRITERIA["within > between (sign)"].judge(per_seed(recs, "gap_sign"), seeds=seeds),
-        CRITERIA["stiffness length shrinks"].judge(per_seed(recs, "length_ratio"), seeds=seeds),
-    ])
+    return CRITERIA.judge_records(recs, {"run trained": error_drop(recs), "within > between (cos)": "gap_cos",
+                                         "within > between (sign)": "gap_sign",
+                                         "stiffness length shrinks": "length_ratio"})

@@ -33,8 +33,11 @@ import numpy as np
 
 from ..config import SeedConfig, TrainConfig
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, same_seeds, Timer, describe_data, new_figure, run_lock, save_figure, train_config
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
+from .common import (
+    describe_data, interval_bar, label_axes, new_figure, row_result, RowConfig, run_lock, same_seeds, save_figure,
+    Timer, train_config,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval
 
 ID = "C8"
 VERSION = 2
@@ -354,9 +357,7 @@ def _figure(recs: Sequence[Mapping[str, Any]], ctrl: Sequence[Mapping[str, Any]]
         xs = lr * np.exp(np.linspace(-0.04, 0.04, len(vals)))
         ax.plot(xs, vals, "o", color=f"C{i}", ms=4, alpha=0.8)
         if len(vals) >= 2:
-            iv = t_interval(vals)
-            ax.errorbar([lr * 1.1], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="s", color=f"C{i}",
-                        capsize=3, ms=4)
+            interval_bar(ax, lr * 1.1, vals, fmt="s", color=f"C{i}", capsize=3, ms=4)
     cl = config.control_lr
     cvals = [x["post_early_median"] for x in ctrl]
     ax.plot(cl * np.exp(np.linspace(-0.12, -0.06, len(cvals))), cvals, "x", color="0.35", ms=5,

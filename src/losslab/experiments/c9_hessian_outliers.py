@@ -44,7 +44,9 @@ from ..config import TrainConfig
 from ..data import Bundle, register
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, same_seeds, Timer, describe_data, evaluator, new_figure, save_figure, train_run
+from .common import (
+    describe_data, evaluator, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure, Timer, train_run,
+)
 from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
 ID = "C9"

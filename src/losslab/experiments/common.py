@@ -8,11 +8,16 @@
   hold fixed"); barriers and monotonicity are the library's (:func:`losslab.connect.paths.barriers`,
   :func:`losslab.interpolation.monotonicity`).
 * :func:`new_figure` / :func:`save_figure`: matplotlib figures without pyplot, written atomically as
-  PNG into the experiment's ``work_dir`` and returned as a :class:`FigureRef`.
+  PNG into the experiment's ``work_dir`` and returned as a :class:`FigureRef`; :func:`label_axes`,
+  :func:`interval_bar`, :func:`ratio_panel`, :func:`seed_panel`: the panels several rows draw.
+* :class:`RowConfig` (every row's ``Config``: ``quick()`` is its defaults), :func:`row_result` (the
+  :class:`~losslab.experiments.ExperimentResult` of a row) and :func:`same_seeds` (the seeds record
+  of a row whose control reuses its seeds): the boilerplate every row shares.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from pathlib import Path
@@ -25,7 +30,9 @@ from ..errors import LosslabError
 from ._base import FigureRef
 
 __all__ = [
-    "RowConfig", "row_result", "same_seeds", "train_run", "run_lock", "Timer", "describe_data", "evaluator", "interpolate", "fit_epoch", "describe_model", "new_figure", "save_figure", "label_axes", "train_config", "seed_panel", "pairs_of",
+    "RowConfig", "row_result", "same_seeds", "train_run", "run_lock", "Timer", "describe_data", "evaluator",
+    "interpolate", "fit_epoch", "describe_model", "new_figure", "save_figure", "label_axes", "interval_bar",
+    "ratio_panel", "train_config", "seed_panel", "pairs_of",
 ]
 
 
@@ -255,6 +262,28 @@ def label_axes(ax: Any, *, xlabel: str | None = None, ylabel: str | None = None,
         ax.legend(fontsize=legend, **legend_kw)
 
 
+def interval_bar(ax: Any, x: float, values: Sequence[float], **kw: Any) -> None:
+    """The mean of ``values`` with its 95% t-interval (:func:`~losslab.experiments.criteria.t_interval`)
+    as an error bar at ``x``; ``kw`` (``fmt``, ``color``, ...) go to ``ax.errorbar``."""
+    from .criteria import t_interval
+
+    iv = t_interval(values)
+    ax.errorbar([x], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], **kw)
+
+
+def ratio_panel(ax: Any, groups: Sequence[tuple[Sequence[float], str, str]], *, alpha: float = 0.8) -> None:
+    """Per-seed log ratios: for each group ``(values, tick label, colour)`` at x = 0, 1, ... its finite
+    values (dots) and, beside them, their mean with its 95% t-interval (black diamond); a line at 0."""
+    for j, (vals, _, color) in enumerate(groups):
+        v = [x for x in vals if math.isfinite(x)]
+        ax.plot([j] * len(v), v, "o", color=color, alpha=alpha)
+        if len(v) >= 2:
+            interval_bar(ax, j + 0.15, v, fmt="D", color="k", capsize=4, ms=5)
+    ax.axhline(0.0, color="0.5", lw=1)
+    ax.set_xticks(range(len(groups)), [g[1] for g in groups])
+    ax.set_xlim(-0.5, len(groups) - 0.4)
+
+
 def seed_panel(ax: Any, groups: Sequence[tuple[str, Sequence[float], str]], threshold: float, op: str,
                ylabel: str, *, legend_loc: str = "upper left") -> None:
     """Per-seed values (dots), their mean and 95% t-interval (bar) for each group, and the threshold.
@@ -262,15 +291,11 @@ def seed_panel(ax: Any, groups: Sequence[tuple[str, Sequence[float], str]], thre
     ``groups``: ``(label, per-seed values, colour)``; ``op``/``threshold``: the criterion, drawn as a
     dashed line labelled "claim: op threshold".
     """
-    from .criteria import t_interval
-
     for i, (name, vals, color) in enumerate(groups):
         v = np.asarray(vals, dtype=float)
         ax.scatter(np.full(v.shape, i) + np.linspace(-0.08, 0.08, len(v)), v, color=color, s=22, zorder=3)
         if len(v) > 1 and np.all(np.isfinite(v)):
-            iv = t_interval(v)
-            ax.errorbar([i + 0.22], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="s", color=color,
-                        ms=5, capsize=4, lw=1.5)
+            interval_bar(ax, i + 0.22, v, fmt="s", color=color, ms=5, capsize=4, lw=1.5)
     ax.axhline(threshold, color="k", ls="--", lw=1, label=f"claim: {op} {threshold:.3g}")
     ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
     ax.set_xlim(-0.5, len(groups) - 0.4)

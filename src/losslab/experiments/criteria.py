@@ -40,7 +40,7 @@ from ..errors import LosslabError
 
 __all__ = [
     "Interval", "t_interval", "tost", "Criterion", "Criteria", "Control", "apply_control",
-    "per_seed", "CONFIDENCE", "SEED_PLAN_2026_12_04", "MINIMA_SOURCE", "trained_to_minimum", "run_trained",
+    "per_seed", "CONFIDENCE", "SEED_PLAN_2026_12_04", "MINIMA_SOURCE", "trained_to_minimum", "run_trained", "error_drop",
 ]
 
 CONFIDENCE = 0.95
@@ -278,6 +278,11 @@ def trained_to_minimum(statistic: str, source: str = MINIMA_SOURCE, *,
     return Criterion(name, statistic, "<=", 0.01, source, precondition=True)
 
 
+def error_drop(records: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Per seed: ``initial_train_error - train_error`` (the statistic of :func:`run_trained`)."""
+    return [float(r["initial_train_error"]) - float(r["train_error"]) for r in records]
+
+
 def run_trained(statistic: str, source: str) -> Criterion:
     """The precondition "run trained": ``statistic`` (a drop in train error) ``>= 0.1`` on every seed
     (rows about what training does need a run that learned its training set)."""
@@ -346,6 +351,20 @@ class Criteria:
 
     def to_dict(self) -> dict[str, Any]:
         return {"lines": self.lines(), "registered": self.registered, "changes": list(self.changes)}
+
+    def judge_records(self, records: Sequence[Mapping[str, Any]], values: Mapping[str, str | Sequence[float]]) -> Any:
+        """The :class:`~losslab.experiments.Verdict` of per-seed ``records`` (each with a ``seed``).
+
+        ``values`` maps a criterion's name to the record key holding its per-seed statistic
+        (:func:`per_seed`) or to the per-seed values themselves; each is judged, in that order, by
+        :meth:`Criterion.judge` over the records' seeds (:func:`~losslab.experiments.verdict_from_checks`).
+        """
+        from ._base import verdict_from_checks
+
+        seeds = [r["seed"] for r in records]
+        return verdict_from_checks([
+            self[name].judge(per_seed(records, v) if isinstance(v, str) else v, seeds=seeds)
+            for name, v in values.items()])
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, label_axes, row_result, Timer, describe_data, new_figure, save_figure
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
+from .common import describe_data, label_axes, new_figure, row_result, RowConfig, save_figure, Timer
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval
 
 ID = "D1"
 VERSION = 2

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import RowConfig, row_result, same_seeds, Timer, describe_data, new_figure, save_figure
+from .common import describe_data, new_figure, row_result, RowConfig, same_seeds, save_figure, Timer
 from .criteria import Control, Criteria, Criterion, t_interval
 from .d1_intrinsic_dim import load_data, log_ticks, mlp_factory, nanmean_rows, undecided_as_inf
 
