@@ -195,8 +195,8 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         seeds=same_seeds(config.seeds, "init and data order derive from each run's seed"),
         data=describe_data(bundle) + "; loss evaluated on the full training set",
         comparison=(
-            f"Along the line from init to solution the SGD runs (seeds {', '.join(str(r['seed']) for r in mains)}; train "
-            f"error {errs}) had at most {worst['nonmonotone_steps']} of "
+            f"Along the line from init to solution the SGD runs (seeds {', '.join(str(r['seed']) for r in mains)}; "
+            f"train error {errs}) had at most {worst['nonmonotone_steps']} of "
             f"{worst['steps']} rising steps (largest bump {worst['bump_height']:.3g}; loss {worst['loss_init']:.3f} -> "
             f"{worst['loss_final']:.3f}). The large-LR control (SGD lr {cworst['lr']:g}, no momentum) had up to "
             f"{cworst['nonmonotone_steps']} rising steps with a bump of up to {cworst['bump_height']:.3g}."

@@ -247,17 +247,19 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
                "of the many eigenvalues in the bulk at zero; the weighted negative mass N- is robust to them.",
                "The checkpoints between start and end (figure) are measured with Lanczos only."],
         comparison=(
-            f"Hessian of the training loss on {config.hessian_examples} examples at the initialization and at the end of "
-            f"training of {len(recs)} SGD runs (final train error " + ", ".join(f"{r['train_error']:.3f}" for r in recs)
+            f"Hessian of the training loss on {config.hessian_examples} examples at the initialization and at "
+            f"the end of training of {len(recs)} SGD runs (final train error "
+            + ", ".join(f"{r['train_error']:.3f}" for r in recs)
             + f"; subset loss {np.mean([r['start']['loss'] for r in recs]):.3f} → "
-            f"{np.mean([r['end']['loss'] for r in recs]):.3g} on average). {per}. Mean log10 ratio end/start over seeds "
-            f"(95% t-interval): |λmin| {iv(st['lambda_min'])}, negative mass {iv(st['neg_mass'])} (threshold "
+            f"{np.mean([r['end']['loss'] for r in recs]):.3g} on average). {per}. Mean log10 ratio end/start over "
+            f"seeds (95% t-interval): |λmin| {iv(st['lambda_min'])}, negative mass {iv(st['neg_mass'])} (threshold "
             f"{_HALF:.3f} = halving); λmax {iv(st['lambda_max'])}, positive mass {iv(st['pos_mass'])}. The control "
             f"(θ_T measured twice) gives |λmin| {iv(cst['lambda_min'])} and negative mass {iv(cst['neg_mass'])}. "
-            "Negative eigenvalues can only come from the residual (non-Gauss-Newton) term of the cross-entropy Hessian, "
-            "which vanishes as the training loss goes to zero; over the same path |λmin| fell "
+            "Negative eigenvalues can only come from the residual (non-Gauss-Newton) term of the cross-entropy "
+            "Hessian, which vanishes as the training loss goes to zero; over the same path |λmin| fell "
             f"{fac(st['lambda_min'])}x and the negative mass {fac(st['neg_mass'])}x, the positive mass "
-            f"{fac(st['pos_mass'])}x, while λmax grew {1 / fac_num(st['lambda_max']):.2g}x (geometric means over seeds)."
+            f"{fac(st['pos_mass'])}x, while λmax grew {1 / fac_num(st['lambda_max']):.2g}x "
+            "(geometric means over seeds)."
         ),
     )
 

@@ -348,8 +348,8 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         comparison=(
             f"SB (batch {pairs[0]['sb']['batch_size']}) vs LB (full batch), same init and data order, over "
             f"{len(pairs)} seeds: {per}. LB/SB λmax ratio {ivs(iv['lam_ratio'])}; ε-sharpness ratio "
-            f"{ivs(iv['eps_ratio'])}; test-error gap LB - SB {ivs(iv['gap'], '+.4f')}. Control (two SB runs, other data "
-            f"order): λmax ratio {ivs(civ['lam_ratio'])}, ε-sharpness ratio {ivs(civ['eps_ratio'])}, gap "
+            f"{ivs(iv['eps_ratio'])}; test-error gap LB - SB {ivs(iv['gap'], '+.4f')}. Control (two SB runs, other "
+            f"data order): λmax ratio {ivs(civ['lam_ratio'])}, ε-sharpness ratio {ivs(civ['eps_ratio'])}, gap "
             f"{ivs(civ['gap'], '+.4f')}; control verdict {cverdict.status}. Dinh et al.'s caveat (seed {d['seed']}): "
             f"rescaling SB by α={d['alpha']:g} (outputs equal to {d['output_rel_diff']:.1e}) multiplies its λmax by "
             f"{d['lambda_max_rescaled'] / d['lambda_max']:.3g} (to {d['lambda_max_rescaled']:.3g}, "

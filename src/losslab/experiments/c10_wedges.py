@@ -462,12 +462,12 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
              f"{config.toy_D}, {config.toy_K} wedges of {config.toy_n} long directions",
         comparison=(
             f"Along the ray from the origin through each trained MLP (train error "
-            f"{', '.join(format(r['train_error'], '.4f') for r in sols)}) the training loss goes from {L0[0]:.3f} (= ln "
-            f"{bundle.num_classes}) at r = 0 to {rng_(Ls, '.4f')} at the solution and {rng_(Le, '.4f')} at "
+            f"{', '.join(format(r['train_error'], '.4f') for r in sols)}) the training loss goes from {L0[0]:.3f} (= "
+            f"ln {bundle.num_classes}) at r = 0 to {rng_(Ls, '.4f')} at the solution and {rng_(Le, '.4f')} at "
             f"{config.max_factor:g}|θ*|: its largest rise above the running minimum is {rng_(st['rise'])} of L(0) "
             f"(toy wedges: {rng_(tt['rise'])}; ball control: {rng_(ct['rise'])}). From starts at "
-            f"{ks[0]:g}-{ks[-1]:g}x the init norm, SGD in random {config.d}-dim subspaces containing the origin ends at "
-            f"radii within {rng_(st['spread'])}x of each other per seed (toy: {rng_(tt['spread'])}x; ball: "
+            f"{ks[0]:g}-{ks[-1]:g}x the init norm, SGD in random {config.d}-dim subspaces containing the origin ends "
+            f"at radii within {rng_(st['spread'])}x of each other per seed (toy: {rng_(tt['spread'])}x; ball: "
             f"{rng_(ct['spread'])}x: the ball is drawn to one radius too, so this check does not single out wedges; "
             f"the radial tunnel does). Widths along random directions double at twice the radius (ratio "
             f"{rng_(st['width_ratio'])}; toy {rng_(tt['width_ratio'])}), as positive homogeneity of ReLU nets implies. "

@@ -211,7 +211,8 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
             + f" (claim < {MAX_RATIO:.3f}). The untrained curve (bend at the midpoint, the control) has ratio "
             f"{', '.join(f'{x:.2f}' for x in cr_)}. Train-loss barrier line -> curve: "
             + ", ".join(f"{a:.3f} -> {b:.3f}" for a, b in zip(tl, tc))
-            + f" (endpoints' train loss {min(ends):.3f}-{max(ends):.3f}): at this {config.curve_epochs}-epoch curve budget "
+            + f" (endpoints' train loss {min(ends):.3f}-{max(ends):.3f}): at this {config.curve_epochs}-epoch "
+              "curve budget "
             "the curve is a low-test-error path but its train loss still rises well above the endpoints' (context, "
             "not decisive)."
         ),

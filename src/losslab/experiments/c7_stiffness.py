@@ -55,8 +55,7 @@ CRITERIA = Criteria(
         Criterion("within > between (sign)", "within-class minus between-class mean sign stiffness at the trained "
                   "solution", ">", 0.0, "Fort et al. 2019, with their sign definition of stiffness (direction only)"),
         Criterion("stiffness length shrinks", "xi(trained) / xi(init), xi = input distance where the least-squares "
-                  "line "
-                  "of same-class cosine stiffness vs input distance reaches 0", "<", 1.0,
+                  "line of same-class cosine stiffness vs input distance reaches 0", "<", 1.0,
                   "Fort et al. 2019: the dynamical critical length (the input distance over which stiffness stays "
                   "positive) shrinks during training; 1 = no change"),
     ),
@@ -266,7 +265,8 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
             f"t-interval over seeds; per seed {row(recs, 'gap_cos')}) and sign stiffness {fmt(iv['gap_sign'])}; at "
             f"initialization the cosine gap is already "
             + ", ".join(format(c["within_cos"] - c["between_cos"], ".3f") for c in init)
-            + f". The same-class stiffness length (zero of the fitted line) goes from {row(recs, 'length_init', '.3g')} at "
+            + ". The same-class stiffness length (zero of the fitted line) goes from "
+              f"{row(recs, 'length_init', '.3g')} at "
             f"init to {row(recs, 'length_final', '.3g')} trained (ratio {lr_txt}; claim < 1). With the class labels "
             f"permuted the cosine gap is {fmt(civ['gap_cos'])} and the sign gap {fmt(civ['gap_sign'])}."
         ),

@@ -240,9 +240,10 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
                "may exceed 2/η (edge-of-stability oscillations); the checks use the post-early-phase median.",
                "The subset Hessian's λmax is a slightly upward-biased estimate of the full training set's."],
         comparison=(
-            f"Plain SGD at η = {', '.join(f'{lr:g}' for lr in lrs)} from {len(config.seeds)} initializations (each shared "
-            f"by all learning rates of its seed). Level of λmax after the first {config.early_fraction:.0%} of the steps "
-            "(median of the measurements there), mean over seeds with 95% t-interval: "
+            f"Plain SGD at η = {', '.join(f'{lr:g}' for lr in lrs)} from {len(config.seeds)} initializations "
+            "(each shared by all learning rates of its seed). Level of λmax after the first "
+            f"{config.early_fraction:.0%} of the steps (median of the measurements there), mean over seeds with 95% "
+            "t-interval: "
             + "; ".join(f"η={lr:g}: {iv(levels[lr])} (2/η = {2 / lr:.3g}; level·η/2 = {iv(ratios[lr], '.2f')})"
                         for lr in lrs)
             + ". Per seed: " + "; ".join(
@@ -251,7 +252,8 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
             + ". Largest single measurement after the early phase / (2/η): "
             + ", ".join(f"{max(x['post_early_max'] * x['lr'] / 2 for x in recs if x['lr'] == lr):.2f}" for lr in lrs)
             + f". Control (all arms at η = {config.control_lr:g}, different data orders): levels per seed "
-            + "; ".join(", ".join(f"{x['post_early_median']:.3g}" for x in ctrl if x["seed"] == s) for s in config.seeds)
+            + "; ".join(", ".join(f"{x['post_early_median']:.3g}" for x in ctrl if x["seed"] == s)
+                        for s in config.seeds)
             + ". Final train error " + iv([x["train_error"] for x in recs], ".3f") + " (the claim concerns the early "
             "phase, not a minimum)."
         ),

@@ -40,7 +40,8 @@ from ..errors import LosslabError
 
 __all__ = [
     "Interval", "t_interval", "tost", "Criterion", "Criteria", "Control", "apply_control",
-    "per_seed", "CONFIDENCE", "SEED_PLAN_2026_12_04", "MINIMA_SOURCE", "trained_to_minimum", "run_trained", "error_drop",
+    "per_seed", "CONFIDENCE", "SEED_PLAN_2026_12_04", "MINIMA_SOURCE", "trained_to_minimum", "run_trained",
+    "error_drop",
 ]
 
 CONFIDENCE = 0.95

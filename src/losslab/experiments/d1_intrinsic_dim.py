@@ -354,9 +354,11 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
                "d_int90 is interpolated in log d between the grid values in brackets; a seed whose crossing lies "
                "outside its grid is judged on the grid bound when that bound decides the check."],
         comparison=(
-            f"Clean digits, MLP {config.width}x{config.depth} (D = {D}, 0.1 D = {0.1 * D:.0f}), {len(per)} seeds: full-space "
+            f"Clean digits, MLP {config.width}x{config.depth} (D = {D}, 0.1 D = {0.1 * D:.0f}), {len(per)} seeds: "
+            "full-space "
             f"test accuracy {base}; a random {config.projection} subspace reaches 90% of it at d_int90 = "
-            f"{', '.join(_fmt_seed(p) for p in per)} (per seed, [grid bracket]; grid up to {max(main['dims'])}), geometric "
+            f"{', '.join(_fmt_seed(p) for p in per)} (per seed, [grid bracket]; grid up to {max(main['dims'])}), "
+            "geometric "
             f"mean {fr}{extra}. Memorizing {len(sub.train)} examples (train accuracy vs each seed's full-space fit): "
             f"d_int90 = {', '.join(_fmt_seed(p) for p in cper)} with the true labels vs "
             f"{', '.join(_fmt_seed(p) for p in rper)} with random labels, ratio {rr}. Control: random labels judged "

@@ -247,11 +247,13 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         comparison=(
             f"Tr(H_sub)/||H_sub||_F in random {config.d}-dim subspaces of a {config.activation} MLP "
             f"{config.width}x{config.depth} (D = {m['D']}), {len(per)} seeds: the per-seed peak is {peaks(per)} "
-            f"(random-matrix sd {sd:.2f}; in sd units {iv([p['peak_sd'] for p in per], '.1f')}); the larger grid-end value "
-            f"is {iv([p['end_ratio'] for p in per])} of the peak (r = {config.radii[0]:g} and {config.radii[-1]:g} x the "
-            f"default init norm). Zones (rho >= {BAND_FRACTION:g} x peak): {zones}. Subspace training reached test "
+            f"(random-matrix sd {sd:.2f}; in sd units {iv([p['peak_sd'] for p in per], '.1f')}); the larger "
+            f"grid-end value is {iv([p['end_ratio'] for p in per])} of the peak (r = {config.radii[0]:g} and "
+            f"{config.radii[-1]:g} x the default init norm). Zones (rho >= {BAND_FRACTION:g} x peak): {zones}. "
+            "Subspace training reached test "
             f"accuracy >= {SUCCESS_ACCURACY:g} from inside / outside the zone at rates {si} per seed (difference "
-            f"{iv([p['success_diff'] for p in per])}). Control, a linear softmax model (D = {m['control']['D']}, convex): "
+            f"{iv([p['success_diff'] for p in per])}). Control, a linear softmax model (D = {m['control']['D']}, "
+            "convex): "
             f"peak {peaks(cper)}, end / peak {iv([p['end_ratio'] for p in cper])}, success difference "
             f"{iv([p['success_diff'] for p in cper])}."
         ),
