@@ -252,3 +252,29 @@ def test_judge_records_equals_the_checks_spelled_out():
         c["stiffness length shrinks"].judge(per_seed(recs, "length_ratio"), seeds=seeds),
     ])
     assert C7.judge({"runs": recs}).to_dict() == want.to_dict()
+
+
+def test_spread_and_interval_text_equal_the_rows_old_helpers():
+    from losslab.experiments.common import interval_text, spread
+    from losslab.experiments.criteria import t_interval
+
+    def old_pick(n, k):  # A5's
+        if k <= 0 or k >= n:
+            return list(range(n))
+        return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
+
+    def old_spread(idx, k):  # C9's
+        if k <= 0 or k >= len(idx):
+            return idx
+        pos = sorted({int(round(p)) for p in np.linspace(0, len(idx) - 1, k)})
+        return [idx[p] for p in pos]
+
+    for n in (1, 2, 5, 17, 40):
+        for k in (0, 1, 2, 3, 4, 8, 60):
+            assert spread(range(n), k) == old_pick(n, k)
+            idx = list(range(3, 3 + 2 * n, 2))
+            assert spread(idx, k) == old_spread(idx, k)
+    v = [0.31, 0.29, 0.35, 0.4, 0.27]
+    i = t_interval(v)
+    assert interval_text(v) == f"{i.mean:.3g} [{i.lo:.3g}, {i.hi:.3g}]"
+    assert interval_text(v, "+.4f") == f"{i.mean:+.4f} [{i.lo:+.4f}, {i.hi:+.4f}]"

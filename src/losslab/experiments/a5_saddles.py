@@ -40,10 +40,10 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
+from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
 from .common import (
-    describe_data, evaluator, interval_bar, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
-    Timer, train_run,
+    describe_data, evaluator, interval_bar, interval_text, label_axes, new_figure, row_result, RowConfig, same_seeds,
+    save_figure, spread, Timer, train_run,
 )
 
 ID = "A5"
@@ -120,12 +120,6 @@ class Config(RowConfig):
                    hessian_examples=2000, slq_probes=4, slq_steps=60)
 
 
-def _pick(n: int, k: int) -> list[int]:
-    if k <= 0 or k >= n:
-        return list(range(n))
-    return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
-
-
 def _probe_seed(seed: int, role: int) -> int:
     """The probe seed of one measurement: role 0 = start of the path, 1 = end, 2+ = figure checkpoints."""
     return 7919 * int(seed) + int(role)
@@ -177,7 +171,7 @@ def _measure_seed(config: Config, seed: int, cache_dir: Path, progress: Callable
         met = ev.evaluate(pt)
         rec.update(step=int(step), loss=float(met["loss"]), error=1 - float(met["accuracy"]))
     path = []
-    picked = _pick(len(traj), config.num_checkpoints)
+    picked = spread(range(len(traj)), config.num_checkpoints)
     for j, i in enumerate(picked):
         if i == 0:
             path.append({k: start[k] for k in ("step", "loss", "lambda_min", "lambda_max", "converged")})
@@ -218,8 +212,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         fig_ref = _figure(recs, st, cst, work_dir)
 
     def iv(vals: Sequence[float]) -> str:
-        i = t_interval(vals)
-        return f"{i.mean:.2f} [{i.lo:.2f}, {i.hi:.2f}]"
+        return interval_text(vals, ".2f")
 
     def fac_num(vals: Sequence[float]) -> float:  # the factor a log10 ratio < 0 shrinks by (geometric mean)
         return float(10 ** -np.mean(vals))

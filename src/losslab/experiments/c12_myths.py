@@ -41,7 +41,8 @@ import numpy as np
 from ..config import TrainConfig
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import (
-    describe_data, label_axes, new_figure, row_result, RowConfig, run_lock, save_figure, Timer, train_config, train_run,
+    describe_data, interval_text, label_axes, new_figure, row_result, RowConfig, run_lock, save_figure, Timer,
+    train_config, train_run,
 )
 from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04
 
@@ -310,10 +311,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     cd = differences(m["control"]["cells"])
 
     def iv(x: list[float]) -> str:
-        from .criteria import t_interval
-
-        i = t_interval(x)
-        return f"{i.mean:+.4f} [{i.lo:+.4f}, {i.hi:+.4f}]"
+        return interval_text(x, "+.4f")
 
     key = {
         "(a) decay to μ - decay to 0 (mean, 95% CI)": f"{iv(d['a'])} ({m['subclaims']['a']})",

@@ -37,7 +37,8 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict
 from .common import (
-    describe_data, label_axes, new_figure, row_result, RowConfig, save_figure, Timer, train_config, train_run,
+    describe_data, interval_text, label_axes, new_figure, row_result, RowConfig, save_figure, Timer, train_config,
+    train_run,
 )
 from .criteria import Control, Criteria, Criterion, error_drop, per_seed, run_trained, SEED_PLAN_2026_12_04, t_interval
 
@@ -323,8 +324,7 @@ def _interval_text(recs: Sequence[Mapping[str, Any]], key: str) -> str:
     v = per_seed(recs, key)
     if len(v) < 2 or not all(np.isfinite(v)):
         return "per seed " + ", ".join(f"{x:.3g}" for x in v)
-    iv = t_interval(v)
-    return f"{iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}]"
+    return interval_text(v)
 
 
 def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:

@@ -34,10 +34,10 @@ import numpy as np
 from ..config import SeedConfig, TrainConfig
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import (
-    describe_data, interval_bar, label_axes, new_figure, row_result, RowConfig, run_lock, same_seeds, save_figure,
-    Timer, train_config,
+    describe_data, interval_bar, interval_text, label_axes, new_figure, row_result, RowConfig, run_lock, same_seeds,
+    save_figure, Timer, train_config,
 )
-from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04
 
 ID = "C8"
 VERSION = 2
@@ -220,9 +220,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
 
     lrs = list(config.lrs)
 
-    def iv(vals: Sequence[float], f: str = ".3g") -> str:
-        i = t_interval(vals)
-        return f"{i.mean:{f}} [{i.lo:{f}}, {i.hi:{f}}]"
+    iv = interval_text
 
     levels = {lr: [x["post_early_median"] for x in recs if x["lr"] == lr] for lr in lrs}
     ratios = {lr: [x["edge_ratio"] for x in recs if x["lr"] == lr] for lr in lrs}

@@ -45,9 +45,10 @@ from ..data import Bundle, register
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import (
-    describe_data, evaluator, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure, Timer, train_run,
+    describe_data, evaluator, interval_text, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
+    spread, Timer, train_run,
 )
-from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
+from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
 
 ID = "C9"
 VERSION = 2
@@ -188,13 +189,6 @@ def count_outliers(eigenvalues: Sequence[float]) -> dict[str, Any]:
             "edge": edge}
 
 
-def _spread(idx: list[int], k: int) -> list[int]:
-    if k <= 0 or k >= len(idx):
-        return idx
-    pos = sorted({int(round(p)) for p in np.linspace(0, len(idx) - 1, k)})
-    return [idx[p] for p in pos]
-
-
 def _measure_run(cfg: TrainConfig, seed: int, config: Config, C: int, cache_dir: Path,
                  progress: Callable[[str], None], timer: Timer, *, label: str, slq: bool) -> tuple[dict[str, Any], Any]:
     """Train (or reuse) one run and measure its top-k spectra and gradient overlaps; ``C`` is the claim's
@@ -218,7 +212,7 @@ def _measure_run(cfg: TrainConfig, seed: int, config: Config, C: int, cache_dir:
     traj = r.trajectory()
     losses = [ev.evaluate(pt)["loss"] for _, pt in traj]
     post = [i for i, lo in enumerate(losses) if lo <= config.early_loss_ratio * losses[0]] or [len(traj) - 1]
-    chosen = _spread(post, config.num_checkpoints)
+    chosen = spread(post, config.num_checkpoints)
     cps = []
     dim = 0
     slq_out = None
@@ -288,9 +282,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     with timer("plot"):
         fig_ref = _figure(recs, ctrl, C, config.k_factor * C, dim, work_dir)
 
-    def iv(vals: Sequence[float], f: str = ".3g") -> str:
-        i = t_interval(vals)
-        return f"{i.mean:{f}} [{i.lo:{f}}, {i.hi:{f}}]"
+    iv = interval_text
 
     n_main = [r["median_n_out"] for r in recs]
     n_ctrl = [r["median_n_out"] for r in ctrl]

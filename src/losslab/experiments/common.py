@@ -31,7 +31,7 @@ from ._base import FigureRef
 
 __all__ = [
     "RowConfig", "row_result", "same_seeds", "train_run", "run_lock", "Timer", "describe_data", "evaluator",
-    "interpolate", "fit_epoch", "describe_model", "new_figure", "save_figure", "label_axes", "interval_bar",
+    "interpolate", "spread", "interval_text", "fit_epoch", "describe_model", "new_figure", "save_figure", "label_axes", "interval_bar",
     "ratio_panel", "train_config", "seed_panel", "pairs_of",
 ]
 
@@ -226,6 +226,33 @@ def interpolate(model: Any, start: Mapping[str, Any], end: Mapping[str, Any], al
     if "accuracy" in out:
         out["error"] = 1.0 - out["accuracy"]
     return out
+
+
+def spread(items: Sequence[Any], k: int) -> list[Any]:
+    """``k`` of ``items`` spread evenly over them, first and last included (all when ``k <= 0`` or
+    ``k >= len(items)``): the checkpoints a row measures.
+
+    Example:
+        >>> spread(range(10), 4)
+        [0, 3, 6, 9]
+    """
+    if k <= 0 or k >= len(items):
+        return list(items)
+    pos = sorted({int(round(p)) for p in np.linspace(0, len(items) - 1, k)})
+    return [items[p] for p in pos]
+
+
+def interval_text(values: Sequence[float], fmt: str = ".3g") -> str:
+    """``"mean [lo, hi]"`` of the 95% t-interval of ``values`` over seeds, each number in ``fmt``.
+
+    Example:
+        >>> interval_text([1.0, 2.0, 3.0], ".2f")
+        '2.00 [-0.48, 4.48]'
+    """
+    from .criteria import t_interval
+
+    iv = t_interval(values)
+    return f"{iv.mean:{fmt}} [{iv.lo:{fmt}}, {iv.hi:{fmt}}]"
 
 
 # ---- figures --------------------------------------------------------------------------------------

@@ -40,8 +40,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import describe_data, new_figure, row_result, RowConfig, same_seeds, save_figure, Timer
-from .criteria import Control, Criteria, Criterion, t_interval
+from .common import describe_data, interval_text, new_figure, row_result, RowConfig, same_seeds, save_figure, Timer
+from .criteria import Control, Criteria, Criterion
 from .d1_intrinsic_dim import load_data, log_ticks, mlp_factory, nanmean_rows, undecided_as_inf
 
 ID = "D2"
@@ -223,8 +223,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         v = [x for x in vals if math.isfinite(x)]
         if len(v) < 2:
             return "undetermined"
-        i = t_interval(v)
-        return f"{i.mean:{fmt}} [{i.lo:{fmt}}, {i.hi:{fmt}}]" + ("" if len(v) == len(vals) else f" ({len(v)} seeds)")
+        return interval_text(v, fmt) + ("" if len(v) == len(vals) else f" ({len(v)} seeds)")
 
     zones = ", ".join(f"[{p['band'][0]:g}, {p['band'][1]:g}]" for p in per)
     key = {
