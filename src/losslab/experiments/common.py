@@ -31,8 +31,8 @@ from ._base import FigureRef
 
 __all__ = [
     "RowConfig", "row_result", "same_seeds", "train_run", "run_lock", "Timer", "describe_data", "evaluator",
-    "interpolate", "spread", "interval_text", "fit_epoch", "describe_model", "new_figure", "save_figure", "label_axes", "interval_bar",
-    "ratio_panel", "train_config", "seed_panel", "pairs_of",
+    "interpolate", "spread", "interval_text", "fit_epoch", "describe_model", "new_figure", "save_figure",
+    "label_axes", "interval_bar", "ratio_panel", "train_config", "seed_panel", "pairs_of",
 ]
 
 
