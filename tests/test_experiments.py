@@ -145,20 +145,25 @@ def test_result_json_round_trip_keeps_order_and_types(tmp_path):
 
 
 def test_barriers_both_definitions_exact():
+    from losslab.connect.paths import barriers
+
     a = np.linspace(0, 1, 5)
     v = np.array([1.0, 2.0, 4.0, 3.0, 3.0])
-    b = common.barriers(np.concatenate([[-0.5], a, [1.5]]), np.concatenate([[99.0], v, [99.0]]))
-    assert b["barrier_mean"] == pytest.approx(4.0 - 2.0)
-    assert b["barrier_linear"] == pytest.approx(4.0 - (0.5 * 1 + 0.5 * 3))
-    assert common.barriers(a, 2 - a)["barrier_linear"] == pytest.approx(0.0, abs=1e-15)
+    b = barriers(v, a)
+    assert b["mean"] == pytest.approx(4.0 - 2.0)
+    assert b["interp"] == pytest.approx(4.0 - (0.5 * 1 + 0.5 * 3))
+    assert barriers(2 - a, a)["interp"] == pytest.approx(0.0, abs=1e-15)
 
 
 def test_monotonicity_counts_rises_above_noise_only():
+    from losslab.experiments.a1_monotonic import ATOL, _monotonicity
+
     v = np.array([3.0, 2.0, 2.0 + 1e-9, 2.5, 1.0, 1.2])
-    m = common.monotonicity(v)
+    m = _monotonicity(np.linspace(0, 1, len(v)), v, 1e-5)
+    assert ATOL == 1e-6
     assert m["nonmonotone_steps"] == 2 and m["steps"] == 5 and m["first_rise_index"] == 2
     assert m["bump_height"] == pytest.approx(0.5)
-    assert common.monotonicity(np.linspace(2, 0, 51))["nonmonotone_steps"] == 0
+    assert _monotonicity(np.linspace(0, 1, 51), np.linspace(2, 0, 51), 1e-5)["nonmonotone_steps"] == 0
 
 
 def test_roughness_on_known_surfaces():

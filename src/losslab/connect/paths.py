@@ -82,6 +82,10 @@ def barriers(values: Sequence[float] | np.ndarray, alphas: Sequence[float] | np.
     * ``interp`` :math:`= \max_i \,[L_i - ((1 - s_i) L_0 + s_i L_1)]` (Garipov/Draxler-style height
       above the chord).
 
+    One definition for the whole library: ``losslab connect``, :class:`PathResult` and the rows of
+    ``losslab reproduce`` (C4 stores ``mean`` and ``interp`` of its linear paths as ``*_mean`` and
+    ``*_linear``) all use this function.
+
     Args:
         values: the metric at each sampled point, endpoints first and last.
         alphas: the positions, strictly increasing (``t`` of a curve, arc length of a NEB path...).

@@ -20,12 +20,10 @@ automatically (:data:`EXPERIMENTS`) and appears in the report in place of "not y
         seeds="3 disjoint pairs in quick, 5 in full", registered="2026-12-04")
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(common.RowConfig):    # quick() = the defaults
         train: TrainConfig = ...       # e.g. recipes.mnist1d_mlp("quick"): shares runs with A1/C4/C5
         seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)   # `reproduce --seed S` shifts every *seed* field
 
-        @classmethod
-        def quick(cls): return cls()
         @classmethod
         def full(cls): return cls(train=recipes.mnist1d_mlp("full"), seeds=tuple(range(10)))
 
@@ -35,16 +33,14 @@ automatically (:data:`EXPERIMENTS`) and appears in the report in place of "not y
         ...measure one value per seed (pair) for each statistic, for the row and for its control...
         m = {"pairs": [...], "control": [...]}
         control = Control(CRITERIA.control, judge({"pairs": m["control"]}))   # the same judge
-        return ExperimentResult.create(ID, config, measurements=m, verdict=judge(m), criteria=CRITERIA,
-                                       control=control, figures=[...], key_numbers={...}, comparison="...",
-                                       seeds=..., data=..., timings=...)
+        return common.row_result(ID, CRITERIA, config, m, judge(m), control, {...key numbers}, figure, timer,
+                                 seeds=..., data=..., comparison="...")   # = ExperimentResult.create(...)
 
     def judge(m) -> Verdict:                      # pure: tests feed it synthetic per-seed values
-        recs = m["pairs"]
-        return verdict_from_checks([
-            CRITERIA["trained"].judge([r["train_error"] for r in recs]),            # every seed
-            CRITERIA["curve removes the barrier"].judge([r["ratio"] for r in recs]),  # 95% t-interval
-        ])
+        return CRITERIA.judge_records(m["pairs"], {      # record key (or per-seed values) per criterion
+            "trained": "train_error",                   # every seed (a precondition)
+            "curve removes the barrier": "ratio",       # 95% t-interval over the seeds
+        })
 
 ``run`` must use only the public library API, write figures only into ``work_dir`` (see
 :func:`common.save_figure`) and train through :func:`common.train_run` (locked, cached). ``judge``

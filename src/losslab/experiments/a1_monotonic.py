@@ -9,7 +9,7 @@ Measures the training loss along the straight line from the initialization to th
 on ``num_steps + 1`` equally spaced points of [0, 1] (plus ``extend`` beyond each end for the
 figure). A step ``a_i -> a_{i+1}`` in [0, 1] is non-monotone when the loss rises by more than the
 float tolerance; the bump height is the largest rise above the running minimum
-(:func:`losslab.experiments.common.monotonicity`).
+(:func:`losslab.interpolation.monotonicity` with ``atol = 1e-6``, ``rtol = Config.rtol``).
 
 Pre-registered criteria (:data:`CRITERIA`): the SGD MLP on MNIST-1D, trained to a minimum (train
 error <= 1% on every seed), has a relative bump height (largest rise above the running minimum / L(0))
@@ -27,19 +27,23 @@ from ..config import TrainConfig
 import numpy as np
 
 from . import recipes
-from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed
-from .common import Timer, describe_data, evaluator, interpolate, monotonicity, new_figure, save_figure, train_run
+from ._base import ExperimentResult, Verdict
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, trained_to_minimum
+from ..interpolation import monotonicity, rising_steps
+from .common import (
+    describe_data, evaluator, interpolate, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
+    Timer, train_run,
+)
 
 ID = "A1"
 VERSION = 3
 COST = {"quick": 45, "full": 400}
+ATOL = 1e-6
+"""Absolute tolerance of a rise (with ``Config.rtol``): float32 evaluation noise is not a bump."""
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("trained to a minimum", "final train error", "<=", 0.01,
-                  "a claim about solutions needs minima: train error <= 1% (issue 14, like with like)",
-                  precondition=True),
+        trained_to_minimum("final train error"),
     ),
     claims=(
         Criterion("monotone", "relative bump height on [0, 1]: max_a (L(a) - min_{a'<=a} L(a')) / L(0)", "<", 1e-3,
@@ -57,7 +61,7 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """A1 settings.
 
     Attributes:
@@ -75,10 +79,6 @@ class Config:
     num_steps: int = 50
     extend: float = 0.25
     rtol: float = 1e-5
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -107,7 +107,7 @@ def _measure_run(cfg: Any, config: Config, cache_dir: Path, progress: Callable[[
         ev = evaluator(model, bundle.train)
         curve = interpolate(model, traj[0][1], traj[-1][1], alphas, evaluator=ev)
     inside = (alphas >= -1e-12) & (alphas <= 1 + 1e-12)
-    mono = monotonicity(curve["loss"][inside], rtol=config.rtol)
+    mono = _monotonicity(alphas, curve["loss"], config.rtol)
     s = run.summary
     rec = {
         "label": label,
@@ -128,6 +128,20 @@ def _measure_run(cfg: Any, config: Config, cache_dir: Path, progress: Callable[[
     progress(f"{label} seed {rec['seed']}: {mono['nonmonotone_steps']} of {mono['steps']} steps rise, "
              f"bump {mono['bump_height']:.3g}")
     return rec, bundle
+
+
+def _monotonicity(alphas: np.ndarray, loss: np.ndarray, rtol: float) -> dict[str, Any]:
+    """The record's monotonicity fields from :func:`losslab.interpolation.monotonicity` on [0, 1].
+
+    A non-finite loss leaves the count and the bump height NaN (the library's "undecided").
+    """
+    mono = monotonicity(alphas, loss, atol=ATOL, rtol=rtol)
+    inside = np.asarray(loss, dtype=float)[(alphas >= -1e-12) & (alphas <= 1 + 1e-12)]
+    up = rising_steps(inside, atol=ATOL, rtol=rtol)
+    nan = float("nan")
+    return {"nonmonotone_steps": nan if mono["non_monotone_steps"] is None else mono["non_monotone_steps"],
+            "steps": mono["steps"], "bump_height": nan if mono["bump_height"] is None else mono["bump_height"],
+            "first_rise_index": int(np.argmax(up)) if up.any() else None}
 
 
 def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[str], None]) -> ExperimentResult:
@@ -151,11 +165,9 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
             for i, r in enumerate(recs):
                 ax.plot(r["alpha"], r["loss"], color=f"C{i}", label=f"seed {r['seed']}: {r['nonmonotone_steps']} rises")
             ax.axvspan(0, 1, color="0.92", zorder=0)
-            ax.set_xlabel("a  (θ = (1-a)·θ0 + a·θT)")
-            ax.set_ylabel("train loss")
+            label_axes(ax, xlabel="a  (θ = (1-a)·θ0 + a·θT)", ylabel="train loss")
             ax.set_yscale("log")
-            ax.set_title(title.format(**recs[0]), fontsize=10)
-            ax.legend(fontsize=8, loc="upper right")
+            label_axes(ax, title=title.format(**recs[0]), title_size=10, legend=8, loc="upper right")
         # the claim is about bumps: a zoom on [0.5, 1], where they would show, in the empty lower left
         axz = axes[0].inset_axes([0.1, 0.1, 0.36, 0.36])
         for i, r in enumerate(mains):
@@ -179,19 +191,16 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         "bump height (control, worst seed)": cworst["bump_height"],
     }
     errs = ", ".join(f"{r['train_error']:.3f}" for r in mains)
-    comparison = (
-        f"Along the line from init to solution the SGD runs (seeds {', '.join(str(r['seed']) for r in mains)}; train "
-        f"error {errs}) had at most {worst['nonmonotone_steps']} of "
-        f"{worst['steps']} rising steps (largest bump {worst['bump_height']:.3g}; loss {worst['loss_init']:.3f} -> "
-        f"{worst['loss_final']:.3f}). The large-LR control (SGD lr {cworst['lr']:g}, no momentum) had up to "
-        f"{cworst['nonmonotone_steps']} rising steps with a bump of up to {cworst['bump_height']:.3g}."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
-        seeds={"runs": list(config.seeds), "control": list(config.seeds),
-               "note": "init and data order derive from each run's seed"},
-        data=describe_data(bundle) + "; loss evaluated on the full training set", timings=timer.seconds,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
+        seeds=same_seeds(config.seeds, "init and data order derive from each run's seed"),
+        data=describe_data(bundle) + "; loss evaluated on the full training set",
+        comparison=(
+            f"Along the line from init to solution the SGD runs (seeds {', '.join(str(r['seed']) for r in mains)}; "
+            f"train error {errs}) had at most {worst['nonmonotone_steps']} of "
+            f"{worst['steps']} rising steps (largest bump {worst['bump_height']:.3g}; loss {worst['loss_init']:.3f} -> "
+            f"{worst['loss_final']:.3f}). The large-LR control (SGD lr {cworst['lr']:g}, no momentum) had up to "
+            f"{cworst['nonmonotone_steps']} rising steps with a bump of up to {cworst['bump_height']:.3g}."
+        ),
     )
 
 
@@ -201,10 +210,6 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     ``{"main": m["contrast"]}``.
     """
     recs = m["main"]
-    seeds = [r["seed"] for r in recs]
     rel = [r["bump_height"] / r["loss_init"] if r["loss_init"] else float("nan") for r in recs]
-    return verdict_from_checks([
-        CRITERIA["trained to a minimum"].judge(per_seed(recs, "train_error"), seeds=seeds),
-        CRITERIA["monotone"].judge(rel, seeds=seeds),
-        CRITERIA["rising steps"].judge(per_seed(recs, "nonmonotone_steps"), seeds=seeds),
-    ])
+    return CRITERIA.judge_records(recs, {"trained to a minimum": "train_error", "monotone": rel,
+                                         "rising steps": "nonmonotone_steps"})

@@ -2,7 +2,7 @@
 
 Trains an over-parameterized MLP (more parameters than training examples) on clean MNIST-1D labels
 from several independent seeds and records the train error per epoch. The runs are the ``p = 0`` runs
-of A3 (same recipe, :func:`losslab.experiments.a3_random_labels.memorization_mlp`, so they are trained
+of A3 (same recipe, :func:`losslab.experiments.recipes.random_labels_mlp`, so they are trained
 once and shared through the run cache).
 
 Pre-registered criteria (:data:`CRITERIA`): the final train error is ``<= 0.01`` on a 95% t-interval
@@ -22,10 +22,12 @@ import numpy as np
 
 from ..config import TrainConfig
 from . import recipes
-from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .a3_random_labels import deep_linear_mlp, memorization_mlp
-from .common import Timer, describe_data, describe_model, fit_epoch, new_figure, save_figure, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
+from ._base import ExperimentResult, Verdict
+from .common import (
+    describe_data, describe_model, fit_epoch, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
+    Timer, train_run,
+)
+from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, t_interval
 
 ID = "A2"
 VERSION = 2
@@ -63,7 +65,7 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """A2 settings.
 
     Attributes:
@@ -73,18 +75,15 @@ class Config:
         fit_threshold: "fit" for the epochs-to-fit context number.
     """
 
-    train: TrainConfig = field(default_factory=lambda: memorization_mlp(0.0, "quick"))
-    control: TrainConfig = field(default_factory=lambda: deep_linear_mlp(0.0, "quick"))
+    train: TrainConfig = field(default_factory=lambda: recipes.random_labels_mlp(0.0, "quick"))
+    control: TrainConfig = field(default_factory=lambda: recipes.deep_linear_mlp(0.0, "quick"))
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     fit_threshold: float = 0.01
 
     @classmethod
-    def quick(cls) -> "Config":
-        return cls()
-
-    @classmethod
     def full(cls) -> "Config":
-        return cls(train=memorization_mlp(0.0, "full"), control=deep_linear_mlp(0.0, "full"), seeds=(0, 1, 2, 3, 4))
+        return cls(train=recipes.random_labels_mlp(0.0, "full"), control=recipes.deep_linear_mlp(0.0, "full"),
+                   seeds=(0, 1, 2, 3, 4))
 
 
 def _measure(cfg: TrainConfig, config: Config, cache_dir: Path, progress: Callable[[str], None],
@@ -136,9 +135,9 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
                         label=f"seed {r['seed']}: final {r['train_error']:.3f}")
             ax.axhline(config.fit_threshold, color="0.5", lw=0.8, ls=":", label=f"threshold {config.fit_threshold:g}")
             ax.set_yscale("log")
-            ax.set_xlabel("epoch")
-            ax.set_title(f"{title}: {recs[0]['n_params']:,} params / {recs[0]['n_train']} examples", fontsize=9)
-            ax.legend(fontsize=7, loc="lower left")
+            label_axes(ax, xlabel="epoch",
+                       title=f"{title}: {recs[0]['n_params']:,} params / {recs[0]['n_train']} examples", title_size=9,
+                       legend=7, loc="lower left")
         axes[0].set_ylabel("train error (0 drawn at 1e-4)")
         fig_ref = save_figure(fig, work_dir, "train_error",
                               "Train error per epoch on clean MNIST-1D labels, one line per seed (log scale; an "
@@ -155,20 +154,17 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     fits = ", ".join(f"seed {r['seed']}: {r['train_error']:.4f}"
                      + (f" (<= {config.fit_threshold:g} from epoch {r['fit_epoch']})" if r["fit_epoch"] is not None
                         else " (never fit)") for r in mains)
-    comparison = (
-        f"{mains[0]['name']}: {mains[0]['n_params']:,} parameters for {mains[0]['n_train']} clean examples; final "
-        f"train error after {mains[0]['epochs']} epochs {fits}; mean {iv.mean:.4f}, 95% t-interval [{iv.lo:.4f}, "
-        f"{iv.hi:.4f}] (claim <= 0.01); test error {np.mean(per_seed(mains, 'test_error')):.3f}. Control "
-        f"({ctrls[0]['name']}, {ctrls[0]['n_params']:,} parameters): final train error "
-        + ", ".join(f"{r['train_error']:.3f}" for r in ctrls)
-        + f" (mean {civ.mean:.3f}, interval [{civ.lo:.3f}, {civ.hi:.3f}]); control verdict {cverdict.status}."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
-        seeds={"runs": list(config.seeds), "control": list(config.seeds),
-               "note": "init, data order and training subset derive from each seed"},
-        data=describe_data(bundle), timings=timer.seconds,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
+        seeds=same_seeds(config.seeds, "init, data order and training subset derive from each seed"),
+        data=describe_data(bundle),
+        comparison=(
+            f"{mains[0]['name']}: {mains[0]['n_params']:,} parameters for {mains[0]['n_train']} clean examples; final "
+            f"train error after {mains[0]['epochs']} epochs {fits}; mean {iv.mean:.4f}, 95% t-interval [{iv.lo:.4f}, "
+            f"{iv.hi:.4f}] (claim <= 0.01); test error {np.mean(per_seed(mains, 'test_error')):.3f}. Control "
+            f"({ctrls[0]['name']}, {ctrls[0]['n_params']:,} parameters): final train error "
+            + ", ".join(f"{r['train_error']:.3f}" for r in ctrls)
+            + f" (mean {civ.mean:.3f}, interval [{civ.lo:.3f}, {civ.hi:.3f}]); control verdict {cverdict.status}."
+        ),
     )
 
 
@@ -177,12 +173,8 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     (None: never), ``epochs``) by :data:`CRITERIA`; the control is judged by calling this on
     ``{"main": m["control"]}``."""
     recs = m["main"]
-    seeds = [r["seed"] for r in recs]
     ratio = [r["n_params"] / max(1, r["n_train"]) for r in recs]
     epochs = [float(r["fit_epoch"]) if r.get("fit_epoch") is not None else float(r.get("epochs", 0)) + 1
               for r in recs]
-    return verdict_from_checks([
-        CRITERIA["over-parameterized"].judge(ratio, seeds=seeds),
-        CRITERIA["train error ~0"].judge(per_seed(recs, "train_error"), seeds=seeds),
-        CRITERIA["epochs to fit"].judge(epochs, seeds=seeds),
-    ])
+    return CRITERIA.judge_records(recs, {"over-parameterized": ratio, "train error ~0": "train_error",
+                                         "epochs to fit": epochs})

@@ -24,7 +24,6 @@ cannot fit random labels (nor MNIST-1D's clean ones), so the memorization claim 
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -34,8 +33,11 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, describe_model, fit_epoch, new_figure, save_figure, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
+from .common import (
+    describe_data, describe_model, fit_epoch, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
+    Timer, train_run,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval
 
 ID = "A3"
 VERSION = 2
@@ -84,36 +86,20 @@ CRITERIA = Criteria(
 )
 
 
-def memorization_mlp(p: float, profile: str = "quick") -> TrainConfig:
-    """Adam MLP on MNIST-1D with a fraction ``p`` of training labels random (shared by A2 and A3).
-
-    quick: :func:`recipes.memorization_mlp` on a 1000-example training subset (40-256-256-10, 78,858
-    parameters, Adam lr 1e-3, batch 128, 60 epochs, about 1.5 s a run); full: the recipe's full profile
-    (all 4000 examples, 40-512-512-10, 100 epochs).
-    """
-    cfg = recipes.memorization_mlp(p, profile)
-    if profile == "quick":
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subsample=1000))
-    return cfg
-
-
-def deep_linear_mlp(p: float, profile: str = "quick") -> TrainConfig:
-    """The negative control of A2 and A3: :func:`memorization_mlp`'s data, optimizer and budget on a deep
-    *linear* net (40-64-64-10, identity activations, 7,434 parameters): over-parameterized by count, but
-    it represents only linear classifiers."""
-    base = memorization_mlp(p, profile)
-    return dataclasses.replace(base, model=dataclasses.replace(
-        base.model, model_kwargs={"width": 64, "depth": 2, "activation": "identity"}))
+# A2's and A3's recipes live in :mod:`recipes`; these names stay importable from here.
+memorization_mlp = recipes.random_labels_mlp
+deep_linear_mlp = recipes.deep_linear_mlp
+with_noise = recipes.with_label_noise
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """A3 settings.
 
     Attributes:
-        train: the run at ``p = 0`` (:func:`memorization_mlp`, shared with A2); the sweep changes only
+        train: the run at ``p = 0`` (:func:`recipes.random_labels_mlp`, shared with A2); the sweep changes only
             ``data.label_noise``.
-        control: the negative control's run at ``p = 0`` (:func:`deep_linear_mlp`, shared with A2).
+        control: the negative control's run at ``p = 0`` (:func:`recipes.deep_linear_mlp`, shared with A2).
         noise: the label-corruption fractions ``p``.
         control_noise: the fractions the control is run at (the deep linear net fits none of them, so the
             middle of the sweep adds nothing but CPU time).
@@ -129,16 +115,8 @@ class Config:
     fit_threshold: float = 0.01
 
     @classmethod
-    def quick(cls) -> "Config":
-        return cls()
-
-    @classmethod
     def full(cls) -> "Config":
         return cls(train=memorization_mlp(0.0, "full"), control=deep_linear_mlp(0.0, "full"), seeds=(0, 1, 2, 3, 4))
-
-
-def with_noise(train: TrainConfig, p: float) -> TrainConfig:
-    return dataclasses.replace(train, data=dataclasses.replace(train.data, label_noise=float(p)))
 
 
 def _measure(cfg: TrainConfig, fit_threshold: float, cache_dir: Path, progress: Callable[[str], None],
@@ -287,13 +265,10 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     notes = ["MNIST-1D clean labels are themselves hard for an MLP (test error ~0.5 at p=0), so fitting them is "
              "close to memorization already; the growth of steps with p is therefore smaller than Zhang et al.'s "
              "CIFAR-10 factor."]
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
-        seeds={"runs": list(config.seeds), "control": list(config.seeds),
-               "note": "init, data order, label corruption and training subset derive from each seed"},
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer, comparison=comparison,
+        seeds=same_seeds(config.seeds, "init, data order, label corruption and training subset derive from each seed"),
         data=describe_data(bundle) + f"; labels corrupted for p in {list(config.noise)}",
-        timings=timer.seconds, notes=notes,
+        notes=notes,
     )
 
 
@@ -311,10 +286,8 @@ def _figure(recs: list[dict[str, Any]], ctrl: list[dict[str, Any]], config: Conf
         ax.plot(np.arange(len(r["train_error_curve"])), r["train_error_curve"], color="0.45", lw=0.9, ls="--",
                 label=f"control p={ps[-1]:g}" if j == 0 else None)
     ax.axhline(config.fit_threshold, color="0.5", lw=0.8, ls=":", label=f"fit threshold {config.fit_threshold:g}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("train error (labels trained on)")
-    ax.set_title("train error, one line per seed", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+    label_axes(ax, xlabel="epoch", ylabel="train error (labels trained on)", title="train error, one line per seed",
+               title_size=9, legend=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     # (b) final train and test error vs p, per seed (small horizontal offsets) and the mean
     ax = axes[1]
     off = np.linspace(-0.02, 0.02, max(1, len(config.seeds)))
@@ -329,11 +302,10 @@ def _figure(recs: list[dict[str, Any]], ctrl: list[dict[str, Any]], config: Conf
     ax.plot([ps[-1] + 0.04] * len(ctr), ctr, "x", color="0.45",
             ms=5, label=f"control train error p={ps[-1]:g}")
     ax.axhline(chance, color="0.5", lw=0.8, ls="--", label=f"chance {chance:.2f}")
-    ax.set_xlabel("label corruption p")
-    ax.set_ylabel("final error")
+    label_axes(ax, xlabel="label corruption p", ylabel="final error")
     ax.set_ylim(-0.05, 1.05)
-    ax.set_title("final errors", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    label_axes(ax, title="final errors", title_size=9, legend=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+               frameon=False)
     # (c) steps to fit vs p, per seed; a run that never fit is an open triangle at its lower bound
     ax = axes[2]
     for k, s in enumerate(sorted({r["seed"] for r in recs})):
@@ -345,10 +317,9 @@ def _figure(recs: list[dict[str, Any]], ctrl: list[dict[str, Any]], config: Conf
         if nf:
             ax.plot([r["p"] + dx for r in nf], [_censored_steps(r) for r in nf], "^", color=f"C{k}", mfc="white",
                     ms=7, label=f"seed {s}: never fit (lower bound)")
-    ax.set_xlabel("label corruption p")
-    ax.set_ylabel(f"steps to train error <= {config.fit_threshold:g}")
-    ax.set_title("steps to fit, one line per seed", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    label_axes(ax, xlabel="label corruption p", ylabel=f"steps to train error <= {config.fit_threshold:g}",
+               title="steps to fit, one line per seed", title_size=9, legend=7, loc="upper center",
+               bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     return save_figure(fig, work_dir, "random_labels",
                        "Left: train error per epoch, one colour per corruption fraction p and one line per seed "
                        "(grey dashed: the deep-linear control at p=1). Middle: final train and test error vs p for "

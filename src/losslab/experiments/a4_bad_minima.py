@@ -51,8 +51,11 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, evaluator, new_figure, run_lock, save_figure, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
+from .common import (
+    describe_data, evaluator, label_axes, new_figure, ratio_panel, row_result, RowConfig, run_lock, same_seeds,
+    save_figure, Timer, train_run,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
 ID = "A4"
 VERSION = 4
@@ -64,16 +67,17 @@ __all__ = ["ID", "VERSION", "COST", "CRITERIA", "Config", "run", "judge", "train
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("clean model fits", "clean solution's error on its training set", "<=", 0.01,
-                  "a claim about minima needs minima: train error <= 1% (issue 14, like with like)",
-                  precondition=True),
-        Criterion("poisoned model fits", "from-scratch poisoned solution's error on its training set (clean + "
-                  "poison rows)", "<=", 0.01, "as above: the bad minimum must fit the poison too (Huang et al.)",
-                  precondition=True),
-        Criterion("gen-viz end fits", "error of the unconstrained warm-started poisoned search's end on its "
-                  "training set (clean + poison rows)", "<=", 0.01,
-                  "the primary measurement must end at a minimum of the poisoned loss (train error <= 1%)",
-                  precondition=True),
+        trained_to_minimum("clean solution's error on its training set",
+                           "a claim about minima needs minima: train error <= 1% (issue 14, like with like)",
+                           name="clean model fits"),
+        trained_to_minimum("from-scratch poisoned solution's error on its training set (clean + "
+                           "poison rows)",
+                           "as above: the bad minimum must fit the poison too (Huang et al.)",
+                           name="poisoned model fits"),
+        trained_to_minimum("error of the unconstrained warm-started poisoned search's end on its "
+                           "training set (clean + poison rows)",
+                           "the primary measurement must end at a minimum of the poisoned loss (train error <= 1%)",
+                           name="gen-viz end fits"),
     ),
     claims=(
         Criterion("generalizes worse", "test error of the poisoned solution - test error of the clean solution",
@@ -123,7 +127,7 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """A4 settings.
 
     Attributes:
@@ -158,10 +162,6 @@ class Config:
     basin_threshold: float = 0.1
     basin_rtol: float = 1e-2
     seed: int = 0
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -294,32 +294,31 @@ def train_warm_started(config: TrainConfig, start: Mapping[str, Any], *, cache_d
     Returns:
         The :class:`losslab.runs.Run`; its step-0 checkpoint is ``start``.
     """
-    from ..runs import Run, run_dir_for
-    from ..train import train
-
-    out = Path(cache_dir) / "warm" / tag
     callback = _WarmStart(start, {"tag": tag, **dict(source or {})})
-    cbs = [callback, *callbacks]
-    rdir = run_dir_for(config, out, cbs)
-    if Run(rdir).done:
-        if progress:
-            progress(f"reusing warm-started run {tag}/{rdir.name}")
-        return Run(rdir)
-    with run_lock(Path(cache_dir) / "warm" / ".locks" / f"{tag}-{rdir.name}.lock"):
-        if Run(rdir).done:
-            return Run(rdir)
-        if progress:
-            labels = ("extra rows correctly labelled" if any(isinstance(c, TrueLabels) for c in callbacks)
-                      else f"poison {config.data.poison}")
-            progress(f"training {tag}/{rdir.name} warm-started: {config.optim.optimizer} lr {config.optim.lr:g}, "
-                     f"{config.optim.epochs} epochs, {labels}")
-        return train(config, out=out, callbacks=cbs, progress=False, force=True)
+
+    def what() -> str:
+        labels = ("extra rows correctly labelled" if any(isinstance(c, TrueLabels) for c in callbacks)
+                  else f"poison {config.data.poison}")
+        return (f" warm-started: {config.optim.optimizer} lr {config.optim.lr:g}, {config.optim.epochs} epochs, "
+                f"{labels}")
+
+    return _train_cached(config, cache_dir=cache_dir, tag=tag, callbacks=[callback, *callbacks], progress=progress,
+                         reused="warm-started run", training=what)
 
 
 def train_with_callbacks(config: TrainConfig, *, cache_dir: str | Path, tag: str, callbacks: Sequence[Any],
                          progress: Callable[[str], None] | None = None) -> Any:
     """Train ``config`` from its own initialization with ``callbacks`` (e.g. :class:`TrueLabels`), or reuse the
     finished run, in ``cache_dir/warm/<tag>/`` under a lock (like :func:`train_warm_started`)."""
+    return _train_cached(config, cache_dir=cache_dir, tag=tag, callbacks=callbacks, progress=progress, reused="run",
+                         training=lambda: f": {config.optim.optimizer} lr {config.optim.lr:g}, "
+                                          f"{config.optim.epochs} epochs")
+
+
+def _train_cached(config: TrainConfig, *, cache_dir: str | Path, tag: str, callbacks: Sequence[Any],
+                  progress: Callable[[str], None] | None, reused: str, training: Callable[[], str]) -> Any:
+    """Train ``config`` with ``callbacks`` into ``cache_dir/warm/<tag>/`` or reuse the finished run, under a
+    lock; ``reused`` and ``training()`` complete the progress messages."""
     from ..runs import Run, run_dir_for
     from ..train import train
 
@@ -327,14 +326,13 @@ def train_with_callbacks(config: TrainConfig, *, cache_dir: str | Path, tag: str
     rdir = run_dir_for(config, out, callbacks)
     if Run(rdir).done:
         if progress:
-            progress(f"reusing run {tag}/{rdir.name}")
+            progress(f"reusing {reused} {tag}/{rdir.name}")
         return Run(rdir)
     with run_lock(Path(cache_dir) / "warm" / ".locks" / f"{tag}-{rdir.name}.lock"):
         if Run(rdir).done:
             return Run(rdir)
         if progress:
-            progress(f"training {tag}/{rdir.name}: {config.optim.optimizer} lr {config.optim.lr:g}, "
-                     f"{config.optim.epochs} epochs")
+            progress(f"training {tag}/{rdir.name}{training()}")
         return train(config, out=out, callbacks=list(callbacks), progress=False, force=True)
 
 
@@ -646,15 +644,11 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     with timer("plot"):
         fig_ref = _figure(m, st, work_dir)
     key, comparison = _text(m, st, cst, control)
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
-        seeds={"runs": list(config.seeds), "control": list(config.seeds),
-               "directions/lanczos": [config.seed + s for s in config.seeds],
-               "note": "init, data order, poison draw and poison labels derive from each run's seed"},
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer, comparison=comparison,
+        seeds=same_seeds(config.seeds, "init, data order, poison draw and poison labels derive from each run's seed",
+                         {"directions/lanczos": [config.seed + s for s in config.seeds]}),
         data=describe_data(bundle) + f"; clean runs on the first {recs[0]['n_clean']} rows; curvature on the clean "
              "training set",
-        timings=timer.seconds,
         notes=["Searches start at the final clean checkpoint (gen-viz traces every tenth epoch of the trajectory; "
                "here the end of the trajectory only). A search's end counts as a bad minimum only when it fits its "
                "training set, is 0.05 worse on test than the clean solution and, in a ball, is stationary "
@@ -749,8 +743,8 @@ def _figure(m: Mapping[str, Any], st: Sequence[Mapping[str, Any]], work_dir: Pat
     ax.plot([], [], "o", color="0.45", mfc="none", label="same search without poison")
     ax.plot([], [], "-", color="C3", lw=3, alpha=0.5, label="bracket of the nearest bad minimum")
     ax.set_xticks(range(len(recs)), [f"seed {r['seed']}" for r in recs])
-    ax.set_ylabel("d(clean, search end) / d(init, clean)")
-    ax.set_title("search ends (filled: a bad minimum found)", fontsize=9)
+    label_axes(ax, ylabel="d(clean, search end) / d(init, clean)", title="search ends (filled: a bad minimum found)",
+               title_size=9)
     ax.set_ylim(0, max(1.3, 1.15 * max(r["distance"] / s["d0c"] for rec, s in zip(recs, st)
                                            for r in (*rec["searches"], *rec["null_searches"]))))
     ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
@@ -764,34 +758,22 @@ def _figure(m: Mapping[str, Any], st: Sequence[Mapping[str, Any]], work_dir: Pat
     for i, rec in enumerate(recs):
         ax.plot([], [], "-", color=f"C{i}", label=f"seed {rec['seed']}")
     ax.plot([], [], "--", color="0.3", label="without poison")
-    ax.set_xlabel("step of the unconstrained warm-started search")
-    ax.set_ylabel("distance from start / d(init, clean)")
-    ax.set_title("unconstrained search: distance travelled", fontsize=9)
-    ax.legend(fontsize=7)
+    label_axes(ax, xlabel="step of the unconstrained warm-started search",
+               ylabel="distance from start / d(init, clean)", title="unconstrained search: distance travelled",
+               title_size=9, legend=7)
     ax = axes[1, 0]
     for i, rec in enumerate(recs):
         gv = next(x for x in rec["searches"] if x.get("rho") is None)
         ys = [rec["clean"]["test_error"], rec["poisoned"]["test_error"], gv["test_error"]]
         ax.plot([0, 1, 2], ys, "o-", color=f"C{i}", label=f"seed {rec['seed']}")
     ax.set_xticks([0, 1, 2], ["clean", "poisoned\n(from scratch)", "gen-viz\nsearch end"])
-    ax.set_ylabel("test error")
-    ax.set_title("generalization per seed", fontsize=9)
-    ax.legend(fontsize=7)
+    label_axes(ax, ylabel="test error", title="generalization per seed", title_size=9, legend=7)
     ax = axes[1, 1]
     lam = [_log_ratio(r["poisoned"]["lambda_max"], r["clean"]["lambda_max"]) for r in recs]
     wid = [_log_ratio(r["clean"]["width_mean"], r["poisoned"]["width_mean"]) for r in recs]
-    for j, (vals, name) in enumerate(((lam, "log λmax\npoisoned/clean"), (wid, "log 1-D width\nclean/poisoned"))):
-        v = [x for x in vals if math.isfinite(x)]
-        ax.plot([j] * len(v), v, "o", color="C1", alpha=0.8)
-        if len(v) >= 2:
-            iv = t_interval(v)
-            ax.errorbar([j + 0.15], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="D", color="k",
-                        capsize=4, ms=5)
-    ax.axhline(0.0, color="0.5", lw=1)
-    ax.set_xticks([0, 1], ["log λmax\npoisoned/clean", "log 1-D width\nclean/poisoned"])
-    ax.set_xlim(-0.5, 1.6)
-    ax.set_ylabel("log ratio per seed (> 0: poisoned sharper)")
-    ax.set_title("sharpness (clean training set)", fontsize=9)
+    ratio_panel(ax, [(lam, "log λmax\npoisoned/clean", "C1"), (wid, "log 1-D width\nclean/poisoned", "C1")])
+    label_axes(ax, ylabel="log ratio per seed (> 0: poisoned sharper)", title="sharpness (clean training set)",
+               title_size=9)
     return save_figure(fig, work_dir, "poisoned",
                        "Top left: distance of each search's end from the clean solution, per seed (circles: "
                        "unconstrained gen-viz search; squares: search inside a ball; red: with poison, grey: the same "

@@ -40,8 +40,11 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
-from .common import Timer, describe_data, evaluator, new_figure, save_figure, train_run
+from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
+from .common import (
+    describe_data, evaluator, interval_bar, interval_text, label_axes, new_figure, row_result, RowConfig, same_seeds,
+    save_figure, spread, Timer, train_run,
+)
 
 ID = "A5"
 VERSION = 2
@@ -51,9 +54,8 @@ _HALF = math.log10(0.5)
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("trained to a minimum", "final train error", "<=", 0.01,
-                  "the late end of the path must be a minimum: train error <= 1% (issue 14, like with like)",
-                  precondition=True),
+        trained_to_minimum("final train error",
+                           "the late end of the path must be a minimum: train error <= 1% (issue 14, like with like)"),
         Criterion("Lanczos converged", "Lanczos runs (start and end of the path) that did not converge", "<", 0.5,
                   "an unconverged λmin is not a measurement", precondition=True),
     ),
@@ -88,7 +90,7 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """A5 settings.
 
     Attributes:
@@ -113,19 +115,9 @@ class Config:
     slq_steps: int = 30
 
     @classmethod
-    def quick(cls) -> "Config":
-        return cls()
-
-    @classmethod
     def full(cls) -> "Config":
         return cls(train=recipes.mnist1d_mlp("full"), seeds=(0, 1, 2, 3, 4), num_checkpoints=8,
                    hessian_examples=2000, slq_probes=4, slq_steps=60)
-
-
-def _pick(n: int, k: int) -> list[int]:
-    if k <= 0 or k >= n:
-        return list(range(n))
-    return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
 
 
 def _probe_seed(seed: int, role: int) -> int:
@@ -179,7 +171,7 @@ def _measure_seed(config: Config, seed: int, cache_dir: Path, progress: Callable
         met = ev.evaluate(pt)
         rec.update(step=int(step), loss=float(met["loss"]), error=1 - float(met["accuracy"]))
     path = []
-    picked = _pick(len(traj), config.num_checkpoints)
+    picked = spread(range(len(traj)), config.num_checkpoints)
     for j, i in enumerate(picked):
         if i == 0:
             path.append({k: start[k] for k in ("step", "loss", "lambda_min", "lambda_max", "converged")})
@@ -220,8 +212,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         fig_ref = _figure(recs, st, cst, work_dir)
 
     def iv(vals: Sequence[float]) -> str:
-        i = t_interval(vals)
-        return f"{i.mean:.2f} [{i.lo:.2f}, {i.hi:.2f}]"
+        return interval_text(vals, ".2f")
 
     def fac_num(vals: Sequence[float]) -> float:  # the factor a log10 ratio < 0 shrinks by (geometric mean)
         return float(10 ** -np.mean(vals))
@@ -240,30 +231,29 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         f"seed {r['seed']}: λmin {r['start']['lambda_min']:.3g} → {r['end']['lambda_min']:.3g}, λmax "
         f"{r['start']['lambda_max']:.3g} → {r['end']['lambda_max']:.3g}, N- {r['start']['neg_mass']:.2e} → "
         f"{r['end']['neg_mass']:.2e}, N+ {r['start']['pos_mass']:.2e} → {r['end']['pos_mass']:.2e}" for r in recs)
-    comparison = (
-        f"Hessian of the training loss on {config.hessian_examples} examples at the initialization and at the end of "
-        f"training of {len(recs)} SGD runs (final train error " + ", ".join(f"{r['train_error']:.3f}" for r in recs)
-        + f"; subset loss {np.mean([r['start']['loss'] for r in recs]):.3f} → "
-        f"{np.mean([r['end']['loss'] for r in recs]):.3g} on average). {per}. Mean log10 ratio end/start over seeds "
-        f"(95% t-interval): |λmin| {iv(st['lambda_min'])}, negative mass {iv(st['neg_mass'])} (threshold "
-        f"{_HALF:.3f} = halving); λmax {iv(st['lambda_max'])}, positive mass {iv(st['pos_mass'])}. The control "
-        f"(θ_T measured twice) gives |λmin| {iv(cst['lambda_min'])} and negative mass {iv(cst['neg_mass'])}. "
-        "Negative eigenvalues can only come from the residual (non-Gauss-Newton) term of the cross-entropy Hessian, "
-        "which vanishes as the training loss goes to zero; over the same path |λmin| fell "
-        f"{fac(st['lambda_min'])}x and the negative mass {fac(st['neg_mass'])}x, the positive mass "
-        f"{fac(st['pos_mass'])}x, while λmax grew {1 / fac_num(st['lambda_max']):.2g}x (geometric means over seeds)."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
-        seeds={"runs": list(config.seeds), "control": list(config.seeds),
-               "note": "init and data order from each run's seed; Hessian subset and Lanczos/SLQ probes derive "
-                       "from it (start and end of the path use different probe seeds)"},
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
+        seeds=same_seeds(
+            config.seeds, "init and data order from each run's seed; Hessian subset and Lanczos/SLQ probes derive "
+                          "from it (start and end of the path use different probe seeds)"),
         data=describe_data(bundle) + f"; Hessian on {config.hessian_examples} training examples per seed",
-        timings=timer.seconds,
         notes=["Dauphin et al.'s index (the fraction of negative eigenvalues) is not judged: SLQ cannot tell the sign "
                "of the many eigenvalues in the bulk at zero; the weighted negative mass N- is robust to them.",
                "The checkpoints between start and end (figure) are measured with Lanczos only."],
+        comparison=(
+            f"Hessian of the training loss on {config.hessian_examples} examples at the initialization and at "
+            f"the end of training of {len(recs)} SGD runs (final train error "
+            + ", ".join(f"{r['train_error']:.3f}" for r in recs)
+            + f"; subset loss {np.mean([r['start']['loss'] for r in recs]):.3f} → "
+            f"{np.mean([r['end']['loss'] for r in recs]):.3g} on average). {per}. Mean log10 ratio end/start over "
+            f"seeds (95% t-interval): |λmin| {iv(st['lambda_min'])}, negative mass {iv(st['neg_mass'])} (threshold "
+            f"{_HALF:.3f} = halving); λmax {iv(st['lambda_max'])}, positive mass {iv(st['pos_mass'])}. The control "
+            f"(θ_T measured twice) gives |λmin| {iv(cst['lambda_min'])} and negative mass {iv(cst['neg_mass'])}. "
+            "Negative eigenvalues can only come from the residual (non-Gauss-Newton) term of the cross-entropy "
+            "Hessian, which vanishes as the training loss goes to zero; over the same path |λmin| fell "
+            f"{fac(st['lambda_min'])}x and the negative mass {fac(st['neg_mass'])}x, the positive mass "
+            f"{fac(st['pos_mass'])}x, while λmax grew {1 / fac_num(st['lambda_max']):.2g}x "
+            "(geometric means over seeds)."
+        ),
     )
 
 
@@ -336,10 +326,8 @@ def _figure(recs: Sequence[Mapping[str, Any]], st: Mapping[str, list[float]], cs
                 label="control: θ_T again" if i == 0 else None)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("step + 1")
-    ax.set_ylabel("|λmin| (solid), λmax (dashed)")
-    ax.set_title("extreme Hessian eigenvalues along training", fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    label_axes(ax, xlabel="step + 1", ylabel="|λmin| (solid), λmax (dashed)",
+               title="extreme Hessian eigenvalues along training", title_size=9, legend=7, loc="lower left")
     ax = axes[1]
     groups = [("|λmin|", st["lambda_min"], "C0"), ("|λmin|\ncontrol", cst["lambda_min"], "0.4"),
               ("neg. mass", st["neg_mass"], "C3"), ("neg. mass\ncontrol", cst["neg_mass"], "0.4"),
@@ -349,16 +337,13 @@ def _figure(recs: Sequence[Mapping[str, Any]], st: Mapping[str, list[float]], cs
         ok = np.isfinite(v)
         ax.plot(np.full(ok.sum(), j) + np.linspace(-0.12, 0.12, ok.sum()), v[ok], "o", color=color, ms=4, alpha=0.8)
         if ok.sum() >= 2:
-            iv = t_interval(v[ok])
-            ax.errorbar([j + 0.25], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="s", color=color,
-                        capsize=3, ms=4)
+            interval_bar(ax, j + 0.25, v[ok], fmt="s", color=color, capsize=3, ms=4)
     ax.axhline(_HALF, color="k", ls="--", lw=0.8, label="halving (log10 0.5)")
     ax.axhline(0.0, color="0.6", lw=0.6)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g[0] for g in groups], fontsize=7)
-    ax.set_ylabel("log10(end / start)")
-    ax.set_title("per seed (dots) and mean with 95% t-interval", fontsize=9)
-    ax.legend(fontsize=7)
+    label_axes(ax, ylabel="log10(end / start)", title="per seed (dots) and mean with 95% t-interval", title_size=9,
+               legend=7)
     return save_figure(fig, work_dir, "negative_curvature",
                        "Left: |λmin| (solid) and λmax (dashed) of the Hessian along each SGD run (one colour per "
                        "seed); x: the control's second measurement of θ_T. Right: log10 of end/start per seed for "

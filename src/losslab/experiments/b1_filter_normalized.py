@@ -44,8 +44,11 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, evaluator, new_figure, save_figure, train_config, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed
+from .common import (
+    describe_data, evaluator, label_axes, new_figure, row_result, RowConfig, save_figure, Timer, train_config,
+    train_run,
+)
+from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
 
 ID = "B1"
 VERSION = 2
@@ -57,10 +60,12 @@ _NONCONVEXITY = ("mean over the interior points of a filter-normalized plane of 
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("both nets trained to a minimum", "train error of the worse-trained net of the pair", "<=", 0.01,
-                  "issue 14: rows about minima need train error <= 1%; B1 compares two trained minima (an untrained "
-                  "no-skip net sits at a non-stationary point, where a random plane almost surely holds a descent "
-                  "direction)", precondition=True),
+        trained_to_minimum(
+            "train error of the worse-trained net of the pair",
+            "issue 14: rows about minima need train error <= 1%; B1 compares two trained minima (an untrained "
+            "no-skip net sits at a non-stationary point, where a random plane almost surely holds a descent "
+            "direction)",
+            name="both nets trained to a minimum"),
     ),
     claims=(
         Criterion("per-filter norms equal the weights'",
@@ -135,7 +140,7 @@ def resnet_recipe(skip: bool, profile: str = "quick") -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """B1 settings.
 
     Attributes:
@@ -157,10 +162,6 @@ class Config:
     span: float = 1.0
     eval_examples: int = 256
     roughness_rtol: float = 1e-3
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -406,14 +407,12 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     ]
     if other_way:
         notes.append("Context statistics pointing the other way: " + ", ".join(c.name for c in other_way) + ".")
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        notes=notes, criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer, comparison=comparison,
+        notes=notes,
         seeds={"pairs (init/order of both nets, plane)": list(config.seeds),
                "control nets with skips": list(config.control_seeds)},
         data=describe_data(bundle) + f"; surfaces on the first {pairs[0]['a']['n_eval']} training examples "
         "(BatchNorm statistics recomputed on them at every grid point)",
-        timings=timer.seconds,
     )
 
 
@@ -433,9 +432,7 @@ def _figure(pairs: list[dict[str, Any]], control_pairs: list[dict[str, Any]], gr
         ax.plot([0], [0], "r*", ms=9)
         ax.set_title(f"{rec['label']}, seed {rec['seed']}: train err {rec['train_error']:.3f}\n"
                      f"non-convexity {rec['nonconvexity']:.3f}", fontsize=9)
-        ax.set_xlabel("x (filter-normalized)")
-        ax.set_ylabel("y")
-        ax.legend(fontsize=7, loc="lower left")
+        label_axes(ax, xlabel="x (filter-normalized)", ylabel="y", legend=7, loc="lower left")
     fig.colorbar(cs, ax=axes[1], label="log10 train loss (shared scale)")
     ax = axes[2]
     cols = {"with skips": "C0", "without skips": "C3", "control": "C2"}
@@ -452,8 +449,8 @@ def _figure(pairs: list[dict[str, Any]], control_pairs: list[dict[str, Any]], gr
     v = [p["a"]["nonconvexity"] for p in control_pairs]
     ax.hlines(np.mean(v), 1.8, 2.2, color="k", lw=1.5)
     ax.set_xticks([0, 1, 2], ["with skips", "without\nskips", "control:\nskips, other seed"], fontsize=8)
-    ax.set_ylabel("slice non-convexity (mean ratio)")
-    ax.set_title("per seed (lines join a pair; bar: mean)", fontsize=9)
+    label_axes(ax, ylabel="slice non-convexity (mean ratio)", title="per seed (lines join a pair; bar: mean)",
+               title_size=9)
     ax.set_xlim(-0.5, 2.5)
     return save_figure(fig, work_dir, "planes",
                        "Left, middle: log10 train loss on the filter-normalized plane of seed "

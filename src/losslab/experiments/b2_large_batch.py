@@ -44,8 +44,11 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, evaluator, interpolate, new_figure, save_figure, train_config, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
+from .common import (
+    describe_data, evaluator, interpolate, interval_bar, label_axes, new_figure, row_result, RowConfig, save_figure,
+    Timer, train_config, train_run,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
 ID = "B2"
 VERSION = 2
@@ -56,9 +59,11 @@ __all__ = ["ID", "VERSION", "COST", "CRITERIA", "Config", "run", "judge", "keska
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("both trained to a minimum", "the larger train error of the pair at the matched points", "<=", 0.01,
-                  "SURVEY check 'both runs trained to ~0 train error (matched!)'; 1% is the project's 'trained to a "
-                  "minimum' (issue 14) and the row's earlier tolerance", precondition=True),
+        trained_to_minimum(
+            "the larger train error of the pair at the matched points",
+            "SURVEY check 'both runs trained to ~0 train error (matched!)'; 1% is the project's 'trained to a "
+            "minimum' (issue 14) and the row's earlier tolerance",
+            name="both trained to a minimum"),
         Criterion("losses matched", "|L_SB - L_LB| / max(L_SB, L_LB) at the matched points", "<=", 0.25,
                   "SURVEY 'matched': compared at the same training loss; 25% is the row's tolerance registered "
                   "before this change", precondition=True),
@@ -116,7 +121,7 @@ def keskar_pair(profile: str = "quick") -> tuple[TrainConfig, TrainConfig]:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """B2 settings.
 
     Attributes:
@@ -146,10 +151,6 @@ class Config:
     def __post_init__(self) -> None:
         if len(self.control_order_seeds) != len(self.seeds):
             raise ValueError("control_order_seeds needs one data-order seed per seed")
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -335,29 +336,27 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         f"{x['lb']['step']}), λmax {x['sb']['lambda_max']:.3g} -> {x['lb']['lambda_max']:.3g}, ε-sharpness "
         f"{x['sb']['eps_sharpness']:.3g} -> {x['lb']['eps_sharpness']:.3g}, test error {x['sb']['test_error']:.3f} -> "
         f"{x['lb']['test_error']:.3f}" for x in pairs)
-    comparison = (
-        f"SB (batch {pairs[0]['sb']['batch_size']}) vs LB (full batch), same init and data order, over "
-        f"{len(pairs)} seeds: {per}. LB/SB λmax ratio {ivs(iv['lam_ratio'])}; ε-sharpness ratio "
-        f"{ivs(iv['eps_ratio'])}; test-error gap LB - SB {ivs(iv['gap'], '+.4f')}. Control (two SB runs, other data "
-        f"order): λmax ratio {ivs(civ['lam_ratio'])}, ε-sharpness ratio {ivs(civ['eps_ratio'])}, gap "
-        f"{ivs(civ['gap'], '+.4f')}; control verdict {cverdict.status}. Dinh et al.'s caveat (seed {d['seed']}): "
-        f"rescaling SB by α={d['alpha']:g} (outputs equal to {d['output_rel_diff']:.1e}) multiplies its λmax by "
-        f"{d['lambda_max_rescaled'] / d['lambda_max']:.3g} (to {d['lambda_max_rescaled']:.3g}, "
-        f"{'above' if d['lambda_max_rescaled'] > pairs[0]['lb']['lambda_max'] else 'below'} LB's "
-        f"{pairs[0]['lb']['lambda_max']:.3g}) while its adaptive sharpness changes by {d['adaptive_rel_diff']:.1e} "
-        f"(relative)."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
         seeds={"pairs": list(config.seeds), "control_order": list(config.control_order_seeds),
                "note": "SB and LB of a pair share init and data-order seeds; the control's second SB run shares the "
                        "init and uses its own data-order seed"},
-        data=describe_data(measure.bundle) + "; sharpness on the full training set", timings=timer.seconds,
+        data=describe_data(measure.bundle) + "; sharpness on the full training set",
         notes=["LB is full-batch Adam (Keskar et al. used 10% of the data); the runs are compared at the same "
                "training loss (first checkpoint at or below the larger final loss).",
                "Dinh et al. 2017: λmax and ε-sharpness are not invariant under reparametrizations that keep the "
                "function, so 'sharper' here is a statement about these parametrizations, not about the functions."],
+        comparison=(
+            f"SB (batch {pairs[0]['sb']['batch_size']}) vs LB (full batch), same init and data order, over "
+            f"{len(pairs)} seeds: {per}. LB/SB λmax ratio {ivs(iv['lam_ratio'])}; ε-sharpness ratio "
+            f"{ivs(iv['eps_ratio'])}; test-error gap LB - SB {ivs(iv['gap'], '+.4f')}. Control (two SB runs, other "
+            f"data order): λmax ratio {ivs(civ['lam_ratio'])}, ε-sharpness ratio {ivs(civ['eps_ratio'])}, gap "
+            f"{ivs(civ['gap'], '+.4f')}; control verdict {cverdict.status}. Dinh et al.'s caveat (seed {d['seed']}): "
+            f"rescaling SB by α={d['alpha']:g} (outputs equal to {d['output_rel_diff']:.1e}) multiplies its λmax by "
+            f"{d['lambda_max_rescaled'] / d['lambda_max']:.3g} (to {d['lambda_max_rescaled']:.3g}, "
+            f"{'above' if d['lambda_max_rescaled'] > pairs[0]['lb']['lambda_max'] else 'below'} LB's "
+            f"{pairs[0]['lb']['lambda_max']:.3g}) while its adaptive sharpness changes by {d['adaptive_rel_diff']:.1e} "
+            f"(relative)."
+        ),
     )
 
 
@@ -404,24 +403,20 @@ def _figure(m: Mapping[str, Any], st: Mapping[str, list[float]], cst: Mapping[st
     ax.set_yscale("log")
     ax.set_xticks([0, 1, 2], ["λmax", "ε-sharpness", "Dinh\n(same function)"], fontsize=8)
     ax.set_xlim(-0.6, 2.6)
-    ax.set_ylabel("ratio (log scale)")
-    ax.set_title("sharpness ratios, one point per seed", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    label_axes(ax, ylabel="ratio (log scale)", title="sharpness ratios, one point per seed", title_size=9, legend=7,
+               loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     # (c) per-seed test-error gaps
     ax = axes[2]
     for x, s, col, lab in ((0, st, "C1", "LB - SB"), (1, cst, "0.45", "control SB' - SB")):
         v = np.asarray(s["gap"], dtype=float) * 100
         ax.plot(x + _jitter(v.size), v, "o", color=col, mfc="none", ms=5, label=f"{lab}, each seed")
         if v.size >= 2:
-            iv = t_interval(v)
-            ax.errorbar([x + 0.15], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="_", color=col,
-                        ms=12, capsize=3, label=f"{lab}, 95% CI")
+            interval_bar(ax, x + 0.15, v, fmt="_", color=col, ms=12, capsize=3, label=f"{lab}, 95% CI")
     ax.axhline(0.0, color="0.5", lw=0.8, ls=":")
     ax.set_xticks([0, 1], ["LB vs SB", "control"], fontsize=8)
     ax.set_xlim(-0.5, 1.6)
-    ax.set_ylabel("test-error gap (% points)")
-    ax.set_title("test-error gap, one point per seed", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    label_axes(ax, ylabel="test-error gap (% points)", title="test-error gap, one point per seed", title_size=9,
+               legend=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     return save_figure(fig, work_dir, "large_batch",
                        "Left: Keskar et al.'s parametric plot between the small-batch (a=0) and the large-batch (a=1) "
                        "solutions of the first seed (solid: train, dashed: test). Middle: per-seed sharpness ratios "

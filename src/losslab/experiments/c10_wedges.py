@@ -44,8 +44,10 @@ import numpy as np
 
 from ..config import TrainConfig
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, new_figure, save_figure, train_config, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion
+from .common import (
+    describe_data, label_axes, new_figure, row_result, RowConfig, save_figure, Timer, train_config, train_run,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, trained_to_minimum
 
 ID = "C10"
 VERSION = 2
@@ -58,9 +60,8 @@ WIDTH_GRID = (0.01, 2.0, 40)
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("trained to a minimum", "train error of the solution", "<=", 0.01,
-                  "a claim about low-loss regions needs solutions in them: train error <= 1% (issue 14)",
-                  precondition=True),
+        trained_to_minimum("train error of the solution",
+                           "a claim about low-loss regions needs solutions in them: train error <= 1% (issue 14)"),
     ),
     claims=(
         Criterion("radial tunnel", "largest rise of the training loss along the ray from the origin through the "
@@ -114,7 +115,7 @@ def digits_small_mlp(epochs: int = 40) -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C10 settings.
 
     Attributes:
@@ -154,10 +155,6 @@ class Config:
     toy_solution_steps: int = 440
     ball_radius: float = 3.0
     ball_width: float = 1.0
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -457,30 +454,28 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     L0 = [r["train_loss"][0] for r in sols]
     Ls = [float(np.interp(r["norm"], r["radii"], r["train_loss"])) for r in sols]
     Le = [r["train_loss"][-1] for r in sols]
-    comparison = (
-        f"Along the ray from the origin through each trained MLP (train error "
-        f"{', '.join(format(r['train_error'], '.4f') for r in sols)}) the training loss goes from {L0[0]:.3f} (= ln "
-        f"{bundle.num_classes}) at r = 0 to {rng_(Ls, '.4f')} at the solution and {rng_(Le, '.4f')} at "
-        f"{config.max_factor:g}|θ*|: its largest rise above the running minimum is {rng_(st['rise'])} of L(0) "
-        f"(toy wedges: {rng_(tt['rise'])}; ball control: {rng_(ct['rise'])}). From starts at "
-        f"{ks[0]:g}-{ks[-1]:g}x the init norm, SGD in random {config.d}-dim subspaces containing the origin ends at "
-        f"radii within {rng_(st['spread'])}x of each other per seed (toy: {rng_(tt['spread'])}x; ball: "
-        f"{rng_(ct['spread'])}x: the ball is drawn to one radius too, so this check does not single out wedges; "
-        f"the radial tunnel does). Widths along random directions double at twice the radius (ratio "
-        f"{rng_(st['width_ratio'])}; toy {rng_(tt['width_ratio'])}), as positive homogeneity of ReLU nets implies. "
-        f"Test accuracy with minus without the origin: from {ks[-1]:g}x {rng_(st['gain_far'], '+.3f')} (the toy, "
-        f"whose wedges are scale-invariant, predicts no gain: {rng_(tt['gain_far'], '+.2f')}), from 1x "
-        f"{rng_(st['gain_default'], '+.3f')}. The toy model passes its own checks ({tverdict.status}); the ball "
-        f"control gives {cverdict.status}."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
         seeds={"solutions": ss, "subspace": ss, "toy": ss, "control": ss,
                "note": "subspace seed s: init s, projection 104729 s + d, data order s; toy seed s: wedges, start "
                        "and projections"},
         data=describe_data(bundle) + "; radial losses on the full train set; toy: D = "
-             f"{config.toy_D}, {config.toy_K} wedges of {config.toy_n} long directions", timings=timer.seconds,
+             f"{config.toy_D}, {config.toy_K} wedges of {config.toy_n} long directions",
+        comparison=(
+            f"Along the ray from the origin through each trained MLP (train error "
+            f"{', '.join(format(r['train_error'], '.4f') for r in sols)}) the training loss goes from {L0[0]:.3f} (= "
+            f"ln {bundle.num_classes}) at r = 0 to {rng_(Ls, '.4f')} at the solution and {rng_(Le, '.4f')} at "
+            f"{config.max_factor:g}|θ*|: its largest rise above the running minimum is {rng_(st['rise'])} of L(0) "
+            f"(toy wedges: {rng_(tt['rise'])}; ball control: {rng_(ct['rise'])}). From starts at "
+            f"{ks[0]:g}-{ks[-1]:g}x the init norm, SGD in random {config.d}-dim subspaces containing the origin ends "
+            f"at radii within {rng_(st['spread'])}x of each other per seed (toy: {rng_(tt['spread'])}x; ball: "
+            f"{rng_(ct['spread'])}x: the ball is drawn to one radius too, so this check does not single out wedges; "
+            f"the radial tunnel does). Widths along random directions double at twice the radius (ratio "
+            f"{rng_(st['width_ratio'])}; toy {rng_(tt['width_ratio'])}), as positive homogeneity of ReLU nets implies. "
+            f"Test accuracy with minus without the origin: from {ks[-1]:g}x {rng_(st['gain_far'], '+.3f')} (the toy, "
+            f"whose wedges are scale-invariant, predicts no gain: {rng_(tt['gain_far'], '+.2f')}), from 1x "
+            f"{rng_(st['gain_default'], '+.3f')}. The toy model passes its own checks ({tverdict.status}); the ball "
+            f"control gives {cverdict.status}."
+        ),
     )
 
 
@@ -529,10 +524,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
     ax.axvline(1.0, color="k", lw=0.6, ls="--")
     ax.set_yscale("log")
     ax.set_ylim(1e-3, None)
-    ax.set_xlabel("r / |θ*|")
-    ax.set_ylabel("train loss / L(0)")
-    ax.set_title("loss along the ray through the solution", fontsize=10)
-    ax.legend(fontsize=7)
+    label_axes(ax, xlabel="r / |θ*|", ylabel="train loss / L(0)", title="loss along the ray through the solution",
+               title_size=10, legend=7)
     sub = m["subspace"]
     ks = sub["start_radii"]
     for ax, what, ylabel in ((axes[1], "final_radius", "final |θ| / init norm"), (axes[2], "accuracy", "test accuracy")):
@@ -544,17 +537,14 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
         ax.set_xticks(ks)
         ax.set_xticklabels([f"{k:g}" for k in ks], fontsize=7)
         ax.minorticks_off()
-        ax.set_xlabel("start radius / init norm")
-        ax.set_ylabel(ylabel)
+        label_axes(ax, xlabel="start radius / init norm", ylabel=ylabel)
     tv = np.asarray(m["toy"]["subspace"]["final_radius"]["origin"], dtype=float)
     for j in range(tv.shape[1]):
         axes[1].plot(ks, tv[:, j], "--", color="C2", lw=0.8, alpha=0.6, label="toy, contains the origin" if j == 0 else None)
     axes[1].plot(ks, ks, color="0.6", lw=0.8, ls=":", label="no radial motion")
     axes[1].set_yscale("log")
-    axes[1].legend(fontsize=6.5)
-    axes[1].set_title("where subspace training ends", fontsize=10)
-    axes[2].legend(fontsize=6.5)
-    axes[2].set_title(f"SGD in random {sub['d']}-dim subspaces", fontsize=10)
+    label_axes(axes[1], title="where subspace training ends", title_size=10, legend=6.5)
+    label_axes(axes[2], title=f"SGD in random {sub['d']}-dim subspaces", title_size=10, legend=6.5)
     return save_figure(fig, work_dir, "wedges",
                        "Left: training loss along the ray from the origin through each solution θ* (per seed, "
                        "normalized by L(0)), with the toy wedge model (dashed, falling below the axis) and the ball-shaped control "

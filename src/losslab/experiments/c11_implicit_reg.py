@@ -37,7 +37,9 @@ import numpy as np
 
 from ..config import TrainConfig
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, new_figure, save_figure, train_config, train_run
+from .common import (
+    describe_data, label_axes, new_figure, row_result, RowConfig, save_figure, Timer, train_config, train_run,
+)
 from .criteria import Control, Criteria, Criterion, per_seed
 
 ID = "C11"
@@ -120,7 +122,7 @@ def with_width(config: TrainConfig, width: int, subsample: int = 0) -> TrainConf
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C11 settings.
 
     Attributes:
@@ -142,10 +144,6 @@ class Config:
     lr: float = 0.2
     step: str = "normalized"
     control_depth: int = 1
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -313,27 +311,29 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         f"control depth-{config.control_depth}: |w11| growth (max seed)": f"{max(s['w11_growth'] for s in cfs):.2f}x",
     }
     thr = ", ".join(str(s["threshold_width"]) for s in ws)
-    comparison = (
-        f"Test error of one-hidden-layer MLPs on digits, mean over {len(runs)} seeds, by width: "
-        + ", ".join(f"{w}: {e:.4f}" for w, e in zip(widths, mean_te))
-        + f" (interpolation width per seed: {thr}). Per seed the largest rise past the interpolation width is "
-        f"{', '.join(f'{x:+.4f}' for x in rise)} and the widest net's change {', '.join(f'{x:+.4f}' for x in fall)} "
-        f"(one test digit = {1 / len(bundle.test):.4f}). Depth-{config.depth} 2x2 factorization from {len(facts)} random "
-        f"rotation inits: loss / start {min(s['loss_ratio'] for s in fs):.2g}-{max(s['loss_ratio'] for s in fs):.2g}, "
-        f"|w11| grew {min(s['w11_growth'] for s in fs):.1f}-{max(s['w11_growth'] for s in fs):.1f}x and every norm at "
-        f"least {min(s['norm_growth'] for s in fs):.1f}x after fitting; final nuclear norm "
-        f"{min(f['nuclear'][-1] for f in facts):.3g}-{max(f['nuclear'][-1] for f in facts):.3g} vs {mn['nuclear']:.3g} for "
-        f"the minimum-nuclear-norm completion; effective rank -> {max(s['erank'] for s in fs):.3f}. Control: width "
-        f"{widths[-1]} trained on {config.control_subsample} examples changes the test error by "
-        f"{', '.join(format(s['fall'], '+.4f') for s in cs)} per seed; the depth-{config.control_depth} factorization's |w11| "
-        f"grows {max(s['w11_growth'] for s in cfs):.2f}x at most (control verdict: {cverdict.status})."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
         seeds={"runs": list(config.seeds), "factorization": list(config.seeds), "control": list(config.seeds),
                "note": "seed s: init and data order of every width; rotation of the factorization's balanced init"},
-        data=describe_data(bundle) + "; factorization: Razin & Cohen's 2x2 completion", timings=timer.seconds,
+        data=describe_data(bundle) + "; factorization: Razin & Cohen's 2x2 completion",
+        comparison=(
+            f"Test error of one-hidden-layer MLPs on digits, mean over {len(runs)} seeds, by width: "
+            + ", ".join(f"{w}: {e:.4f}" for w, e in zip(widths, mean_te))
+            + f" (interpolation width per seed: {thr}). Per seed the largest rise past the interpolation width is "
+            f"{', '.join(f'{x:+.4f}' for x in rise)} and the widest net's change "
+            f"{', '.join(f'{x:+.4f}' for x in fall)} "
+            f"(one test digit = {1 / len(bundle.test):.4f}). Depth-{config.depth} 2x2 factorization from {len(facts)} "
+            "random rotation inits: loss / start "
+            f"{min(s['loss_ratio'] for s in fs):.2g}-{max(s['loss_ratio'] for s in fs):.2g}, "
+            f"|w11| grew {min(s['w11_growth'] for s in fs):.1f}-{max(s['w11_growth'] for s in fs):.1f}x and every norm "
+            f"at least {min(s['norm_growth'] for s in fs):.1f}x after fitting; final nuclear norm "
+            f"{min(f['nuclear'][-1] for f in facts):.3g}-{max(f['nuclear'][-1] for f in facts):.3g} vs "
+            f"{mn['nuclear']:.3g} for "
+            f"the minimum-nuclear-norm completion; effective rank -> {max(s['erank'] for s in fs):.3f}. Control: width "
+            f"{widths[-1]} trained on {config.control_subsample} examples changes the test error by "
+            f"{', '.join(format(s['fall'], '+.4f') for s in cs)} per seed; the depth-{config.control_depth} "
+            "factorization's |w11| "
+            f"grows {max(s['w11_growth'] for s in cfs):.2f}x at most (control verdict: {cverdict.status})."
+        ),
     )
 
 
@@ -357,10 +357,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
     ax.set_xticklabels([str(w) for w in widths], fontsize=7)
     ax.minorticks_off()
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("hidden width")
-    ax.set_ylabel("error")
-    ax.set_title("one-hidden-layer MLP on digits (SGD)", fontsize=10)
-    ax.legend(fontsize=6.5)
+    label_axes(ax, xlabel="hidden width", ylabel="error", title="one-hidden-layer MLP on digits (SGD)", title_size=10,
+               legend=6.5)
     ax = axes[1]
     for i, f in enumerate(m["factorizations"]):
         x = np.maximum(np.asarray(f["steps"], dtype=float), 1)
@@ -376,9 +374,9 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
     ax.axhline(m["min_nuclear"]["nuclear"], color="C0", ls=":", lw=1, label="min nuclear-norm completion")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("GD step (+1)")
-    ax.set_title(f"depth-{m['depth']} 2x2 matrix completion, {len(m['factorizations'])} inits", fontsize=10)
-    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    label_axes(ax, xlabel="GD step (+1)",
+               title=f"depth-{m['depth']} 2x2 matrix completion, {len(m['factorizations'])} inits", title_size=10,
+               legend=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, work_dir, "implicit_reg",
                        "Left: train and test error vs hidden width (same SGD budget, no regularization), each seed "
                        "thin, mean thick; crosses: the control's widest net trained on a quarter of the data. Right: "

@@ -40,8 +40,11 @@ import numpy as np
 
 from ..config import TrainConfig
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, new_figure, run_lock, save_figure, train_config, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion
+from .common import (
+    describe_data, interval_text, label_axes, new_figure, row_result, RowConfig, run_lock, save_figure, Timer,
+    train_config, train_run,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04
 
 ID = "C12"
 VERSION = 2
@@ -153,7 +156,7 @@ class RankUp:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C12 settings.
 
     Attributes:
@@ -177,10 +180,6 @@ class Config:
     rank_strength: float = 0.05
     control_subsample: int = 337
     control_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -312,10 +311,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     cd = differences(m["control"]["cells"])
 
     def iv(x: list[float]) -> str:
-        from .criteria import t_interval
-
-        i = t_interval(x)
-        return f"{i.mean:+.4f} [{i.lo:+.4f}, {i.hi:+.4f}]"
+        return interval_text(x, "+.4f")
 
     key = {
         "(a) decay to μ - decay to 0 (mean, 95% CI)": f"{iv(d['a'])} ({m['subclaims']['a']})",
@@ -337,12 +333,10 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         (f"Control, the three candidates trained on {config.control_subsample} examples: (a) {iv(cd['a'])}, "
          f"(b) {iv(cd['b'])}, (c) {iv(cd['c'])} (control verdict: {cverdict.status})."),
     ])
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer, comparison=comparison,
         seeds={"runs": list(config.seeds), "control": cseeds,
                "note": "every variant of a seed shares its init and data order"},
-        data=describe_data(bundle), timings=timer.seconds,
+        data=describe_data(bundle),
         notes=[(f"GD: {config.gd_epochs} full-batch steps at lr {config.gd_lr:g}; SGD: {config.train.optim.epochs} epochs "
                 f"of batch {config.train.optim.batch_size} at lr {config.train.optim.lr:g}; rank-raising step strength "
                 f"{config.rank_strength:g}.")],
@@ -430,9 +424,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
                 label=f"control: trained on {m['control']['subsample']} examples" if v == CONTROL_REPLACED[0] else None)
     ax.set_xticks(x)
     ax.set_xticklabels([LABELS[v] for v in VARIANTS], rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("test error")
-    ax.set_title("test error by variant (bar: mean; dots: seeds)", fontsize=10)
-    ax.legend(fontsize=6.5, loc="upper left")
+    label_axes(ax, ylabel="test error", title="test error by variant (bar: mean; dots: seeds)", title_size=10,
+               legend=6.5, loc="upper left")
     ax = axes[1]
     d = differences(cells)
     cd = differences(cc)
@@ -449,9 +442,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
     ax.axhline(0, color="0.6", lw=0.6)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([lab for _, lab in names], fontsize=7, rotation=15)
-    ax.set_ylabel("paired test-error difference")
-    ax.set_title("each sub-claim: 95% t-interval over seeds", fontsize=10)
-    ax.legend(fontsize=6.5)
+    label_axes(ax, ylabel="paired test-error difference", title="each sub-claim: 95% t-interval over seeds",
+               title_size=10, legend=6.5)
     return save_figure(fig, work_dir, "myths",
                        "Left: test error of each variant (bar: mean over seeds, dots: seeds; crosses: the control's "
                        "candidates trained on a quarter of the data). Right: the three decisive paired differences per "

@@ -31,8 +31,10 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, evaluator, new_figure, save_figure, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
+from .common import (
+    describe_data, evaluator, label_axes, new_figure, ratio_panel, row_result, RowConfig, save_figure, Timer, train_run,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
 ID = "C1"
 VERSION = 2
@@ -40,10 +42,12 @@ COST = {"quick": 30, "full": 900}
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("clean solution fits", "clean solution's error on its training set", "<=", 0.01,
-                  "basins of minima need minima: train error <= 1% (issue 14, like with like)", precondition=True),
-        Criterion("poisoned solution fits", "poisoned solution's error on its training set (clean + poison rows)",
-                  "<=", 0.01, "as above (Huang et al.'s bad minima fit the poison too)", precondition=True),
+        trained_to_minimum("clean solution's error on its training set",
+                           "basins of minima need minima: train error <= 1% (issue 14, like with like)",
+                           name="clean solution fits"),
+        trained_to_minimum("poisoned solution's error on its training set (clean + poison rows)",
+                           "as above (Huang et al.'s bad minima fit the poison too)",
+                           name="poisoned solution fits"),
     ),
     claims=(
         Criterion("wider (mean radius)", "log(mean basin radius of the clean solution / of the poisoned solution), "
@@ -72,7 +76,7 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C1 settings.
 
     Attributes:
@@ -98,10 +102,6 @@ class Config:
     profile_directions: int = 2
     profile_points: int = 31
     seed: int = 0
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -192,13 +192,11 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     with timer("plot"):
         fig_ref = _figure(m, work_dir)
     key, comparison = _text(m, control)
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer, comparison=comparison,
         seeds={"pairs": list(config.seeds), "control (other clean seeds)": list(config.control_seeds),
                "directions": [config.seed + s for s in config.seeds],
                "note": "init, data order, poison draw and labels derive from each run's seed"},
-        data=describe_data(bundle) + "; basins measured on the full clean training set", timings=timer.seconds,
+        data=describe_data(bundle) + "; basins measured on the full clean training set",
         notes=["The runs are A4's (same configs, shared run cache). The volume uses Euclidean radii of "
                "filter-normalized directions (Huang et al.'s comparison between solutions of one network)."],
     )
@@ -288,26 +286,16 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
             ax.plot(ts, ys, color=color, alpha=0.8, lw=1.2, label=name if i == 0 else None)
         ax.axhline(first[name]["threshold_loss"], color=color, ls=":", lw=1)
     ax.set_yscale("log")
-    ax.set_xlabel("t  (θ* + t·d, d filter-normalized)")
-    ax.set_ylabel("clean training loss")
+    label_axes(ax, xlabel="t  (θ* + t·d, d filter-normalized)", ylabel="clean training loss")
     ax.set_title(f"seed {pr['seed']}: loss along {len(pr['clean'])} random directions "
                  f"(dotted: L(θ*) + {m['threshold']:g})", fontsize=8)
     ax.legend(fontsize=8)
     ax = axes[1]
     st, cs = _stats(m["pairs"]), _stats(m["control"])
-    for j, (vals, name) in enumerate(((st["radius"], "clean / poisoned\n(same seed)"),
-                                      (cs["radius"], "control: clean / clean\n(other seed)"))):
-        v = [x for x in vals if math.isfinite(x)]
-        ax.plot([j] * len(v), v, "o", color="C0" if j == 0 else "0.5", alpha=0.85)
-        if len(v) >= 2:
-            iv = t_interval(v)
-            ax.errorbar([j + 0.15], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="D", color="k",
-                        capsize=4, ms=5)
-    ax.axhline(0.0, color="0.5", lw=1)
-    ax.set_xticks([0, 1], ["clean / poisoned\n(same seed)", "control: clean / clean\n(other seed)"])
-    ax.set_xlim(-0.5, 1.6)
-    ax.set_ylabel("log(mean radius ratio) per seed")
-    ax.set_title(f"basin radius over {2 * m['num_directions']} rays (black: mean, 95% t-interval)", fontsize=8)
+    ratio_panel(ax, [(st["radius"], "clean / poisoned\n(same seed)", "C0"),
+                     (cs["radius"], "control: clean / clean\n(other seed)", "0.5")], alpha=0.85)
+    label_axes(ax, ylabel="log(mean radius ratio) per seed",
+               title=f"basin radius over {2 * m['num_directions']} rays (black: mean, 95% t-interval)", title_size=8)
     return save_figure(fig, work_dir, "basins",
                        f"Left: clean training loss along random filter-normalized directions through the clean "
                        f"(blue) and the poisoned (red) solution of seed {pr['seed']}. Right: per-seed log ratio of the "

@@ -32,8 +32,11 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import pairs_of, seed_panel, Timer, describe_data, evaluator, new_figure, save_figure, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
+from .common import (
+    describe_data, evaluator, label_axes, new_figure, pairs_of, row_result, RowConfig, save_figure, seed_panel, Timer,
+    train_run,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
 ID = "C2"
 VERSION = 2
@@ -44,9 +47,7 @@ MAX_RATIO = 1 / 3
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("trained to a minimum", "final train error of the worse endpoint of each pair", "<=", 0.01,
-                  "a claim about solutions needs minima: train error <= 1% (issue 14, like with like)",
-                  precondition=True),
+        trained_to_minimum("final train error of the worse endpoint of each pair"),
         Criterion("line has a barrier", "test-error barrier of the straight line (max - mean of endpoints)", ">", 0.02,
                   "C2 v1: a curve cannot remove a barrier that is not there (SURVEY pilot line barrier 0.395)",
                   precondition=True),
@@ -76,7 +77,7 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C2 settings.
 
     Attributes:
@@ -98,10 +99,6 @@ class Config:
     curve_batch_size: int = 128
     curve_seed: int = 0
     plane_grid: int = 15
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -201,25 +198,24 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     per = "; ".join(
         f"{r['seeds'][0]}-{r['seeds'][1]}: {r['linear']['barriers']['test_error_mean']:.3f} -> "
         f"{r['curve']['barriers']['test_error_mean']:.3f} (ratio {x:.2f})" for r, x in zip(recs, lr_))
-    comparison = (
-        f"{len(recs)} disjoint pairs of independently trained MLPs (train error {min(te):.3f}-{max(te):.3f}). "
-        f"Test-error barrier, line -> trained one-bend Bezier curve ({config.curve_epochs} epochs): {per}. "
-        f"Ratio curve/line: mean {np.mean(lr_):.3f}"
-        + (f", 95% t-interval [{iv.lo:.3f}, {iv.hi:.3f}]" if iv else "")
-        + f" (claim < {MAX_RATIO:.3f}). The untrained curve (bend at the midpoint, the control) has ratio "
-        f"{', '.join(f'{x:.2f}' for x in cr_)}. Train-loss barrier line -> curve: "
-        + ", ".join(f"{a:.3f} -> {b:.3f}" for a, b in zip(tl, tc))
-        + f" (endpoints' train loss {min(ends):.3f}-{max(ends):.3f}): at this {config.curve_epochs}-epoch curve budget "
-        "the curve is a low-test-error path but its train loss still rises well above the endpoints' (context, "
-        "not decisive)."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
         seeds={"pairs": [list(p) for p in pairs_of(config.seeds)],
                "curve": [config.curve_seed + k for k in range(len(recs))],
                "note": "init and data order from each run's seed; pairs are disjoint (independent replicates)"},
-        data=describe_data(bundle) + "; paths evaluated on the full train and test sets", timings=timer.seconds,
+        data=describe_data(bundle) + "; paths evaluated on the full train and test sets",
+        comparison=(
+            f"{len(recs)} disjoint pairs of independently trained MLPs (train error {min(te):.3f}-{max(te):.3f}). "
+            f"Test-error barrier, line -> trained one-bend Bezier curve ({config.curve_epochs} epochs): {per}. "
+            f"Ratio curve/line: mean {np.mean(lr_):.3f}"
+            + (f", 95% t-interval [{iv.lo:.3f}, {iv.hi:.3f}]" if iv else "")
+            + f" (claim < {MAX_RATIO:.3f}). The untrained curve (bend at the midpoint, the control) has ratio "
+            f"{', '.join(f'{x:.2f}' for x in cr_)}. Train-loss barrier line -> curve: "
+            + ", ".join(f"{a:.3f} -> {b:.3f}" for a, b in zip(tl, tc))
+            + f" (endpoints' train loss {min(ends):.3f}-{max(ends):.3f}): at this {config.curve_epochs}-epoch "
+              "curve budget "
+            "the curve is a low-test-error path but its train loss still rises well above the endpoints' (context, "
+            "not decisive)."
+        ),
     )
 
 
@@ -288,10 +284,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
                     label="control: untrained curve" if i == 0 else None)
             ax.annotate(s, (0.5, r["linear"][split][metric][len(r["linear"]["alpha"]) // 2]), fontsize=6,
                         color="C3", ha="center", va="bottom")
-        ax.set_xlabel("position a (line) / t (curve)")
-        ax.set_ylabel(f"{split} {metric}")
-        ax.set_title(f"{split} {metric} along the paths, {len(recs)} pairs", fontsize=9)
-        ax.legend(fontsize=7)
+        label_axes(ax, xlabel="position a (line) / t (curve)", ylabel=f"{split} {metric}",
+                   title=f"{split} {metric} along the paths, {len(recs)} pairs", title_size=9, legend=7)
     seed_panel(axes[1, 0], [("trained curve", [ratio(r) for r in recs], "C0"),
                             ("control:\nuntrained curve", [ratio(r, "control_curve") for r in recs], "0.35")],
                MAX_RATIO, "<", "test-error barrier: curve / line")
@@ -307,8 +301,7 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
         ax.plot([c[0, 0], c[-1, 0]], [c[0, 1], c[-1, 1]], "r--", lw=1.5, label="line (= untrained curve)")
         ax.plot([c[0, 0], c[-1, 0]], [c[0, 1], c[-1, 1]], "wo", ms=6)
         ax.plot(*p["bend_xy"], "w^", ms=7, label="bend (control point)")
-        ax.set_xlabel("along B - A")
-        ax.set_ylabel("toward the bend (orthogonal)")
+        label_axes(ax, xlabel="along B - A", ylabel="toward the bend (orthogonal)")
         ax.set_title(f"test error on the plane through A, B, bend (pair {recs[0]['seeds'][0]}-{recs[0]['seeds'][1]})",
                      fontsize=9)
         ax.legend(fontsize=7, loc="upper right", framealpha=0.8)

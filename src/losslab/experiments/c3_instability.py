@@ -39,8 +39,10 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, new_figure, run_lock, save_figure, train_config
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
+from .common import (
+    describe_data, label_axes, new_figure, row_result, RowConfig, run_lock, save_figure, Timer, train_config,
+)
+from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, t_interval
 
 ID = "C3"
 VERSION = 2
@@ -103,7 +105,7 @@ def control_mlp(profile: str = "quick") -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C3 settings.
 
     Attributes:
@@ -124,10 +126,6 @@ class Config:
     early_fraction: float = 0.1
     control: TrainConfig | None = field(default_factory=lambda: control_mlp("quick"))
     num_points: int = 30
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -238,13 +236,10 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
            f"B(k={ctrl['k_early']}) {ce.mean:.3f} [{ce.lo:.3f}, {ce.hi:.3f}].")
     )
     bundle = build_bundle(config.train)
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer, comparison=comparison,
         seeds={"parents": list(config.seeds), "control": list(config.seeds) if ctrl is not None else [],
                "children": "order seeds: parent order seed + 1000003 x (1, 2)"},
         data=describe_data(bundle) + f"; barriers on the full test set, {config.num_points} points per path",
-        timings=timer.seconds,
     )
 
 
@@ -282,10 +277,9 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlim(-0.3, max(allk) * 1.8)
     ax.set_ylim(-0.05, top)
-    ax.set_xlabel("spawn step k")
-    ax.set_ylabel("test-error barrier between children")
-    ax.set_title(f"instability analysis ({T} training steps)", fontsize=10)
-    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    label_axes(ax, xlabel="spawn step k", ylabel="test-error barrier between children",
+               title=f"instability analysis ({T} training steps)", title_size=10, legend=6.5, loc="upper center",
+               bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax = axes[1]
     r = m["runs"][0]
     for i, (k, e) in enumerate(zip(r["k"], r["path_test_error"])):
@@ -294,10 +288,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
         c = m["control"]["runs"][0]
         for i, (k, e) in enumerate(zip(c["k"], c["path_test_error"])):
             ax.plot(c["alpha"], e, "--", lw=1.4, color="k" if i == 0 else "0.45", label=f"control MLP, k = {k}")
-    ax.set_xlabel("α  (θ = (1-α)·θ1 + α·θ2)")
-    ax.set_ylabel("test error")
-    ax.set_title(f"path between the children, parent seed {r['seed']}", fontsize=10)
-    ax.legend(fontsize=7)
+    label_axes(ax, xlabel="α  (θ = (1-α)·θ1 + α·θ2)", ylabel="test error",
+               title=f"path between the children, parent seed {r['seed']}", title_size=10, legend=7)
     return save_figure(fig, work_dir, "instability",
                        "Left: test-error barrier between two children spawned at step k and trained with different "
                        "data orders: each parent (dotted) and the mean with its 95% t-interval over parents, for the "

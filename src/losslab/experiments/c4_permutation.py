@@ -12,10 +12,10 @@ evaluated before and after the alignment,
     \\theta(a) = (1 - a)\\,\\theta_A + a\\,\\pi(\\theta_B),
 
 on train and test data; both barriers of SURVEY.md are reported for loss and error
-(:func:`losslab.experiments.common.barriers`). Every permutation applied (weight matching and the
-control's) is verified, in float64, to leave B's outputs unchanged on the training inputs used for
-alignment and on the full test set (in float32 a correct permutation still moves large logits by a few
-ulps through the changed summation order).
+(:func:`losslab.connect.paths.barriers`: ``mean`` and ``interp``, stored as ``_mean`` and ``_linear``).
+Every permutation applied (weight matching and the control's) is verified, in float64, to leave B's
+outputs unchanged on the training inputs used for alignment and on the full test set (in float32 a
+correct permutation still moves large logits by a few ulps through the changed summation order).
 
 Pre-registered criteria (:data:`CRITERIA`): preconditions: every model at a minimum (train error
 <= 1%), every permutation exact (max output difference <= 1e-5) and a naive test-error barrier > 0.02
@@ -35,8 +35,11 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import pairs_of, seed_panel, Timer, barriers, describe_data, evaluator, interpolate, new_figure, save_figure, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
+from .common import (
+    describe_data, evaluator, interpolate, label_axes, new_figure, pairs_of, row_result, RowConfig, save_figure,
+    seed_panel, Timer, train_run,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
 ID = "C4"
 VERSION = 2
@@ -50,9 +53,7 @@ ATOL = 1e-5
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("trained to a minimum", "final train error of the worse model of each pair", "<=", 0.01,
-                  "a claim about solutions needs minima: train error <= 1% (issue 14, like with like)",
-                  precondition=True),
+        trained_to_minimum("final train error of the worse model of each pair"),
         Criterion("permutation exact", "max |f(B)(x) - f(pi(B))(x)|, evaluated in float64, over 256 training inputs "
                   "and the full test set", "<=", ATOL,
                   "SURVEY C4 check: the permuted model's outputs equal the original's to 1e-5 (float32); a permutation "
@@ -91,7 +92,7 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C4 settings.
 
     Attributes:
@@ -105,10 +106,6 @@ class Config:
     seeds: tuple[int, ...] = tuple(range(10))
     num_points: int = 25
     perm_seed: int = 0
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -125,12 +122,14 @@ def _curves(model: Any, a: Mapping[str, Any], b: Mapping[str, Any], alphas: np.n
 
 
 def _barrier_table(alphas: np.ndarray, curves: Mapping[str, Mapping[str, list[float]]]) -> dict[str, float]:
+    from ..connect.paths import barriers
+
     t = {}
     for split, c in curves.items():
         for metric, v in c.items():
-            b = barriers(alphas, v)
-            t[f"{split}_{metric}_mean"] = b["barrier_mean"]
-            t[f"{split}_{metric}_linear"] = b["barrier_linear"]
+            b = barriers(v, alphas)
+            t[f"{split}_{metric}_mean"] = b["mean"]
+            t[f"{split}_{metric}_linear"] = b["interp"]
     return t
 
 
@@ -244,22 +243,20 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         f"{x['control']['barriers_after']['test_error_mean']:.3f}), train loss "
         f"{x['barriers_before']['train_loss_mean']:.3f} -> {x['barriers_after']['train_loss_mean']:.3f}, distance "
         f"{x['distance_before']:.1f} -> {x['distance_after']:.1f}" for x in recs)
-    comparison = (
-        f"{len(recs)} disjoint pairs of independently trained MLPs (train error {min(te):.3f}-{max(te):.3f}). "
-        f"Test-error barrier of the line A -> B before -> after weight matching: {per}. Ratio after/before: mean "
-        f"{np.mean(rr):.3f}" + (f", 95% t-interval [{iv.lo:.3f}, {iv.hi:.3f}]" if iv else "")
-        + f" (claim < {MAX_RATIO:g}); with a random permutation instead (control) the ratio is "
-        f"{', '.join(f'{x:.2f}' for x in cr)}. Every permutation left B's outputs unchanged to "
-        f"{key['max |output diff| (permuted, float64)']:.1e} in float64 (in float32: up to "
-        f"{max(r['max_abs_output_diff_float32'] for r in recs):.1e}, round-off of the changed summation order)."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
         seeds={"pairs": [list(p) for p in pairs_of(config.seeds)],
                "control_permutation": [r["control"]["perm_seed"] for r in recs],
                "note": "init and data order from each run's seed; pairs are disjoint (independent replicates)"},
-        data=describe_data(bundle) + "; paths evaluated on the full train and test sets", timings=timer.seconds,
+        data=describe_data(bundle) + "; paths evaluated on the full train and test sets",
+        comparison=(
+            f"{len(recs)} disjoint pairs of independently trained MLPs (train error {min(te):.3f}-{max(te):.3f}). "
+            f"Test-error barrier of the line A -> B before -> after weight matching: {per}. Ratio after/before: mean "
+            f"{np.mean(rr):.3f}" + (f", 95% t-interval [{iv.lo:.3f}, {iv.hi:.3f}]" if iv else "")
+            + f" (claim < {MAX_RATIO:g}); with a random permutation instead (control) the ratio is "
+            f"{', '.join(f'{x:.2f}' for x in cr)}. Every permutation left B's outputs unchanged to "
+            f"{key['max |output diff| (permuted, float64)']:.1e} in float64 (in float32: up to "
+            f"{max(r['max_abs_output_diff_float32'] for r in recs):.1e}, round-off of the changed summation order)."
+        ),
     )
 
 
@@ -304,10 +301,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
                     label="weight matching (after)" if i == 0 else None)
             ax.plot(r["alpha"], r["control"]["after"][split][metric], ":", lw=1.6, color="0.35",
                     label="control: random permutation" if i == 0 else None)
-        ax.set_xlabel("a  (θ = (1-a)·θA + a·π(θB))")
-        ax.set_ylabel(f"{split} {metric}")
-        ax.set_title(f"{split} {metric} along the line, {len(recs)} pairs", fontsize=9)
-        ax.legend(fontsize=7)
+        label_axes(ax, xlabel="a  (θ = (1-a)·θA + a·π(θB))", ylabel=f"{split} {metric}",
+                   title=f"{split} {metric} along the line, {len(recs)} pairs", title_size=9, legend=7)
     seed_panel(axes[2], [("weight matching", [ratio(r) for r in recs], "C0"),
                          ("control:\nrandom permutation", [ratio(r, "control") for r in recs], "0.35")],
                MAX_RATIO, "<", "test-error barrier: after / before")

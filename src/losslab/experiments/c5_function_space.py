@@ -35,8 +35,10 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import pairs_of, seed_panel, Timer, describe_data, save_figure, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
+from .common import (
+    describe_data, label_axes, pairs_of, row_result, RowConfig, save_figure, seed_panel, Timer, train_run,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
 ID = "C5"
 VERSION = 2
@@ -47,9 +49,7 @@ ACCURACY_TOLERANCE = 0.01
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("trained to a minimum", "final train error of the worse run of each pair", "<=", 0.01,
-                  "a claim about solutions needs minima: train error <= 1% (issue 14, like with like)",
-                  precondition=True),
+        trained_to_minimum("final train error of the worse run of each pair"),
         Criterion("finals at equal accuracy", "|test accuracy of f_i - test accuracy of f_j| of each pair", "<=", 0.05,
                   "C5 v1 match tolerance: disagreement grows with error, so compared solutions must be about "
                   "equally accurate (Fort et al. 2019 compare at equal accuracy)", precondition=True),
@@ -102,7 +102,7 @@ def converged_mlp(profile: str = "quick") -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C5 settings.
 
     Attributes:
@@ -116,10 +116,6 @@ class Config:
     seeds: tuple[int, ...] = tuple(range(10))
     seed: int = 0
     tsne: bool = True
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -225,28 +221,29 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     te = [r["train_error"] for r in m["runs"]]
     mc = [r["matched_checkpoints"] for r in m["runs"]]
     em = [r["earliest_matched_step"] for r in m["runs"]]
-    comparison = (
-        f"{len(pair_recs)} disjoint pairs of independently trained MLPs (train error {min(te):.3f}-{max(te):.3f}; test "
-        f"accuracy {', '.join(format(r['final_accuracy'], '.3f') for r in m['runs'])}); each run has {min(mc)}-{max(mc)} "
-        f"earlier checkpoints within {ACCURACY_TOLERANCE:g} of its final test accuracy (earliest at step "
-        f"{min(em)}-{max(em)} of {m['runs'][0]['steps'][-1]}). Per pair, test-set disagreement of the two finals (D) vs "
-        f"mean disagreement of equal-accuracy checkpoints with their own final (W), and ensembles of two, independent "
-        f"vs final + earliest equal-accuracy checkpoint: {per}. D - W: mean {ig.mean:.3f}, 95% t-interval "
-        f"[{ig.lo:.3f}, {ig.hi:.3f}]; ensemble gain: mean {in_.mean:.4f}, [{in_.lo:.4f}, {in_.hi:.4f}] (claims > 0; "
-        f"{in_.mean * len(y):.1f} of {len(y)} test examples per pair, and the interval covers seed variation only, "
-        f"not the sampling of the test set). "
-        f"Null control (partner = the run itself): D - W {', '.join(f'{v:.3f}' for v in cg)}, gain "
-        f"{', '.join(f'{v:.4f}' for v in cn)}."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
         seeds={"pairs": [list(p) for p in pairs], "tsne": config.seed,
                "note": "init and data order from each run's seed; pairs are disjoint (independent replicates)"},
-        data=describe_data(bundle) + "; predictions on the full test set", timings=timer.seconds,
+        data=describe_data(bundle) + "; predictions on the full test set",
         notes=[("Runs: the shared MNIST-1D MLP recipe (same training) with a checkpoint every epoch, so that earlier "
                 "checkpoints at the final accuracy exist; not shared with C2/C4, whose runs keep 16 log-spaced "
                 "checkpoints.")],
+        comparison=(
+            f"{len(pair_recs)} disjoint pairs of independently trained MLPs (train error {min(te):.3f}-{max(te):.3f}; "
+            f"test accuracy {', '.join(format(r['final_accuracy'], '.3f') for r in m['runs'])}); each run has "
+            f"{min(mc)}-{max(mc)} "
+            f"earlier checkpoints within {ACCURACY_TOLERANCE:g} of its final test accuracy (earliest at step "
+            f"{min(em)}-{max(em)} of {m['runs'][0]['steps'][-1]}). Per pair, test-set disagreement of the two finals "
+            "(D) vs mean disagreement of equal-accuracy checkpoints with their own final (W), and ensembles of two, "
+            "independent "
+            f"vs final + earliest equal-accuracy checkpoint: {per}. D - W: mean {ig.mean:.3f}, 95% t-interval "
+            f"[{ig.lo:.3f}, {ig.hi:.3f}]; ensemble gain: mean {in_.mean:.4f}, [{in_.lo:.4f}, {in_.hi:.4f}] "
+            "(claims > 0; "
+            f"{in_.mean * len(y):.1f} of {len(y)} test examples per pair, and the interval covers seed variation only, "
+            f"not the sampling of the test set). "
+            f"Null control (partner = the run itself): D - W {', '.join(f'{v:.3f}' for v in cg)}, gain "
+            f"{', '.join(f'{v:.4f}' for v in cn)}."
+        ),
     )
 
 
@@ -312,9 +309,8 @@ def _figure(m: Mapping[str, Any], emb: np.ndarray, owner: np.ndarray, method: st
     for k, p in enumerate(m["pairs"]):
         ax.axhline(p["across_disagreement"], color="k", ls="--", lw=1,
                    label="across runs (finals of each pair)" if k == 0 else None)
-    ax.set_xlabel("test accuracy of the checkpoint")
-    ax.set_ylabel("disagreement with the run's own final")
-    ax.set_title(f"late checkpoints vs their own final (equal accuracy: within {tol:g} of the final)", fontsize=9)
+    label_axes(ax, xlabel="test accuracy of the checkpoint", ylabel="disagreement with the run's own final",
+               title=f"late checkpoints vs their own final (equal accuracy: within {tol:g} of the final)", title_size=9)
     ax.set_ylim(0, None)
     ax.legend(fontsize=6.5, ncol=3, loc="upper right")
     gap, gain = stats(m["pairs"])
@@ -333,9 +329,7 @@ def _figure(m: Mapping[str, Any], emb: np.ndarray, owner: np.ndarray, method: st
     ax.set_xticks(range(3), ["single\n(mean of pair)", "same trajectory\n(final + earliest\nequal-acc.)",
                              "independent\n(two finals)"], fontsize=7)
     ax.set_xlim(-0.4, 2.4)
-    ax.set_ylabel("test accuracy")
-    ax.set_title("ensembles of two, per pair", fontsize=9)
-    ax.legend(fontsize=7)
+    label_axes(ax, ylabel="test accuracy", title="ensembles of two, per pair", title_size=9, legend=7)
     return save_figure(fig, work_dir, "function_space",
                        "Top left: embedding of the prediction vectors of every checkpoint of each run. Top right: "
                        "disagreement of late checkpoints with their own run's final solution vs their accuracy, "

@@ -35,9 +35,12 @@ import numpy as np
 
 from ..config import TrainConfig
 from . import recipes
-from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, new_figure, save_figure, train_config, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
+from ._base import ExperimentResult, Verdict
+from .common import (
+    describe_data, interval_text, label_axes, new_figure, row_result, RowConfig, save_figure, Timer, train_config,
+    train_run,
+)
+from .criteria import Control, Criteria, Criterion, error_drop, per_seed, run_trained, SEED_PLAN_2026_12_04, t_interval
 
 ID = "C6"
 VERSION = 2
@@ -45,8 +48,8 @@ COST = {"quick": 45, "full": 300}
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("run trained", "initial minus final train error of the probed run", ">=", 0.1,
-                  "kernel motion 'over training' needs a run that learned its training set", precondition=True),
+        run_trained("initial minus final train error of the probed run",
+                    "kernel motion 'over training' needs a run that learned its training set"),
     ),
     claims=(
         Criterion("kernel velocity falls", "late / early mean kernel velocity per step (late: steps T/2..T, early: "
@@ -97,7 +100,7 @@ def random_label_mlp(profile: str = "quick") -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C6 settings.
 
     Attributes:
@@ -118,10 +121,6 @@ class Config:
     late: tuple[float, float] = (0.5, 1.0)
     switch_epochs: int = 3
     budget_epochs: int = 8
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -312,14 +311,11 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
             f"{_interval_text(cr, 'velocity_ratio')}, gain {_interval_text(cr, 'gain')} (test "
             f"error linearized at init {row(cr, 'init_test_error')}, later {row(cr, 'switch_test_error')})."
         )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer, comparison=comparison,
         seeds={"runs": list(config.seeds), "control": list(config.seeds) if ctrl is not None else [],
                "note": "init and data order of each run, its NTK inputs and linearized-training batches derive from "
                        "its seed"},
         data=describe_data(bundle) + f"; NTK on {config.n_examples} test inputs, errors on the full test set",
-        timings=timer.seconds,
     )
 
 
@@ -328,8 +324,7 @@ def _interval_text(recs: Sequence[Mapping[str, Any]], key: str) -> str:
     v = per_seed(recs, key)
     if len(v) < 2 or not all(np.isfinite(v)):
         return "per seed " + ", ".join(f"{x:.3g}" for x in v)
-    iv = t_interval(v)
-    return f"{iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}]"
+    return interval_text(v)
 
 
 def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
@@ -350,20 +345,16 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
                     label=f"{name}, each seed" if i == 0 else None)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("kernel velocity  d(K_t, K_t') / Δt")
-    ax.set_title("NTK velocity between checkpoints", fontsize=10)
-    ax.legend(fontsize=7)
+    label_axes(ax, xlabel="optimizer step", ylabel="kernel velocity  d(K_t, K_t') / Δt",
+               title="NTK velocity between checkpoints", title_size=10, legend=7)
     ax = axes[1]
     for name, recs, color, ls in groups:
         for i, r in enumerate(recs):
             ax.plot(np.maximum(np.asarray(r["steps"], dtype=float), 0.5), r["distance_from_init"], ls, marker="o",
                     ms=2.5, lw=1, color=color, alpha=0.7, label=f"{name}, each seed" if i == 0 else None)
     ax.set_xscale("log")
-    ax.set_xlabel("optimizer step (step 0 drawn at 0.5)")
-    ax.set_ylabel("kernel distance from K_0")
-    ax.set_title("NTK distance from initialization", fontsize=10)
-    ax.legend(fontsize=7)
+    label_axes(ax, xlabel="optimizer step (step 0 drawn at 0.5)", ylabel="kernel distance from K_0",
+               title="NTK distance from initialization", title_size=10, legend=7)
     ax = axes[2]
     S, E = m["switch_epochs"], m["budget_epochs"]
     cats = [("init_test_error", "linearized\nat init"), ("switch_test_error", f"full {S} ep.,\nthen linearized"),
@@ -383,9 +374,7 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
         else:
             ax.plot(xs + off, mean, "s", color=color, ms=6, label=f"{name}: mean")
     ax.set_xticks(xs, [c for _, c in cats], fontsize=8)
-    ax.set_ylabel("test error")
-    ax.set_title(f"equal budgets: {E} epochs of SGD each", fontsize=10)
-    ax.legend(fontsize=7)
+    label_axes(ax, ylabel="test error", title=f"equal budgets: {E} epochs of SGD each", title_size=10, legend=7)
     return save_figure(fig, work_dir, "ntk",
                        "Left: velocity of the empirical NTK between consecutive checkpoints, one line per seed, for "
                        "the runs and the random-label control; shaded: the runs' early (first quarter) and late "
@@ -401,11 +390,5 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     ``velocity_ratio``, ``gain``, ``gap_to_full``) by :data:`CRITERIA`; the control is judged by calling
     this on ``m["control"]`` (the same shape)."""
     recs = m["runs"]
-    seeds = [r["seed"] for r in recs]
-    drop = [float(r["initial_train_error"]) - float(r["train_error"]) for r in recs]
-    return verdict_from_checks([
-        CRITERIA["run trained"].judge(drop, seeds=seeds),
-        CRITERIA["kernel velocity falls"].judge(per_seed(recs, "velocity_ratio"), seeds=seeds),
-        CRITERIA["linearizing later helps"].judge(per_seed(recs, "gain"), seeds=seeds),
-        CRITERIA["gap to the full network"].judge(per_seed(recs, "gap_to_full"), seeds=seeds),
-    ])
+    return CRITERIA.judge_records(recs, {"run trained": error_drop(recs), "kernel velocity falls": "velocity_ratio",
+                                         "linearizing later helps": "gain", "gap to the full network": "gap_to_full"})

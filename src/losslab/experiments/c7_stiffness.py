@@ -33,9 +33,11 @@ import numpy as np
 
 from ..config import TrainConfig
 from . import recipes
-from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, new_figure, save_figure, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
+from ._base import ExperimentResult, Verdict
+from .common import (
+    describe_data, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure, Timer, train_run,
+)
+from .criteria import Control, Criteria, Criterion, error_drop, per_seed, run_trained, SEED_PLAN_2026_12_04, t_interval
 
 ID = "C7"
 VERSION = 2
@@ -43,9 +45,8 @@ COST = {"quick": 25, "full": 200}
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("run trained", "initial minus final train error of the probed run", ">=", 0.1,
-                  "stiffness 'at the trained solution' and 'with training' need a run that learned its training set",
-                  precondition=True),
+        run_trained("initial minus final train error of the probed run",
+                    "stiffness 'at the trained solution' and 'with training' need a run that learned its training set"),
     ),
     claims=(
         Criterion("within > between (cos)", "within-class minus between-class mean cosine stiffness at the trained "
@@ -54,8 +55,7 @@ CRITERIA = Criteria(
         Criterion("within > between (sign)", "within-class minus between-class mean sign stiffness at the trained "
                   "solution", ">", 0.0, "Fort et al. 2019, with their sign definition of stiffness (direction only)"),
         Criterion("stiffness length shrinks", "xi(trained) / xi(init), xi = input distance where the least-squares "
-                  "line "
-                  "of same-class cosine stiffness vs input distance reaches 0", "<", 1.0,
+                  "line of same-class cosine stiffness vs input distance reaches 0", "<", 1.0,
                   "Fort et al. 2019: the dynamical critical length (the input distance over which stiffness stays "
                   "positive) shrinks during training; 1 = no change"),
     ),
@@ -77,7 +77,7 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C7 settings.
 
     Attributes:
@@ -94,10 +94,6 @@ class Config:
     n_per_class: int = 30
     fractions: tuple[float, ...] = (0.0, 0.1, 1.0)
     n_bins: int = 10
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -257,25 +253,23 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     }
     row = lambda rs, k, spec=".3f": ", ".join(format(r[k], spec) for r in rs)  # noqa: E731
     init = [r["checkpoints"][0] for r in recs]
-    comparison = (
-        f"On {config.n_per_class} training examples per class of {len(recs)} runs (train error "
-        f"{row(recs, 'train_error')}), "
-        f"at the trained solution same-class minus different-class gradient cosine is {fmt(iv['gap_cos'])} (95% "
-        f"t-interval over seeds; per seed {row(recs, 'gap_cos')}) and sign stiffness {fmt(iv['gap_sign'])}; at "
-        f"initialization the cosine gap is already "
-        + ", ".join(format(c["within_cos"] - c["between_cos"], ".3f") for c in init)
-        + f". The same-class stiffness length (zero of the fitted line) goes from {row(recs, 'length_init', '.3g')} at "
-        f"init to {row(recs, 'length_final', '.3g')} trained (ratio {lr_txt}; claim < 1). With the class labels "
-        f"permuted the cosine gap is {fmt(civ['gap_cos'])} and the sign gap {fmt(civ['gap_sign'])}."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
-        seeds={"runs": list(config.seeds), "control": list(config.seeds),
-               "note": "init and data order of each run, its probed examples and the control's label permutation "
-                       "derive from its seed"},
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
+        seeds=same_seeds(
+            config.seeds, "init and data order of each run, its probed examples and the control's label permutation "
+                          "derive from its seed"),
         data=describe_data(bundle) + f"; {config.n_per_class} training examples per class",
-        timings=timer.seconds,
+        comparison=(
+            f"On {config.n_per_class} training examples per class of {len(recs)} runs (train error "
+            f"{row(recs, 'train_error')}), "
+            f"at the trained solution same-class minus different-class gradient cosine is {fmt(iv['gap_cos'])} (95% "
+            f"t-interval over seeds; per seed {row(recs, 'gap_cos')}) and sign stiffness {fmt(iv['gap_sign'])}; at "
+            f"initialization the cosine gap is already "
+            + ", ".join(format(c["within_cos"] - c["between_cos"], ".3f") for c in init)
+            + ". The same-class stiffness length (zero of the fitted line) goes from "
+              f"{row(recs, 'length_init', '.3g')} at "
+            f"init to {row(recs, 'length_final', '.3g')} trained (ratio {lr_txt}; claim < 1). With the class labels "
+            f"permuted the cosine gap is {fmt(civ['gap_cos'])} and the sign gap {fmt(civ['gap_sign'])}."
+        ),
     )
 
 
@@ -290,9 +284,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
     im = ax.imshow(C, cmap="RdBu_r", vmin=-lim, vmax=lim)
     ax.set_xticks(range(len(C)), r0["classes"], fontsize=7)
     ax.set_yticks(range(len(C)), r0["classes"], fontsize=7)
-    ax.set_xlabel("class of j")
-    ax.set_ylabel("class of i")
-    ax.set_title(f"class stiffness (cos), seed {r0['seed']}, step {f['step']}", fontsize=9)
+    label_axes(ax, xlabel="class of j", ylabel="class of i",
+               title=f"class stiffness (cos), seed {r0['seed']}, step {f['step']}", title_size=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax = axes[1]
     edges = np.asarray(r0["distance_edges"])
@@ -305,10 +298,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
             ax.plot(edges[[0, -1]], rec["length_intercept"] + rec["length_slope"] * edges[[0, -1]], "--", lw=0.9,
                     color=c)
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_xlabel("input distance ||x_i - x_j||")
-    ax.set_ylabel("mean cosine stiffness")
-    ax.set_title(f"stiffness vs distance, seed {r0['seed']} (dashed: fit)", fontsize=9)
-    ax.legend(fontsize=6)
+    label_axes(ax, xlabel="input distance ||x_i - x_j||", ylabel="mean cosine stiffness",
+               title=f"stiffness vs distance, seed {r0['seed']} (dashed: fit)", title_size=9, legend=6)
     ax = axes[2]
     for i, r in enumerate(recs):
         st = np.maximum(np.asarray([c["step"] for c in r["checkpoints"]], dtype=float), 0.5)
@@ -322,10 +313,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
                 label="control (permuted labels), cos" if i == 0 else None)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xscale("log")
-    ax.set_xlabel("optimizer step (step 0 drawn at 0.5)")
-    ax.set_ylabel("within - between stiffness")
-    ax.set_title("class gap along training", fontsize=9)
-    ax.legend(fontsize=6)
+    label_axes(ax, xlabel="optimizer step (step 0 drawn at 0.5)", ylabel="within - between stiffness",
+               title="class gap along training", title_size=9, legend=6)
     ax = axes[3]
     for j, (name, rs, color) in enumerate((("runs", recs, "C0"), ("control (permuted)", m["control"]["runs"], "C3"))):
         for i, r in enumerate(rs):
@@ -333,9 +322,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
             ax.plot([j * 2.5, j * 2.5 + 1], [v if np.isfinite(v) else np.nan for v in y], "o-", color=color,
                     alpha=0.8, label=f"{name}, each seed" if i == 0 else None)
     ax.set_xticks([0, 1, 2.5, 3.5], ["init", "trained", "init", "trained"], fontsize=8)
-    ax.set_ylabel("stiffness length ξ (input distance)")
-    ax.set_title("same-class stiffness length", fontsize=9)
-    ax.legend(fontsize=6)
+    label_axes(ax, ylabel="stiffness length ξ (input distance)", title="same-class stiffness length", title_size=9,
+               legend=6)
     return save_figure(fig, work_dir, "stiffness",
                        "(1) mean cosine stiffness between examples of class i and class j at the trained solution. "
                        "(2) stiffness vs input distance for same- and different-class pairs at init and trained, with "
@@ -349,11 +337,6 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     ``gap_cos``, ``gap_sign``, ``length_ratio``) by :data:`CRITERIA`; the control is judged by calling this
     on ``m["control"]`` (the same shape)."""
     recs = m["runs"]
-    seeds = [r["seed"] for r in recs]
-    drop = [float(r["initial_train_error"]) - float(r["train_error"]) for r in recs]
-    return verdict_from_checks([
-        CRITERIA["run trained"].judge(drop, seeds=seeds),
-        CRITERIA["within > between (cos)"].judge(per_seed(recs, "gap_cos"), seeds=seeds),
-        CRITERIA["within > between (sign)"].judge(per_seed(recs, "gap_sign"), seeds=seeds),
-        CRITERIA["stiffness length shrinks"].judge(per_seed(recs, "length_ratio"), seeds=seeds),
-    ])
+    return CRITERIA.judge_records(recs, {"run trained": error_drop(recs), "within > between (cos)": "gap_cos",
+                                         "within > between (sign)": "gap_sign",
+                                         "stiffness length shrinks": "length_ratio"})

@@ -33,8 +33,11 @@ import numpy as np
 
 from ..config import SeedConfig, TrainConfig
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, new_figure, run_lock, save_figure, train_config
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
+from .common import (
+    describe_data, interval_bar, interval_text, label_axes, new_figure, row_result, RowConfig, run_lock, same_seeds,
+    save_figure, Timer, train_config,
+)
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04
 
 ID = "C8"
 VERSION = 2
@@ -89,7 +92,7 @@ def _base(profile: str) -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C8 settings.
 
     Attributes:
@@ -114,10 +117,6 @@ class Config:
     early_fraction: float = 0.25
     control_lr: float = 0.25
     control_order_offsets: tuple[int, ...] = (100, 200)
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -221,9 +220,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
 
     lrs = list(config.lrs)
 
-    def iv(vals: Sequence[float], f: str = ".3g") -> str:
-        i = t_interval(vals)
-        return f"{i.mean:{f}} [{i.lo:{f}}, {i.hi:{f}}]"
+    iv = interval_text
 
     levels = {lr: [x["post_early_median"] for x in recs if x["lr"] == lr] for lr in lrs}
     ratios = {lr: [x["edge_ratio"] for x in recs if x["lr"] == lr] for lr in lrs}
@@ -231,34 +228,33 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     key["level·η/2 per η"] = "; ".join(f"{iv(ratios[lr], '.2f')}" for lr in lrs)
     key["control (all η=" + f"{config.control_lr:g}) levels"] = " / ".join(
         iv([x["post_early_median"] for x in ctrl if x["arm"] == a]) for a in sorted({x["arm"] for x in ctrl}))
-    comparison = (
-        f"Plain SGD at η = {', '.join(f'{lr:g}' for lr in lrs)} from {len(config.seeds)} initializations (each shared "
-        f"by all learning rates of its seed). Level of λmax after the first {config.early_fraction:.0%} of the steps "
-        "(median of the measurements there), mean over seeds with 95% t-interval: "
-        + "; ".join(f"η={lr:g}: {iv(levels[lr])} (2/η = {2 / lr:.3g}; level·η/2 = {iv(ratios[lr], '.2f')})"
-                    for lr in lrs)
-        + ". Per seed: " + "; ".join(
-            f"seed {s}: " + ", ".join(f"{x['post_early_median']:.3g}" for x in recs if x["seed"] == s)
-            for s in config.seeds)
-        + ". Largest single measurement after the early phase / (2/η): "
-        + ", ".join(f"{max(x['post_early_max'] * x['lr'] / 2 for x in recs if x['lr'] == lr):.2f}" for lr in lrs)
-        + f". Control (all arms at η = {config.control_lr:g}, different data orders): levels per seed "
-        + "; ".join(", ".join(f"{x['post_early_median']:.3g}" for x in ctrl if x["seed"] == s) for s in config.seeds)
-        + ". Final train error " + iv([x["train_error"] for x in recs], ".3f") + " (the claim concerns the early "
-        "phase, not a minimum)."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
-        seeds={"runs": list(config.seeds), "control": list(config.seeds),
-               "control_order_offsets": list(config.control_order_offsets),
-               "note": "init and data order from each seed, shared by all learning rates of the seed; Hessian "
-                       "subset and Lanczos starts from the seed; control arms: data order seed + offset"},
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
+        seeds=same_seeds(
+            config.seeds, "init and data order from each seed, shared by all learning rates of the seed; Hessian "
+                          "subset and Lanczos starts from the seed; control arms: data order seed + offset",
+            {"control_order_offsets": list(config.control_order_offsets)}),
         data=describe_data(bundle) + f"; λmax on {config.data_subset} training examples every {config.every} steps",
-        timings=timer.seconds,
         notes=["λmax is measured on a fixed training subset right after an SGD step; single measurements "
                "may exceed 2/η (edge-of-stability oscillations); the checks use the post-early-phase median.",
                "The subset Hessian's λmax is a slightly upward-biased estimate of the full training set's."],
+        comparison=(
+            f"Plain SGD at η = {', '.join(f'{lr:g}' for lr in lrs)} from {len(config.seeds)} initializations "
+            "(each shared by all learning rates of its seed). Level of λmax after the first "
+            f"{config.early_fraction:.0%} of the steps (median of the measurements there), mean over seeds with 95% "
+            "t-interval: "
+            + "; ".join(f"η={lr:g}: {iv(levels[lr])} (2/η = {2 / lr:.3g}; level·η/2 = {iv(ratios[lr], '.2f')})"
+                        for lr in lrs)
+            + ". Per seed: " + "; ".join(
+                f"seed {s}: " + ", ".join(f"{x['post_early_median']:.3g}" for x in recs if x["seed"] == s)
+                for s in config.seeds)
+            + ". Largest single measurement after the early phase / (2/η): "
+            + ", ".join(f"{max(x['post_early_max'] * x['lr'] / 2 for x in recs if x['lr'] == lr):.2f}" for lr in lrs)
+            + f". Control (all arms at η = {config.control_lr:g}, different data orders): levels per seed "
+            + "; ".join(", ".join(f"{x['post_early_median']:.3g}" for x in ctrl if x["seed"] == s)
+                        for s in config.seeds)
+            + ". Final train error " + iv([x["train_error"] for x in recs], ".3f") + " (the claim concerns the early "
+            "phase, not a minimum)."
+        ),
     )
 
 
@@ -351,10 +347,9 @@ def _figure(recs: Sequence[Mapping[str, Any]], ctrl: Sequence[Mapping[str, Any]]
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("step")
-    ax.set_ylabel("λmax (Hessian, training subset)")
-    ax.set_title("λmax along training, one line per seed (dashed: 2/η; shaded: early phase)", fontsize=8)
-    ax.legend(fontsize=7, loc="lower right")
+    label_axes(ax, xlabel="step", ylabel="λmax (Hessian, training subset)",
+               title="λmax along training, one line per seed (dashed: 2/η; shaded: early phase)", title_size=8,
+               legend=7, loc="lower right")
 
     ax = axes[1]
     for i, lr in enumerate(lrs):
@@ -362,9 +357,7 @@ def _figure(recs: Sequence[Mapping[str, Any]], ctrl: Sequence[Mapping[str, Any]]
         xs = lr * np.exp(np.linspace(-0.04, 0.04, len(vals)))
         ax.plot(xs, vals, "o", color=f"C{i}", ms=4, alpha=0.8)
         if len(vals) >= 2:
-            iv = t_interval(vals)
-            ax.errorbar([lr * 1.1], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="s", color=f"C{i}",
-                        capsize=3, ms=4)
+            interval_bar(ax, lr * 1.1, vals, fmt="s", color=f"C{i}", capsize=3, ms=4)
     cl = config.control_lr
     cvals = [x["post_early_median"] for x in ctrl]
     ax.plot(cl * np.exp(np.linspace(-0.12, -0.06, len(cvals))), cvals, "x", color="0.35", ms=5,
@@ -381,10 +374,8 @@ def _figure(recs: Sequence[Mapping[str, Any]], ctrl: Sequence[Mapping[str, Any]]
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("learning rate η")
-    ax.set_ylabel("median λmax after the early phase")
-    ax.set_title("per seed (dots), mean with 95% t-interval (squares)", fontsize=8)
-    ax.legend(fontsize=7)
+    label_axes(ax, xlabel="learning rate η", ylabel="median λmax after the early phase",
+               title="per seed (dots), mean with 95% t-interval (squares)", title_size=8, legend=7)
     return save_figure(fig, work_dir, "break_even",
                        "Left: λmax of the Hessian (on a fixed training subset) along plain-SGD training at several "
                        "learning rates, one line per seed, with 2/η (dashed). Right: the level of λmax after the "

@@ -44,8 +44,11 @@ from ..config import TrainConfig
 from ..data import Bundle, register
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, evaluator, new_figure, save_figure, train_run
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, per_seed, t_interval
+from .common import (
+    describe_data, evaluator, interval_text, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
+    spread, Timer, train_run,
+)
+from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
 
 ID = "C9"
 VERSION = 2
@@ -76,9 +79,10 @@ def mnist1d_merged(*, seed: int = 0, num_samples: int | None = None, merge: int 
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("trained to a minimum", "final train error", "<=", 0.01,
-                  "the outliers are a property of trained networks (Sagun et al. 2017, Papyan 2019 measure at the "
-                  "end of training): train error <= 1% (issue 14, like with like)", precondition=True),
+        trained_to_minimum(
+            "final train error",
+            "the outliers are a property of trained networks (Sagun et al. 2017, Papyan 2019 measure at the "
+            "end of training): train error <= 1% (issue 14, like with like)"),
         Criterion("Lanczos converged", "Lanczos runs that did not converge", "<", 0.5,
                   "an unconverged top-k is not a measurement", precondition=True),
     ),
@@ -113,7 +117,7 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """C9 settings.
 
     Attributes:
@@ -141,10 +145,6 @@ class Config:
     max_iter: int = 400
     slq_probes: int = 2
     slq_steps: int = 40
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -189,13 +189,6 @@ def count_outliers(eigenvalues: Sequence[float]) -> dict[str, Any]:
             "edge": edge}
 
 
-def _spread(idx: list[int], k: int) -> list[int]:
-    if k <= 0 or k >= len(idx):
-        return idx
-    pos = sorted({int(round(p)) for p in np.linspace(0, len(idx) - 1, k)})
-    return [idx[p] for p in pos]
-
-
 def _measure_run(cfg: TrainConfig, seed: int, config: Config, C: int, cache_dir: Path,
                  progress: Callable[[str], None], timer: Timer, *, label: str, slq: bool) -> tuple[dict[str, Any], Any]:
     """Train (or reuse) one run and measure its top-k spectra and gradient overlaps; ``C`` is the claim's
@@ -219,7 +212,7 @@ def _measure_run(cfg: TrainConfig, seed: int, config: Config, C: int, cache_dir:
     traj = r.trajectory()
     losses = [ev.evaluate(pt)["loss"] for _, pt in traj]
     post = [i for i, lo in enumerate(losses) if lo <= config.early_loss_ratio * losses[0]] or [len(traj) - 1]
-    chosen = _spread(post, config.num_checkpoints)
+    chosen = spread(post, config.num_checkpoints)
     cps = []
     dim = 0
     slq_out = None
@@ -289,9 +282,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     with timer("plot"):
         fig_ref = _figure(recs, ctrl, C, config.k_factor * C, dim, work_dir)
 
-    def iv(vals: Sequence[float], f: str = ".3g") -> str:
-        i = t_interval(vals)
-        return f"{i.mean:{f}} [{i.lo:{f}}, {i.hi:{f}}]"
+    iv = interval_text
 
     n_main = [r["median_n_out"] for r in recs]
     n_ctrl = [r["median_n_out"] for r in ctrl]
@@ -310,28 +301,25 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
                     + ", ".join(f"{c['second_gap_ratio']:.2f}" for c in r["checkpoints"]) + ")" for r in recs)
     errs = ", ".join(f"{r['train_error']:.3f}" for r in recs)
     cerrs = ", ".join(f"{r['train_error']:.3f}" for r in ctrl)
-    comparison = (
-        f"Hessian of the training loss on {config.hessian_examples} examples (D = {dim} parameters) of {len(recs)} "
-        f"trained MLPs (train error {errs}) at "
-        f"{config.num_checkpoints} checkpoints after the early phase. Largest relative gap in the top-"
-        f"{config.k_factor * C} spectrum: {cps}. Per-seed median outlier count {', '.join(f'{v:g}' for v in n_main)} "
-        f"(mean {iv(n_main)}; C = {C}); gradient overlap with the top-{C} eigenspace {iv(o_main)} (chance "
-        f"{C / dim:.1e}). Control, the same recipe on labels merged in pairs ({C // config.control_merge} classes; "
-        f"train error {cerrs}): outlier counts "
-        f"{', '.join(f'{v:g}' for v in n_ctrl)} (mean {iv(n_ctrl)}), overlap with its top-{C} space {iv(o_ctrl)}."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
-        seeds={"runs": list(config.seeds), "control": list(config.seeds),
-               "note": "init and data order from each seed; Hessian subset and Lanczos start from it"},
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
+        seeds=same_seeds(config.seeds, "init and data order from each seed; Hessian subset and Lanczos start from it"),
         data=describe_data(bundle) + f"; Hessian on {config.hessian_examples} training examples per seed; control: "
              + describe_data(cbundle),
-        timings=timer.seconds,
         notes=["Outliers = eigenvalues above the largest ratio between consecutive top-k eigenvalues; as the loss "
                "approaches zero the outliers shrink toward the bulk and the gap blurs (see the middle panel).",
                "The control merges the labels (y -> y // 2); its network has 5 outputs, its other settings equal the "
                "run's."],
+        comparison=(
+            f"Hessian of the training loss on {config.hessian_examples} examples (D = {dim} parameters) of {len(recs)} "
+            f"trained MLPs (train error {errs}) at "
+            f"{config.num_checkpoints} checkpoints after the early phase. Largest relative gap in the top-"
+            f"{config.k_factor * C} spectrum: {cps}. Per-seed median outlier count "
+            f"{', '.join(f'{v:g}' for v in n_main)} "
+            f"(mean {iv(n_main)}; C = {C}); gradient overlap with the top-{C} eigenspace {iv(o_main)} (chance "
+            f"{C / dim:.1e}). Control, the same recipe on labels merged in pairs ({C // config.control_merge} classes; "
+            f"train error {cerrs}): outlier counts "
+            f"{', '.join(f'{v:g}' for v in n_ctrl)} (mean {iv(n_ctrl)}), overlap with its top-{C} space {iv(o_ctrl)}."
+        ),
     )
 
 
@@ -376,8 +364,7 @@ def _figure(recs: Sequence[Mapping[str, Any]], ctrl: Sequence[Mapping[str, Any]]
         ax.set_ylim(max(1e-8, dens[dens > 0].min()), dens.max() * 3)
     for j, lam in enumerate(last["eigenvalues"]):
         ax.axvline(lam, color="C3" if j < last["n_out"] else "0.6", lw=0.8, alpha=0.8)
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density")
+    label_axes(ax, xlabel="eigenvalue", ylabel="density")
     ax.set_title(f"seed {first['seed']}, step {last['step']}: SLQ density\ntop-{k} (red: {last['n_out']} outliers)",
                  fontsize=8)
     ax = axes[1]
@@ -396,10 +383,9 @@ def _figure(recs: Sequence[Mapping[str, Any]], ctrl: Sequence[Mapping[str, Any]]
                               f"n_out {cp['n_out']}")
             ax.plot(cp["n_out"], lam[cp["n_out"] - 1], "k*", ms=7)
     ax.axvline(C + 0.5, color="0.5", ls="--", lw=0.8)
-    ax.set_xlabel("rank i")
-    ax.set_ylabel("λ_i")
-    ax.set_title(f"top-{k} at each seed's median-count checkpoint\n(*: last outlier; dashed: C = {C})", fontsize=8)
-    ax.legend(fontsize=6)
+    label_axes(ax, xlabel="rank i", ylabel="λ_i",
+               title=f"top-{k} at each seed's median-count checkpoint\n(*: last outlier; dashed: C = {C})",
+               title_size=8, legend=6)
     ax = axes[2]
     groups = [("run", [r["median_n_out"] for r in recs], [r["median_overlap"] for r in recs], "C0"),
               ("control", [r["median_n_out"] for r in ctrl], [r["median_overlap"] for r in ctrl], "0.4")]

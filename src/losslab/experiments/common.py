@@ -4,14 +4,20 @@
   experiments running in parallel processes that need the same run train it once.
 * :class:`Timer` collects per-phase seconds for :attr:`ExperimentResult.timings`.
 * :func:`evaluator`, :func:`interpolate` (the linear path :math:`(1-a)\\theta_A + a\\theta_B` through
-  :func:`losslab.surface.line`), :func:`barriers`, :func:`monotonicity`: the numbers several rows
-  need, defined once (SURVEY.md "Definitions to hold fixed").
+  :func:`losslab.surface.line`): the numbers several rows need, defined once (SURVEY.md "Definitions to
+  hold fixed"); barriers and monotonicity are the library's (:func:`losslab.connect.paths.barriers`,
+  :func:`losslab.interpolation.monotonicity`).
 * :func:`new_figure` / :func:`save_figure`: matplotlib figures without pyplot, written atomically as
-  PNG into the experiment's ``work_dir`` and returned as a :class:`FigureRef`.
+  PNG into the experiment's ``work_dir`` and returned as a :class:`FigureRef`; :func:`label_axes`,
+  :func:`interval_bar`, :func:`ratio_panel`, :func:`seed_panel`: the panels several rows draw.
+* :class:`RowConfig` (every row's ``Config``: ``quick()`` is its defaults), :func:`row_result` (the
+  :class:`~losslab.experiments.ExperimentResult` of a row) and :func:`same_seeds` (the seeds record
+  of a row whose control reuses its seeds): the boilerplate every row shares.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from pathlib import Path
@@ -24,9 +30,35 @@ from ..errors import LosslabError
 from ._base import FigureRef
 
 __all__ = [
-    "train_run", "run_lock", "Timer", "describe_data", "evaluator", "interpolate", "barriers",
-    "monotonicity", "fit_epoch", "describe_model", "new_figure", "save_figure", "train_config", "seed_panel", "pairs_of",
+    "RowConfig", "row_result", "same_seeds", "train_run", "run_lock", "Timer", "describe_data", "evaluator",
+    "interpolate", "spread", "interval_text", "fit_epoch", "describe_model", "new_figure", "save_figure",
+    "label_axes", "interval_bar", "ratio_panel", "train_config", "seed_panel", "pairs_of",
 ]
+
+
+# ---- row configs -----------------------------------------------------------------------------------
+
+
+class RowConfig:
+    """Base of every row's frozen ``Config`` dataclass: :meth:`quick` is the dataclass defaults.
+
+    It adds no field, so a row's :func:`~losslab.experiments.result_key` is that of its fields alone;
+    each row defines :meth:`full` (and overrides :meth:`quick` only if its defaults are not the quick
+    profile).
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Config(RowConfig):
+        ...     seeds: tuple[int, ...] = (0, 1)
+        >>> Config.quick()
+        Config(seeds=(0, 1))
+    """
+
+    @classmethod
+    def quick(cls) -> Any:
+        """The quick profile: the defaults of the row's dataclass."""
+        return cls()
 
 
 # ---- trained runs ---------------------------------------------------------------------------------
@@ -145,6 +177,30 @@ class Timer:
             self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - t, 3)
 
 
+def row_result(id: str, criteria: Any, config: Any, measurements: Mapping[str, Any], verdict: Any, control: Any,
+               key_numbers: Mapping[str, Any], figure: FigureRef, timer: Timer, *, seeds: Mapping[str, Any],
+               data: str, comparison: str, notes: Sequence[str] = ()) -> Any:
+    """A row's :class:`~losslab.experiments.ExperimentResult`: :meth:`ExperimentResult.create` with the
+    arguments every row passes alike (its ``CRITERIA``, its ``Control``, one figure, the
+    :class:`Timer`'s seconds as timings) given by position."""
+    from ._base import ExperimentResult
+
+    return ExperimentResult.create(
+        id, config, measurements=measurements, verdict=verdict, comparison=comparison, key_numbers=key_numbers,
+        figures=[figure], criteria=criteria, control=control, seeds=seeds, data=data, timings=timer.seconds,
+        notes=notes)
+
+
+def same_seeds(seeds: Sequence[int], note: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``seeds`` record of a row whose control runs on the row's own seeds.
+
+    Example:
+        >>> same_seeds((0, 1), "init from each seed", {"probes": [5, 6]})
+        {'runs': [0, 1], 'control': [0, 1], 'probes': [5, 6], 'note': 'init from each seed'}
+    """
+    return {"runs": list(seeds), "control": list(seeds), **(extra or {}), "note": note}
+
+
 # ---- measurements ---------------------------------------------------------------------------------
 
 
@@ -172,57 +228,31 @@ def interpolate(model: Any, start: Mapping[str, Any], end: Mapping[str, Any], al
     return out
 
 
-def barriers(alphas: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """The two barrier definitions of SURVEY.md over the points with ``0 <= a <= 1``.
-
-    .. math::
-
-        B_\\text{mean} = \\max_a L(a) - \\tfrac12 (L(0) + L(1)), \\qquad
-        B_\\text{lin} = \\max_a \\bigl(L(a) - [(1-a) L(0) + a L(1)]\\bigr).
-
-    ``L(0)`` and ``L(1)`` are the values at the smallest and largest ``a`` in [0, 1].
+def spread(items: Sequence[Any], k: int) -> list[Any]:
+    """``k`` of ``items`` spread evenly over them, first and last included (all when ``k <= 0`` or
+    ``k >= len(items)``): the checkpoints a row measures.
 
     Example:
-        >>> b = barriers([0, 0.5, 1], [1.0, 3.0, 2.0])
-        >>> b["barrier_mean"], b["barrier_linear"]
-        (1.5, 1.5)
+        >>> spread(range(10), 4)
+        [0, 3, 6, 9]
     """
-    a = np.asarray(alphas, dtype=float)
-    v = np.asarray(values, dtype=float)
-    keep = (a >= -1e-12) & (a <= 1 + 1e-12)
-    a, v = a[keep], v[keep]
-    if a.size < 2:
-        raise LosslabError("barriers need at least two points with 0 <= a <= 1")
-    order = np.argsort(a)
-    a, v = a[order], v[order]
-    l0, l1 = v[0], v[-1]
-    return {
-        "barrier_mean": float(v.max() - 0.5 * (l0 + l1)),
-        "barrier_linear": float(np.max(v - ((1 - a) * l0 + a * l1))),
-        "start": float(l0),
-        "end": float(l1),
-    }
+    if k <= 0 or k >= len(items):
+        return list(items)
+    pos = sorted({int(round(p)) for p in np.linspace(0, len(items) - 1, k)})
+    return [items[p] for p in pos]
 
 
-def monotonicity(values: Sequence[float] | np.ndarray, *, rtol: float = 1e-5, atol: float = 1e-6) -> dict[str, Any]:
-    """Non-monotone steps and the largest bump of a sequence that should decrease.
-
-    A step ``i -> i+1`` is non-monotone when ``L[i+1] > L[i] + atol + rtol * |L[i]|`` (float32
-    evaluation noise is not a bump). The bump height is the largest rise above the running minimum,
-    :math:`\\max_j \\bigl(L_j - \\min_{i \\le j} L_i\\bigr)` (0 for a non-increasing sequence).
+def interval_text(values: Sequence[float], fmt: str = ".3g") -> str:
+    """``"mean [lo, hi]"`` of the 95% t-interval of ``values`` over seeds, each number in ``fmt``.
 
     Example:
-        >>> m = monotonicity([3.0, 2.0, 2.5, 1.0])
-        >>> m["nonmonotone_steps"], m["steps"], m["bump_height"]
-        (1, 3, 0.5)
+        >>> interval_text([1.0, 2.0, 3.0], ".2f")
+        '2.00 [-0.48, 4.48]'
     """
-    v = np.asarray(values, dtype=float)
-    d = np.diff(v)
-    rise = d > atol + rtol * np.abs(v[:-1])
-    bump = float(np.max(v - np.minimum.accumulate(v))) if v.size else 0.0
-    first = int(np.argmax(rise)) if rise.any() else None
-    return {"nonmonotone_steps": int(rise.sum()), "steps": int(d.size), "bump_height": bump,
-            "first_rise_index": first}
+    from .criteria import t_interval
+
+    iv = t_interval(values)
+    return f"{iv.mean:{fmt}} [{iv.lo:{fmt}}, {iv.hi:{fmt}}]"
 
 
 # ---- figures --------------------------------------------------------------------------------------
@@ -244,6 +274,43 @@ def save_figure(fig: Any, work_dir: str | os.PathLike, name: str, caption: str =
     return FigureRef(fname, caption)
 
 
+def label_axes(ax: Any, *, xlabel: str | None = None, ylabel: str | None = None, title: str | None = None,
+               title_size: float | None = None, legend: float | None = None, **legend_kw: Any) -> None:
+    """Label one panel: axis labels, a title (``title_size`` points) and, when ``legend`` (its font size)
+    is given, the legend (``legend_kw``, e.g. ``loc``, go to ``ax.legend``). ``None`` leaves a part as it is.
+    """
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title, **({} if title_size is None else {"fontsize": title_size}))
+    if legend is not None:
+        ax.legend(fontsize=legend, **legend_kw)
+
+
+def interval_bar(ax: Any, x: float, values: Sequence[float], **kw: Any) -> None:
+    """The mean of ``values`` with its 95% t-interval (:func:`~losslab.experiments.criteria.t_interval`)
+    as an error bar at ``x``; ``kw`` (``fmt``, ``color``, ...) go to ``ax.errorbar``."""
+    from .criteria import t_interval
+
+    iv = t_interval(values)
+    ax.errorbar([x], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], **kw)
+
+
+def ratio_panel(ax: Any, groups: Sequence[tuple[Sequence[float], str, str]], *, alpha: float = 0.8) -> None:
+    """Per-seed log ratios: for each group ``(values, tick label, colour)`` at x = 0, 1, ... its finite
+    values (dots) and, beside them, their mean with its 95% t-interval (black diamond); a line at 0."""
+    for j, (vals, _, color) in enumerate(groups):
+        v = [x for x in vals if math.isfinite(x)]
+        ax.plot([j] * len(v), v, "o", color=color, alpha=alpha)
+        if len(v) >= 2:
+            interval_bar(ax, j + 0.15, v, fmt="D", color="k", capsize=4, ms=5)
+    ax.axhline(0.0, color="0.5", lw=1)
+    ax.set_xticks(range(len(groups)), [g[1] for g in groups])
+    ax.set_xlim(-0.5, len(groups) - 0.4)
+
+
 def seed_panel(ax: Any, groups: Sequence[tuple[str, Sequence[float], str]], threshold: float, op: str,
                ylabel: str, *, legend_loc: str = "upper left") -> None:
     """Per-seed values (dots), their mean and 95% t-interval (bar) for each group, and the threshold.
@@ -251,15 +318,11 @@ def seed_panel(ax: Any, groups: Sequence[tuple[str, Sequence[float], str]], thre
     ``groups``: ``(label, per-seed values, colour)``; ``op``/``threshold``: the criterion, drawn as a
     dashed line labelled "claim: op threshold".
     """
-    from .criteria import t_interval
-
     for i, (name, vals, color) in enumerate(groups):
         v = np.asarray(vals, dtype=float)
         ax.scatter(np.full(v.shape, i) + np.linspace(-0.08, 0.08, len(v)), v, color=color, s=22, zorder=3)
         if len(v) > 1 and np.all(np.isfinite(v)):
-            iv = t_interval(v)
-            ax.errorbar([i + 0.22], [iv.mean], yerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="s", color=color,
-                        ms=5, capsize=4, lw=1.5)
+            interval_bar(ax, i + 0.22, v, fmt="s", color=color, ms=5, capsize=4, lw=1.5)
     ax.axhline(threshold, color="k", ls="--", lw=1, label=f"claim: {op} {threshold:.3g}")
     ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
     ax.set_xlim(-0.5, len(groups) - 0.4)

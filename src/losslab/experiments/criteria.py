@@ -40,7 +40,8 @@ from ..errors import LosslabError
 
 __all__ = [
     "Interval", "t_interval", "tost", "Criterion", "Criteria", "Control", "apply_control",
-    "per_seed", "CONFIDENCE", "SEED_PLAN_2026_12_04",
+    "per_seed", "CONFIDENCE", "SEED_PLAN_2026_12_04", "MINIMA_SOURCE", "trained_to_minimum", "run_trained",
+    "error_drop",
 ]
 
 CONFIDENCE = 0.95
@@ -263,6 +264,32 @@ class Criterion:
                      ci=[iv.lo, iv.hi], interval="t95", **base)
 
 
+#: Issue 14's "like with like": a claim about solutions is measured at minima, train error <= 1%.
+MINIMA_SOURCE = "a claim about solutions needs minima: train error <= 1% (issue 14, like with like)"
+
+
+def trained_to_minimum(statistic: str, source: str = MINIMA_SOURCE, *,
+                       name: str = "trained to a minimum") -> Criterion:
+    """Issue 14's precondition: ``statistic`` (a train error) ``<= 0.01`` on every seed.
+
+    Example:
+        >>> trained_to_minimum("final train error").text()[:75]
+        '[precondition] trained to a minimum: final train error <= 0.01 (every seed)'
+    """
+    return Criterion(name, statistic, "<=", 0.01, source, precondition=True)
+
+
+def error_drop(records: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Per seed: ``initial_train_error - train_error`` (the statistic of :func:`run_trained`)."""
+    return [float(r["initial_train_error"]) - float(r["train_error"]) for r in records]
+
+
+def run_trained(statistic: str, source: str) -> Criterion:
+    """The precondition "run trained": ``statistic`` (a drop in train error) ``>= 0.1`` on every seed
+    (rows about what training does need a run that learned its training set)."""
+    return Criterion("run trained", statistic, ">=", 0.1, source, precondition=True)
+
+
 #: The seed-plan change of 2026-12-04, listed in the ``changes`` of every row it touched.
 SEED_PLAN_2026_12_04 = (
     "criterion changed on 2026-12-04 because issue 14's stability target was missed with 3 seeds in quick: two "
@@ -325,6 +352,20 @@ class Criteria:
 
     def to_dict(self) -> dict[str, Any]:
         return {"lines": self.lines(), "registered": self.registered, "changes": list(self.changes)}
+
+    def judge_records(self, records: Sequence[Mapping[str, Any]], values: Mapping[str, str | Sequence[float]]) -> Any:
+        """The :class:`~losslab.experiments.Verdict` of per-seed ``records`` (each with a ``seed``).
+
+        ``values`` maps a criterion's name to the record key holding its per-seed statistic
+        (:func:`per_seed`) or to the per-seed values themselves; each is judged, in that order, by
+        :meth:`Criterion.judge` over the records' seeds (:func:`~losslab.experiments.verdict_from_checks`).
+        """
+        from ._base import verdict_from_checks
+
+        seeds = [r["seed"] for r in records]
+        return verdict_from_checks([
+            self[name].judge(per_seed(records, v) if isinstance(v, str) else v, seeds=seeds)
+            for name, v in values.items()])
 
 
 @dataclass(frozen=True)

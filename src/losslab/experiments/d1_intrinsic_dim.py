@@ -51,8 +51,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, new_figure, save_figure
-from .criteria import SEED_PLAN_2026_12_04, Control, Criteria, Criterion, t_interval
+from .common import describe_data, label_axes, new_figure, row_result, RowConfig, save_figure, Timer
+from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval
 
 ID = "D1"
 VERSION = 2
@@ -184,7 +184,7 @@ def fmt_d(crossing: Mapping[str, Any], dims: Sequence[float]) -> str:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """D1 settings.
 
     Attributes:
@@ -228,10 +228,6 @@ class Config:
     mem_projection: str = "dense"
     subset_seed: int = 0
     control_subset_seed: int = 1
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -345,20 +341,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     extra = "".join(f"; {p}: d_int90 per seed {', '.join(_fmt_seed(q) for q in seed_crossings(v))}"
                     for p, v in sweeps.items() if p != config.projection)
     base = ", ".join(f"{b:.3f}" for b in main["baseline_per_seed"])
-    comparison = (
-        f"Clean digits, MLP {config.width}x{config.depth} (D = {D}, 0.1 D = {0.1 * D:.0f}), {len(per)} seeds: full-space "
-        f"test accuracy {base}; a random {config.projection} subspace reaches 90% of it at d_int90 = "
-        f"{', '.join(_fmt_seed(p) for p in per)} (per seed, [grid bracket]; grid up to {max(main['dims'])}), geometric "
-        f"mean {fr}{extra}. Memorizing {len(sub.train)} examples (train accuracy vs each seed's full-space fit): "
-        f"d_int90 = {', '.join(_fmt_seed(p) for p in cper)} with the true labels vs "
-        f"{', '.join(_fmt_seed(p) for p in rper)} with random labels, ratio {rr}. Control: random labels judged "
-        f"by 'small' need {', '.join(_fmt_frac(p, D) for p in rper)} of D; the null pair (true labels on two "
-        f"independent subsets, second: {', '.join(_fmt_seed(p) for p in nper)}) gives ratio "
-        f"{_interval(_log_ratios(mem['clean'], null), lambda v: 10 ** v)}."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
         seeds={"sweep": list(config.seeds), "memorization": list(config.mem_seeds),
                "labels": list(config.label_seeds), "subset": config.subset_seed,
                "control_subset": config.control_subset_seed,
@@ -366,11 +349,23 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
                        "projection 7919 s + d, random labels of the k-th seed from label_seeds[k]"},
         data=describe_data(bundle) + f"; memorization subset {len(sub.train)} examples (true / all labels random), "
                                      f"control subset {len(other.train)} examples (true labels)",
-        timings=timer.seconds,
         notes=[(f"memorization lr(d) = {config.mem_lr:g} * min(1, sqrt({config.mem_ref_dim}/d)), full batch, "
                 f"{config.mem_epochs} steps (constant step length in parameter space)."),
                "d_int90 is interpolated in log d between the grid values in brackets; a seed whose crossing lies "
                "outside its grid is judged on the grid bound when that bound decides the check."],
+        comparison=(
+            f"Clean digits, MLP {config.width}x{config.depth} (D = {D}, 0.1 D = {0.1 * D:.0f}), {len(per)} seeds: "
+            "full-space "
+            f"test accuracy {base}; a random {config.projection} subspace reaches 90% of it at d_int90 = "
+            f"{', '.join(_fmt_seed(p) for p in per)} (per seed, [grid bracket]; grid up to {max(main['dims'])}), "
+            "geometric "
+            f"mean {fr}{extra}. Memorizing {len(sub.train)} examples (train accuracy vs each seed's full-space fit): "
+            f"d_int90 = {', '.join(_fmt_seed(p) for p in cper)} with the true labels vs "
+            f"{', '.join(_fmt_seed(p) for p in rper)} with random labels, ratio {rr}. Control: random labels judged "
+            f"by 'small' need {', '.join(_fmt_frac(p, D) for p in rper)} of D; the null pair (true labels on two "
+            f"independent subsets, second: {', '.join(_fmt_seed(p) for p in nper)}) gives ratio "
+            f"{_interval(_log_ratios(mem['clean'], null), lambda v: 10 ** v)}."
+        ),
     )
 
 
@@ -504,8 +499,8 @@ def _figure(m: Mapping[str, Any], work_dir: Path) -> Any:
     for i, (proj, s) in enumerate(m["sweeps"].items()):
         curves(ax, s, f"C{i}", proj)
     alld = sorted({int(d) for s in m["sweeps"].values() for d in s["dims"]})
-    ax.set_title(f"clean labels, test accuracy (D = {m['D']})", fontsize=10)
-    ax.set_ylabel("accuracy / full-space acc. (same seed)")
+    label_axes(ax, ylabel="accuracy / full-space acc. (same seed)", title=f"clean labels, test accuracy (D = {m['D']})",
+               title_size=10)
     ax = axes[1]
     curves(ax, m["memorization"]["clean"], "C0", "true labels")
     curves(ax, m["memorization"]["random"], "C3", "random labels")

@@ -40,8 +40,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import Timer, describe_data, new_figure, save_figure
-from .criteria import Control, Criteria, Criterion, t_interval
+from .common import describe_data, interval_text, new_figure, row_result, RowConfig, same_seeds, save_figure, Timer
+from .criteria import Control, Criteria, Criterion
 from .d1_intrinsic_dim import load_data, log_ticks, mlp_factory, nanmean_rows, undecided_as_inf
 
 ID = "D2"
@@ -105,7 +105,7 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RowConfig):
     """D2 settings.
 
     Attributes:
@@ -136,10 +136,6 @@ class Config:
     lr: float = 0.5
     momentum: float = 0.9
     batch_size: int = 128
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls()
 
     @classmethod
     def full(cls) -> "Config":
@@ -227,8 +223,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         v = [x for x in vals if math.isfinite(x)]
         if len(v) < 2:
             return "undetermined"
-        i = t_interval(v)
-        return f"{i.mean:{fmt}} [{i.lo:{fmt}}, {i.hi:{fmt}}]" + ("" if len(v) == len(vals) else f" ({len(v)} seeds)")
+        return interval_text(v, fmt) + ("" if len(v) == len(vals) else f" ({len(v)} seeds)")
 
     zones = ", ".join(f"[{p['band'][0]:g}, {p['band'][1]:g}]" for p in per)
     key = {
@@ -241,27 +236,26 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
             f"{iv([p['end_ratio'] for p in cper])}; {iv([p['success_diff'] for p in cper])}",
     }
     si = ", ".join(f"{p['success_inside']:.2f}/{p['success_outside']:.2f}" for p in per)
-    comparison = (
-        f"Tr(H_sub)/||H_sub||_F in random {config.d}-dim subspaces of a {config.activation} MLP "
-        f"{config.width}x{config.depth} (D = {m['D']}), {len(per)} seeds: the per-seed peak is {peaks(per)} "
-        f"(random-matrix sd {sd:.2f}; in sd units {iv([p['peak_sd'] for p in per], '.1f')}); the larger grid-end value "
-        f"is {iv([p['end_ratio'] for p in per])} of the peak (r = {config.radii[0]:g} and {config.radii[-1]:g} x the "
-        f"default init norm). Zones (rho >= {BAND_FRACTION:g} x peak): {zones}. Subspace training reached test "
-        f"accuracy >= {SUCCESS_ACCURACY:g} from inside / outside the zone at rates {si} per seed (difference "
-        f"{iv([p['success_diff'] for p in per])}). Control, a linear softmax model (D = {m['control']['D']}, convex): "
-        f"peak {peaks(cper)}, end / peak {iv([p['end_ratio'] for p in cper])}, success difference "
-        f"{iv([p['success_diff'] for p in cper])}."
-    )
-    return ExperimentResult.create(
-        ID, config, measurements=m, verdict=verdict, comparison=comparison, key_numbers=key, figures=[fig_ref],
-        criteria=CRITERIA, control=control,
-        seeds={"runs": list(config.seeds), "control": list(config.seeds),
-               "note": "seed s: init, projection 104729 s + d, data order"},
+    return row_result(ID, CRITERIA, config, m, verdict, control, key, fig_ref, timer,
+        seeds=same_seeds(config.seeds, "seed s: init, projection 104729 s + d, data order"),
         data=describe_data(bundle) + f"; Hessian on the first {min(config.hessian_examples, len(bundle.train))} "
-                                     "training examples", timings=timer.seconds,
+                                     "training examples",
         notes=[(f"Radii are multiples of the PyTorch default init norm (uniform +-1/sqrt(fan_in)), which is "
                f"sqrt(6) smaller than He init; subspace training: SGD lr {config.lr:g}, momentum {config.momentum:g}, "
                f"{config.epochs} epochs, batch {config.batch_size}.")],
+        comparison=(
+            f"Tr(H_sub)/||H_sub||_F in random {config.d}-dim subspaces of a {config.activation} MLP "
+            f"{config.width}x{config.depth} (D = {m['D']}), {len(per)} seeds: the per-seed peak is {peaks(per)} "
+            f"(random-matrix sd {sd:.2f}; in sd units {iv([p['peak_sd'] for p in per], '.1f')}); the larger "
+            f"grid-end value is {iv([p['end_ratio'] for p in per])} of the peak (r = {config.radii[0]:g} and "
+            f"{config.radii[-1]:g} x the default init norm). Zones (rho >= {BAND_FRACTION:g} x peak): {zones}. "
+            "Subspace training reached test "
+            f"accuracy >= {SUCCESS_ACCURACY:g} from inside / outside the zone at rates {si} per seed (difference "
+            f"{iv([p['success_diff'] for p in per])}). Control, a linear softmax model (D = {m['control']['D']}, "
+            "convex): "
+            f"peak {peaks(cper)}, end / peak {iv([p['end_ratio'] for p in cper])}, success difference "
+            f"{iv([p['success_diff'] for p in cper])}."
+        ),
     )
 
 

@@ -10,7 +10,9 @@ recipe                          what                                        used
 ==============================  ==========================================  =======================
 ``mnist1d_mlp``                 SGD MLP on MNIST-1D (independent runs)      A1, C4 (and C2, C5)
 ``mnist1d_mlp_large_lr``        the same MLP, large-LR SGD (MLI contrast)   A1
-``memorization_mlp(p)``         Adam MLP, label noise p (Zhang et al.)      A2, A3
+``memorization_mlp(p)``         Adam MLP, label noise p (Zhang et al.)      (base of the next)
+``random_labels_mlp(p)``        the same, quick on 1000 examples            A2, A3
+``deep_linear_mlp(p)``          its deep *linear* twin (negative control)   A2, A3
 ``poison_pair``                 clean / poisoned MLP pair (Huang et al.)    A4 (and C1)
 ``skip_resnet(skip)``           deep 1-D ResNet with / without shortcuts    B1
 ==============================  ==========================================  =======================
@@ -23,8 +25,8 @@ from typing import Any
 from ..errors import LosslabError
 from .common import train_config
 
-__all__ = ["with_seed", "mnist1d_mlp", "mnist1d_mlp_large_lr", "memorization_mlp", "poison_pair", "skip_resnet",
-           "digits_mlp"]
+__all__ = ["with_seed", "with_label_noise", "mnist1d_mlp", "mnist1d_mlp_large_lr", "memorization_mlp",
+           "random_labels_mlp", "deep_linear_mlp", "poison_pair", "skip_resnet", "digits_mlp"]
 
 
 def _profile(profile: str) -> str:
@@ -38,6 +40,11 @@ def with_seed(config: Any, seed: int) -> Any:
     from ..config import SeedConfig
 
     return dataclasses.replace(config, seeds=SeedConfig(seed=int(seed)))
+
+
+def with_label_noise(config: Any, p: float) -> Any:
+    """The same recipe with a fraction ``p`` of the training labels replaced by random ones."""
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, label_noise=float(p)))
 
 
 def mnist1d_mlp(profile: str = "quick") -> Any:
@@ -75,6 +82,28 @@ def memorization_mlp(p: float, profile: str = "quick") -> Any:
     return train_config(dataset="mnist1d", label_noise=float(p), model="mlp",
                         model_kwargs={"width": 512, "depth": 2}, optimizer="adam", lr=1e-3, epochs=100,
                         checkpoints="none")
+
+
+def random_labels_mlp(p: float, profile: str = "quick") -> Any:
+    """Adam MLP on MNIST-1D with a fraction ``p`` of training labels random: A2's and A3's runs.
+
+    quick: :func:`memorization_mlp` on a 1000-example training subset (40-256-256-10, 78,858
+    parameters, Adam lr 1e-3, batch 128, 60 epochs, about 1.5 s a run); full: :func:`memorization_mlp`'s
+    full profile (all 4000 examples, 40-512-512-10, 100 epochs).
+    """
+    cfg = memorization_mlp(p, profile)
+    if profile == "quick":
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subsample=1000))
+    return cfg
+
+
+def deep_linear_mlp(p: float, profile: str = "quick") -> Any:
+    """The negative control of A2 and A3: :func:`random_labels_mlp`'s data, optimizer and budget on a deep
+    *linear* net (40-64-64-10, identity activations, 7,434 parameters): over-parameterized by count, but
+    it represents only linear classifiers."""
+    base = random_labels_mlp(p, profile)
+    return dataclasses.replace(base, model=dataclasses.replace(
+        base.model, model_kwargs={"width": 64, "depth": 2, "activation": "identity"}))
 
 
 def digits_mlp(profile: str = "quick") -> Any:
