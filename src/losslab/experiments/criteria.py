@@ -217,7 +217,7 @@ class Criterion:
         A NaN among the values (a seed whose statistic could not be computed) gives an undecided
         check that says so.
         """
-        from ._base import Check
+        from ._verdict import Check
 
         vals = [float(v) for v in values]
         seeds = list(seeds) if seeds is not None else list(range(len(vals)))
@@ -360,7 +360,7 @@ class Criteria:
         (:func:`per_seed`) or to the per-seed values themselves; each is judged, in that order, by
         :meth:`Criterion.judge` over the records' seeds (:func:`~losslab.experiments.verdict_from_checks`).
         """
-        from ._base import verdict_from_checks
+        from ._verdict import verdict_from_checks
 
         seeds = [r["seed"] for r in records]
         return verdict_from_checks([
@@ -386,7 +386,7 @@ class Control:
     @property
     def fired(self) -> bool:
         """The control came out ``reproduced``: the row's check does not discriminate."""
-        from ._base import REPRODUCED
+        from ._verdict import REPRODUCED
 
         return self.verdict is not None and self.verdict.status == REPRODUCED
 
@@ -397,7 +397,7 @@ class Control:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Control":
-        from ._base import Check, Verdict
+        from ._verdict import Check, Verdict
 
         if d.get("verdict") in (None, "none"):
             return cls(d.get("setting", ""), None, d.get("reason", ""))
@@ -420,7 +420,7 @@ def apply_control(verdict: Any, control: Control | None) -> Any:
         >>> apply_control(v, Control("untrained curve", Verdict("not reproduced", "0.4 -> 0.39"))).status
         'reproduced'
     """
-    from ._base import INCONCLUSIVE, Verdict
+    from ._verdict import INCONCLUSIVE, Verdict
 
     if control is None or not control.fired:
         return verdict
