@@ -28,7 +28,7 @@ def test_settings_hash_pinned() -> None:
 
 
 def test_hessian_cache_stem_pinned() -> None:
-    from losslab.cli.hessian import _Cache
+    from losslab.curvature.analysis import ResultCache as _Cache  # was cli.hessian._Cache
 
     cache = _Cache(Path("/tmp/cache"), {"checkpoint": "/a/b.pt", "size": 10, "model": "mlp", "p": Path("/q")}, False)
     assert cache.stem("eig", {"k": 3, "tol": 1e-6, "which": "LA"}).name == "eig-8e8dd750b2a8"

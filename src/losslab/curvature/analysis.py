@@ -15,7 +15,6 @@ recomputing). ``force=True`` recomputes.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -52,8 +51,10 @@ class ResultCache:
 
     def stem(self, name: str, params: dict[str, Any]) -> Path:
         """``out/<name>-<12 hex digits of the hash of (base, name, params)>`` (no suffix)."""
-        spec = json.dumps({"base": self.base, "name": name, "params": params}, sort_keys=True, default=str)
-        return self.out / f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+        from ..results import digest
+
+        spec = {"base": self.base, "name": name, "params": params}
+        return self.out / f"{name}-{digest(spec, 12, compact=False, default=str)}"
 
     def json(self, name: str, params: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """A JSON-able result: loaded from ``<stem>.json`` when its params match, else computed and saved."""
