@@ -55,6 +55,7 @@ class _FirstCache:
     def __init__(self, layer: _FirstLayer, terms: list[list[Tensor]], js: list[int], key: Any) -> None:
         self.layer, self.terms, self.js, self.key = layer, terms, js, key
         self.bufs: list[Tensor | None] = [None] * len(terms)
+        self.refs: list[Tensor] = []  # the tensors named in ``key``, kept alive while cached
 
     def combine(self, q: int, c: Sequence[float]) -> Tensor:
         ts, js = self.terms[q], self.js
@@ -168,9 +169,10 @@ class _FirstLayerMixin:
         if self.first_layer_requested == "auto" and fl.fan_in < FIRST_LAYER_MIN_RATIO * len(terms):
             note["reason"] = f"fan-in {fl.fan_in} < {FIRST_LAYER_MIN_RATIO} x {len(terms)} terms"
             return None
-        key = (tuple((x.data_ptr(), tuple(x.shape)) for x in xs),) + tuple(
-            (t.data_ptr(), t._version, tuple(t.shape)) if t is not None else None for _, w, b in terms for t in (w, b)
-        )
+        # The key names each tensor by identity and version; the cache holds references to them
+        # (``refs``), so no id or address in a live key can be reused by a new tensor.
+        refs = [*xs, *(t for _, w, b in terms for t in (w, b) if t is not None)]
+        key = tuple((id(t), t.data_ptr(), t._version, tuple(t.shape), t.stride()) for t in refs)
         if self._first_cache is not None and self._first_cache.key == key:
             return self._first_cache
         self._first_cache = None
@@ -211,6 +213,7 @@ class _FirstLayerMixin:
             chunks = [term_outputs(self._first_input(xc)) for xc in xs]
         note["reason"] = f"precomputed: {len(terms)} terms, fan-in {fl.fan_in}"
         self._first_cache = _FirstCache(fl, chunks, [j for j, _, _ in terms], key)
+        self._first_cache.refs = refs
         return self._first_cache
 
     def _first_input(self, x: Tensor) -> Tensor:
