@@ -16,6 +16,11 @@ but has not yet reached the extreme one). Full reorthogonalization (classical Gr
 twice) keeps :math:`V_m` orthonormal to working precision, so the residual bound stays honest and no
 spurious copies ("ghosts") of converged eigenvalues appear.
 
+Memory is bounded whatever the number of steps: the vectors are held in the operator's dtype (only
+the small projected problem is float64), at most ``max_basis`` of them, with a thick restart (Wu &
+Simon 2000) when the basis is full; a single eigenvalue without its vector (``lambda_max``) needs only
+the three vectors of the recurrence.
+
 Compared with power iteration (PyHessian), whose error falls like :math:`(λ_2/λ_1)^{2m}`, Lanczos
 converges like a Chebyshev polynomial in :math:`\\sqrt{\\text{gap}}`, and it gets several eigenvalues,
 both ends of the spectrum, from one run.
