@@ -98,8 +98,11 @@ def _start(tmp_path):
     script = tmp_path / "fake_reproduce.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "LOSSLAB_THREADS": "1"}
+    # A shell without job control starts background commands with SIGINT ignored, and an ignored
+    # SIGINT is inherited (Python then installs no Ctrl-C handler): give the child a terminal's default.
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "out")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
         # A1 (scheduled first) finished and saved; A2 and A3 started in the two workers
@@ -165,7 +168,7 @@ def test_signals_wait_for_a_safe_point_and_reach_the_previous_handler():
         seen.append(signum)
         raise RuntimeError("term handler")
 
-    before_int = signal.getsignal(signal.SIGINT)
+    before_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored when run in the background
     before_term = signal.signal(signal.SIGTERM, term)
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -181,6 +184,8 @@ def test_signals_wait_for_a_safe_point_and_reach_the_previous_handler():
                 time.sleep(0.05)
             # not checked inside: delivered on leaving the block
         assert seen == [signal.SIGTERM]
-        assert signal.getsignal(signal.SIGINT) is before_int and signal.getsignal(signal.SIGTERM) is term
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is term
     finally:
         signal.signal(signal.SIGTERM, before_term)
+        signal.signal(signal.SIGINT, before_int)
