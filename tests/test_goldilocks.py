@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from losslab import data, models
+from losslab._functional import ensure_forward_ad
 from losslab.errors import LosslabError
-from losslab.goldilocks import (
-    GoldilocksDisplay, GoldilocksResult, _ensure_forward_ad, goldilocks, restricted_hessian, subspace_curvature,
+from losslab.subspace.goldilocks import (
+    GoldilocksDisplay, GoldilocksResult, goldilocks, restricted_hessian, subspace_curvature,
 )
 from losslab.subspace import DenseProjection, FastfoodProjection, SparseProjection
 
@@ -37,7 +38,7 @@ def dense_hessian(net, x, y, theta=None):
         point = {k: t.reshape(s) for k, t, s in zip(names, parts, shapes)}
         return F.cross_entropy(torch.func.functional_call(net, point, (x,)), y)
 
-    _ensure_forward_ad()  # torch.func.hessian is forward-over-reverse; see goldilocks._ensure_forward_ad
+    ensure_forward_ad()  # torch.func.hessian is forward-over-reverse; see _functional.ensure_forward_ad
     return torch.func.hessian(loss)(flat0)
 
 

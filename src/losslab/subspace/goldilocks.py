@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -44,12 +43,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .results import Result, load_arrays
-from ._io import atomic_savez, atomic_write_json
-from .errors import LosslabError
-from .subspace._grid import derive_seed, jsonable, paths, progress_bar, tensor_digest, versions
-from .subspace.projections import PROJECTIONS, Projection, make_projection
-from .subspace.training import LossLike, _Functional, _loss_fn, _splits, _xy, train_subspace
+from ..results import Result, load_arrays
+from .._io import atomic_savez, atomic_write_json
+from .._functional import ensure_forward_ad
+from ..errors import LosslabError
+from ._grid import derive_seed, jsonable, paths, progress_bar, tensor_digest, versions
+from .projections import PROJECTIONS, Projection, make_projection
+from .training import LossLike, _Functional, _loss_fn, _splits, _xy, train_subspace
 
 __all__ = ["restricted_hessian", "subspace_curvature", "goldilocks", "GoldilocksResult", "GoldilocksDisplay"]
 
@@ -57,21 +57,6 @@ FORMAT = "losslab.goldilocks"
 FORMAT_VERSION = 1
 CELL_METRICS = ("radius", "trace", "frobenius", "trace_over_frobenius", "positive_fraction", "lambda_min",
                 "lambda_max", "loss", "accuracy", "train_accuracy", "test_accuracy", "success", "seconds")
-
-
-def _ensure_forward_ad() -> None:
-    """Import torch's forward-AD decompositions once with their import-time deprecation warning silenced.
-
-    torch 2.13 loads ``torch._decomp.decompositions_for_jvp`` on the first ``jvp``; it calls the
-    deprecated ``torch.jit.script``, which fails under ``-W error`` (and leaves forward mode broken).
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
-        try:
-            import torch._decomp.decompositions_for_jvp  # noqa: F401
-        except ImportError:  # pragma: no cover - other torch versions
-            pass
 
 
 def restricted_hessian(
@@ -136,7 +121,7 @@ def restricted_hessian(
     def f(z: Tensor) -> Tensor:
         return lf(fn.forward(theta + apply(z), x, buffers), y)
 
-    _ensure_forward_ad()
+    ensure_forward_ad()
     grad_f = torch.func.grad(f)
     z0 = torch.zeros(d, device=fn.device, dtype=fn.dtype)
 
@@ -437,7 +422,7 @@ class GoldilocksDisplay:
 
     def savefig(self, path: str | Path, **kwargs: Any) -> Path:
         """Atomic ``Figure.savefig`` of the plotted figure."""
-        from .subspace.display import savefig
+        from .display import savefig
 
         return savefig(self.figure_, path, **kwargs)
 
