@@ -16,13 +16,13 @@ from losslab.subspace.goldilocks import (
 )
 from losslab.subspace import DenseProjection, FastfoodProjection, SparseProjection
 
+from cases import tiny_data
+
 F64 = torch.float64
 
 
 def tiny():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(12, 3, generator=g, dtype=F64)
-    y = torch.randint(0, 3, (12,), generator=g)
+    x, y = tiny_data(12, 3, 3, seed=0)
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
     return net, x, y
 
