@@ -45,6 +45,7 @@ from ._core import Normalization as Normalization, PointLike as PointLike, Vecto
 from ._random import normalize, orthogonalize, random_direction, random_plane
 from ._between import Plane, model_to_model, plane_through
 from ._pca import PCAResult, pca_directions
+from ._files import count_directions, direction_recipe, from_recipe, load_direction, read_direction_file, save_direction
 from ._build import DIRECTION_KINDS, BuiltDirections, build, hessian_directions
 
 __all__ = [
@@ -63,4 +64,10 @@ __all__ = [
     "BuiltDirections",
     "build",
     "hessian_directions",
+    "direction_recipe",
+    "from_recipe",
+    "save_direction",
+    "load_direction",
+    "read_direction_file",
+    "count_directions",
 ]

@@ -1,7 +1,7 @@
 """Building the directions of a surface (:func:`build`), Hessian eigenvectors included."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,8 +10,10 @@ from torch import nn
 
 from .. import params
 from ..errors import LosslabError
+from ..params import Point
 from ._core import Direction, Normalization, PointLike, _as_point
-from ._random import random_direction, random_plane
+from ._files import read_direction_file, save_direction
+from ._random import normalize, random_direction, random_plane
 from ._between import model_to_model
 from ._pca import PCAResult, pca_directions
 
@@ -21,7 +23,7 @@ from ._pca import PCAResult, pca_directions
 # --------------------------------------------------------------------------------------------
 
 #: The kinds of directions :func:`build` makes.
-DIRECTION_KINDS: tuple[str, ...] = ("random", "pca", "to", "hessian")
+DIRECTION_KINDS: tuple[str, ...] = ("random", "pca", "to", "hessian", "file")
 
 
 @dataclass
@@ -32,19 +34,26 @@ class BuiltDirections:
         directions: ``dim`` directions (the x axis first).
         span: the default ``(xlo, xhi, ylo, yhi)`` plotting range for these directions.
         pca: the :class:`PCAResult` of the trajectory (``kind="pca"`` only, else None).
+        weights: the centre the directions were made for (what their recipes are checked against).
     """
 
     directions: list[Direction]
     span: tuple[float, float, float, float]
     pca: PCAResult | None = None
+    weights: Point | None = field(default=None, repr=False)
 
-    def save(self, out: str | Path) -> None:
-        """Write ``out/direction<i>`` for every direction and, for PCA, ``out/pca``."""
+    def save(self, out: str | Path, *, vectors: bool = False) -> None:
+        """Write ``out/direction<i>`` for every direction and, for PCA, ``out/pca``.
+
+        A seeded random direction is written as a recipe that regenerates it bit-identically
+        (:func:`~losslab.directions.save_direction`: a small JSON file, no tensors), unless ``vectors``;
+        the others (PCA, Hessian, model to model, from a file) are written as vectors.
+        """
         out = Path(out)
         if self.pca is not None:
             self.pca.save(out / "pca")
         for i, d in enumerate(self.directions):
-            d.save(out / f"direction{i}")
+            save_direction(d, out / f"direction{i}", weights=self.weights, vectors=vectors)
 
 
 def build(
@@ -61,6 +70,7 @@ def build(
     model: nn.Module | None = None,
     loss_fn: Any = None,
     data: Any = None,
+    file: str | Path | None = None,
 ) -> BuiltDirections:
     """The ``dim`` directions of a 1-D line or 2-D plane through ``weights``, and their default range.
 
@@ -74,6 +84,9 @@ def build(
       extent plus 25% margin per axis.
     * ``"hessian"``: the top-``dim`` Hessian eigenvectors (:func:`hessian_directions`, needs ``model``,
       ``loss_fn`` and ``data``); unit vectors, so the span is ``±0.1·||weights||``.
+    * ``"file"``: the one or two directions of ``file`` (:func:`~losslab.directions.read_direction_file`;
+      their number must be ``dim``), normalized by ``normalization`` (``"none"``: used as they are);
+      span ``[-1, 1]²``.
 
     Args:
         kind: one of :data:`DIRECTION_KINDS`.
@@ -83,6 +96,7 @@ def build(
         other: the endpoint of ``"to"``.
         trajectory: the points of ``"pca"``.
         model, loss_fn, data: the Hessian's model, loss and data for ``"hessian"``.
+        file: the ``.pt``/``.npz`` file of ``"file"``.
 
     Raises:
         LosslabError: an unknown kind, ``dim`` not 1 or 2, or a missing input of the kind.
@@ -123,13 +137,33 @@ def build(
         lo, hi = c.min(axis=0), c.max(axis=0)
         pad = 0.25 * np.maximum(hi - lo, 1e-3)
         span = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1]))
+    elif kind == "file":
+        dirs = _file_directions(file, w, dim, normalization, ignore_1d)
     else:
         if model is None or loss_fn is None or data is None:
             raise LosslabError("directions 'hessian' need model=, loss_fn= and data=")
         dirs = hessian_directions(model, loss_fn, data, k=dim, seed=seed)
         r = 0.1 * params.norm(w)
         span = (-r, r, -r, r)
-    return BuiltDirections(dirs, span, pca)
+    return BuiltDirections(dirs, span, pca, weights=w)
+
+
+def _file_directions(file: str | Path | None, w: Point, dim: int, normalization: Normalization,
+                     ignore_1d: bool) -> list[Direction]:
+    """The directions of ``build("file", ...)``: read, counted against ``dim``, normalized."""
+    if file is None:
+        raise LosslabError("directions 'file' need the file (file=)")
+    vecs = read_direction_file(file, w)
+    if len(vecs) != dim:
+        raise LosslabError(f"{file} holds {len(vecs)} direction(s) but dim is {dim} (1: a line, 2: a plane)")
+    out = []
+    for axis, v in zip("xy", vecs):
+        meta = {"kind": "file", "source": str(file), "axis": axis, "normalization": normalization}
+        if normalization != "none":
+            v = normalize(v, w, normalization, ignore_1d)
+            meta["ignore_1d"] = bool(ignore_1d)
+        out.append(Direction(v, {**meta, "norm": params.norm(v)}))
+    return out
 
 
 def hessian_directions(model: nn.Module, loss_fn: Any, data: Any, *, k: int = 2, seed: int = 0,
