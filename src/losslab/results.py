@@ -306,6 +306,35 @@ class Result:
         return cls(**{k: _decode(v, arrays) for k, v in desc["fields"].items()})
 
 
+class ArraysFormat(Result):
+    """A :class:`Result` in an established file format: the arrays named in ``_ARRAYS`` go to
+    ``<path>.npz``, the dicts ``summary`` (when ``_SUMMARY``) and ``meta`` to ``<path>.json``, under the
+    format name ``_FORMAT``. With ``_SUMMARY_NAN`` a summary value saved as null (NaN, inf) reads back as NaN.
+    """
+
+    _FORMAT: str = ""
+    _ARRAYS: tuple[str, ...] = ()
+    _SUMMARY = True
+    _SUMMARY_NAN = True
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``<path>.npz`` (arrays) and ``<path>.json`` (summary, meta); returns the npz path."""
+        desc = {"summary": getattr(self, "summary"), "meta": getattr(self, "meta")} if self._SUMMARY \
+            else {"meta": getattr(self, "meta")}
+        return save_arrays(path, self._FORMAT, {k: getattr(self, k) for k in self._ARRAYS}, desc)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Any:
+        """Read what :meth:`save` wrote."""
+        arrays, desc = load_arrays(path, cls._FORMAT)
+        kw: dict[str, Any] = {"meta": desc.get("meta", {})}
+        if cls._SUMMARY:
+            summary = desc.get("summary", {})
+            kw["summary"] = {k: (float("nan") if v is None else v) for k, v in summary.items()} \
+                if cls._SUMMARY_NAN else summary
+        return cls(**{k: arrays[k] for k in cls._ARRAYS}, **kw)
+
+
 def _encode(o: Any, arrays: dict[str, np.ndarray]) -> Any:
     """A JSON tree for ``o``; arrays and tensors go to ``arrays`` under generated keys."""
     if o is None or isinstance(o, (bool, str)):

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from .._functional import Point
 from ..results import Result, load_arrays, result_paths
-from ..results import jsonable as _jsonable
+from ..results import jsonable
 from .. import params as P
 from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
@@ -238,7 +238,7 @@ class PathResult(Result):
                 "interp": "max_a [L(a) - ((1 - a) L(0) + a L(1))] (a normalised to [0, 1])",
             },
             "barriers": self.barriers,
-            "meta": jsonable(self.meta),
+            "meta": jsonable(self.meta, keep_nonfinite=True),
         })
         return npz
 
@@ -248,11 +248,6 @@ class PathResult(Result):
         arrays, desc = load_arrays(path, FORMAT, what="path")
         metrics = {s: {m: arrays[f"{s}__{m}"].astype(np.float64) for m in ms} for s, ms in desc["splits"].items()}
         return cls(arrays["alphas"].astype(np.float64), metrics, desc["barriers"], desc.get("meta", {}))
-
-
-def jsonable(obj: Any) -> Any:
-    """A JSON-serialisable copy (:func:`losslab.results.jsonable`); NaN/inf are kept (``json`` reads them back)."""
-    return _jsonable(obj, keep_nonfinite=True)
 
 
 # ------------------------------------------------------------------------------------ points/data

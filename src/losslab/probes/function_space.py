@@ -37,17 +37,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import Result
+from ..results import ArraysFormat
 from .. import params as P
 from ..errors import LosslabError
-from ._common import Functional, Point, as_xy, check_chunk, iter_chunks, load_arrays, save_arrays, to_numpy
+from ._common import Functional, Point, as_xy, check_chunk, iter_chunks, to_numpy
 
 __all__ = [
     "predictions", "weight_cosine", "disagreement", "kl_divergence", "js_divergence", "pairwise",
@@ -260,7 +259,7 @@ def subspace_samples(
 
 
 @dataclass(frozen=True)
-class DiversityResult(Result):
+class DiversityResult(ArraysFormat):
     """Function-space comparison of several runs, their trajectories and ensembles.
 
     Attributes:
@@ -295,14 +294,8 @@ class DiversityResult(Result):
     _ARRAYS = ("final_accuracy", "disagreement", "kl", "js", "weight_cosine", "traj_run", "traj_step",
                "traj_accuracy", "traj_disagreement", "traj_js", "traj_weight_cosine", "tsne", "pca")
 
-    def save(self, path: str | Path) -> Path:
-        return save_arrays(path, FORMAT, {k: getattr(self, k) for k in self._ARRAYS},
-                           {"summary": self.summary, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "DiversityResult":
-        arrays, desc = load_arrays(path, FORMAT)
-        return cls(**{k: arrays[k] for k in cls._ARRAYS}, summary=desc.get("summary", {}), meta=desc.get("meta", {}))
+    _FORMAT = FORMAT
+    _SUMMARY_NAN = False
 
     def plot(self, **kwargs: Any) -> Any:
         """A :class:`~losslab.probes.display.DiversityDisplay` of this result."""
