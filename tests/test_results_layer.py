@@ -126,27 +126,41 @@ def test_save_load_arrays_round_trip(tmp_path: Path) -> None:
 
 
 def test_arrays_format_round_trip(tmp_path: Path) -> None:
-    """ArraysFormat: the established ``save_arrays`` layout of the probes' results, summary NaN read back."""
+    """ArraysFormat: positional fields are the npz arrays, keyword-only dicts the JSON; summary NaN read back."""
     import dataclasses
 
     @dataclasses.dataclass(frozen=True)
-    class Demo(results.ArraysFormat):
+    class Demo(results.SummaryArraysFormat):
         x: np.ndarray
-        summary: dict = dataclasses.field(default_factory=dict)
-        meta: dict = dataclasses.field(default_factory=dict)
+        y: np.ndarray
         _FORMAT = "losslab.demo"
-        _ARRAYS = ("x",)
 
-    d = Demo(np.arange(3.0), {"a": float("nan"), "b": 2}, {"m": 1})
+    d = Demo(np.arange(3.0), np.ones((2, 2), dtype=np.int32), summary={"a": float("nan"), "b": 2}, meta={"m": 1})
     d.save(tmp_path / "d")
     arrays, desc = results.load_arrays(tmp_path / "d", "losslab.demo")
-    assert list(arrays) == ["x"] and desc["summary"] == {"a": None, "b": 2} and desc["meta"] == {"m": 1}
+    assert sorted(arrays) == ["x", "y"] and desc["summary"] == {"a": None, "b": 2} and desc["meta"] == {"m": 1}
     back = Demo.load(tmp_path / "d")
-    assert np.array_equal(back.x, d.x) and math.isnan(back.summary["a"]) and back.summary["b"] == 2
-    raw = dataclasses.make_dataclass("Raw", [("x", np.ndarray), ("summary", dict), ("meta", dict)],
-                                     bases=(results.ArraysFormat,), frozen=True)
-    raw._FORMAT, raw._ARRAYS, raw._SUMMARY_NAN = "losslab.demo", ("x",), False
-    assert raw.load(tmp_path / "d").summary == {"a": None, "b": 2}
+    assert np.array_equal(back.x, d.x) and back.y.dtype == np.int32 and back.meta == {"m": 1}
+    assert math.isnan(back.summary["a"]) and back.summary["b"] == 2
+
+    @dataclasses.dataclass(frozen=True)
+    class Raw(results.SummaryArraysFormat):
+        x: np.ndarray
+        y: np.ndarray
+        _FORMAT = "losslab.demo"
+        _SUMMARY_NAN = False
+
+    assert Raw.load(tmp_path / "d").summary == {"a": None, "b": 2}
+
+    @dataclasses.dataclass(frozen=True)
+    class MetaOnly(results.ArraysFormat):
+        x: np.ndarray
+        _FORMAT = "losslab.meta-only"
+
+    MetaOnly(np.zeros(2), meta={"k": [1, 2]}).save(tmp_path / "m")
+    assert set(results.load_arrays(tmp_path / "m", "losslab.meta-only")[1]) >= {"meta"}
+    assert "summary" not in results.load_arrays(tmp_path / "m", "losslab.meta-only")[1]
+    assert MetaOnly.load(tmp_path / "m").meta == {"k": [1, 2]}
 
 
 def test_progress_bar_rules(monkeypatch: pytest.MonkeyPatch) -> None:

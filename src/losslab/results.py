@@ -27,7 +27,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 import numpy as np
 
@@ -306,33 +306,55 @@ class Result:
         return cls(**{k: _decode(v, arrays) for k, v in desc["fields"].items()})
 
 
+@dataclasses.dataclass(frozen=True)
 class ArraysFormat(Result):
-    """A :class:`Result` in an established file format: the arrays named in ``_ARRAYS`` go to
-    ``<path>.npz``, the dicts ``summary`` (when ``_SUMMARY``) and ``meta`` to ``<path>.json``, under the
-    format name ``_FORMAT``. With ``_SUMMARY_NAN`` a summary value saved as null (NaN, inf) reads back as NaN.
+    """A :class:`Result` in an established file format (named ``_FORMAT``): its positional fields are
+    arrays, written to ``<path>.npz``; its keyword-only dict fields (``meta``, and ``summary`` in
+    :class:`SummaryArraysFormat`) go to ``<path>.json``.
     """
 
-    _FORMAT: str = ""
-    _ARRAYS: tuple[str, ...] = ()
-    _SUMMARY = True
-    _SUMMARY_NAN = True
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict, kw_only=True)
+
+    _FORMAT: ClassVar[str] = ""
+
+    @classmethod
+    def _fields(cls) -> tuple[list[str], list[str]]:
+        """The names of the array fields and of the (keyword-only) description fields."""
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        return [f.name for f in fields if not f.kw_only], [f.name for f in fields if f.kw_only]
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``<path>.npz`` (arrays) and ``<path>.json`` (summary, meta); returns the npz path."""
-        desc = {"summary": getattr(self, "summary"), "meta": getattr(self, "meta")} if self._SUMMARY \
-            else {"meta": getattr(self, "meta")}
-        return save_arrays(path, self._FORMAT, {k: getattr(self, k) for k in self._ARRAYS}, desc)
+        arrays, desc = self._fields()
+        return save_arrays(path, self._FORMAT, {k: getattr(self, k) for k in arrays},
+                           {k: getattr(self, k) for k in sorted(desc, reverse=True)})  # summary, then meta
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Any:
         """Read what :meth:`save` wrote."""
         arrays, desc = load_arrays(path, cls._FORMAT)
-        kw: dict[str, Any] = {"meta": desc.get("meta", {})}
-        if cls._SUMMARY:
-            summary = desc.get("summary", {})
-            kw["summary"] = {k: (float("nan") if v is None else v) for k, v in summary.items()} \
-                if cls._SUMMARY_NAN else summary
-        return cls(**{k: arrays[k] for k in cls._ARRAYS}, **kw)
+        names, kw_names = cls._fields()
+        return cls(**{k: arrays[k] for k in names}, **{k: cls._read(k, desc.get(k, {})) for k in kw_names})
+
+    @classmethod
+    def _read(cls, name: str, value: dict[str, Any]) -> dict[str, Any]:
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class SummaryArraysFormat(ArraysFormat):
+    """An :class:`ArraysFormat` with a ``summary`` dict; with ``_SUMMARY_NAN`` a summary value saved as
+    null (NaN, inf) reads back as NaN."""
+
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict, kw_only=True)
+
+    _SUMMARY_NAN: ClassVar[bool] = True
+
+    @classmethod
+    def _read(cls, name: str, value: dict[str, Any]) -> dict[str, Any]:
+        if name == "summary" and cls._SUMMARY_NAN:
+            return {k: (float("nan") if v is None else v) for k, v in value.items()}
+        return value
 
 
 def _encode(o: Any, arrays: dict[str, np.ndarray]) -> Any:

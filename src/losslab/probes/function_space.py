@@ -36,14 +36,14 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import ArraysFormat
+from ..results import SummaryArraysFormat
 from .. import params as P
 from ..errors import LosslabError
 from ._common import Functional, Point, as_xy, check_chunk, iter_chunks, to_numpy
@@ -259,7 +259,7 @@ def subspace_samples(
 
 
 @dataclass(frozen=True)
-class DiversityResult(ArraysFormat):
+class DiversityResult(SummaryArraysFormat):
     """Function-space comparison of several runs, their trajectories and ensembles.
 
     Attributes:
@@ -288,11 +288,6 @@ class DiversityResult(ArraysFormat):
     traj_weight_cosine: np.ndarray
     tsne: np.ndarray
     pca: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    _ARRAYS = ("final_accuracy", "disagreement", "kl", "js", "weight_cosine", "traj_run", "traj_step",
-               "traj_accuracy", "traj_disagreement", "traj_js", "traj_weight_cosine", "tsne", "pca")
 
     _FORMAT = FORMAT
     _SUMMARY_NAN = False
@@ -463,4 +458,4 @@ def diversity(
             "tail": tail, "sample_scale": sample_scale, "accuracy_tolerance": accuracy_tolerance,
             "seconds": round(time.perf_counter() - t0, 3)}
     return DiversityResult(acc_final, dis, kl, js, W, tr_run, tr_step, tr_acc, tr_dis, tr_js, tr_cos, tsne, pca,
-                           summary, meta)
+                           summary=summary, meta=meta)

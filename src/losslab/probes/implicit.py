@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -174,13 +174,8 @@ class FactorizationResult(ArraysFormat):
     sigma_min: np.ndarray
     sigma_max: np.ndarray
     product: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    _ARRAYS = ("steps", "loss", "unobserved", "nuclear", "frobenius", "schatten_half", "schatten_quarter",
-               "effective_rank", "det", "sigma_min", "sigma_max", "product")
 
     _FORMAT = FORMAT
-    _SUMMARY = False
 
     def summary(self) -> dict[str, Any]:
         """First vs last record and whether the loss fell while the unobserved entry and all norms grew."""

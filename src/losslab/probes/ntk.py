@@ -51,14 +51,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import ArraysFormat, Result
+from ..results import Result, SummaryArraysFormat
 from ..errors import LosslabError
 from ._common import (
     Functional, LossFn, Point, as_xy, check_chunk, default_loss, ensure_forward_ad, iter_chunks, to_numpy,
@@ -240,7 +240,7 @@ def kernel_distance(K1: Tensor | np.ndarray, K2: Tensor | np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class KernelVelocityResult(ArraysFormat):
+class KernelVelocityResult(SummaryArraysFormat):
     """Empirical NTKs along a trajectory and how fast they move.
 
     Attributes:
@@ -262,11 +262,6 @@ class KernelVelocityResult(ArraysFormat):
     velocity_logstep: np.ndarray
     distance_from_init: np.ndarray
     distance_to_final: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    _ARRAYS = ("steps", "kernels", "kernel_norm", "distance", "velocity_step", "velocity_logstep",
-               "distance_from_init", "distance_to_final")
 
     _FORMAT = VELOCITY_FORMAT
 
@@ -518,7 +513,7 @@ def train_linearized(
 
 
 @dataclass(frozen=True)
-class LinearizationResult(ArraysFormat):
+class LinearizationResult(SummaryArraysFormat):
     """Linearized vs full training started at several checkpoints of a run.
 
     Attributes:
@@ -538,11 +533,6 @@ class LinearizationResult(ArraysFormat):
     linear_test_loss: np.ndarray
     full_test_loss: np.ndarray
     start_test_error: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    _ARRAYS = ("steps", "linear_test_error", "full_test_error", "linear_train_error", "full_train_error",
-               "linear_test_loss", "full_test_loss", "start_test_error")
 
     _FORMAT = LINEARIZATION_FORMAT
 

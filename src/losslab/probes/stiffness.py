@@ -32,14 +32,14 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import ArraysFormat
+from ..results import SummaryArraysFormat
 from ..errors import LosslabError
 from ._common import LossFn, as_xy, to_numpy
 from .pergrad import DEFAULT_CHUNK, per_example_grads
@@ -149,7 +149,7 @@ def sample_per_class(y: Tensor, n_per_class: int, *, seed: int = 0) -> Tensor:
 
 
 @dataclass(frozen=True)
-class StiffnessResult(ArraysFormat):
+class StiffnessResult(SummaryArraysFormat):
     """Stiffness of a sample of examples at one point.
 
     Attributes:
@@ -176,11 +176,6 @@ class StiffnessResult(ArraysFormat):
     distance_cos: np.ndarray
     distance_sign: np.ndarray
     distance_count: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    _ARRAYS = ("indices", "labels", "classes", "cos", "sign", "class_cos", "class_sign", "distance_edges",
-               "distance_cos", "distance_sign", "distance_count")
 
     _FORMAT = FORMAT
 
