@@ -62,7 +62,7 @@ def jsonable(obj: Any, *, keep_nonfinite: bool = False, max_array_size: int | No
             converted, anything else (arrays, NaN, objects) is returned as it is.
     """
     if unknown == "raise":
-        return json.loads(json.dumps(obj, default=_strict_default))
+        return json.loads(json.dumps(obj, default=json_default))
     if unknown == "keep":
         return _light(obj)
     if unknown != "str":
@@ -113,8 +113,9 @@ def _light(value: Any) -> Any:
     return value
 
 
-def _strict_default(obj: Any) -> Any:
-    """``json.dumps`` default of ``unknown="raise"``: numpy, tensors, paths and sets only."""
+def json_default(obj: Any) -> Any:
+    """A ``json.dumps`` default: numpy scalars and arrays, tensors, paths and sets (sorted); anything
+    else raises ``TypeError`` (what ``jsonable(unknown="raise")`` and the experiments' config keys use)."""
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):

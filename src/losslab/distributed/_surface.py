@@ -51,7 +51,7 @@ from ._runtime import (
     DistributedError,
     _error_text,
     _Job,
-    _Poll,
+    _collect,
     _WorkerFailed,
     current_context,
 )
@@ -469,23 +469,15 @@ def _root(job: _Job, ctx: DistContext, kind: str, model: nn.Module, geom: dict[s
                 j = job.claim()
             if not blocks:
                 job.publish("strategy", run.ev.strategy or "loop")
-            last = time.monotonic()
-            poll = _Poll()
-            while len(received) < len(blocks) or len(stats) < ctx.world_size - 1:
-                msgs = job.receive()
-                if msgs:
-                    handle(msgs)
-                    last = time.monotonic()
-                    poll.reset()
-                    continue
-                if time.monotonic() - last > timeout:
-                    missing = [j for j in range(len(blocks)) if j not in received]
-                    silent = [r for r in range(1, ctx.world_size) if r not in stats]
-                    raise DistributedError(
-                        f"no message from rank(s) {silent} within {timeout:g} s; blocks {missing[:10]} never "
-                        "arrived (a rank died or hangs)"
-                    )
-                poll.sleep()
+
+            def silence() -> str:
+                missing = [j for j in range(len(blocks)) if j not in received]
+                silent = [r for r in range(1, ctx.world_size) if r not in stats]
+                return (f"no message from rank(s) {silent} within {timeout:g} s; blocks {missing[:10]} never "
+                        "arrived (a rank died or hangs)")
+
+            _collect(job, handle, lambda: len(received) >= len(blocks) and len(stats) >= ctx.world_size - 1,
+                     timeout, silence)
         except _WorkerFailed as e:
             raise DistributedError(f"rank {e.rank} failed: {e.summary}") from None
     except BaseException as e:
