@@ -197,17 +197,14 @@ class _Walker:
         elif type(module) is nn.Sequential:
             for child_name, child in module.named_children():
                 self.layer(prefix + child_name, child)
-        elif isinstance(module, nn.Linear):
-            self._input(name, prefix + "weight", 1, module.in_features, conv=False)
-            self._new(f"P_{name}", module.out_features, flat=True)
-            self._add(self.group, prefix + "weight", 0)  # type: ignore[arg-type]
-            if module.bias is not None:
-                self._add(self.group, prefix + "bias", 0)  # type: ignore[arg-type]
-        elif isinstance(module, _CONVS):
-            if module.groups != 1:
+        elif isinstance(module, (nn.Linear, *_CONVS)):
+            conv = not isinstance(module, nn.Linear)
+            if conv and module.groups != 1:
                 raise LosslabError(f"spec_for: grouped convolution {name!r} (groups={module.groups}) is not supported")
-            self._input(name, prefix + "weight", 1, module.in_channels, conv=True)
-            self._new(f"P_{name}", module.out_channels, flat=False)
+            fan_in, fan_out = ((module.in_channels, module.out_channels) if conv
+                               else (module.in_features, module.out_features))
+            self._input(name, prefix + "weight", 1, fan_in, conv=conv)
+            self._new(f"P_{name}", fan_out, flat=not conv)
             self._add(self.group, prefix + "weight", 0)  # type: ignore[arg-type]
             if module.bias is not None:
                 self._add(self.group, prefix + "bias", 0)  # type: ignore[arg-type]

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._functional import Point
+from .._functional import Point, as_xy
 from ..results import Result, load_arrays, result_paths
 from ..results import jsonable
 from .. import params as P
@@ -276,16 +276,8 @@ def _splits(data: Any, test_data: Any) -> tuple[Any, Any | None]:
 
 
 def xy(split: Any, what: str = "data") -> tuple[Tensor, Tensor]:
-    """``(x, y)`` tensors of a ``Split`` or an ``(x, y)`` tuple."""
-    if isinstance(split, (tuple, list)) and len(split) == 2:
-        x, y = split
-    elif hasattr(split, "x") and hasattr(split, "y"):
-        x, y = split.x, split.y
-    else:
-        raise LosslabError(f"{what} must be a Bundle, a Split or an (x, y) tuple, got {type(split).__name__}")
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.shape[0] != y.shape[0]:
-        raise LosslabError(f"{what}: x and y must be tensors with the same number of examples")
-    return x, y
+    """``(x, y)`` tensors of a ``Split`` or an ``(x, y)`` tuple (:func:`losslab._functional.as_xy`)."""
+    return as_xy(split, None, what=what, allow_empty=True)
 
 
 def interp_keys(model: nn.Module, a: Mapping[str, Tensor], b: Mapping[str, Tensor], bn: str) -> tuple[list[str], list[str]]:

@@ -48,6 +48,7 @@ from .._io import atomic_savez, atomic_write_json
 from .._functional import ensure_forward_ad
 from ..errors import LosslabError
 from ._grid import derive_seed, jsonable, paths, progress_bar, tensor_digest, versions
+from .display import _ResultDisplay
 from .projections import PROJECTIONS, Projection, make_projection
 from .training import LossLike, _Functional, _loss_fn, _splits, _xy, train_subspace
 
@@ -395,7 +396,7 @@ def goldilocks(
     return snapshot()
 
 
-class GoldilocksDisplay:
+class GoldilocksDisplay(_ResultDisplay):
     """Tr(H)/‖H‖, the positive-eigenvalue fraction and the success rate vs radius (log x).
 
     Example:
@@ -409,31 +410,12 @@ class GoldilocksDisplay:
         'log'
     """
 
-    def __init__(self, result: GoldilocksResult, *, title: str | None = None) -> None:
-        self.result, self.title = result, title
-        self.ax_: Any = None
-        self.figure_: Any = None
-
-    @classmethod
-    def from_result(cls, result: GoldilocksResult, *, ax: Any = None, title: str | None = None
-                    ) -> "GoldilocksDisplay":
-        """Plot ``result`` on ``ax`` (a new figure when None); returns the display (scikit-learn style)."""
-        return cls(result, title=title).plot(ax=ax)
-
-    def savefig(self, path: str | Path, **kwargs: Any) -> Path:
-        """Atomic ``Figure.savefig`` of the plotted figure."""
-        from .display import savefig
-
-        return savefig(self.figure_, path, **kwargs)
+    result: GoldilocksResult
 
     def plot(self, ax: Any = None) -> "GoldilocksDisplay":
         """Draw on ``ax`` (a new figure when None); sets ``figure_`` and ``ax_``; returns self."""
-        import matplotlib.pyplot as plt
-
         r = self.result
-        if ax is None:
-            _, ax = plt.subplots(figsize=(5.5, 4))
-        self.ax_, self.figure_ = ax, ax.figure
+        ax = self._axes(ax)
         x = r.radii
         ax.plot(x, r.mean("trace_over_frobenius") / math.sqrt(r.d), "o-", label=r"Tr$(H)/\|H\|_F/\sqrt{d}$")
         ax.plot(x, r.mean("positive_fraction"), "s-", label="fraction λ > 0")
