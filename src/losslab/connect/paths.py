@@ -49,10 +49,8 @@ import torch
 from torch import Tensor, nn
 
 from .._functional import Point, as_xy
-from ..results import Result, load_arrays, result_paths
-from ..results import jsonable
+from ..results import Result, load_arrays, result_paths, save_arrays
 from .. import params as P
-from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
 from ..evaluate import Evaluator, has_batchnorm
 
@@ -219,28 +217,21 @@ class PathResult(Result):
         return result_paths(path)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``<path>.npz`` and ``<path>.json`` atomically; returns the npz path."""
-        npz, js = self.paths(path)
+        """Write ``<path>.npz`` and ``<path>.json`` atomically (:func:`losslab.results.save_arrays`, NaN kept);
+        returns the npz path."""
         arrays: dict[str, np.ndarray] = {"alphas": self.alphas}
         for s, ms in self.metrics.items():
             for m, v in ms.items():
                 if "__" in s or "__" in m:
                     raise LosslabError(f"split/metric names must not contain '__': {s}/{m}")
                 arrays[f"{s}__{m}"] = np.asarray(v, dtype=np.float64)
-        atomic_savez(npz, **arrays)
-        atomic_write_json(js, {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "splits": {s: list(ms) for s, ms in self.metrics.items()},
-            "n": int(self.alphas.size),
-            "layout": "npz: alphas (n,), <split>__<metric> (n,) at alphas",
-            "barrier_definitions": {
-                "mean": "max_a L(a) - (L(0) + L(1)) / 2",
-                "interp": "max_a [L(a) - ((1 - a) L(0) + a L(1))] (a normalised to [0, 1])",
-            },
-            "barriers": self.barriers,
-            "meta": jsonable(self.meta, keep_nonfinite=True),
-        })
-        return npz
+        desc = {"splits": {s: list(ms) for s, ms in self.metrics.items()}, "n": int(self.alphas.size),
+                "layout": "npz: alphas (n,), <split>__<metric> (n,) at alphas",
+                "barrier_definitions": {
+                    "mean": "max_a L(a) - (L(0) + L(1)) / 2",
+                    "interp": "max_a [L(a) - ((1 - a) L(0) + a L(1))] (a normalised to [0, 1])"},
+                "barriers": self.barriers, "meta": self.meta}
+        return save_arrays(path, FORMAT, arrays, desc, keep_nonfinite=True, format_version=FORMAT_VERSION)
 
     @classmethod
     def load(cls, path: str | Path) -> "PathResult":

@@ -149,16 +149,6 @@ def _split(kind: str, model: nn.Module, data: Any, kwargs: dict[str, Any]) -> tu
 # ---- internals -------------------------------------------------------------------------------------
 
 
-def _load(resume_from: Any) -> SurfaceResult | None:
-    """As the single-process surface: a missing path starts fresh; a result is used as given."""
-    if resume_from is None or isinstance(resume_from, SurfaceResult):
-        return resume_from
-    npz, js = SurfaceResult.paths(resume_from)
-    if not npz.exists() and not js.exists():
-        return None
-    return SurfaceResult.load(resume_from)
-
-
 def _make_evaluator(model: nn.Module, data: Any, evaluator: Evaluator | None, kwargs: dict[str, Any],
                     prev: SurfaceResult | None) -> Evaluator:
     """The evaluator :func:`losslab.surface.plane` would build (reusing a resumed run's chunking/strategy)."""
@@ -281,7 +271,7 @@ def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeou
     # 1. rank 0 reads the checkpoint and shares it
     if ctx.is_root:
         try:
-            prev = _load(resume_from)
+            prev = S._load_resume(resume_from)  # as the single-process surface: a missing path starts fresh
         except BaseException as e:
             job.abort(f"rank 0 could not load {resume_from}: {_error_text(e)}")
             job.wait_acks(min(timeout, 10.0))
