@@ -6,6 +6,8 @@ before it builds (test code may, library code never does).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -39,3 +41,12 @@ def seq_net(d_in: int, hidden: int, d_out: int, *, seed: int = 0, bn: bool = Fal
     torch.manual_seed(seed)
     layers = [nn.Linear(d_in, hidden)] + ([nn.BatchNorm1d(hidden)] if bn else []) + [nn.Tanh(), nn.Linear(hidden, d_out)]
     return nn.Sequential(*layers).double()
+
+
+def train_digits(out: Path, epochs: int) -> Path:
+    """``losslab train --dataset digits --epochs N --out out`` (the default model); the run's directory."""
+    from losslab.cli.main import main
+
+    assert main(["train", "--dataset", "digits", "--epochs", str(epochs), "--out", str(out), "--no-progress"]) == 0
+    (run,) = Path(out).glob("train-*")
+    return run

@@ -15,7 +15,7 @@ from losslab.cli.main import main
 from losslab.errors import LosslabError
 from losslab.surface import SurfaceResult, bundle_settings, line, plane
 
-from cases import tiny_cnn, zoo_mlp
+from cases import tiny_cnn, train_digits, zoo_mlp
 
 
 def same(a, b):
@@ -170,10 +170,7 @@ def test_build_file_normalizes_like_random_directions(tmp_path):
 # ------------------------------------------------------------------------------------ the CLI
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    assert main(["train", "--dataset", "digits", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
-    (run,) = out.glob("train-*")
-    return run
+    return train_digits(tmp_path_factory.mktemp("runs"), epochs=1)
 
 
 def _surface(run, out, *extra):
