@@ -70,6 +70,8 @@ def test_recipes_refuse_other_weights_and_need_weights(tmp_path):
     D.save_direction(d, tmp_path / "d", weights=w)
     with pytest.raises(LosslabError, match="pass the weights"):
         D.load_direction(tmp_path / "d")
+    with pytest.raises(LosslabError, match="is a direction recipe"):
+        D.Direction.load(tmp_path / "d")
     other = {k: v + 1e-3 for k, v in w.items()}
     with pytest.raises(LosslabError, match="other weights"):
         D.load_direction(tmp_path / "d", weights=other)

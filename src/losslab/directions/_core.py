@@ -182,9 +182,12 @@ def _load_bundle(
     path: str | Path, kind: str, device: torch.device | str | None
 ) -> tuple[dict[str, Point], dict[str, np.ndarray], dict[str, Any]]:
     npz_path, json_path = _bundle_paths(path)
+    header = read_json(json_path) if json_path.exists() else {}
+    if header.get("format") == "losslab.DirectionRecipe":
+        raise LosslabError(f"{json_path} is a direction recipe, not vectors: read it with "
+                           "losslab.directions.load_direction(path, weights=...)")
     if not json_path.exists() or not npz_path.exists():
         raise LosslabError(f"no saved {kind} at {npz_path.with_suffix('')} (expected .npz and .json)")
-    header = read_json(json_path)
     if header.get("format") != f"losslab.{kind}":
         raise LosslabError(f"{json_path} holds {header.get('format')!r}, not losslab.{kind}")
     if header.get("format_version", 0) > _FORMAT_VERSION:
