@@ -149,20 +149,6 @@ def _split(kind: str, model: nn.Module, data: Any, kwargs: dict[str, Any]) -> tu
 # ---- internals -------------------------------------------------------------------------------------
 
 
-def _make_evaluator(model: nn.Module, data: Any, evaluator: Evaluator | None, kwargs: dict[str, Any],
-                    prev: SurfaceResult | None) -> Evaluator:
-    """The evaluator :func:`losslab.surface.plane` would build (reusing a resumed run's chunking/strategy)."""
-    if evaluator is not None:
-        if kwargs:
-            raise LosslabError(f"pass evaluator settings to the Evaluator, not here: {sorted(kwargs)}")
-        return evaluator
-    if data is None:
-        raise LosslabError("give data (a Split or (x, y)) or an evaluator")
-    if prev is not None:
-        kwargs = S.resumed_evaluator_kwargs(model, kwargs, prev.meta.get("evaluator", {}))
-    return Evaluator(model, data, **kwargs)
-
-
 def _signature(template: SurfaceResult, ev: Evaluator) -> dict[str, Any]:
     """What must agree across ranks for their blocks to fit together."""
     h = hashlib.sha256(template.x.tobytes())
@@ -288,7 +274,8 @@ def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeou
     setup_error: BaseException | None = None
     try:
         # a private copy: the block size and the settled strategy change it, never the caller's evaluator
-        ev = _derived(_make_evaluator(model, data, evaluator, evaluator_kwargs, prev))
+        # the evaluator surface.plane would build (a resumed run's chunking/strategy reused)
+        ev = _derived(S._evaluator(model, data, evaluator, evaluator_kwargs, prev))
         fn = S.plane if kind == "plane" else S.line
         template = fn(model, data, evaluator=ev, progress=False, resume_from=prev,
                       max_points=0, meta=meta, **geom)
