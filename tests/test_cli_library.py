@@ -229,7 +229,7 @@ class _Instability:
 
 
 def _samples():
-    from losslab.goldilocks import CELL_METRICS, GoldilocksResult
+    from losslab.subspace.goldilocks import CELL_METRICS, GoldilocksResult
     from losslab.subspace.intrinsic import IntrinsicDimResult
 
     g = torch.Generator().manual_seed(0)

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from losslab import models, params
+from losslab import params
 from losslab.connect import CurveResult, bezier_coefficients, curve_coefficients, linear_path, polychain_coefficients
 from losslab.connect import curves as curves_module
 from losslab.connect import train_curve
 from losslab.connect.curves import curve_points, garipov_lr
 from losslab.errors import LosslabError
+
+from cases import zoo_mlp
 
 
 def _data(n=96, d=6, c=3, seed=0, dtype=torch.float64):
@@ -24,7 +26,7 @@ def _data(n=96, d=6, c=3, seed=0, dtype=torch.float64):
 
 
 def _mlp(seed, norm=None, dtype=torch.float64, width=8):
-    return models.build("mlp", input_shape=(6,), num_classes=3, seed=seed, width=width, depth=2, norm=norm).to(dtype)
+    return zoo_mlp(seed, input_dim=6, num_classes=3, width=width, depth=2, norm=norm, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------- coefficients

@@ -17,14 +17,15 @@ from losslab.connect.paths import interpolate
 from losslab.errors import LosslabError
 from losslab.evaluate import Evaluator
 
+from cases import tiny_data, zoo_mlp
+
 
 def _data(n=48, d=6, c=3, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g, dtype=dtype), torch.randint(0, c, (n,), generator=g)
+    return tiny_data(n, d, c, seed, dtype)
 
 
 def _mlp(seed, norm=None, dtype=torch.float64):
-    return models.build("mlp", input_shape=(6,), num_classes=3, seed=seed, width=8, depth=2, norm=norm).to(dtype)
+    return zoo_mlp(seed, input_dim=6, num_classes=3, width=8, depth=2, norm=norm, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------ barriers

@@ -9,19 +9,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from losslab import data, models
+from losslab._functional import ensure_forward_ad
 from losslab.errors import LosslabError
-from losslab.goldilocks import (
-    GoldilocksDisplay, GoldilocksResult, _ensure_forward_ad, goldilocks, restricted_hessian, subspace_curvature,
+from losslab.subspace.goldilocks import (
+    GoldilocksDisplay, GoldilocksResult, goldilocks, restricted_hessian, subspace_curvature,
 )
 from losslab.subspace import DenseProjection, FastfoodProjection, SparseProjection
+
+from cases import tiny_data
 
 F64 = torch.float64
 
 
 def tiny():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(12, 3, generator=g, dtype=F64)
-    y = torch.randint(0, 3, (12,), generator=g)
+    x, y = tiny_data(12, 3, 3, seed=0)
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
     return net, x, y
 
@@ -37,7 +38,7 @@ def dense_hessian(net, x, y, theta=None):
         point = {k: t.reshape(s) for k, t, s in zip(names, parts, shapes)}
         return F.cross_entropy(torch.func.functional_call(net, point, (x,)), y)
 
-    _ensure_forward_ad()  # torch.func.hessian is forward-over-reverse; see goldilocks._ensure_forward_ad
+    ensure_forward_ad()  # torch.func.hessian is forward-over-reverse; see _functional.ensure_forward_ad
     return torch.func.hessian(loss)(flat0)
 
 

@@ -11,10 +11,11 @@ from losslab.probes import (
     train_linearized,
 )
 
+from cases import seq_net
+
 
 def tiny(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 4)).double()
+    return seq_net(3, 6, 4, seed=seed)
 
 
 def explicit_jacobian(model, x):

@@ -11,16 +11,15 @@ from losslab.probes import (
     stiffness_by_distance, stiffness_matrices, within_between, StiffnessResult,
 )
 
+from cases import seq_net, tiny_data
+
 
 def tiny(seed=0, bn=False):
-    torch.manual_seed(seed)
-    layers = [nn.Linear(3, 5)] + ([nn.BatchNorm1d(5)] if bn else []) + [nn.Tanh(), nn.Linear(5, 4)]
-    return nn.Sequential(*layers).double()
+    return seq_net(3, 5, 4, seed=seed, bn=bn)
 
 
 def data(n=11, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, generator=g, dtype=torch.float64), torch.randint(0, 4, (n,), generator=g)
+    return tiny_data(n, 3, 4, seed)
 
 
 def loop_grads(model, x, y, loss=nn.functional.cross_entropy):

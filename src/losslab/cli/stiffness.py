@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         f"within-class {r.summary['within_cos']:.4f}, between-class {r.summary['between_cos']:.4f}; sign within "
         f"{r.summary['within_sign']:.4f}, between {r.summary['between_sign']:.4f}"
         for name, r in results.items()) + "".join(f"\n  {k}: {v}" for k, v in files.items())
-    from ..probes._common import jsonable
+    from ..results import jsonable
 
     emit(args, jsonable(summary), text)
     return 0

@@ -63,7 +63,8 @@ from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
 from .._functional import Point
 from .._functional import make_shell as _make_shell
-from .paths import PathResult, _splits, as_point, evaluate_path, interp_keys, jsonable, xy
+from ..results import jsonable
+from .paths import PathResult, _splits, as_point, evaluate_path, interp_keys, xy
 
 __all__ = [
     "CurveResult",
@@ -217,7 +218,8 @@ class CurveResult(Result):
         self.path.save(p.with_name(p.name + ".path"))
         atomic_write_json(p.with_name(p.name + ".json"), {
             "format": FORMAT, "kind": self.kind, "num_bends": self.num_bends,
-            "keys": list(self.control_points[0]), "history": self.history, "meta": jsonable(self.meta),
+            "keys": list(self.control_points[0]), "history": self.history,
+            "meta": jsonable(self.meta, keep_nonfinite=True),
             "path": p.name + ".path",
         })
         return npz

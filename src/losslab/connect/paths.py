@@ -48,11 +48,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._functional import Point
-from ..results import Result, load_arrays, result_paths
-from ..results import jsonable as _jsonable
+from .._functional import Point, as_xy
+from ..results import Result, load_arrays, result_paths, save_arrays
 from .. import params as P
-from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
 from ..evaluate import Evaluator, has_batchnorm
 
@@ -219,28 +217,21 @@ class PathResult(Result):
         return result_paths(path)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``<path>.npz`` and ``<path>.json`` atomically; returns the npz path."""
-        npz, js = self.paths(path)
+        """Write ``<path>.npz`` and ``<path>.json`` atomically (:func:`losslab.results.save_arrays`, NaN kept);
+        returns the npz path."""
         arrays: dict[str, np.ndarray] = {"alphas": self.alphas}
         for s, ms in self.metrics.items():
             for m, v in ms.items():
                 if "__" in s or "__" in m:
                     raise LosslabError(f"split/metric names must not contain '__': {s}/{m}")
                 arrays[f"{s}__{m}"] = np.asarray(v, dtype=np.float64)
-        atomic_savez(npz, **arrays)
-        atomic_write_json(js, {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "splits": {s: list(ms) for s, ms in self.metrics.items()},
-            "n": int(self.alphas.size),
-            "layout": "npz: alphas (n,), <split>__<metric> (n,) at alphas",
-            "barrier_definitions": {
-                "mean": "max_a L(a) - (L(0) + L(1)) / 2",
-                "interp": "max_a [L(a) - ((1 - a) L(0) + a L(1))] (a normalised to [0, 1])",
-            },
-            "barriers": self.barriers,
-            "meta": jsonable(self.meta),
-        })
-        return npz
+        desc = {"splits": {s: list(ms) for s, ms in self.metrics.items()}, "n": int(self.alphas.size),
+                "layout": "npz: alphas (n,), <split>__<metric> (n,) at alphas",
+                "barrier_definitions": {
+                    "mean": "max_a L(a) - (L(0) + L(1)) / 2",
+                    "interp": "max_a [L(a) - ((1 - a) L(0) + a L(1))] (a normalised to [0, 1])"},
+                "barriers": self.barriers, "meta": self.meta}
+        return save_arrays(path, FORMAT, arrays, desc, keep_nonfinite=True, format_version=FORMAT_VERSION)
 
     @classmethod
     def load(cls, path: str | Path) -> "PathResult":
@@ -248,11 +239,6 @@ class PathResult(Result):
         arrays, desc = load_arrays(path, FORMAT, what="path")
         metrics = {s: {m: arrays[f"{s}__{m}"].astype(np.float64) for m in ms} for s, ms in desc["splits"].items()}
         return cls(arrays["alphas"].astype(np.float64), metrics, desc["barriers"], desc.get("meta", {}))
-
-
-def jsonable(obj: Any) -> Any:
-    """A JSON-serialisable copy (:func:`losslab.results.jsonable`); NaN/inf are kept (``json`` reads them back)."""
-    return _jsonable(obj, keep_nonfinite=True)
 
 
 # ------------------------------------------------------------------------------------ points/data
@@ -281,16 +267,8 @@ def _splits(data: Any, test_data: Any) -> tuple[Any, Any | None]:
 
 
 def xy(split: Any, what: str = "data") -> tuple[Tensor, Tensor]:
-    """``(x, y)`` tensors of a ``Split`` or an ``(x, y)`` tuple."""
-    if isinstance(split, (tuple, list)) and len(split) == 2:
-        x, y = split
-    elif hasattr(split, "x") and hasattr(split, "y"):
-        x, y = split.x, split.y
-    else:
-        raise LosslabError(f"{what} must be a Bundle, a Split or an (x, y) tuple, got {type(split).__name__}")
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.shape[0] != y.shape[0]:
-        raise LosslabError(f"{what}: x and y must be tensors with the same number of examples")
-    return x, y
+    """``(x, y)`` tensors of a ``Split`` or an ``(x, y)`` tuple (:func:`losslab._functional.as_xy`)."""
+    return as_xy(split, None, what=what, allow_empty=True)
 
 
 def interp_keys(model: nn.Module, a: Mapping[str, Tensor], b: Mapping[str, Tensor], bn: str) -> tuple[list[str], list[str]]:

@@ -36,18 +36,17 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import Result
+from ..results import SummaryArraysFormat
 from .. import params as P
 from ..errors import LosslabError
-from ._common import Functional, Point, as_xy, check_chunk, iter_chunks, load_arrays, save_arrays, to_numpy
+from ._common import Functional, Point, as_xy, check_chunk, iter_chunks, to_numpy
 
 __all__ = [
     "predictions", "weight_cosine", "disagreement", "kl_divergence", "js_divergence", "pairwise",
@@ -260,7 +259,7 @@ def subspace_samples(
 
 
 @dataclass(frozen=True)
-class DiversityResult(Result):
+class DiversityResult(SummaryArraysFormat):
     """Function-space comparison of several runs, their trajectories and ensembles.
 
     Attributes:
@@ -289,20 +288,9 @@ class DiversityResult(Result):
     traj_weight_cosine: np.ndarray
     tsne: np.ndarray
     pca: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
 
-    _ARRAYS = ("final_accuracy", "disagreement", "kl", "js", "weight_cosine", "traj_run", "traj_step",
-               "traj_accuracy", "traj_disagreement", "traj_js", "traj_weight_cosine", "tsne", "pca")
-
-    def save(self, path: str | Path) -> Path:
-        return save_arrays(path, FORMAT, {k: getattr(self, k) for k in self._ARRAYS},
-                           {"summary": self.summary, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "DiversityResult":
-        arrays, desc = load_arrays(path, FORMAT)
-        return cls(**{k: arrays[k] for k in cls._ARRAYS}, summary=desc.get("summary", {}), meta=desc.get("meta", {}))
+    _FORMAT = FORMAT
+    _SUMMARY_NAN = False
 
     def plot(self, **kwargs: Any) -> Any:
         """A :class:`~losslab.probes.display.DiversityDisplay` of this result."""
@@ -470,4 +458,4 @@ def diversity(
             "tail": tail, "sample_scale": sample_scale, "accuracy_tolerance": accuracy_tolerance,
             "seconds": round(time.perf_counter() - t0, 3)}
     return DiversityResult(acc_final, dis, kl, js, W, tr_run, tr_step, tr_acc, tr_dis, tr_js, tr_cos, tsne, pca,
-                           summary, meta)
+                           summary=summary, meta=meta)

@@ -51,19 +51,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import Result
+from ..results import Result, SummaryArraysFormat
 from ..errors import LosslabError
 from ._common import (
-    Functional, LossFn, Point, as_xy, check_chunk, default_loss, ensure_forward_ad, iter_chunks, load_arrays,
-    save_arrays, to_numpy,
+    Functional, LossFn, Point, as_xy, check_chunk, default_loss, ensure_forward_ad, iter_chunks, to_numpy,
 )
 
 __all__ = [
@@ -242,7 +240,7 @@ def kernel_distance(K1: Tensor | np.ndarray, K2: Tensor | np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class KernelVelocityResult(Result):
+class KernelVelocityResult(SummaryArraysFormat):
     """Empirical NTKs along a trajectory and how fast they move.
 
     Attributes:
@@ -264,21 +262,8 @@ class KernelVelocityResult(Result):
     velocity_logstep: np.ndarray
     distance_from_init: np.ndarray
     distance_to_final: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
 
-    _ARRAYS = ("steps", "kernels", "kernel_norm", "distance", "velocity_step", "velocity_logstep",
-               "distance_from_init", "distance_to_final")
-
-    def save(self, path: str | Path) -> Path:
-        return save_arrays(path, VELOCITY_FORMAT, {k: getattr(self, k) for k in self._ARRAYS},
-                           {"summary": self.summary, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "KernelVelocityResult":
-        arrays, desc = load_arrays(path, VELOCITY_FORMAT)
-        summary = {k: (float("nan") if v is None else v) for k, v in desc.get("summary", {}).items()}
-        return cls(**{k: arrays[k] for k in cls._ARRAYS}, summary=summary, meta=desc.get("meta", {}))
+    _FORMAT = VELOCITY_FORMAT
 
     def plot(self, linearization: Any = None, *, ax: Any = None) -> Any:
         """Plot this result: ``NTKDisplay.from_result(self, linearization, ax=ax)``, returning the
@@ -528,7 +513,7 @@ def train_linearized(
 
 
 @dataclass(frozen=True)
-class LinearizationResult(Result):
+class LinearizationResult(SummaryArraysFormat):
     """Linearized vs full training started at several checkpoints of a run.
 
     Attributes:
@@ -548,21 +533,8 @@ class LinearizationResult(Result):
     linear_test_loss: np.ndarray
     full_test_loss: np.ndarray
     start_test_error: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
 
-    _ARRAYS = ("steps", "linear_test_error", "full_test_error", "linear_train_error", "full_train_error",
-               "linear_test_loss", "full_test_loss", "start_test_error")
-
-    def save(self, path: str | Path) -> Path:
-        return save_arrays(path, LINEARIZATION_FORMAT, {k: getattr(self, k) for k in self._ARRAYS},
-                           {"summary": self.summary, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "LinearizationResult":
-        arrays, desc = load_arrays(path, LINEARIZATION_FORMAT)
-        summary = {k: (float("nan") if v is None else v) for k, v in desc.get("summary", {}).items()}
-        return cls(**{k: arrays[k] for k in cls._ARRAYS}, summary=summary, meta=desc.get("meta", {}))
+    _FORMAT = LINEARIZATION_FORMAT
 
 
 def linearized_vs_full(

@@ -32,17 +32,16 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import Result
+from ..results import SummaryArraysFormat
 from ..errors import LosslabError
-from ._common import LossFn, as_xy, load_arrays, save_arrays, to_numpy
+from ._common import LossFn, as_xy, to_numpy
 from .pergrad import DEFAULT_CHUNK, per_example_grads
 
 __all__ = [
@@ -150,7 +149,7 @@ def sample_per_class(y: Tensor, n_per_class: int, *, seed: int = 0) -> Tensor:
 
 
 @dataclass(frozen=True)
-class StiffnessResult(Result):
+class StiffnessResult(SummaryArraysFormat):
     """Stiffness of a sample of examples at one point.
 
     Attributes:
@@ -177,22 +176,8 @@ class StiffnessResult(Result):
     distance_cos: np.ndarray
     distance_sign: np.ndarray
     distance_count: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
 
-    _ARRAYS = ("indices", "labels", "classes", "cos", "sign", "class_cos", "class_sign", "distance_edges",
-               "distance_cos", "distance_sign", "distance_count")
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``<path>.npz`` (arrays) and ``<path>.json`` (summary, meta); returns the npz path."""
-        return save_arrays(path, FORMAT, {k: getattr(self, k) for k in self._ARRAYS},
-                           {"summary": self.summary, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "StiffnessResult":
-        arrays, desc = load_arrays(path, FORMAT)
-        summary = {k: (float("nan") if v is None else v) for k, v in desc.get("summary", {}).items()}
-        return cls(**{k: arrays[k] for k in cls._ARRAYS}, summary=summary, meta=desc.get("meta", {}))
+    _FORMAT = FORMAT
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
         """Plot this result: ``StiffnessDisplay.from_result(self, ax=ax, **kwargs)``, returning the

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -44,12 +43,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .results import Result, load_arrays
-from ._io import atomic_savez, atomic_write_json
-from .errors import LosslabError
-from .subspace._grid import derive_seed, jsonable, paths, progress_bar, tensor_digest, versions
-from .subspace.projections import PROJECTIONS, Projection, make_projection
-from .subspace.training import LossLike, _Functional, _loss_fn, _splits, _xy, train_subspace
+from ..results import Result, load_arrays
+from .._io import atomic_savez, atomic_write_json
+from .._functional import ensure_forward_ad
+from ..errors import LosslabError
+from ._grid import derive_seed, jsonable, paths, progress_bar, tensor_digest, versions
+from .display import _ResultDisplay
+from .projections import PROJECTIONS, Projection, make_projection
+from .training import LossLike, _Functional, _loss_fn, _splits, _xy, train_subspace
 
 __all__ = ["restricted_hessian", "subspace_curvature", "goldilocks", "GoldilocksResult", "GoldilocksDisplay"]
 
@@ -57,21 +58,6 @@ FORMAT = "losslab.goldilocks"
 FORMAT_VERSION = 1
 CELL_METRICS = ("radius", "trace", "frobenius", "trace_over_frobenius", "positive_fraction", "lambda_min",
                 "lambda_max", "loss", "accuracy", "train_accuracy", "test_accuracy", "success", "seconds")
-
-
-def _ensure_forward_ad() -> None:
-    """Import torch's forward-AD decompositions once with their import-time deprecation warning silenced.
-
-    torch 2.13 loads ``torch._decomp.decompositions_for_jvp`` on the first ``jvp``; it calls the
-    deprecated ``torch.jit.script``, which fails under ``-W error`` (and leaves forward mode broken).
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
-        try:
-            import torch._decomp.decompositions_for_jvp  # noqa: F401
-        except ImportError:  # pragma: no cover - other torch versions
-            pass
 
 
 def restricted_hessian(
@@ -136,7 +122,7 @@ def restricted_hessian(
     def f(z: Tensor) -> Tensor:
         return lf(fn.forward(theta + apply(z), x, buffers), y)
 
-    _ensure_forward_ad()
+    ensure_forward_ad()
     grad_f = torch.func.grad(f)
     z0 = torch.zeros(d, device=fn.device, dtype=fn.dtype)
 
@@ -410,7 +396,7 @@ def goldilocks(
     return snapshot()
 
 
-class GoldilocksDisplay:
+class GoldilocksDisplay(_ResultDisplay):
     """Tr(H)/‖H‖, the positive-eigenvalue fraction and the success rate vs radius (log x).
 
     Example:
@@ -424,31 +410,12 @@ class GoldilocksDisplay:
         'log'
     """
 
-    def __init__(self, result: GoldilocksResult, *, title: str | None = None) -> None:
-        self.result, self.title = result, title
-        self.ax_: Any = None
-        self.figure_: Any = None
-
-    @classmethod
-    def from_result(cls, result: GoldilocksResult, *, ax: Any = None, title: str | None = None
-                    ) -> "GoldilocksDisplay":
-        """Plot ``result`` on ``ax`` (a new figure when None); returns the display (scikit-learn style)."""
-        return cls(result, title=title).plot(ax=ax)
-
-    def savefig(self, path: str | Path, **kwargs: Any) -> Path:
-        """Atomic ``Figure.savefig`` of the plotted figure."""
-        from .subspace.display import savefig
-
-        return savefig(self.figure_, path, **kwargs)
+    result: GoldilocksResult
 
     def plot(self, ax: Any = None) -> "GoldilocksDisplay":
         """Draw on ``ax`` (a new figure when None); sets ``figure_`` and ``ax_``; returns self."""
-        import matplotlib.pyplot as plt
-
         r = self.result
-        if ax is None:
-            _, ax = plt.subplots(figsize=(5.5, 4))
-        self.ax_, self.figure_ = ax, ax.figure
+        ax = self._axes(ax)
         x = r.radii
         ax.plot(x, r.mean("trace_over_frobenius") / math.sqrt(r.d), "o-", label=r"Tr$(H)/\|H\|_F/\sqrt{d}$")
         ax.plot(x, r.mean("positive_fraction"), "s-", label="fraction λ > 0")
