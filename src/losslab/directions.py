@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from .results import Result
 from . import params
+from ._functional import model_then_data
 from ._io import atomic_savez, atomic_write_json, read_json
 from .errors import LosslabError
 from .params import Point
@@ -979,7 +980,7 @@ def build(
     other: PointLike | None = None,
     trajectory: Sequence[PointLike] | None = None,
     model: nn.Module | None = None,
-    loss_fn: Any = None,
+    loss: Any = None,
     data: Any = None,
 ) -> BuiltDirections:
     """The ``dim`` directions of a 1-D line or 2-D plane through ``weights``, and their default range.
@@ -993,7 +994,7 @@ def build(
     * ``"pca"``: :func:`pca_directions` of ``trajectory`` centred at ``weights``; span: the path's
       extent plus 25% margin per axis.
     * ``"hessian"``: the top-``dim`` Hessian eigenvectors (:func:`hessian_directions`, needs ``model``,
-      ``loss_fn`` and ``data``); unit vectors, so the span is ``±0.1·||weights||``.
+      ``data`` and ``loss``); unit vectors, so the span is ``±0.1·||weights||``.
 
     Args:
         kind: one of :data:`DIRECTION_KINDS`.
@@ -1002,7 +1003,7 @@ def build(
         normalization, ignore_1d, orthogonalize, seed: of random directions (``seed`` also seeds Lanczos).
         other: the endpoint of ``"to"``.
         trajectory: the points of ``"pca"``.
-        model, loss_fn, data: the Hessian's model, loss and data for ``"hessian"``.
+        model, data, loss: the Hessian's model, data and loss for ``"hessian"``.
 
     Raises:
         LosslabError: an unknown kind, ``dim`` not 1 or 2, or a missing input of the kind.
@@ -1044,26 +1045,27 @@ def build(
         pad = 0.25 * np.maximum(hi - lo, 1e-3)
         span = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1]))
     else:
-        if model is None or loss_fn is None or data is None:
-            raise LosslabError("directions 'hessian' need model=, loss_fn= and data=")
-        dirs = hessian_directions(model, loss_fn, data, k=dim, seed=seed)
+        if model is None or loss is None or data is None:
+            raise LosslabError("directions 'hessian' need model=, data= and loss=")
+        dirs = hessian_directions(model, data, loss=loss, k=dim, seed=seed)
         r = 0.1 * params.norm(w)
         span = (-r, r, -r, r)
     return BuiltDirections(dirs, span, pca)
 
 
-def hessian_directions(model: nn.Module, loss_fn: Any, data: Any, *, k: int = 2, seed: int = 0,
+@model_then_data
+def hessian_directions(model: nn.Module, data: Any, *, loss: Any, k: int = 2, seed: int = 0,
                        batch_size: int | None = 4096, tol: float = 1e-4) -> list[Direction]:
     """The top-``k`` Hessian eigenvectors at the model's parameters as unit :class:`Direction` s.
 
     Lanczos (:func:`~losslab.curvature.lanczos_eigs`, ``which="LA"``) on the full-data Hessian of
-    ``loss_fn`` over ``data`` (trainable parameters only); the meta records rank, eigenvalue,
+    ``loss`` over ``data`` (trainable parameters only); the meta records rank, eigenvalue,
     convergence and seed.
     """
     from .curvature.lanczos import lanczos_eigs
     from .curvature.operators import HessianOperator
 
-    op = HessianOperator(model, loss_fn, data, batch_size=batch_size)
+    op = HessianOperator(model, data, loss=loss, batch_size=batch_size)
     res = lanczos_eigs(op, k=k, which="LA", seed=seed, tol=tol)
     out = []
     for i in range(k):
