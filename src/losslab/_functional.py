@@ -311,7 +311,7 @@ def model_then_data(fn: Callable[..., Any]) -> Callable[..., Any]:
         raise TypeError(f"{fn.__qualname__}: model_then_data needs exactly two positional parameters, "
                         f"got {positional}")
     data_name = positional[1]
-    shown = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name in ("loss", "point", "a", "b")]
+    shown = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name in ("loss", "point", "point_a", "point_b")]
     name = fn.__qualname__.removesuffix(".__init__")
     keywords = "".join(f"{k}=..., " for k in shown)
     order = f"{name}({', '.join(positional)}, *, {keywords}...)"
