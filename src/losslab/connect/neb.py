@@ -177,6 +177,7 @@ class ModelEnergy:
         device: where to compute (default: the model's device).
     """
 
+    @model_then_data
     def __init__(self, model: nn.Module, data: Any, *, batch_size: int = 128, seed: int = 0,
                  loss: Literal["cross_entropy", "mse"] = "cross_entropy",
                  bn: Literal["auto", "recompute", "eval"] = "auto", device: torch.device | str | None = None) -> None:
