@@ -291,7 +291,8 @@ def model_then_data(fn: Callable[..., Any]) -> Callable[..., Any]:
     pair; ``x`` for functions that read inputs only), everything else by keyword. A call in another
     order (more than two positional arguments, a loss or a point where the data goes, data where the
     loss goes) raises a one-line :class:`LosslabError` naming the order; nothing is swapped silently.
-    The signature (``inspect.signature``) and docstring stay ``fn``'s.
+    The signature (``inspect.signature``) and docstring stay ``fn``'s; the wrapper's
+    ``argument_order`` attribute holds the order as the error message writes it.
 
     Example:
         >>> import torch
@@ -335,4 +336,5 @@ def model_then_data(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise fail(f"loss is data ({type(kwargs['loss']).__name__}); pass the data as the second argument")
         return fn(*args, **kwargs)
 
+    wrapper.argument_order = order  # type: ignore[attr-defined]
     return wrapper
