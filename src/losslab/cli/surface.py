@@ -137,7 +137,7 @@ def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, 
             raise LosslabError("--directions pca needs a run directory (its trajectory)")
         kw["trajectory"] = [pt for _, pt in t.run.trajectory()]
     elif args.directions == "hessian":
-        kw.update(model=t.model, loss_fn=loss_fn_for(t.bundle.num_classes), data=data)
+        kw.update(model=t.model, loss=loss_fn_for(t.bundle.num_classes), data=data)
     elif args.directions not in KINDS:
         kw["file"] = args.directions
     kind = args.directions if args.directions in KINDS else "file"

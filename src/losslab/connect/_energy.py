@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import params as P
+from .._functional import model_then_data
 from ..errors import LosslabError
 from ..evaluate import Evaluator, _make_shell
 from .paths import _splits, as_point, xy
@@ -92,6 +93,7 @@ class ModelEnergy:
         device: where to compute (default: the model's device).
     """
 
+    @model_then_data
     def __init__(self, model: nn.Module, data: Any, *, batch_size: int = 128, seed: int = 0,
                  loss: Literal["cross_entropy", "mse"] = "cross_entropy",
                  bn: Literal["auto", "recompute", "eval"] = "auto", device: torch.device | str | None = None) -> None:

@@ -401,7 +401,7 @@ def instability(
         names = [n for n, _ in template.named_parameters()] + [n for n, _ in template.named_buffers()]
         pa = {n: children[0][n] for n in names}
         pb = {n: children[1][n] for n in names}
-        res = linear_path(template, pa, pb, data.bundle, num=icfg.num, splits=icfg.splits)
+        res = linear_path(template, data.bundle, point_a=pa, point_b=pb, num=icfg.num, splits=icfg.splits)
         res = PathResult(res.alphas, res.metrics, res.barriers,
                          {**res.meta, "spawn_step": k, "seconds_total": round(time.perf_counter() - tk, 3),
                           "child_order_seeds": [child_order_seed(config, c) for c in icfg.child_seeds]})

@@ -76,6 +76,7 @@ from ..results import Result
 from ..errors import LosslabError
 from .paths import PathResult, _splits, as_point, evaluate_path, interp_keys
 from ._energy import Energy, FunctionEnergy, ModelEnergy, _unflatten_stacked
+from .._functional import model_then_data
 
 __all__ = [
     "Energy",
@@ -449,12 +450,13 @@ def auto_neb(
 
 
 # ---------------------------------------------------------------------------------- model front end
+@model_then_data
 def neb_path(
     model: nn.Module,
-    point_a: Mapping[str, Tensor] | nn.Module,
-    point_b: Mapping[str, Tensor] | nn.Module,
     data: Any,
     *,
+    point_a: Mapping[str, Tensor] | nn.Module,
+    point_b: Mapping[str, Tensor] | nn.Module,
     cycles: Sequence[NEBCycle] | None = None,
     batch_size: int = 128,
     seed: int = 0,
@@ -475,7 +477,7 @@ def neb_path(
     definitions for loss and error, like a linear path.
 
     Args:
-        model, point_a, point_b, data, test_data, bn, loss, device: as :func:`~losslab.connect.linear_path`.
+        model, data, point_a, point_b, test_data, bn, loss, device: as :func:`~losslab.connect.linear_path`.
         cycles: AutoNEB schedule (default ``default_cycles(steps=100, lr=0.05)``, sized for small models).
         batch_size: mini-batch size of the band updates (0: full batch).
         seed: seed of the mini-batch draws.
@@ -499,12 +501,12 @@ def neb_path(
             train_m["error"] = 1.0 - last[1]["accuracy"]
         metrics = {"train": train_m}
         if test is not None:
-            tp = evaluate_path(model, _maker(pts, pos, energy.like), pos, data, test_data=test_data, bn=bn, loss=loss,
+            tp = evaluate_path(model, data, make=_maker(pts, pos, energy.like), alphas=pos, test_data=test_data, bn=bn, loss=loss,
                                device=energy.device, splits=("test",))
             metrics["test"] = tp.metrics["test"]
         path = PathResult.from_metrics(pos, metrics, {**meta, "bn": energy._evaluator.bn})
     else:  # pragma: no cover - auto_neb always ends with the final dense evaluation
-        path = evaluate_path(model, _maker(pts, pos, energy.like), pos, data, test_data=test_data, bn=bn, loss=loss,
+        path = evaluate_path(model, data, make=_maker(pts, pos, energy.like), alphas=pos, test_data=test_data, bn=bn, loss=loss,
                              device=energy.device, meta=meta)
     return replace(res, path=path, meta={**res.meta, "batch_size": batch_size, "seed": seed})
 

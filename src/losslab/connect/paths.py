@@ -31,7 +31,7 @@ Example:
     >>> g = torch.Generator().manual_seed(0)
     >>> x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
     >>> a, b = nn.Linear(4, 3), nn.Linear(4, 3)
-    >>> res = linear_path(a, params.get_point(a), params.get_point(b), (x, y), num=25)
+    >>> res = linear_path(a, (x, y), point_a=params.get_point(a), point_b=params.get_point(b), num=25)
     >>> res.alphas.shape, sorted(res.metrics["train"])
     ((25,), ['error', 'loss'])
     >>> res.barrier("loss", split="train", kind="interp") >= 0
@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._functional import Point, as_xy
+from .._functional import Point, as_xy, model_then_data
 from ..results import Result, load_arrays, result_paths, save_arrays
 from .. import params as P
 from ..errors import LosslabError
@@ -316,12 +316,13 @@ def interpolate(a: Mapping[str, Tensor], b: Mapping[str, Tensor], alphas: np.nda
 
 
 # ------------------------------------------------------------------------------------ evaluation
+@model_then_data
 def evaluate_path(
     model: nn.Module,
-    make: Callable[[np.ndarray], Mapping[str, Tensor]],
-    alphas: np.ndarray | Sequence[float],
     data: Any,
     *,
+    make: Callable[[np.ndarray], Mapping[str, Tensor]],
+    alphas: np.ndarray | Sequence[float],
     test_data: Any = None,
     bn: Literal["auto", "recompute", "eval"] = "auto",
     loss: str | Callable[[Tensor, Tensor], Tensor] = "cross_entropy",
@@ -335,9 +336,9 @@ def evaluate_path(
 
     Args:
         model: the architecture (never modified).
+        data: a ``Bundle`` (train and test), a ``Split`` or an ``(x, y)`` tuple (train only).
         make: ``make(alphas_subset) -> stacked point`` (leading dimension ``len(alphas_subset)``).
         alphas: strictly increasing positions, endpoints first and last.
-        data: a ``Bundle`` (train and test), a ``Split`` or an ``(x, y)`` tuple (train only).
         test_data: a test split (overrides the bundle's).
         bn: BatchNorm handling (``"auto"``: recompute the statistics on the *training* data at every
             point when the model has BatchNorm).
@@ -379,12 +380,13 @@ def evaluate_path(
     return PathResult.from_metrics(a, metrics, md)
 
 
+@model_then_data
 def linear_path(
     model: nn.Module,
-    point_a: Mapping[str, Tensor] | nn.Module,
-    point_b: Mapping[str, Tensor] | nn.Module,
     data: Any,
     *,
+    point_a: Mapping[str, Tensor] | nn.Module,
+    point_b: Mapping[str, Tensor] | nn.Module,
     num: int = 25,
     alphas: Sequence[float] | np.ndarray | None = None,
     test_data: Any = None,
@@ -399,8 +401,8 @@ def linear_path(
 
     Args:
         model: the architecture (its own tensors fill keys the points lack; it is never modified).
-        point_a, point_b: the endpoints: dicts of tensors (parameters, optionally buffers) or models.
         data: a ``Bundle`` (both splits are evaluated), a ``Split`` or ``(x, y)`` (train only).
+        point_a, point_b: the endpoints: dicts of tensors (parameters, optionally buffers) or models.
         num: number of evenly spaced points in [0, 1] (default 25, endpoints included).
         alphas: explicit strictly increasing positions (overrides ``num``; may extend beyond [0, 1]).
         test_data: a test split (overrides the bundle's).
@@ -431,5 +433,5 @@ def linear_path(
         return st
 
     dist = P.distance({k: pa[k] for k, _ in model.named_parameters()}, {k: pb[k] for k, _ in model.named_parameters()})
-    return evaluate_path(model, make, al, data, test_data=test_data, bn=bn, loss=loss, batch_size=batch_size,
+    return evaluate_path(model, data, make=make, alphas=al, test_data=test_data, bn=bn, loss=loss, batch_size=batch_size,
                          strategy=strategy, device=device, splits=splits, meta={"kind": "linear", "distance": dist})

@@ -40,7 +40,7 @@ Example:
     ['P_fc0', 'P_fc1']
     >>> a = params.get_point(net, buffers=True)
     >>> b = apply_permutation(spec, random_permutation(spec, a, seed=1), a)
-    >>> res = align(net, a, b, check_inputs=torch.randn(5, 8))
+    >>> res = align(net, torch.randn(5, 8), point_a=a, point_b=b)
     >>> res.verified, params.distance(res.point_b_aligned, a) < 1e-6
     (True, True)
 """
@@ -57,6 +57,7 @@ from torch import Tensor, nn
 
 from ..results import Result
 from .. import params
+from .._functional import model_then_data
 from ..errors import LosslabError
 from ..params import Point
 from ._spec import (
@@ -372,7 +373,7 @@ class AlignResult(Result):
         point_b_aligned: ``apply_permutation(spec, perm, point_b)``, functionally identical to B.
         perm: the permutation found by :func:`weight_matching` (maps B toward A).
         verified: always ``True`` on return (a failed verification raises).
-        max_abs_output_diff: ``max |f(B)(x) - f(B_aligned)(x)|`` over ``check_inputs``.
+        max_abs_output_diff: ``max |f(B)(x) - f(B_aligned)(x)|`` over the inputs ``x``.
         info: the :class:`WeightMatchingInfo`.
         spec: the spec used.
         float64_output_diff: the same difference recomputed in float64, when the first evaluation's
@@ -414,13 +415,14 @@ def _float64_diff(model: nn.Module, point_b: Mapping[str, Tensor], aligned: Mapp
         model.train(was_training)
 
 
+@model_then_data
 def align(
     model: nn.Module,
+    x: Tensor,
+    *,
     point_a: Mapping[str, Tensor],
     point_b: Mapping[str, Tensor],
-    *,
     spec: SpecLike | None = None,
-    check_inputs: Tensor,
     atol: float = 1e-5,
     rtol: float = 1e-5,
     max_iter: int = 100,
@@ -430,7 +432,7 @@ def align(
     r"""Align B to A by weight matching and verify that the aligned B computes the same function as B.
 
     Runs :func:`weight_matching` and applies the permutation to B (parameters and buffers). Before
-    returning it evaluates ``model`` at B and at the aligned B on ``check_inputs`` with
+    returning it evaluates ``model`` at B and at the aligned B on ``x`` with
     :func:`losslab.params.call` in eval mode (buffers taken from the points; the model's ``training``
     flag is restored afterwards) and requires :math:`\max |f_B(x) - f_{\pi(B)}(x)| \le` ``atol + rtol *
     max|f_B(x)|`` (a correct permutation changes only the summation order, so the rounding error grows
@@ -448,13 +450,13 @@ def align(
 
     Args:
         model: the architecture (its own tensors are never used for the evaluation and never modified).
+        x: a batch of inputs for the verification (a few examples from the data).
         point_a: reference point A (include buffers, ``params.get_point(model, buffers=True)``, when the
             model has BatchNorm).
         point_b: the point to align; must contain every tensor of the spec that the model has (buffers
             included).
         spec: a :class:`PermutationSpec` or ``{group: [(tensor_name, axis[, block]), ...]}``; default
             :func:`spec_for` ``(model)``.
-        check_inputs: a batch of inputs for the verification (a few examples from the data).
         atol: absolute part of the accepted output difference.
         rtol: relative part, times the largest |output| of B (1e-5 suits float32 logits of any size).
         max_iter: see :func:`weight_matching`.
@@ -468,8 +470,8 @@ def align(
         LosslabError: the spec cannot be derived or does not fit, a spec tensor is missing from
             ``point_b``, the outputs are not finite, or the verification fails.
     """
-    if not isinstance(check_inputs, Tensor) or check_inputs.numel() == 0:
-        raise LosslabError("align needs a non-empty tensor check_inputs to verify the permutation")
+    if not isinstance(x, Tensor) or x.numel() == 0:
+        raise LosslabError("align needs x, a non-empty tensor of inputs, to verify the permutation")
     for name, tol in (("atol", atol), ("rtol", rtol)):
         if not (isinstance(tol, (int, float)) and tol >= 0 and math.isfinite(tol)):
             raise LosslabError(f"{name} must be a finite number >= 0, got {tol!r}")
@@ -489,8 +491,8 @@ def align(
     try:
         model.eval()
         with torch.no_grad():
-            out_b = _eval_outputs(model, point_b, check_inputs)
-            out_p = _eval_outputs(model, aligned, check_inputs)
+            out_b = _eval_outputs(model, point_b, x)
+            out_p = _eval_outputs(model, aligned, x)
     finally:
         model.train(was_training)
     if out_b.shape != out_p.shape:
@@ -501,7 +503,7 @@ def align(
     scale = float(out_b.abs().max()) if out_b.numel() else 0.0
     tol = atol + rtol * scale
     if diff > tol:
-        diff64 = _float64_diff(model, point_b, aligned, check_inputs) if out_b.dtype != torch.float64 else None
+        diff64 = _float64_diff(model, point_b, aligned, x) if out_b.dtype != torch.float64 else None
         if diff64 is None or diff64 > 1e-9 * (1.0 + scale):
             again = "" if diff64 is None else f", and {diff64:.3g} in float64"
             raise LosslabError(

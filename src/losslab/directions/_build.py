@@ -9,6 +9,7 @@ import numpy as np
 from torch import nn
 
 from .. import params
+from .._functional import model_then_data
 from ..errors import LosslabError
 from ..params import Point
 from ._core import Direction, Normalization, PointLike, _as_point
@@ -68,7 +69,7 @@ def build(
     other: PointLike | None = None,
     trajectory: Sequence[PointLike] | None = None,
     model: nn.Module | None = None,
-    loss_fn: Any = None,
+    loss: Any = None,
     data: Any = None,
     file: str | Path | None = None,
 ) -> BuiltDirections:
@@ -83,7 +84,7 @@ def build(
     * ``"pca"``: :func:`pca_directions` of ``trajectory`` centred at ``weights``; span: the path's
       extent plus 25% margin per axis.
     * ``"hessian"``: the top-``dim`` Hessian eigenvectors (:func:`hessian_directions`, needs ``model``,
-      ``loss_fn`` and ``data``); unit vectors, so the span is ``±0.1·||weights||``.
+      ``data`` and ``loss``); unit vectors, so the span is ``±0.1·||weights||``.
     * ``"file"``: the one or two directions of ``file`` (:func:`~losslab.directions.read_direction_file`;
       their number must be ``dim``), normalized by ``normalization`` (``"none"``: used as they are);
       span ``[-1, 1]²``.
@@ -95,7 +96,7 @@ def build(
         normalization, ignore_1d, orthogonalize, seed: of random directions (``seed`` also seeds Lanczos).
         other: the endpoint of ``"to"``.
         trajectory: the points of ``"pca"``.
-        model, loss_fn, data: the Hessian's model, loss and data for ``"hessian"``.
+        model, data, loss: the Hessian's model, data and loss for ``"hessian"``.
         file: the ``.pt``/``.npz`` file of ``"file"``.
 
     Raises:
@@ -140,9 +141,9 @@ def build(
     elif kind == "file":
         dirs = _file_directions(file, w, dim, normalization, ignore_1d)
     else:
-        if model is None or loss_fn is None or data is None:
-            raise LosslabError("directions 'hessian' need model=, loss_fn= and data=")
-        dirs = hessian_directions(model, loss_fn, data, k=dim, seed=seed)
+        if model is None or loss is None or data is None:
+            raise LosslabError("directions 'hessian' need model=, data= and loss=")
+        dirs = hessian_directions(model, data, loss=loss, k=dim, seed=seed)
         r = 0.1 * params.norm(w)
         span = (-r, r, -r, r)
     return BuiltDirections(dirs, span, pca, weights=w)
@@ -166,18 +167,19 @@ def _file_directions(file: str | Path | None, w: Point, dim: int, normalization:
     return out
 
 
-def hessian_directions(model: nn.Module, loss_fn: Any, data: Any, *, k: int = 2, seed: int = 0,
+@model_then_data
+def hessian_directions(model: nn.Module, data: Any, *, loss: Any, k: int = 2, seed: int = 0,
                        batch_size: int | None = 4096, tol: float = 1e-4) -> list[Direction]:
     """The top-``k`` Hessian eigenvectors at the model's parameters as unit :class:`Direction` s.
 
     Lanczos (:func:`~losslab.curvature.lanczos_eigs`, ``which="LA"``) on the full-data Hessian of
-    ``loss_fn`` over ``data`` (trainable parameters only); the meta records rank, eigenvalue,
+    ``loss`` over ``data`` (trainable parameters only); the meta records rank, eigenvalue,
     convergence and seed.
     """
     from ..curvature.lanczos import lanczos_eigs
     from ..curvature.operators import HessianOperator
 
-    op = HessianOperator(model, loss_fn, data, batch_size=batch_size)
+    op = HessianOperator(model, data, loss=loss, batch_size=batch_size)
     res = lanczos_eigs(op, k=k, which="LA", seed=seed, tol=tol)
     out = []
     for i in range(k):

@@ -136,7 +136,7 @@ class DistributedOperator:
         >>> from losslab.distributed import DistributedOperator, shard
         >>> X = torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         >>> model, y = nn.Linear(3, 1, bias=False).double(), torch.zeros(20, 1, dtype=torch.float64)
-        >>> H = DistributedOperator(HessianOperator(model, nn.MSELoss(), shard((X, y))))  # 1 process
+        >>> H = DistributedOperator(HessianOperator(model, shard((X, y)), loss=nn.MSELoss()))  # 1 process
         >>> torch.allclose(H.to_dense(), 2 * X.T @ X / 20)
         True
     """

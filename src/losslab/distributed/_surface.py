@@ -42,6 +42,7 @@ from torch import nn
 
 from ..results import jsonable
 from .. import surface as S
+from .._functional import model_then_data
 from ..errors import LosslabError
 from ..evaluate import Evaluator
 from ..surface import SurfaceResult
@@ -59,6 +60,7 @@ from ._runtime import (
 __all__ = ["distributed_plane", "distributed_line"]
 
 
+@model_then_data
 def distributed_plane(model: nn.Module, data: Any = None, *, timeout: float = DEFAULT_TIMEOUT,
                       **kwargs: Any) -> SurfaceResult:
     """:func:`losslab.surface.plane` with the grid points shared dynamically over the ranks.
@@ -105,6 +107,7 @@ def distributed_plane(model: nn.Module, data: Any = None, *, timeout: float = DE
     return _sharded("plane", model, data, timeout, kwargs)
 
 
+@model_then_data
 def distributed_line(model: nn.Module, data: Any = None, *, timeout: float = DEFAULT_TIMEOUT,
                      **kwargs: Any) -> SurfaceResult:
     """:func:`losslab.surface.line` with the points shared dynamically over the ranks.

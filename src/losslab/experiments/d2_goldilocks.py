@@ -182,10 +182,10 @@ def _measure(config: Config, bundle: Any, depth: int, label: str, timer: Timer,
         for i, r in enumerate(config.radii):
             theta_r = theta * float(r)
             with timer(f"hessian{'' if label == 'main' else '_' + label}"):
-                c = subspace_curvature(restricted_hessian(model, (hx, hy), P, point=theta_r))
+                c = subspace_curvature(restricted_hessian(model, (hx, hy), projection=P, point=theta_r))
                 loss, acc = _loss_acc(model, theta_r, like, hx, hy)
             with timer(f"train{'' if label == 'main' else '_' + label}"):
-                tr = train_subspace(model, bundle, config.d, projection=P, theta0=theta_r, epochs=config.epochs,
+                tr = train_subspace(model, bundle, d=config.d, projection=P, theta0=theta_r, epochs=config.epochs,
                                     lr=config.lr, optimizer="sgd", momentum=config.momentum,
                                     batch_size=config.batch_size, order_seed=int(s))
             vals = {k: c[k] for k in ("trace_over_frobenius", "positive_fraction", "lambda_min", "lambda_max")}

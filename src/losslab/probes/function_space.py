@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from ..results import SummaryArraysFormat
+from .._functional import model_then_data
 from .. import params as P
 from ..errors import LosslabError
 from ._common import Functional, Point, as_xy, check_chunk, iter_chunks, to_numpy
@@ -57,12 +58,13 @@ FORMAT = "losslab.diversity"
 SampleKind = Literal["random", "diag", "pca"]
 
 
+@model_then_data
 @torch.no_grad()
 def predictions(
     model: nn.Module,
-    points: Sequence[Mapping[str, Tensor]],
     x: Tensor,
     *,
+    points: Sequence[Mapping[str, Tensor]],
     softmax: bool = True,
     chunk_size: int | None = 1024,
 ) -> Tensor:
@@ -372,7 +374,7 @@ def diversity(
         if max_checkpoints is not None and len(traj) > max_checkpoints:
             keep = sorted(set(np.round(np.linspace(0, len(traj) - 1, max(2, max_checkpoints))).astype(int).tolist()))
         states = [run.state_dict(traj[i][0]) for i in keep]
-        pr = to_numpy(predictions(model, states, x)).astype(np.float64)
+        pr = to_numpy(predictions(model, x, points=states)).astype(np.float64)
         traj_probs.extend(list(pr))
         traj_rows.extend((r, int(traj[i][0])) for i in keep)
         finals.append(traj[-1][1])
@@ -420,7 +422,7 @@ def diversity(
     ens["independent"] = ensemble_accuracy(PF, yn) if R > 1 else float("nan")
     ens["independent_size"] = R
     t0_states = [runs[0].state_dict(s) for s, _ in traj_pts[0][-m:]]
-    traj_ens = to_numpy(predictions(model, t0_states, x)).astype(np.float64)
+    traj_ens = to_numpy(predictions(model, x, points=t0_states)).astype(np.float64)
     ens["trajectory"] = ensemble_accuracy(traj_ens, yn)
     ens["trajectory_size"] = len(t0_states)
     tail_pts = [p for _, p in traj_pts[0][-max(2, tail):]]
@@ -428,7 +430,7 @@ def diversity(
     if len(tail_pts) >= 2:
         for i, kind in enumerate(sample_kinds):
             pts = subspace_samples(finals[0], tail_pts, kind, m, scale=sample_scale, seed=seed + 1000 * (i + 1))
-            sp = to_numpy(predictions(model, pts, x)).astype(np.float64)
+            sp = to_numpy(predictions(model, x, points=pts)).astype(np.float64)
             ens[kind] = ensemble_accuracy(sp, yn)
             samples[kind] = {
                 "member_accuracy_mean": float(np.mean([_accuracy(p, yn) for p in sp])),

@@ -27,7 +27,7 @@ Example:
     >>> from losslab import data, models
     >>> b = data.load("blobs")
     >>> make = lambda s: models.build("mlp", input_shape=b.input_shape, num_classes=b.num_classes, seed=s, width=8)
-    >>> r = goldilocks(make, b, [0.5, 1.0, 4.0], d=4, seeds=[0], relative=True, train_epochs=0, progress=False)
+    >>> r = goldilocks(make, b, radii=[0.5, 1.0, 4.0], d=4, seeds=[0], relative=True, train_epochs=0, progress=False)
     >>> r.metrics["trace_over_frobenius"].shape, bool(abs(r.metrics["trace_over_frobenius"]).max() <= 2.0 + 1e-9)
     ((3, 1), True)
 """
@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from ..results import Result, load_arrays
 from .._io import atomic_savez, atomic_write_json
-from .._functional import ensure_forward_ad
+from .._functional import ensure_forward_ad, model_then_data
 from ..errors import LosslabError
 from ._grid import derive_seed, jsonable, paths, progress_bar, tensor_digest, versions
 from .display import _ResultDisplay
@@ -60,11 +60,12 @@ CELL_METRICS = ("radius", "trace", "frobenius", "trace_over_frobenius", "positiv
                 "lambda_max", "loss", "accuracy", "train_accuracy", "test_accuracy", "success", "seconds")
 
 
+@model_then_data
 def restricted_hessian(
     model: nn.Module,
     data: Any,
-    projection: Projection | Tensor,
     *,
+    projection: Projection | Tensor,
     point: Mapping[str, Tensor] | nn.Module | Tensor | None = None,
     loss: LossLike = "cross_entropy",
     chunk: int | None = 32,
@@ -96,7 +97,7 @@ def restricted_hessian(
         >>> import torch
         >>> net = torch.nn.Linear(3, 2).double()
         >>> xy = (torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 2, (10,)))
-        >>> restricted_hessian(net, xy, torch.eye(8, dtype=torch.float64)[:, :2]).shape
+        >>> restricted_hessian(net, xy, projection=torch.eye(8, dtype=torch.float64)[:, :2]).shape
         torch.Size([2, 2])
     """
     fn = _Functional(model, device, dtype)
@@ -246,11 +247,12 @@ class GoldilocksResult(Result):
                    a["eigenvalues"].astype(np.float64), a["done"].astype(bool), desc.get("meta", {}))
 
 
+@model_then_data
 def goldilocks(
     model_factory: Callable[[int], nn.Module],
     data: Any,
-    radii: Sequence[float],
     *,
+    radii: Sequence[float],
     d: int,
     seeds: Sequence[int] = (0, 1, 2),
     projection: str = "dense",
@@ -364,7 +366,7 @@ def goldilocks(
                 tc = time.perf_counter()
                 radius = float(r) * rho if relative else float(r)
                 theta_r = theta_init * (radius / rho)
-                h = restricted_hessian(model, (hx, hy), proj, point=theta_r, loss=loss, chunk=chunk,
+                h = restricted_hessian(model, (hx, hy), projection=proj, point=theta_r, loss=loss, chunk=chunk,
                                        device=fn.device, dtype=fn.dtype)
                 c = subspace_curvature(h)
                 with torch.no_grad():
@@ -375,7 +377,7 @@ def goldilocks(
                                           "lambda_min", "lambda_max")}
                 vals.update(radius=radius, loss=lval, accuracy=acc)
                 if train_epochs > 0:
-                    tr = train_subspace(model, data, d, projection=proj, epochs=train_epochs, lr=lr,
+                    tr = train_subspace(model, data, d=d, projection=proj, epochs=train_epochs, lr=lr,
                                         batch_size=batch_size, theta0=theta_r, order_seed=s, loss=loss,
                                         device=fn.device, dtype=fn.dtype)
                     vals.update(train_accuracy=tr.train_accuracy, test_accuracy=tr.test_accuracy)
