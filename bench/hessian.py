@@ -257,7 +257,7 @@ def memory_worker(mode: str, examples: int) -> dict[str, Any]:
         loss = F.cross_entropy(model(x), y)
         torch.autograd.grad(loss, list(model.parameters()))
     else:
-        op = HessianOperator(model, F.cross_entropy, (x, y))
+        op = HessianOperator(model, (x, y), loss=F.cross_entropy)
         if mode == "hvp":
             op @ torch.randn(op.shape[0], generator=torch.Generator().manual_seed(1))
             out["backend"] = op.backend

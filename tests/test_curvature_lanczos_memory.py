@@ -123,7 +123,7 @@ def test_restarted_run_converges_exactly_and_default_cap_is_bounded(monkeypatch)
 
 def test_lone_eigenvalue_holds_no_basis(monkeypatch):
     model, x, y = cnn1d(0)
-    H = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
+    H = HessianOperator(model, (x, y), loss=nn.CrossEntropyLoss())
     rec = _Recorder(monkeypatch)
     lam = lambda_max(H, seed=0)
     res = lanczos_eigs(H, k=1, which="both", return_eigenvectors=False, seed=0)
@@ -140,7 +140,7 @@ def test_lone_eigenvalue_holds_no_basis(monkeypatch):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_float32_cnn1d_matches_dense_float64_eigvalsh(seed):
     model, x, y = cnn1d(seed)
-    H = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
+    H = HessianOperator(model, (x, y), loss=nn.CrossEntropyLoss())
     assert H.dtype == torch.float32
     ev = torch.linalg.eigvalsh(dense_hessian64(model, x, y))
     top = lanczos_eigs(H, k=3, tol=1e-6, seed=seed)
@@ -155,7 +155,7 @@ def test_float32_cnn1d_matches_dense_float64_eigvalsh(seed):
 @pytest.mark.parametrize("k,vectors,tol", [(1, False, 1e-4), (1, True, 1e-4), (3, True, 1e-6), (2, False, 1e-6)])
 def test_products_match_the_old_algorithm(make, k, vectors, tol):
     model, x, y = make(0)
-    H = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
+    H = HessianOperator(model, (x, y), loss=nn.CrossEntropyLoss())
     n = H.shape[0]
     # the old algorithm: float64 basis, full reorthogonalization, every vector held
     old = lanczos_eigs(H, k=k, tol=tol, seed=3, return_eigenvectors=vectors, basis_dtype=torch.float64,
@@ -173,7 +173,7 @@ def test_products_match_the_old_algorithm(make, k, vectors, tol):
 def test_more_eigenpairs_than_dimensions_is_one_line_error():
     model = nn.Linear(2, 1)  # 3 parameters
     x, y = torch.randn(5, 2, generator=torch.Generator().manual_seed(0)), torch.zeros(5, 1)
-    H = HessianOperator(model, nn.MSELoss(), (x, y))
+    H = HessianOperator(model, (x, y), loss=nn.MSELoss())
     with pytest.raises(LosslabError, match=r"k=10 eigenpairs asked of a 3-dimensional operator") as e:
         lanczos_eigs(H, k=10, seed=0)
     assert "\n" not in str(e.value)
