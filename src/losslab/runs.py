@@ -24,10 +24,10 @@ from typing import Any, Sequence
 import torch
 
 from . import __version__
-from ._io import atomic_write_json, read_json
+from ._io import atomic_write_json, file_sha256, read_json
 from .results import jsonable
 from .config import TrainConfig, config_hash, from_dict, non_default, to_dict
-from .errors import LosslabError
+from .errors import DamagedFile, LosslabError
 
 RUN_PREFIX = "train-"
 
@@ -148,6 +148,7 @@ class Run:
 
     @property
     def info(self) -> dict[str, Any]:
+        """``run.json`` (``{}`` before training starts; a :class:`~losslab.errors.DamagedFile` if unreadable)."""
         f = self.path / "run.json"
         return read_json(f) if f.is_file() else {}
 
@@ -164,10 +165,15 @@ class Run:
         return {n: file_sha256(self.path / n) for n in names}
 
     def verify(self) -> list[str]:
-        """The damaged files of a finished run: each recorded in its manifest but now missing,
+        """The damaged files of a run: ``run.json`` itself when it is not valid JSON (``"run.json
+        (damaged)"``), and, for a finished run, each file recorded in its manifest but now missing,
         truncated or changed (a flipped byte), as ``"path (missing|changed)"``. Empty when intact, and
-        for runs saved before manifests existed (nothing to check against)."""
-        recorded = self.info.get("manifest")
+        for runs saved before manifests existed (nothing to check against). An unfinished run's files
+        are checked when it resumes (:func:`load_resume_state`)."""
+        try:
+            recorded = self.info.get("manifest")
+        except DamagedFile:
+            return ["run.json (damaged)"]
         if not isinstance(recorded, dict):
             return []
         bad = []
@@ -181,8 +187,8 @@ class Run:
 
     @property
     def intact(self) -> bool:
-        """Finished and every file of its manifest unchanged: safe to reuse."""
-        return self.done and not self.verify()
+        """Finished and every file of its manifest unchanged (``run.json`` included): safe to reuse."""
+        return not self.verify() and self.done
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
@@ -240,15 +246,6 @@ class Run:
         return [(s, {k: v for k, v in load_state(f).items() if k in names}) for s, f in self.checkpoints()]
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(..., weights_only=True)`` with a one-line error for unreadable files."""
     p = Path(path)
@@ -258,6 +255,45 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is "unreadable"
         raise LosslabError(f"cannot read checkpoint {p}: {type(exc).__name__}: {(str(exc).strip().splitlines() or ['empty or truncated file'])[0][:200]}")
+
+
+STATE_FORMAT = "losslab.train_state"
+
+
+def seal_resume_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The trainer's resume ``state`` sealed with the sha256 of its bytes, to be written with
+    :func:`losslab._io.atomic_torch_save` and read with :func:`load_resume_state`.
+
+    It is ``{"format", "sha256", "payload"}``, the payload being the bytes of ``torch.save(state)`` as
+    a uint8 tensor, so that :func:`load_resume_state` detects any changed byte (``torch.load`` itself
+    does not: a flipped byte in a tensor loads as a different value).
+    """
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    return {"format": STATE_FORMAT, "sha256": hashlib.sha256(data).hexdigest(),
+            "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+
+
+def load_resume_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a state sealed by :func:`seal_resume_state`; a truncated or changed file is a
+    :class:`~losslab.errors.DamagedFile`. A state saved before sealing (a plain dict) is returned as is."""
+    import io
+
+    try:
+        outer = load_state(path)
+    except DamagedFile:
+        raise
+    except LosslabError as exc:
+        raise DamagedFile(path, str(exc).split(": ", 1)[-1]) from None
+    if not (isinstance(outer, dict) and outer.get("format") == STATE_FORMAT):
+        return outer
+    data = outer["payload"].numpy().tobytes()
+    if hashlib.sha256(data).hexdigest() != outer.get("sha256"):
+        raise DamagedFile(path, "its content hash does not match")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def write_config(path: Path, config: TrainConfig) -> None:

@@ -62,7 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from ._functional import Point
-from .results import Result, load_arrays, result_paths
+from .results import Result, load_arrays, result_paths, seal
 from .results import jsonable
 from . import params as P
 from ._io import atomic_savez, atomic_write_json
@@ -197,7 +197,7 @@ class SurfaceResult(Result):
         atomic_savez(npz, **arrays)
         atomic_write_json(
             js,
-            {
+            seal({
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
                 "kind": self.kind,
@@ -206,7 +206,7 @@ class SurfaceResult(Result):
                 "layout": "metric[j, i] is at (x[i], y[j]) (rows = y)" if self.kind == "plane" else "metric[i] at x[i]",
                 "n_done": self.n_done,
                 "meta": _jsonable(self.meta),
-            },
+            }),  # with its content hash, checked by load (so is the npz's CRC-32)
         )
         return npz
 
@@ -543,6 +543,16 @@ def _describe_source(obj: Any) -> str:
     return type(obj).__name__ if isinstance(obj, nn.Module) else "point"
 
 
+def _check_finite_points(base: Point | None, basis: Sequence[Point]) -> None:
+    """A one-line error when the origin or a direction holds NaN/inf (every point would be NaN)."""
+    named = ([("the origin (the model's parameters)", base)] if base is not None else [])
+    named += [(f"direction {i}", d) for i, d in enumerate(basis)]
+    for what, point in named:
+        for k, v in point.items():
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise LosslabError(f"{what} holds NaN/inf in {k!r}: every point of the surface would be NaN")
+
+
 def _fingerprint(kind: str, base: Point | None, basis: Sequence[Point], ev: Evaluator) -> str:
     """sha256 (:class:`losslab.results.Fingerprint`) of the settings, points, directions and data of a surface."""
     from .results import Fingerprint
@@ -615,6 +625,7 @@ def _run(
         raise LosslabError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if max_points is not None and int(max_points) < 0:
         raise LosslabError(f"max_points must be >= 0, got {max_points}")
+    _check_finite_points(base, basis)
     fp = _fingerprint(kind, base, basis, ev)
     prev = _load_resume(resume_from)
     meta: dict[str, Any] = {

@@ -16,6 +16,7 @@ runs of many tiny epochs (full-batch GD) are not dominated by writing and syncin
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -28,11 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import atomic_torch_save, atomic_write_json, file_lock, remove_stale_temporaries
+from ._io import _json_default, atomic_torch_save, atomic_write_json, file_lock, file_sha256, remove_stale_temporaries
 from .config import TrainConfig, parse_checkpoint_schedule
-from .errors import LosslabError
+from .errors import DamagedFile, LosslabError
 from ._functional import default_loss
-from .runs import Run, build_bundle, build_model, callback_keys, environment, load_state, run_dir_for, write_config
+from .runs import (Run, build_bundle, build_model, callback_keys, environment, load_resume_state, run_dir_for,
+                   seal_resume_state, write_config)
 from .settings import resolve_device, set_threads
 
 EVAL_CHUNK = 4096
@@ -198,15 +200,15 @@ def train(
 def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device, callbacks: Sequence[Any],
                   progress: bool | None, force: bool, max_epochs: int | None) -> Run:
     run_dir = run.path
-    if run.done and not force:
-        damaged = run.verify()
-        if not damaged:
-            return run
-        # a finished run whose files were truncated or changed: retrain it (deterministic, so the repaired
-        # run is bit-identical to the original), never reuse it
+    damaged = [] if force else run.verify()
+    if damaged:
+        # a run whose files were truncated or changed: retrain it (deterministic, so the repaired run is
+        # bit-identical to the original), never reuse it
         print(f"losslab: run {run_dir.name} is damaged ({', '.join(damaged)}); retraining it", file=sys.stderr,
               flush=True)
         force = True
+    elif run.done and not force:
+        return run
 
     xtr, ytr = bundle.train.x.to(dev), bundle.train.y.to(dev)
     xte, yte = bundle.test.x.to(dev), bundle.test.y.to(dev)
@@ -226,18 +228,27 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
     metrics: list[dict[str, Any]] = []
     start_epoch = 0
     state_file = run_dir / "state.pt"
+    ck_hashes: dict[str, str] = {}  # sha256 of each checkpoint written, saved with the resume state
     st = None
     if state_file.is_file() and not force:
         try:
-            st = load_state(state_file)
-        except LosslabError as exc:  # truncated by a kill or a full disk: start over (deterministic)
-            print(f"losslab: {exc}; training run {run_dir.name} from the start", file=sys.stderr, flush=True)
+            st = load_resume_state(state_file)
+            ck_hashes = dict(st.get("checkpoints", {}))
+            bad = [f"{n} ({'changed' if (run_dir / n).is_file() else 'missing'})" for n, h in sorted(ck_hashes.items())
+                   if not (run_dir / n).is_file() or file_sha256(run_dir / n) != h]
+            if bad:
+                raise DamagedFile(run_dir / bad[0].split(" ")[0], bad[0].split(" ", 1)[1].strip("()"))
+            metrics = json.loads(st["metrics"]) if "metrics" in st else list(Run(run_dir).metrics)
+        except DamagedFile as exc:  # truncated by a kill or a full disk, or changed: start over (deterministic)
+            print(f"losslab: {exc.path} is damaged ({exc.reason}); training run {run_dir.name} from the start",
+                  file=sys.stderr, flush=True)
+            st, ck_hashes, metrics = None, {}, []
     if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         order_gen.set_state(st["order_rng"])
         start_epoch = int(st["epoch"])
-        metrics = list(Run(run_dir).metrics)[: start_epoch + 1]
+        metrics = metrics[: start_epoch + 1]
     info = {
         "status": "running",
         "env": environment(),
@@ -262,10 +273,15 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
                 "test_loss": te["loss"], "test_error": te["error"]}
 
     ckdir = run_dir / "checkpoints"
+
+    def save_checkpoint(step: int) -> None:
+        f = atomic_torch_save(ckdir / f"step_{step:08d}.pt", model.state_dict())
+        ck_hashes[f.relative_to(run_dir).as_posix()] = file_sha256(f)
+
     if start_epoch == 0:
         metrics = [record(0)]
         atomic_write_json(run_dir / "metrics.json", metrics)
-        atomic_torch_save(ckdir / "step_00000000.pt", model.state_dict())
+        save_checkpoint(0)
 
     t0 = time.perf_counter()
     _fire(callbacks, "on_train_start", state)
@@ -299,7 +315,7 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
             state.lr, state.batch_loss = lr, float(loss.detach())
             _fire(callbacks, "on_step_end", state)  # before the checkpoint: it may change the parameters
             if state.step in ckpt_steps:
-                atomic_torch_save(ckdir / f"step_{state.step:08d}.pt", model.state_dict())
+                save_checkpoint(state.step)
         rec = record(epoch)
         state.extra = {}
         _fire(callbacks, "on_epoch_end", state)
@@ -307,8 +323,10 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
         metrics.append(rec)
         if epoch == end_epoch or time.perf_counter() - last_save >= SAVE_EVERY_S:
             atomic_write_json(run_dir / "metrics.json", metrics)
-            atomic_torch_save(state_file, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                           "order_rng": order_gen.get_state(), "epoch": epoch})
+            # the metrics and the checkpoints' hashes go into the (sealed) state too: a resume needs no other file
+            atomic_torch_save(state_file, seal_resume_state({
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "order_rng": order_gen.get_state(),
+                "epoch": epoch, "metrics": json.dumps(metrics, default=_json_default), "checkpoints": dict(ck_hashes)}))
             last_save = time.perf_counter()
         if bar is not None:
             bar.update(1)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from ..errors import LosslabError
+from ..errors import DamagedFile, LosslabError
 
 __all__ = ["ANALYSIS_PARTS", "ResultCache", "data_subset", "hessian_analysis"]
 
@@ -58,40 +59,52 @@ class ResultCache:
 
     def json(self, name: str, params: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """A JSON-able result: loaded from ``<stem>.json`` when its params match, else computed and saved."""
-        from .._io import atomic_write_json, read_json
+        from .._io import atomic_write_json
+        from ..results import read_sealed_json, seal
 
         path = self.stem(name, params).with_suffix(".json")
         self.files[name] = str(path)
         if path.is_file() and not self.force:
             try:
-                stored = read_json(path)
+                stored = read_sealed_json(path)  # a truncated or changed file is recomputed, with one line
                 if stored.get("params") == json.loads(json.dumps(params, default=str)):
                     self.hits[name] = True
                     return stored["result"]
+            except DamagedFile as exc:
+                print(exc.recomputing(), file=sys.stderr, flush=True)
             except (OSError, ValueError, KeyError):
                 pass
         t0 = time.perf_counter()
         result = compute()
         self.seconds[name] = round(time.perf_counter() - t0, 4)
-        atomic_write_json(path, {"name": name, "base": self.base, "params": params, "result": result})
+        atomic_write_json(path, seal({"name": name, "base": self.base, "params": params, "result": result}))
         self.hits[name] = False
         return result
 
     def obj(self, name: str, params: dict[str, Any], compute: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
         """A result object with ``save(path)``: ``load(<stem>.npz)`` when cached, else computed and saved."""
+        from .._io import atomic_write_json, read_json
+        from ..results import read_npz, read_sealed_json, seal
+
         stem = self.stem(name, params)
-        self.files[name] = str(stem.with_suffix(".npz"))
-        if stem.with_suffix(".npz").is_file() and stem.with_suffix(".json").is_file() and not self.force:
+        npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
+        self.files[name] = str(npz)
+        if npz.is_file() and js.is_file() and not self.force:
             try:
-                res = load(stem.with_suffix(".npz"))
+                read_sealed_json(js)
+                read_npz(npz)  # every member's CRC-32
+                res = load(npz)
                 self.hits[name] = True
                 return res
+            except DamagedFile as exc:
+                print(exc.recomputing(), file=sys.stderr, flush=True)
             except (OSError, ValueError, KeyError, LosslabError):
                 pass
         t0 = time.perf_counter()
         res = compute()
         self.seconds[name] = round(time.perf_counter() - t0, 4)
-        res.save(stem.with_suffix(".npz"))
+        res.save(npz)
+        atomic_write_json(js, seal(read_json(js)))  # the result's own sidecar, with a content hash
         self.hits[name] = False
         return res
 
