@@ -58,6 +58,7 @@ def test_runs_without_a_manifest_are_not_flagged(tmp_path):
     run = train(_cfg(), out=tmp_path)
     info = read_json(run.path / "run.json")
     info.pop("manifest")
+    info.pop("sha256")
     atomic_write_json(run.path / "run.json", info)  # as saved by an older losslab
     assert run.done and run.verify() == [] and run.intact
 
@@ -140,9 +141,10 @@ def test_two_identical_trains_train_once_and_stale_temporaries_go(tmp_path):
     stale = run_dir / ".metrics.json.abc123.tmp"
     stale.write_text("{")
     from losslab._io import read_json, atomic_write_json
+    from losslab.results import seal
     info = read_json(run_dir / "run.json")
     info["status"] = "running"  # pretend it was interrupted so that train takes the lock again
-    atomic_write_json(run_dir / "run.json", info)
+    atomic_write_json(run_dir / "run.json", seal(info))
     subprocess.run([sys.executable, str(script), str(tmp_path / "runs"), str(witness)], check=True, env=env,
                    capture_output=True, timeout=300)
     assert not stale.exists()

@@ -194,7 +194,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     from .errors import DamagedFile
 
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:  # fh closed even when np.load fails
             return {k: z[k] for k in z.files}
     except Exception as exc:  # noqa: BLE001 - a damaged zip or npy header raises many kinds of errors
         if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR):

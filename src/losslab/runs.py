@@ -25,7 +25,7 @@ import torch
 
 from . import __version__
 from ._io import atomic_write_json, file_sha256, read_json
-from .results import jsonable
+from .results import jsonable, read_sealed_json, seal
 from .config import TrainConfig, config_hash, from_dict, non_default, to_dict
 from .errors import DamagedFile, LosslabError
 
@@ -144,13 +144,14 @@ class Run:
 
     @property
     def config(self) -> TrainConfig:
-        return from_dict(TrainConfig, read_json(self.path / "config.json")["config"])
+        return from_dict(TrainConfig, read_sealed_json(self.path / "config.json")["config"])
 
     @property
     def info(self) -> dict[str, Any]:
-        """``run.json`` (``{}`` before training starts; a :class:`~losslab.errors.DamagedFile` if unreadable)."""
+        """``run.json`` (``{}`` before training starts; a :class:`~losslab.errors.DamagedFile` if it is not
+        valid JSON or does not match its content hash)."""
         f = self.path / "run.json"
-        return read_json(f) if f.is_file() else {}
+        return read_sealed_json(f) if f.is_file() else {}
 
     @property
     def done(self) -> bool:
@@ -165,18 +166,26 @@ class Run:
         return {n: file_sha256(self.path / n) for n in names}
 
     def verify(self) -> list[str]:
-        """The damaged files of a run: ``run.json`` itself when it is not valid JSON (``"run.json
-        (damaged)"``), and, for a finished run, each file recorded in its manifest but now missing,
-        truncated or changed (a flipped byte), as ``"path (missing|changed)"``. Empty when intact, and
-        for runs saved before manifests existed (nothing to check against). An unfinished run's files
-        are checked when it resumes (:func:`load_resume_state`)."""
+        """The damaged files of a run, in one line each.
+
+        ``config.json`` and ``run.json`` carry their own content hash (``"run.json (damaged)"`` when
+        truncated or changed); a finished run's manifest lists the sha256 of its checkpoints,
+        ``metrics.json`` and ``state.pt``, each reported ``"path (missing|changed)"`` when it no longer
+        matches. Empty when intact, and for runs saved before hashes existed (nothing to check
+        against). An unfinished run's files are checked when it resumes (:func:`load_resume_state`).
+        """
+        bad = []
+        if (self.path / "config.json").is_file():
+            try:
+                read_sealed_json(self.path / "config.json")
+            except DamagedFile:
+                bad.append("config.json (damaged)")
         try:
             recorded = self.info.get("manifest")
         except DamagedFile:
-            return ["run.json (damaged)"]
+            return [*bad, "run.json (damaged)"]
         if not isinstance(recorded, dict):
-            return []
-        bad = []
+            return bad
         for name, digest in sorted(recorded.items()):
             f = self.path / name
             if not f.is_file():
@@ -299,5 +308,5 @@ def load_resume_state(path: str | os.PathLike) -> dict[str, Any]:
 def write_config(path: Path, config: TrainConfig) -> None:
     atomic_write_json(
         path / "config.json",
-        {"config": to_dict(config), "non_default": non_default(config), "hash": config_hash(config)},
+        seal({"config": to_dict(config), "non_default": non_default(config), "hash": config_hash(config)}),
     )

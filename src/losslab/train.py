@@ -33,6 +33,7 @@ from ._io import _json_default, atomic_torch_save, atomic_write_json, file_lock,
 from .config import TrainConfig, parse_checkpoint_schedule
 from .errors import DamagedFile, LosslabError
 from ._functional import default_loss
+from .results import seal
 from .runs import (Run, build_bundle, build_model, callback_keys, environment, load_resume_state, run_dir_for,
                    seal_resume_state, write_config)
 from .settings import resolve_device, set_threads
@@ -259,7 +260,7 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
         "resumed_from_epoch": start_epoch,
         "callbacks": callback_keys(callbacks),
     }
-    atomic_write_json(run_dir / "run.json", info)
+    atomic_write_json(run_dir / "run.json", seal(info))  # with its content hash
 
     state = TrainState(config, model, opt, bundle, run_dir, epoch=start_epoch, step=start_epoch * steps_per_epoch)
 
@@ -353,5 +354,5 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
         },
         manifest=run.manifest(),
     )
-    atomic_write_json(run_dir / "run.json", info)
+    atomic_write_json(run_dir / "run.json", seal(info))  # with its content hash
     return run

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import LosslabError
+from ..errors import DamagedFile, LosslabError
 from ._common import emit, result_dir, settings_hash
 from ._load import add_target_args, resolve
 
@@ -169,9 +170,15 @@ def run(args: argparse.Namespace) -> int:
         raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
     out = output_dir(args, t)
     out.mkdir(parents=True, exist_ok=True)
-    if args.force:
-        from ..surface import SurfaceResult
+    from ..surface import SurfaceResult
 
+    if not args.force and any(f.exists() for f in SurfaceResult.paths(out / "surface")):
+        try:
+            SurfaceResult.load(out / "surface")
+        except DamagedFile as exc:  # a truncated or changed saved surface: say so, start over
+            print(exc.recomputing(), file=sys.stderr, flush=True)
+            args.force = True
+    if args.force:
         for f in SurfaceResult.paths(out / "surface"):
             f.unlink(missing_ok=True)
     dirs, pca, xr = build_directions(args, t, data, out)
