@@ -84,7 +84,6 @@ def test_measurement_commands_refuse_unfinished_and_damaged_runs(tmp_path, capsy
 
 
 def test_a_truncated_resume_state_starts_over_and_a_bad_dataset_creates_nothing(tmp_path, capsys):
-
     from losslab.errors import LosslabError
 
     full = train(_cfg(), out=tmp_path / "a")
