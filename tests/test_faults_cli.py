@@ -77,6 +77,8 @@ TABLE = [
     ("threads -1 (connect)", ["connect", "{run}", "{run}", "--threads", "-1"], "threads must be >= 1"),
     ("device cuda without a GPU", ["train", "--dataset", "moons", "--device", "cuda"], "device 'cuda'"),
     ("device bogus", ["train", "--dataset", "moons", "--device", "bogus"], "unknown device 'bogus'"),
+    ("device cuda:99", ["train", "--dataset", "moons", "--device", "cuda:99"], "device 'cuda:99'"),
+    ("reproduce seed -1", ["reproduce", "A1", "--seed", "-1", "--out", "{tmp}/r"], "--seed must be >= 0"),
     ("out is a file (train)", ["train", "--dataset", "moons", "--out", "{tmp}/afile"], "afile"),
     ("out is a file (surface)", ["surface", "{run}", "--grid", "3", "--out", "{tmp}/afile"], "afile"),
     ("surface grid 100000", ["surface", "{run}", "--grid", "100000", "--out", "{tmp}/s"], "over half of this machine"),
