@@ -220,3 +220,21 @@ def test_damaged_files_of_the_table_that_can_be_recomputed_are(run_dir, tmp_path
         rc, err = _cli(["surface", run_dir, "--grid", "3", "--out", s], capsys)
         assert rc == 0 and err.count("\n") == 1 and f"{name} is damaged" in err and "recomputing" in err, err
         keep.unlink()
+
+
+def test_every_new_file_and_directory_follows_the_umask(run_dir, tmp_path, capsys):
+    """Under umask 022 every file losslab writes is 0644 and every directory 0755 (not mkstemp's 0600)."""
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "o"
+        assert _cli(["train", "--dataset", "moons", "--epochs", "1", "--out", out / "runs", "--no-progress"],
+                    capsys)[0] == 0
+        assert _cli(["surface", run_dir, "--grid", "3", "--plot", "--out", out / "s"], capsys)[0] == 0
+        assert _cli(["hessian", run_dir, "--top-k", "1", "--probes", "2", "--out", out / "h"], capsys)[0] == 0
+    finally:
+        os.umask(old)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) > 15
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o644)}, [
+        (p.name, oct(p.stat().st_mode & 0o777)) for p in files if p.stat().st_mode & 0o777 != 0o644]
+    assert {oct(p.stat().st_mode & 0o777) for p in out.rglob("*") if p.is_dir()} == {oct(0o755)}

@@ -210,3 +210,29 @@ def test_sigkill_to_reproduce_jobs_2_leaves_no_process_and_the_rerun_gives_the_s
     for run in (out / "cache" / "runs").glob("train-*"):
         assert Run(run).intact
         assert not [p for p in run.rglob("*.tmp")]
+
+
+@pytest.mark.slow
+def test_sigterm_to_train_exits_143_with_one_line_and_the_rerun_resumes(tmp_path):
+    from losslab.cli.main import main
+
+    argv = ["train", "--dataset", "moons", "--dataset-kwargs", "n_train=4096", "n_test=64", "--model", "mlp",
+            "--model-kwargs", "width=32", "depth=1", "--epochs", "60", "--batch-size", "16", "--no-progress"]
+    out = tmp_path / "k"
+    proc = subprocess.Popen([sys.executable, "-m", "losslab", *argv, "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(out.glob("train-*/state.pt")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before the signal"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("losslab: terminated (finished work is saved")
+    (rdir,) = out.glob("train-*")
+    assert not Run(rdir).done and not list(rdir.rglob("*.tmp"))
+    assert main([*argv, "--out", str(out)]) == 0
+    assert Run(rdir).info["resumed_from_epoch"] > 0
+    assert main([*argv, "--out", str(tmp_path / "w")]) == 0
+    (whole,) = (tmp_path / "w").glob("train-*")
+    assert Run(rdir).info["manifest"] == Run(whole).info["manifest"]  # bit-identical
