@@ -238,3 +238,12 @@ def test_every_new_file_and_directory_follows_the_umask(run_dir, tmp_path, capsy
     assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o644)}, [
         (p.name, oct(p.stat().st_mode & 0o777)) for p in files if p.stat().st_mode & 0o777 != 0o644]
     assert {oct(p.stat().st_mode & 0o777) for p in out.rglob("*") if p.is_dir()} == {oct(0o755)}
+
+
+def test_a_failed_surface_leaves_no_direction_files(user_models, tmp_path, capsys):
+    out = tmp_path / "s"
+    rc, err = _cli(["surface", user_models["five"], "--model", "faultfac:five", "--dataset", "digits", "--grid", "3",
+                    "--out", out], capsys)
+    assert rc == 2
+    _one_error_line(err, "outputs 5 classes but the labels go up to 9")
+    assert not out.exists()

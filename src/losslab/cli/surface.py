@@ -155,9 +155,7 @@ def summarize(res: Any, t: Any, args: argparse.Namespace, out: Path, files: dict
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ..surface import _check_grid_size, line, plane
+    from ..surface import _check_grid_size
 
     nx, ny = _grid(args)
     # validate before anything is loaded or written (no direction files left behind by a bad flag)
@@ -169,8 +167,23 @@ def run(args: argparse.Namespace) -> int:
     if len(data) == 0:
         raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
     out = output_dir(args, t)
+    fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    from ..surface import SurfaceResult
+    try:
+        return _compute(args, t, data, out, nx, ny)
+    except Exception:
+        if fresh and not (out / "surface.npz").exists():  # failed before any point was saved: leave nothing
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _compute(args: argparse.Namespace, t: Any, data: Any, out: Path, nx: int, ny: int) -> int:
+    """The body of :func:`run` once the flags are checked and ``out`` exists."""
+    import numpy as np
+
+    from ..surface import SurfaceResult, line, plane
 
     if not args.force and any(f.exists() for f in SurfaceResult.paths(out / "surface")):
         try:
