@@ -543,16 +543,6 @@ def _describe_source(obj: Any) -> str:
     return type(obj).__name__ if isinstance(obj, nn.Module) else "point"
 
 
-def _check_finite_points(base: Point | None, basis: Sequence[Point]) -> None:
-    """A one-line error when the origin or a direction holds NaN/inf (every point would be NaN)."""
-    named = ([("the origin (the model's parameters)", base)] if base is not None else [])
-    named += [(f"direction {i}", d) for i, d in enumerate(basis)]
-    for what, point in named:
-        for k, v in point.items():
-            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                raise LosslabError(f"{what} holds NaN/inf in {k!r}: every point of the surface would be NaN")
-
-
 def _fingerprint(kind: str, base: Point | None, basis: Sequence[Point], ev: Evaluator) -> str:
     """sha256 (:class:`losslab.results.Fingerprint`) of the settings, points, directions and data of a surface."""
     from .results import Fingerprint
@@ -625,7 +615,9 @@ def _run(
         raise LosslabError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if max_points is not None and int(max_points) < 0:
         raise LosslabError(f"max_points must be >= 0, got {max_points}")
-    _check_finite_points(base, basis)
+    named = [("the origin (the model)", base)] * (base is not None) + [(f"direction {i}", d) for i, d in enumerate(basis)]
+    for what, point in named:  # NaN in, NaN everywhere: refuse
+        P.check_finite(point, what)
     fp = _fingerprint(kind, base, basis, ev)
     prev = _load_resume(resume_from)
     meta: dict[str, Any] = {
