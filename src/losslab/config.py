@@ -37,8 +37,10 @@ def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> 
 class DataConfig:
     """Which data to train on and how it is altered."""
 
-    dataset: str = _help("dataset name (see `losslab.data.available()`)", "digits")
-    dataset_kwargs: dict = _help("extra dataset arguments, e.g. num_samples=4000", default_factory=dict)
+    dataset: str = _help("a built-in dataset name (see `losslab.data.available()`), a file (.npz/.pt/.safetensors with "
+                         "x, y[, x_test, y_test]), an image folder, or pkg.module:function", "digits")
+    dataset_kwargs: dict = _help("extra dataset arguments, e.g. num_samples=4000 (num_classes, x_dtype, mean, std "
+                                 "for files and functions)", default_factory=dict)
     label_noise: float = _help("fraction p in [0, 1] of training labels replaced by random ones", 0.0)
     label_noise_mode: str = _help("'uniform' (Zhang et al.: random class, may equal the true one) or 'other'", "uniform")
     poison: int = _help("number of extra same-distribution training samples with wrong labels (Huang et al.)", 0)
@@ -49,7 +51,7 @@ class DataConfig:
 class ModelConfig:
     """Which architecture to build."""
 
-    model: str = _help("model name (see `losslab.models.available()`)", "mlp")
+    model: str = _help("model name (see `losslab.models.available()`) or pkg.module:factory", "mlp")
     model_kwargs: dict = _help("extra model arguments, e.g. width=512 depth=2", default_factory=dict)
 
 
@@ -68,6 +70,9 @@ class OptimConfig:
     step_every: int = _help("step schedule: decay every this many epochs", 10)
     step_gamma: float = _help("step schedule: multiply the LR by this", 0.1)
     warmup_epochs: float = _help("linear warm-up length in epochs (0: none)", 0.0)
+    loss: str = _help("cross-entropy, mse, nll, token-cross-entropy or pkg.module:function(output, target) -> "
+                      "scalar ('': cross-entropy for class labels, mse for real targets)", "")
+    output_key: str = _help("the model returns a dict: the loss takes output[KEY] ('': the output itself)", "")
 
 
 @dataclass(frozen=True)

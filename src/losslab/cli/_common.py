@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import typing
 from pathlib import Path
@@ -85,9 +86,20 @@ def dataclass_from_args(cls: type, args: argparse.Namespace, base: Any = None, *
 def emit(args: argparse.Namespace, summary: dict[str, Any], text: str) -> None:
     """Print the machine-readable summary with ``--json``, else the human text."""
     if getattr(args, "json", False):
-        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        print(json.dumps(_finite_or_null(summary), indent=2, sort_keys=True, default=str))
     else:
         print(text)
+
+
+def _finite_or_null(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as ``None``: the summary stays valid JSON (``null``, never ``NaN``)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 def settings_hash(args: argparse.Namespace, keys: typing.Iterable[str], **extra: Any) -> str:

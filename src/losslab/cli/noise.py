@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import LosslabError
 from ._common import add_probe_output_args, emit, result_dir, settings_hash
-from ._load import add_target_args, resolve
+from ._load import add_target_args, probe_model, resolve, target_loss
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
     records = []
     for step in steps:
-        model = t.model if step is None or t.run is None else t.run.build_model(step)
+        model = probe_model(t.model if step is None or t.run is None else t.run.build_model(step), args, t.bundle)
         r = gradient_noise(model, None, data, n_examples=args.examples or None, k=args.top_k, seed=args.seed,
-                           chunk_size=args.chunk_size)
+                           chunk_size=args.chunk_size, loss_fn=target_loss(args, t.bundle))
         records.append({"step": step, **r.summary(), "n_params": r.meta["n_params"]})
     files = {"result": str(atomic_write_json(out / "noise.json", jsonable(
         {"target": t.description, "split": args.split, "seed": args.seed, "records": records})))}
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         f"(bias-corrected {r['b_simple_unbiased']:.4g}), tr(Sigma) {r['trace_cov']:.4g}, |G|^2 {r['grad_norm_sq']:.4g}, "
         f"top eigenvalue {r['top_eigenvalues'][0]:.4g} ({r['n']} examples)"
         for r in records) + "".join(f"\n  {k}: {v}" for k, v in files.items())
-    emit(args, jsonable(summary), text)
+    emit(args, jsonable(summary), f"loss {summary['loss_fn']}, BatchNorm {args.bn}\n" + text)
     return 0
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import LosslabError
 from ._common import add_probe_output_args, emit, result_dir, settings_hash
-from ._load import add_target_args, resolve
+from ._load import add_target_args, probe_model, resolve, target_loss
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,13 +54,15 @@ def run(args: argparse.Namespace) -> int:
     if t.run is not None:
         ckpts = [s for s, _ in t.run.checkpoints()]
         final_step = args.step if args.step is not None else ckpts[-1]
-    res = stiffness(t.model, P.get_point(t.model), data, n_bins=args.bins, meta={**t.description, "step": final_step},
+    kw["loss_fn"] = target_loss(args, t.bundle)
+    model = probe_model(t.model, args, t.bundle)
+    res = stiffness(model, P.get_point(model), data, n_bins=args.bins, meta={**t.description, "step": final_step},
                     **kw)
     results = {"final": res}
     if t.run is not None and not args.no_init:
         first = t.run.checkpoints()[0][0]
         if first != final_step:
-            init_model = t.run.build_model(first)
+            init_model = probe_model(t.run.build_model(first), args, t.bundle)
             results = {"init": stiffness(init_model, P.get_point(init_model), data, distance_edges=res.distance_edges,
                                          meta={**t.description, "step": first}, **kw), "final": res}
     files: dict[str, str] = {name: str(r.save(out / f"stiffness_{name}")) for name, r in results.items()}
@@ -87,5 +89,5 @@ def run(args: argparse.Namespace) -> int:
         for name, r in results.items()) + "".join(f"\n  {k}: {v}" for k, v in files.items())
     from ..probes._common import jsonable
 
-    emit(args, jsonable(summary), text)
+    emit(args, jsonable(summary), f"loss {summary['loss_fn']}, BatchNorm {args.bn}\n" + text)
     return 0

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from ..config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, SeedConfig, TrainConfig
-from ._common import add_dataclass_args, dataclass_from_args, emit
+from ._common import add_dataclass_args, dataclass_from_args, emit, flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -12,12 +13,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model and record its trajectory",
         description=(
-            "Train a model on built-in data. The run lives in OUT/train-<hash>, the hash covering every "
+            "Train a zoo model or your own (--model pkg.module:factory) on built-in data or yours (--data FILE or "
+            "pkg.module:function), with a built-in loss or yours (--loss). The run lives in OUT/train-<hash>, the hash covering every "
             "non-default setting: the same command reuses a finished run and resumes an interrupted one."
         ),
-        epilog="example: losslab train --dataset mnist1d --model cnn1d --label-noise 0.2 --seed 3 --json",
+        epilog="example: losslab train --dataset mnist1d --model cnn1d --label-noise 0.2 --seed 3 --json   |   yours: "
+               "losslab train --model mynets:make --data mydata.npz --loss token-cross-entropy",
     )
-    add_dataclass_args(p, DataConfig, title="data")
+    add_dataclass_args(p, DataConfig, title="data", skip=("dataset", "dataset_kwargs"))
+    g = p.add_argument_group("your data (a built-in name, a file, a folder or pkg.module:function)")
+    for f in dataclasses.fields(DataConfig):
+        if f.name in ("dataset", "dataset_kwargs"):
+            short = "--" + f.name.replace("dataset", "data").replace("_", "-")
+            g.add_argument(short, flag(f.name), dest=f.name, default=None,
+                           **({"nargs": "+", "metavar": "KEY=VALUE"} if f.name == "dataset_kwargs" else {"metavar": "DATA"}),
+                           help=f"{f.metadata['help']} (default: {f.default if f.name == 'dataset' else 'none'})")
     add_dataclass_args(p, ModelConfig, title="model")
     add_dataclass_args(p, OptimConfig, title="optimization")
     add_dataclass_args(p, SeedConfig, title="seeds (init, data order and labels derive from --seed unless given)")
@@ -34,6 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..train import train
 
+    from pathlib import Path
+
+    if args.dataset is not None and Path(args.dataset).exists():
+        args.dataset = str(Path(args.dataset).resolve())  # a file: the run finds it from any directory
     config = TrainConfig(
         data=dataclass_from_args(DataConfig, args),
         model=dataclass_from_args(ModelConfig, args),

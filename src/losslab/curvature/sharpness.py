@@ -137,6 +137,7 @@ def epsilon_sharpness(
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     point: Mapping[str, Tensor] | None = None,
+    bn: str | None = None,
     random_start: bool = False,
     seed: int | None = None,
     generator: torch.Generator | None = None,
@@ -159,7 +160,7 @@ def epsilon_sharpness(
       iterations (Keskar et al. used 10), in float64.
 
     Args:
-        model, loss_fn, data, params, batch_size, dtype, point: as for
+        model, loss_fn, data, params, batch_size, dtype, point, bn: as for
             :class:`~losslab.curvature.HessianOperator`.
         epsilon: box size ε (Keskar et al.: 1e-3 and 5e-4).
         steps: ascent steps (gradient evaluations ≈ ``steps + 1``).
@@ -177,7 +178,7 @@ def epsilon_sharpness(
         raise LosslabError(f"steps must be >= 1, got {steps}")
     if method not in ("pgd", "lbfgsb"):
         raise LosslabError(f"method must be 'pgd' or 'lbfgsb', got {method!r}")
-    prob = Problem(model, loss_fn, data, params=params, batch_size=batch_size, point=point, dtype=dtype)
+    prob = Problem(model, loss_fn, data, params=params, batch_size=batch_size, point=point, dtype=dtype, bn=bn)
     theta = prob.flat([prob.theta[k] for k in prob.names])
     bound = epsilon * (theta.abs() + 1)
 
