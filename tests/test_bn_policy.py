@@ -157,3 +157,53 @@ def test_hessian_recompute_refuses_minibatches(tmp_path, monkeypatch, capsys):
     target = _setup(tmp_path, monkeypatch)
     assert main(["hessian", *target, "--batch-size", "8", "--skip", "basin"]) == 2
     assert "--bn recompute" in capsys.readouterr().err
+
+
+MLP = """
+import torch
+
+
+def make():
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    return net
+"""
+
+
+def test_hessian_tol_governs_lambda_min(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tolnet.py").write_text(MLP)
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "pts.npz", x=g.normal(size=(30, 3)), y=g.integers(0, 3, 30))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tolnet
+
+    z = np.load(tmp_path / "pts.npz")
+    x, y = torch.as_tensor(z["x"]), torch.as_tensor(z["y"])
+    net = tolnet.make()
+    flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    shapes = [(k, p.shape) for k, p in net.named_parameters()]
+
+    def loss(v):
+        d, i = {}, 0
+        for k, s in shapes:
+            d[k] = v[i:i + s.numel()].view(s)
+            i += s.numel()
+        return F.cross_entropy(torch.func.functional_call(net, d, (x,)), y)
+
+    ensure_forward_ad()
+    eig = torch.linalg.eigvalsh(torch.func.hessian(loss)(flat))
+    ck = tmp_path / "mlp.pt"
+    torch.save(net.state_dict(), ck)
+    target = [str(ck), "--model", "tolnet:make", "--data", "pts.npz", "--data-kwargs", "x_dtype=float64",
+              "--top-k", "1", "--skip", "trace", "epsilon", "adaptive", "basin", "--json"]
+    tight = _json(capsys, ["hessian", *target, "--tol", "1e-10", "--max-iter", "200"])
+    assert eig[0] < 0 and tight["negative_converged"]  # a point with negative curvature, found to the tolerance
+    assert tight["lambda_min"] == pytest.approx(float(eig[0]), abs=1e-8 * float(eig[-1]))
+    assert tight["eigenvalues"][0] == pytest.approx(float(eig[-1]), rel=1e-8)
+    files = sorted(p.name for p in (tmp_path / "hessian").glob("negative-*.json"))
+    _json(capsys, ["hessian", *target, "--tol", "1e-3"])
+    assert len(sorted(p.name for p in (tmp_path / "hessian").glob("negative-*.json"))) == len(files) + 1  # own cache
