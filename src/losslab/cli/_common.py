@@ -125,6 +125,54 @@ def add_probe_output_args(parser: argparse.ArgumentParser, name: str, run_dir: s
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
 
 
+def save_figure(make: typing.Callable[[], Any], path: str | Path, **savefig_kwargs: Any) -> Path:
+    """``make()`` a display with matplotlib's Agg backend, save it to ``path`` and close its figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    disp = make()
+    try:
+        return disp.savefig(Path(path), **savefig_kwargs)
+    finally:
+        plt.close(disp.figure_)
+
+
+def probe_name(args: argparse.Namespace, kind: str, keys: typing.Iterable[str], description: dict[str, Any]) -> str:
+    """``<kind>-<hash>``: a probe's result directory, the hash over its flags ``keys`` and what it measures."""
+    return f"{kind}-" + settings_hash(args, keys, target=description)
+
+
+def parse_or_help(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | None:
+    """The parsed ``argv``, or ``None`` (after printing the help) when no command was given."""
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return None
+    return args
+
+
+def add_data_model_args(parser: argparse.ArgumentParser, *, training: bool = False) -> None:
+    """The ``DataConfig`` and ``ModelConfig`` flags, with ``--data``/``--data-kwargs`` for ``--dataset``/
+    ``--dataset-kwargs`` (a built-in name, a file, a folder or ``pkg.module:function``); with ``training``
+    also the ``OptimConfig`` and ``SeedConfig`` flags."""
+    from ..config import DataConfig, ModelConfig, OptimConfig, SeedConfig
+
+    add_dataclass_args(parser, DataConfig, title="data", skip=("dataset", "dataset_kwargs"))
+    g = parser.add_argument_group("your data (a built-in name, a file, a folder or pkg.module:function)")
+    for f in dataclasses.fields(DataConfig):
+        if f.name in ("dataset", "dataset_kwargs"):
+            kw: dict[str, Any] = {"nargs": "+", "metavar": "KEY=VALUE"} if f.name == "dataset_kwargs" else {"metavar": "DATA"}
+            g.add_argument("--" + f.name.replace("dataset", "data").replace("_", "-"), flag(f.name), dest=f.name,
+                           default=None, help=f"{f.metadata['help']} (default: "
+                                              f"{f.default if f.name == 'dataset' else 'none'})", **kw)
+    add_dataclass_args(parser, ModelConfig, title="model")
+    if training:
+        add_dataclass_args(parser, OptimConfig, title="optimization")
+        add_dataclass_args(parser, SeedConfig, title="seeds (init, data order and labels derive from --seed unless given)")
+
+
 def fail(message: str, code: int = 2) -> "typing.NoReturn":
     print(f"losslab: error: {message}", file=sys.stderr)
     raise SystemExit(code)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit
+from ._common import emit, save_figure
 from ._load import add_target_args, evaluator_loss, loss_description, resolve
 
 METHODS = ("linear", "bezier", "polychain", "neb")
@@ -162,18 +162,9 @@ def run(args: argparse.Namespace) -> int:
 
 def plot_paths(results: dict[str, Any], path: str | Path) -> Path:
     """Loss (left) and error (right) along every path on one figure (:class:`~losslab.plot.PathsDisplay`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..plot import PathsDisplay
 
-    disp = PathsDisplay.from_result(results)
-    try:
-        return disp.savefig(Path(path))
-    finally:
-        plt.close(disp.figure_)
+    return save_figure(lambda: PathsDisplay.from_result(results), path)
 
 
 def _read_spec(path: str) -> dict[str, Any]:

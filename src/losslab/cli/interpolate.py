@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit, result_dir, settings_hash
+from ._common import emit, result_dir, save_figure, settings_hash
 from ._load import add_target_args, evaluator_loss, loss_description, resolve
 
 
@@ -112,15 +112,7 @@ def _g(v: Any, digits: int = 4) -> str:
 
 
 def _plot(alphas, res, path: Path, label: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..plot import InterpolationDisplay
 
-    disp = InterpolationDisplay.from_result(res, alphas=alphas, label=label)
-    try:
-        return disp.savefig(path, format="png", dpi=120)
-    finally:
-        plt.close(disp.figure_)
+    return save_figure(lambda: InterpolationDisplay.from_result(res, alphas=alphas, label=label), path, format="png",
+                       dpi=120)

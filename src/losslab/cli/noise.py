@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import add_probe_output_args, emit, result_dir, settings_hash
+from ._common import add_probe_output_args, emit, probe_name, result_dir, save_figure
 from ._load import add_target_args, probe_model, resolve, target_loss
 
 
@@ -35,10 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
-    keys = ("examples", "top_k", "split", "checkpoints", "seed", "step")
-    return "noise-" + settings_hash(args, keys, target=description)
-
 
 def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json
@@ -60,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         steps: list[int | None] = ckpts if args.checkpoints == "all" else [args.step if args.step is not None else ckpts[-1]]
     else:
         steps = [None]
-    out = result_dir(args, t, "probes", _name(args, t.description))
+    out = result_dir(args, t, "probes", probe_name(args, "noise", ("examples", "top_k", "split", "checkpoints", "seed", "step"), t.description))
     out.mkdir(parents=True, exist_ok=True)
 
     records = []
@@ -89,15 +85,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plot(records: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..plot import NoiseScaleDisplay
 
-    disp = NoiseScaleDisplay.from_result(records)
-    try:
-        return disp.savefig(path, format="png", dpi=110)
-    finally:
-        plt.close(disp.figure_)
+    return save_figure(lambda: NoiseScaleDisplay.from_result(records), path, format="png", dpi=110)

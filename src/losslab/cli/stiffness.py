@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import add_probe_output_args, emit, result_dir, settings_hash
+from ._common import add_probe_output_args, emit, probe_name, result_dir
 from ._load import add_target_args, probe_model, resolve, target_loss
 
 
@@ -32,10 +32,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
-    keys = ("n_per_class", "split", "bins", "no_init", "seed", "step")
-    return "stiffness-" + settings_hash(args, keys, target=description)
-
 
 def run(args: argparse.Namespace) -> int:
     from .. import params as P
@@ -47,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     data = t.bundle.train if args.split == "train" else t.bundle.test
     if len(data) == 0:
         raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
-    out = result_dir(args, t, "probes", _name(args, t.description))
+    out = result_dir(args, t, "probes", probe_name(args, "stiffness", ("n_per_class", "split", "bins", "no_init", "seed", "step"), t.description))
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(n_per_class=args.n_per_class, seed=args.seed, chunk_size=args.chunk_size)
     final_step = None

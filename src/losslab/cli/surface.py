@@ -125,6 +125,8 @@ def evaluation_kwargs(args: argparse.Namespace, t: Any, out: Path) -> dict[str, 
                               checkpoint_path=out / "surface", resume_from=out / "surface",
                               meta={"target": t.description, "seed": args.seed, "split": args.split})
     kw.update(bundle_settings(t.bundle, args.split), loss=evaluator_loss(args, t.bundle))
+    if args.split == "test":
+        kw["bn_data"] = t.bundle.train  # BatchNorm statistics from the training data, as every command takes them
     if args.points_per_chunk is not None:
         kw["points_per_chunk"] = args.points_per_chunk  # 0 or less: a one-line error from the evaluator
     return kw

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from ..config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, SeedConfig, TrainConfig
-from ._common import add_dataclass_args, dataclass_from_args, emit, flag
+from ._common import add_data_model_args, add_dataclass_args, dataclass_from_args, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,23 +13,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="train a model and record its trajectory",
         description=(
             "Train a zoo model or your own (--model pkg.module:factory) on built-in data or yours (--data FILE or "
-            "pkg.module:function), with a built-in loss or yours (--loss). The run lives in OUT/train-<hash>, the hash covering every "
-            "non-default setting: the same command reuses a finished run and resumes an interrupted one."
+            "pkg.module:function), with a built-in loss or yours (--loss). The run lives in OUT/train-<hash>, the "
+            "hash covering every non-default setting (your model, data and loss specs included): the same command "
+            "reuses a finished run and resumes an interrupted one."
         ),
         epilog="example: losslab train --dataset mnist1d --model cnn1d --label-noise 0.2 --seed 3 --json   |   yours: "
                "losslab train --model mynets:make --data mydata.npz --loss token-cross-entropy",
     )
-    add_dataclass_args(p, DataConfig, title="data", skip=("dataset", "dataset_kwargs"))
-    g = p.add_argument_group("your data (a built-in name, a file, a folder or pkg.module:function)")
-    for f in dataclasses.fields(DataConfig):
-        if f.name in ("dataset", "dataset_kwargs"):
-            short = "--" + f.name.replace("dataset", "data").replace("_", "-")
-            g.add_argument(short, flag(f.name), dest=f.name, default=None,
-                           **({"nargs": "+", "metavar": "KEY=VALUE"} if f.name == "dataset_kwargs" else {"metavar": "DATA"}),
-                           help=f"{f.metadata['help']} (default: {f.default if f.name == 'dataset' else 'none'})")
-    add_dataclass_args(p, ModelConfig, title="model")
-    add_dataclass_args(p, OptimConfig, title="optimization")
-    add_dataclass_args(p, SeedConfig, title="seeds (init, data order and labels derive from --seed unless given)")
+    add_data_model_args(p, training=True)
     add_dataclass_args(p, CheckpointConfig, title="trajectory")
     p.add_argument("--out", default="runs", help="parent directory of run directories (default: runs)")
     p.add_argument("--force", action="store_true", help="retrain even if a finished run exists")
