@@ -75,6 +75,13 @@ def tokens(n=24, length=5, vocab=7):
     return x[:n], y[:n], x[n:], y[n:]
 
 
+def images():
+    import numpy as np
+
+    z = np.load("imgs.npz")
+    return torch.as_tensor(z["x"]), torch.as_tensor(z["y"])
+
+
 def smooth_ce(out, y):
     return F.cross_entropy(out.transpose(1, 2) if out.dim() == 3 else out, y, label_smoothing=0.1)
 '''
@@ -143,6 +150,33 @@ def test_a_resnet_and_an_npz_through_every_command(lab, capsys):
                                                                             buffers=True), bundle, num=3)
     assert co["align"]["linear_loss_barrier_before"] == pytest.approx(ref.barrier("loss", split="test"), abs=1e-6)
     assert co["bn"] == "recompute" and co["align"]["verified"]
+
+
+def test_a_resnet_through_a_data_function_and_a_named_loss(lab, capsys):
+    import labnets
+
+    net = labnets.resnet().eval()
+    with torch.no_grad():
+        for m in net.modules():  # stale running statistics: the two policies differ
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.fill_(0.3)
+                m.running_var.fill_(2.0)
+    ck = lab / "resnet.pt"
+    torch.save(net.state_dict(), ck)
+    x, y = labnets.images()
+    target = [str(ck), "--model", "labnets:resnet", "--data", "labnets:images", "--loss", "cross-entropy"]
+    for bn in ("eval", "recompute"):
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.train(bn == "recompute")
+                m.track_running_stats = bn == "eval"
+        with torch.no_grad():
+            ref = float(F.cross_entropy(net(x), y))
+        ev = _json(capsys, "evaluate", *target, "--bn", bn, "--json")
+        assert ev["train_loss"] == pytest.approx(ref, abs=1e-6) and ev["bn"] == bn
+        su = _json(capsys, "surface", *target, "--bn", bn, "--dim", "1", "--grid", "3", "--no-progress", "--json")
+        assert su["loss_at_origin"] == pytest.approx(ref, abs=1e-6)
+    assert abs(ev["train_loss"] - _json(capsys, "evaluate", *target, "--bn", "eval", "--json")["train_loss"]) > 1e-4
 
 
 def test_a_transformer_with_token_targets_through_a_data_function_and_a_loss(lab, capsys):
