@@ -88,7 +88,7 @@ def test_loss_and_hessian_match_a_hand_written_batchnorm(bn):
     ensure_forward_ad()
     dense = torch.func.hessian(lambda v: _manual(m, x, y, v, bn == "recompute"))(flat)
     for backend in ("reuse", "fresh", "jvp"):
-        H = HessianOperator(m, F.cross_entropy, (x, y), bn=bn, backend=backend)
+        H = HessianOperator(m, (x, y), loss=F.cross_entropy, bn=bn, backend=backend)
         assert torch.allclose(H.to_dense(), dense, atol=1e-10), backend
     # the modes differ here (stale running statistics), so the checks above could tell them apart
     other = float(_manual(m, x, y, flat, bn != "recompute"))
@@ -105,7 +105,7 @@ def test_recompute_refuses_batches_and_is_auto_for_batchnorm_models():
     with pytest.raises(LosslabError, match="bn must be one of"):
         Problem(m, F.cross_entropy, (x, y), bn="train")
     # the sharpness measures run on the same function: their base loss is the evaluator's
-    s = epsilon_sharpness(m, F.cross_entropy, (x, y), epsilon=1e-3, steps=1, bn="recompute")
+    s = epsilon_sharpness(m, (x, y), loss=F.cross_entropy, epsilon=1e-3, steps=1, bn="recompute")
     assert s.base_loss == pytest.approx(Evaluator(m, (x, y), bn="recompute").evaluate({})["loss"], abs=1e-12)
     assert not m.training and all(b.track_running_stats for b in (m[1], m[5]))  # the model is untouched
 

@@ -136,7 +136,7 @@ def test_a_resnet_and_an_npz_through_every_command(lab, capsys):
     he = _json(capsys, "hessian", s["run_dir"], "--top-k", "1", "--skip", "trace", "negative", "epsilon", "adaptive",
                "basin", "--json")
     assert he["loss"] == pytest.approx(api["recompute"], abs=1e-6)
-    H = HessianOperator(model, F.cross_entropy, bundle.train, bn="recompute")
+    H = HessianOperator(model, bundle.train, loss=F.cross_entropy, bn="recompute")
     lam = float(lanczos_eigs(H, k=1, seed=0).eigenvalues[0])
     assert he["eigenvalues"][0] == pytest.approx(lam, rel=1e-3)
 
@@ -146,8 +146,8 @@ def test_a_resnet_and_an_npz_through_every_command(lab, capsys):
     mid = Evaluator(model, bundle.train).evaluate({k: 0.5 * pa[k] + 0.5 * pb[k] for k in pa})["loss"]
     assert it["train_loss"][1] == pytest.approx(mid, abs=1e-6)
     co = _json(capsys, "connect", s["run_dir"], b["run_dir"], "--method", "linear", "--align", "--num", "3", "--json")
-    ref = linear_path(model, P.get_point(model, buffers=True), P.get_point(Run.open(b["run_dir"]).build_model(),
-                                                                            buffers=True), bundle, num=3)
+    ref = linear_path(model, bundle, point_a=P.get_point(model, buffers=True),
+                      point_b=P.get_point(Run.open(b["run_dir"]).build_model(), buffers=True), num=3)
     assert co["align"]["linear_loss_barrier_before"] == pytest.approx(ref.barrier("loss", split="test"), abs=1e-6)
     assert co["bn"] == "recompute" and co["align"]["verified"]
 

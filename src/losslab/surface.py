@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._functional import Point
+from ._functional import Point, model_then_data
 from .results import Result, load_arrays, result_paths
 from .results import jsonable
 from . import params as P
@@ -228,6 +228,7 @@ class SurfaceResult(Result):
 # ---- public functions -------------------------------------------------------------------------------
 
 
+@model_then_data
 def line(
     model: nn.Module,
     data: Any = None,
@@ -330,6 +331,7 @@ def line(
     )
 
 
+@model_then_data
 def plane(
     model: nn.Module,
     data: Any = None,

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     records = []
     for step in steps:
         model = probe_model(t.model if step is None or t.run is None else t.run.build_model(step), args, t.bundle)
-        r = gradient_noise(model, None, data, n_examples=args.examples or None, k=args.top_k, seed=args.seed,
-                           chunk_size=args.chunk_size, loss_fn=target_loss(args, t.bundle))
+        r = gradient_noise(model, data, n_examples=args.examples or None, k=args.top_k, seed=args.seed,
+                           chunk_size=args.chunk_size, loss=target_loss(args, t.bundle))
         records.append({"step": step, **r.summary(), "n_params": r.meta["n_params"]})
     files = {"result": str(atomic_write_json(out / "noise.json", jsonable(
         {"target": t.description, "split": args.split, "seed": args.seed, "records": records})))}

@@ -50,16 +50,16 @@ def run(args: argparse.Namespace) -> int:
     if t.run is not None:
         ckpts = [s for s, _ in t.run.checkpoints()]
         final_step = args.step if args.step is not None else ckpts[-1]
-    kw["loss_fn"] = target_loss(args, t.bundle)
+    kw["loss"] = target_loss(args, t.bundle)
     model = probe_model(t.model, args, t.bundle)
-    res = stiffness(model, P.get_point(model), data, n_bins=args.bins, meta={**t.description, "step": final_step},
+    res = stiffness(model, data, point=P.get_point(model), n_bins=args.bins, meta={**t.description, "step": final_step},
                     **kw)
     results = {"final": res}
     if t.run is not None and not args.no_init:
         first = t.run.checkpoints()[0][0]
         if first != final_step:
             init_model = probe_model(t.run.build_model(first), args, t.bundle)
-            results = {"init": stiffness(init_model, P.get_point(init_model), data, distance_edges=res.distance_edges,
+            results = {"init": stiffness(init_model, data, point=P.get_point(init_model), distance_edges=res.distance_edges,
                                          meta={**t.description, "step": first}, **kw), "final": res}
     files: dict[str, str] = {name: str(r.save(out / f"stiffness_{name}")) for name, r in results.items()}
     if args.plot:
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         f"within-class {r.summary['within_cos']:.4f}, between-class {r.summary['between_cos']:.4f}; sign within "
         f"{r.summary['within_sign']:.4f}, between {r.summary['between_sign']:.4f}"
         for name, r in results.items()) + "".join(f"\n  {k}: {v}" for k, v in files.items())
-    from ..probes._common import jsonable
+    from ..results import jsonable
 
     emit(args, jsonable(summary), f"loss {summary['loss_fn']}, BatchNorm {args.bn}\n" + text)
     return 0
