@@ -217,3 +217,13 @@ def test_train_runs_a_transformer_on_token_targets(lab, capsys):
     assert 0.0 <= last["train_error"] <= 1.0  # per-token error
     ev = _json(capsys, "evaluate", s["run_dir"], "--json")
     assert ev["train_loss"] == pytest.approx(last["train_loss"], abs=1e-5)  # no BatchNorm: the same function
+
+
+def test_the_loss_settings_key_runs_and_results_only_when_set():
+    from losslab.experiments._base import result_key
+
+    plain, own = TrainConfig(), TrainConfig(optim=OptimConfig(loss="labnets:smooth_ce"))
+    assert result_key("X1", plain) == result_key("X1", TrainConfig(optim=OptimConfig(loss="", output_key="")))
+    assert result_key("X1", own) != result_key("X1", plain)
+    assert config_hash(own) != config_hash(plain)
+    assert config_hash(TrainConfig(optim=OptimConfig(output_key="logits"))) != config_hash(plain)
