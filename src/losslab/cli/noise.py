@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json
     from ..probes import gradient_noise
-    from ..probes._common import jsonable
+    from ..results import jsonable
 
     if args.examples < 0 or args.examples == 1:
         raise LosslabError(f"--examples must be 0 (all) or >= 2, got {args.examples}")

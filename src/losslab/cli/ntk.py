@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         for s, a, b in zip(lin.steps, lin.linear_test_error, lin.full_test_error):
             text += f"\nlinearized at step {s}: test error {a:.4f} (full network from there: {b:.4f})"
     text += "".join(f"\n  {k}: {v}" for k, v in files.items())
-    from ..probes._common import jsonable
+    from ..results import jsonable
 
     emit(args, jsonable(summary), text)
     return 0
