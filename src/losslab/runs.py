@@ -41,7 +41,7 @@ def build_bundle(config: TrainConfig):
 
     d = config.data
     seeds = config.seeds.resolved()
-    bundle = data.load(d.dataset, **d.dataset_kwargs)
+    bundle = data.resolve(d.dataset, **d.dataset_kwargs)  # a name, a file, a folder or pkg.module:function
     if d.label_noise > 0:
         bundle = data.corrupt_labels(bundle, d.label_noise, seed=seeds["label"], mode=d.label_noise_mode)
     if d.poison > 0:

@@ -32,7 +32,7 @@ from torch import nn
 from ._io import _json_default, atomic_torch_save, atomic_write_json, file_lock, file_sha256, remove_stale_temporaries
 from .config import TrainConfig, parse_checkpoint_schedule
 from .errors import DamagedFile, LosslabError
-from ._functional import default_loss
+from ._functional import resolve_loss
 from .results import seal
 from .runs import (Run, build_bundle, build_model, callback_keys, environment, load_resume_state, run_dir_for,
                    seal_resume_state, write_config)
@@ -46,31 +46,41 @@ SAVE_EVERY_S = 2.0
 # ---------------------------------------------------------------- building blocks
 
 
-def loss_fn_for(num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy for classification, MSE for regression (``num_classes == 0``); see
-    :func:`losslab._functional.default_loss`."""
-    return default_loss(num_classes=num_classes)
+def loss_fn_for(num_classes: int, config: TrainConfig | None = None) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    """The loss of a run: ``config.optim.loss`` (a name or ``pkg.module:function``, with ``output_key``) when set,
+    else cross-entropy for classification and MSE for regression (``num_classes == 0``); see
+    :func:`losslab._functional.resolve_loss`."""
+    o = config.optim if config is not None else None
+    return resolve_loss(o.loss if o is not None and o.loss else None, num_classes=num_classes,
+                        output_key=o.output_key if o is not None and o.output_key else None)
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """Mean loss and error of ``model`` (in its current mode) on (x, y), in chunks."""
+def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
+                   config: TrainConfig | None = None) -> dict[str, float]:
+    """Mean loss and error of ``model`` (in its current mode) on (x, y), in chunks, with the loss of
+    :func:`loss_fn_for`. The error is the fraction of wrong arg-max predictions (per token, averaged per
+    example, for ``(N, T)`` targets); NaN for regression or outputs that are not class scores."""
     if len(x) == 0:
         return {"loss": float("nan"), "error": float("nan")}
     from .evaluate import check_model_output
 
-    loss_fn = loss_fn_for(num_classes)
-    total, wrong = 0.0, 0
+    loss_fn = loss_fn_for(num_classes, config)
+    key = config.optim.output_key if config is not None and config.optim.output_key else None
+    total, wrong, scored = 0.0, 0.0, num_classes > 0
     for i in range(0, len(x), EVAL_CHUNK):
         xb, yb = x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK]
         out = model(xb)
-        if i == 0:
+        logits = out[key] if key is not None and isinstance(out, dict) and key in out else out
+        if i == 0 and (config is None or not config.optim.loss) and not key:
             check_model_output(out, y, classification=num_classes > 0)  # one line, not a torch traceback
         total += float(loss_fn(out, yb)) * len(xb)
-        if num_classes > 0:
-            wrong += int((out.argmax(-1) != yb).sum())
+        scored = scored and isinstance(logits, torch.Tensor) and logits.dim() == yb.dim() + 1
+        if scored:
+            miss = (logits.argmax(-1) != yb).to(torch.float64)
+            wrong += float(miss.reshape(len(xb), -1).mean(1).sum())
     n = len(x)
-    return {"loss": total / n, "error": wrong / n if num_classes > 0 else float("nan")}
+    return {"loss": total / n, "error": wrong / n if scored else float("nan")}
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -224,7 +234,7 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
     write_config(run_dir, config)
     seeds = config.seeds.resolved()
     order_gen = torch.Generator().manual_seed(seeds["order"])
-    loss_fn = loss_fn_for(bundle.num_classes)
+    loss_fn = loss_fn_for(bundle.num_classes, config)
 
     metrics: list[dict[str, Any]] = []
     start_epoch = 0
@@ -267,8 +277,8 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
     def record(epoch: int) -> dict[str, Any]:
         was_training = model.training
         model.eval()
-        tr = evaluate_model(model, xtr, ytr, bundle.num_classes)
-        te = evaluate_model(model, xte, yte, bundle.num_classes)
+        tr = evaluate_model(model, xtr, ytr, bundle.num_classes, config)
+        te = evaluate_model(model, xte, yte, bundle.num_classes, config)
         model.train(was_training)
         return {"epoch": epoch, "step": state.step, "train_loss": tr["loss"], "train_error": tr["error"],
                 "test_loss": te["loss"], "test_error": te["error"]}

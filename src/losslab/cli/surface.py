@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import DamagedFile, LosslabError
 from ._common import emit, result_dir, settings_hash
-from ._load import add_target_args, resolve
+from ._load import add_target_args, evaluator_loss, resolve, target_loss
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,8 +49,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--first-layer", choices=("auto", "precompute", "compute"), default="auto",
                    help="precompute the first Linear/Conv layer's output per direction and combine it at each "
                         "point (exact to rounding; auto: where it pays, e.g. wide-input MLPs)")
-    p.add_argument("--bn", choices=("auto", "recompute", "eval"), default="auto",
-                   help="BatchNorm statistics: recompute at each point (auto when the model has BN) or eval")
     p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/surfaces/<name> or ./surfaces/<name>)")
     p.add_argument("--force", action="store_true",
                    help="start over: discard a saved (partial or finished) surface in the output directory")
@@ -124,8 +122,6 @@ def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, 
     """
     from .. import directions as D
     from .. import params as P
-    from ..train import loss_fn_for
-
     _ranges(args, (-1.0, 1.0, -1.0, 1.0))  # a bad --range fails before anything is computed
     weights = P.get_point(t.model)
     kw: dict[str, Any] = {}
@@ -138,7 +134,7 @@ def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, 
             raise LosslabError("--directions pca needs a run directory (its trajectory)")
         kw["trajectory"] = [pt for _, pt in t.run.trajectory()]
     elif args.directions == "hessian":
-        kw.update(model=t.model, loss=loss_fn_for(t.bundle.num_classes), data=data)
+        kw.update(model=t.model, loss=target_loss(args, t.bundle), data=data)
     elif args.directions not in KINDS:
         kw["file"] = args.directions
     kind = args.directions if args.directions in KINDS else "file"
@@ -158,7 +154,9 @@ def evaluation_kwargs(args: argparse.Namespace, t: Any, out: Path) -> dict[str, 
                               first_layer=args.first_layer,
                               checkpoint_path=out / "surface", resume_from=out / "surface",
                               meta={"target": t.description, "seed": args.seed, "split": args.split})
-    kw.update(bundle_settings(t.bundle, args.split))
+    kw.update(bundle_settings(t.bundle, args.split), loss=evaluator_loss(args, t.bundle))
+    if args.split == "test":
+        kw["bn_data"] = t.bundle.train  # BatchNorm statistics from the training data, as every command takes them
     if args.points_per_chunk is not None:
         kw["points_per_chunk"] = args.points_per_chunk  # 0 or less: a one-line error from the evaluator
     return kw
@@ -233,7 +231,8 @@ def _compute(args: argparse.Namespace, t: Any, data: Any, out: Path, nx: int, ny
     files = {"result": str(out / "surface.npz")}
     files.update(_render(res, out, args, pca))
     summary = summarize(res, t, args, out, files)
-    text = (f"{args.dim}-D surface, {res.n_done}/{res.n_points} points -> {out}\n"
+    text = (f"{args.dim}-D surface, {res.n_done}/{res.n_points} points, loss {summary['loss_fn']}, BatchNorm "
+            f"{args.bn} -> {out}\n"
             f"loss range [{summary['loss_min']}, {summary['loss_max']}]"
             + "".join(f"\n  {k}: {v}" for k, v in files.items()))
     emit(args, summary, text)

@@ -222,7 +222,9 @@ class ExperimentResult(Result):
 def config_dict(config: Any) -> dict[str, Any]:
     """A config dataclass (possibly nesting others, e.g. ``TrainConfig``) as a plain JSON dict."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return json.loads(json.dumps(dataclasses.asdict(config), sort_keys=True, default=json_default))
+        from ..config import to_keyed_dict  # asdict, less settings added later while at their defaults
+
+        return json.loads(json.dumps(to_keyed_dict(config), sort_keys=True, default=json_default))
     if isinstance(config, Mapping):
         return jsonable(dict(config))
     raise LosslabError(f"an experiment config must be a dataclass or a mapping, got {type(config).__name__}")
