@@ -62,7 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from ._functional import Point, model_then_data
-from .results import Result, load_arrays, result_paths
+from .results import Result, load_arrays, result_paths, seal
 from .results import jsonable
 from . import params as P
 from ._io import atomic_savez, atomic_write_json
@@ -197,7 +197,7 @@ class SurfaceResult(Result):
         atomic_savez(npz, **arrays)
         atomic_write_json(
             js,
-            {
+            seal({
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
                 "kind": self.kind,
@@ -206,7 +206,7 @@ class SurfaceResult(Result):
                 "layout": "metric[j, i] is at (x[i], y[j]) (rows = y)" if self.kind == "plane" else "metric[i] at x[i]",
                 "n_done": self.n_done,
                 "meta": _jsonable(self.meta),
-            },
+            }),  # with its content hash, checked by load (so is the npz's CRC-32)
         )
         return npz
 
@@ -617,6 +617,9 @@ def _run(
         raise LosslabError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if max_points is not None and int(max_points) < 0:
         raise LosslabError(f"max_points must be >= 0, got {max_points}")
+    named = [("the origin (the model)", base)] * (base is not None) + [(f"direction {i}", d) for i, d in enumerate(basis)]
+    for what, point in named:  # NaN in, NaN everywhere: refuse
+        P.check_finite(point, what)
     fp = _fingerprint(kind, base, basis, ev)
     prev = _load_resume(resume_from)
     meta: dict[str, Any] = {
