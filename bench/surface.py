@@ -169,6 +169,14 @@ def baseline_plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dx: dict[
     return loss
 
 
+def _has_loss_landscapes() -> bool:
+    """Whether the ``loss-landscapes`` package (the ``[bench]`` extra) is installed; without it that
+    method is left out and its ratios are null."""
+    import importlib.util
+
+    return importlib.util.find_spec("loss_landscapes") is not None
+
+
 def loss_landscapes_plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> np.ndarray:
     import loss_landscapes
     import loss_landscapes.metrics
@@ -243,15 +251,17 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
     # warm-up: every method once on a 2 x 2 grid
     C.log(f"case {name}: warm-up")
     torch.manual_seed(0)  # loss_landscapes draws from the global RNG
-    for fn in methods(np.linspace(-1.0, 1.0, 2), 2).values():
-        fn()
+    run_methods = tuple(m for m in METHODS if m != "loss_landscapes" or _has_loss_landscapes())
+    warm = methods(np.linspace(-1.0, 1.0, 2), 2)
+    for m in run_methods:
+        warm[m]()
 
     timed = methods(coords, n)
-    npts = {m: (ref_reps if m == "reference_forward" else points) for m in METHODS}
-    wall: dict[str, list[float]] = {m: [] for m in METHODS}
-    cpu: dict[str, list[float]] = {m: [] for m in METHODS}
-    sys_frac: dict[str, list[float]] = {m: [] for m in METHODS}
-    faults: dict[str, list[float]] = {m: [] for m in METHODS}
+    npts = {m: (ref_reps if m == "reference_forward" else points) for m in run_methods}
+    wall: dict[str, list[float]] = {m: [] for m in run_methods}
+    cpu: dict[str, list[float]] = {m: [] for m in run_methods}
+    sys_frac: dict[str, list[float]] = {m: [] for m in run_methods}
+    faults: dict[str, list[float]] = {m: [] for m in run_methods}
     peak_wall: list[float] = []
     peak_cpu: list[float] = []
     extra: dict[str, Any] = {}
@@ -259,8 +269,8 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
         pk = C.matmul_peak(args.peak_n)
         peak_wall += pk["gflops_wall"]
         peak_cpu += pk["gflops_cpu"]
-        k = r % len(METHODS)  # rotate the order: no method always runs first (right after the peak)
-        for m in METHODS[k:] + METHODS[:k]:
+        k = r % len(run_methods)  # rotate the order: no method always runs first (right after the peak)
+        for m in run_methods[k:] + run_methods[:k]:
             C.log(f"case {name}: repeat {r + 1}/{args.repeats}: {m} ({npts[m]} points)")
             t = C.timed(timed[m])
             wall[m].append(npts[m] / t.wall)
@@ -303,7 +313,7 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
         "minor_page_faults_per_point": {m: C.median(v) for m, v in faults.items()},
         "ratios": {
             "losslab_over_baseline": C.ratio(pps["losslab_auto"], pps["baseline_dataloader"]),
-            "losslab_over_loss_landscapes": C.ratio(pps["losslab_auto"], pps["loss_landscapes"]),
+            "losslab_over_loss_landscapes": C.ratio(pps["losslab_auto"], pps.get("loss_landscapes")),
             "losslab_loop_over_baseline": C.ratio(pps["losslab_loop"], pps["baseline_dataloader"]),
             "losslab_auto_over_loop": C.ratio(pps["losslab_auto"], pps["losslab_loop"]),
             "first_layer_precompute_gain": C.ratio(pps["losslab_auto"], pps["losslab_computed"]),
@@ -311,7 +321,7 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
             "losslab_vmap_over_loop": C.ratio(pps["losslab_vmap"], pps["losslab_loop"]),
             "losslab_loop_over_reference_forward": C.ratio(pps["losslab_loop"], pps["reference_forward"]),
             "losslab_over_baseline_cpu": C.ratio(pps_cpu["losslab_auto"], pps_cpu["baseline_dataloader"]),
-            "losslab_over_loss_landscapes_cpu": C.ratio(pps_cpu["losslab_auto"], pps_cpu["loss_landscapes"]),
+            "losslab_over_loss_landscapes_cpu": C.ratio(pps_cpu["losslab_auto"], pps_cpu.get("loss_landscapes")),
         },
         # the same ratios repeat by repeat (the two methods ran minutes apart at most): their spread is
         # the machine's noise on the ratio itself
@@ -319,7 +329,8 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
             "losslab_over_baseline": C.summarize([a / b for a, b in zip(wall["losslab_auto"],
                                                                        wall["baseline_dataloader"])]),
             "losslab_over_loss_landscapes": C.summarize([a / b for a, b in zip(wall["losslab_auto"],
-                                                                              wall["loss_landscapes"])]),
+                                                                              wall["loss_landscapes"])])
+            if "loss_landscapes" in wall else None,
             "losslab_loop_over_reference_forward": C.summarize([a / b for a, b in zip(wall["losslab_loop"],
                                                                                      wall["reference_forward"])]),
         },
@@ -336,7 +347,7 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
     }
     C.log(f"case {name}: losslab auto {pps['losslab_auto']:.2f} pts/s ({frac['losslab_auto']:.0%} of peak), "
           f"loop {pps['losslab_loop']:.2f}, vmap {pps['losslab_vmap']:.2f}, baseline {pps['baseline_dataloader']:.2f}, "
-          f"loss-landscapes {pps['loss_landscapes']:.2f}")
+          f"loss-landscapes {pps.get('loss_landscapes', float('nan')):.2f}")
     return out
 
 
@@ -545,7 +556,8 @@ def targets(cases: dict[str, dict[str, Any]], cpu: bool = False, method: str = "
         "fraction_of_matmul_peak_cpu" if cpu else "fraction_of_matmul_peak")
     t: dict[str, Any] = {}
     over_base = {k: c[pps_key][method] >= 2.0 * c[pps_key]["baseline_dataloader"] for k, c in cases.items()}
-    over_ll = {k: c[pps_key][method] >= c[pps_key]["loss_landscapes"] for k, c in cases.items()}
+    over_ll = {k: c[pps_key][method] >= c[pps_key]["loss_landscapes"] for k, c in cases.items()
+               if c[pps_key].get("loss_landscapes") is not None}
     t["losslab_ge_2x_baseline"] = {"all": all(over_base.values()), **over_base}
     t["losslab_ge_loss_landscapes"] = {"all": all(over_ll.values()), **over_ll}
     if PEAK_CASE in cases:
