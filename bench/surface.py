@@ -86,7 +86,7 @@ CASES: dict[str, tuple[str, str, dict[str, Any], str]] = {
 ARCH_CASES: dict[str, tuple[str, int, int, str]] = {
     "resnet18_cifar": ("resnet18_cifar", 256, 3,
                        "ResNet-18, CIFAR stem (3x3 conv, no max-pool), 256 synthetic 3x32x32 images, 10 classes"),
-    "resnet18_tv32": ("resnet18_tv", 192, 5,
+    "resnet18_tv32": ("resnet18_tv", 192, 8,
                       "ResNet-18, torchvision layout (7x7/2 stem + max-pool), 192 synthetic 3x32x32 images, "
                       "1000 classes (11.7 M weights)"),
     "tiny_lm": ("tiny_lm", 512, 4,

@@ -137,7 +137,7 @@ def test_chunk_size_is_measured_and_recorded_as_a_cache_target():
     assert note["mode"] == "measured" and note["candidates"] == [c0, 2 * c0, 600] and note["chosen"] is None
     coeffs = COEFFS[:5]
     got = ev.evaluate_combinations(coeffs, dirs, base)["loss"]
-    # the first 4 points measured the 3 candidates (the first twice), each exact for its chunking
+    # the first 3 points measured the 3 candidates, each exact for its chunking
     np.testing.assert_allclose(got, reference(model, x, y, coeffs, dirs, "eval", 600), rtol=0, atol=1e-12)
     note = ev.info["chunking"]
     chosen = note["chosen"]

@@ -94,11 +94,11 @@ class _MemoryMixin:
         return max(1, min(self.batch_size, max(fit, _MIN_CACHE_CHUNK)))
 
     def _setup_chunking(self, measured: bool) -> dict[str, Any]:
-        """Queue the chunk sizes the loop's first points measure (each once, the first again at the
-        end, warm: see :meth:`_probe_chunk`) when ``measured`` and there is more than one; returns
-        the ``info["chunking"]`` record."""
+        """Queue the chunk sizes the loop's first points measure (one point each, see
+        :meth:`_probe_chunk`) when ``measured`` and there is more than one; returns the
+        ``info["chunking"]`` record."""
         candidates = self._chunk_candidates() if measured else [self.loop_batch_size]
-        self._chunk_queue: list[int] = candidates + candidates[:1] if len(candidates) > 1 else []
+        self._chunk_queue: list[int] = list(candidates) if len(candidates) > 1 else []
         self._chunk_times: dict[int, float] = {}
         return {"mode": "measured" if self._chunk_queue else "rule", "candidates": candidates,
                 "s_per_point": None, "chosen": None if self._chunk_queue else self.loop_batch_size}
@@ -166,8 +166,8 @@ class _MemoryMixin:
         candidate, the loop keeps the size with the smallest time per point.
 
         Every candidate is measured on a whole point (each point exact for its own chunking, so no
-        work is thrown away; the first candidate twice, the second time warm), with the first layer
-        computed. The chosen size is recorded as the cache target whose rule gives it
+        work is thrown away), with the first layer computed; each size's first use pays its own
+        one-off costs (allocation, kernel set-up), so no candidate is favoured. The chosen size is recorded as the cache target whose rule gives it
         (``cache_mb = size x largest activation``), so an evaluator built with that ``cache_mb``
         (as a resumed surface is) uses the same chunks without measuring.
         """
@@ -180,7 +180,7 @@ class _MemoryMixin:
         out = self._run_loop(src.each(i, i + 1), xs, bxs, ys)
         self._sync()
         dt = clock() - t0
-        self._chunk_times[size] = min(dt, self._chunk_times.get(size, dt))
+        self._chunk_times[size] = dt
         if not self._chunk_queue:
             best = min(self._chunk_times, key=lambda s: self._chunk_times[s])
             self.loop_batch_size = best
