@@ -108,8 +108,9 @@ How the model is run:
   on a few hundred sequences, a wide-stem net on the whole batch), so :math:`B_c` is only the first
   candidate. The candidates are :math:`B_c, 2B_c, 4B_c, \\dots` below :math:`B`, and :math:`B`
   (one per distinct number of chunks); the loop's first points are evaluated one per candidate,
-  each timed over the whole point (process CPU time with one thread), and the loop keeps the size
-  with the smallest time for the rest of the evaluator's life. Nothing is thrown away: each of those points is exact for its own chunking.
+  in increasing size, each timed over the whole point (process CPU time with one thread), until
+  one is slower than the best so far; the loop keeps the fastest size for the rest of the
+  evaluator's life. Nothing is thrown away: each of those points is exact for its own chunking.
   The choice is recorded in ``info["chunking"]`` and as ``info["cache_mb"]`` = size :math:`\\times a`,
   the cache target whose rule gives that size, so an evaluator built with that ``cache_mb`` (a
   resumed surface is) uses the same chunks without measuring. Pass ``cache_mb`` (a number, or

@@ -162,14 +162,16 @@ class _MemoryMixin:
         return max(1, min(self.points_per_chunk, fit))
 
     def _probe_chunk(self, src: "_Source", i: int) -> Tensor:
-        """Point ``i`` evaluated (and timed) in chunks of the next candidate size; after the last
-        candidate, the loop keeps the size with the smallest time per point.
+        """Point ``i`` evaluated (and timed) in chunks of the next candidate size; the sizes are
+        tried in increasing order while they get faster (the first one slower than the best so
+        far ends the search, so a slow size costs one point), then the loop keeps the fastest.
 
         Every candidate is measured on a whole point (each point exact for its own chunking, so no
         work is thrown away), with the first layer computed; each size's first use pays its own
-        one-off costs (allocation, kernel set-up), so no candidate is favoured. The chosen size is recorded as the cache target whose rule gives it
-        (``cache_mb = size x largest activation``), so an evaluator built with that ``cache_mb``
-        (as a resumed surface is) uses the same chunks without measuring.
+        one-off costs (allocation, kernel set-up), so no candidate is favoured. The chosen size is
+        recorded as the cache target whose rule gives it (``cache_mb = size x largest
+        activation``), so an evaluator built with that ``cache_mb`` (as a resumed surface is) uses
+        the same chunks without measuring.
         """
         size = self._chunk_queue.pop(0)
         xs, ys = self._eval_chunks(size)
@@ -180,6 +182,8 @@ class _MemoryMixin:
         out = self._run_loop(src.each(i, i + 1), xs, bxs, ys)
         self._sync()
         dt = clock() - t0
+        if self._chunk_times and dt > min(self._chunk_times.values()):
+            self._chunk_queue.clear()  # slower than a smaller size: larger ones are not tried
         self._chunk_times[size] = dt
         if not self._chunk_queue:
             best = min(self._chunk_times, key=lambda s: self._chunk_times[s])
