@@ -77,10 +77,13 @@ def test_in_place_combinations_equal_the_old_path(bn, strategy):
     x, y = data(40)
     dirs = directions(model)
     base = params.get_point(model)
-    ref = reference(model, x, y, COEFFS, dirs, bn, bn_chunk=16)
     ev = Evaluator(model, (x, y), bn=bn, strategy=strategy, batch_size=16, points_per_chunk=3)
     got = ev.evaluate_combinations(COEFFS, dirs, base)["loss"]
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    # the old path: every point built out of place, (base + c1 d1) + c2 d2, and evaluated as given
+    old = [{k: (base[k] + float(c1) * dirs[0][k]) + float(c2) * dirs[1][k] for k in base} for c1, c2 in COEFFS]
+    np.testing.assert_allclose(got, ev.evaluate_many(old)["loss"], rtol=0, atol=1e-12)
+    if bn == "eval":  # and plain PyTorch (BatchNorm recompute's definition is the evaluator's: see its tests)
+        np.testing.assert_allclose(got, reference(model, x, y, COEFFS, dirs, bn, bn_chunk=16), rtol=0, atol=1e-12)
     # a second call with the same directions reuses the buffers (no new source) and agrees bit for bit
     src = ev._combinations[2]
     again = ev.evaluate_combinations(COEFFS[::-1], dirs, base)["loss"]
@@ -91,7 +94,9 @@ def test_in_place_combinations_equal_the_old_path(bn, strategy):
         dirs[0]["0.weight"].mul_(2.0)
     moved = ev.evaluate_combinations(COEFFS, dirs, base)["loss"]
     assert ev._combinations[2] is not src
-    np.testing.assert_allclose(moved, reference(model, x, y, COEFFS, dirs, bn, bn_chunk=16), rtol=0, atol=1e-12)
+    old = [{k: (base[k] + float(c1) * dirs[0][k]) + float(c2) * dirs[1][k] for k in base} for c1, c2 in COEFFS]
+    np.testing.assert_allclose(moved, ev.evaluate_many(old)["loss"], rtol=0, atol=1e-12)
+    assert np.abs(moved - got).max() > 1e-6
 
 
 def test_surface_blocks_allocate_the_point_buffers_once(monkeypatch):

@@ -48,8 +48,10 @@ class _FirstLayer:
     """A first layer whose output can be precomputed: its shell module, and (:attr:`shell`, built on
     first use) a copy of the model's shell with the layer replaced by :attr:`slot`."""
 
-    def __init__(self, name: str, module: nn.Module, model_shell: nn.Module, keys: dict[str, str], fan_in: int) -> None:
+    def __init__(self, name: str, module: nn.Module, model_shell: nn.Module, keys: dict[str, str], fan_in: int,
+                 owner: Any = None) -> None:
         self.name, self.module, self.keys, self.fan_in = name, module, keys, fan_in
+        self._owner = owner  # shared, never copied, by the shell copy (hooks bound to it stay bound to it)
         self.slot = _Injected()
         self._model_shell: nn.Module | None = model_shell
         self._shell: nn.Module | None = None
@@ -58,7 +60,8 @@ class _FirstLayer:
     def shell(self) -> nn.Module:
         if self._shell is None:
             if self.name:
-                self._shell = copy.deepcopy(self._model_shell)
+                memo = {} if self._owner is None else {id(self._owner): self._owner}
+                self._shell = copy.deepcopy(self._model_shell, memo)
                 parent, _, attr = self.name.rpartition(".")
                 setattr(self._shell.get_submodule(parent), attr, self.slot)
             else:
@@ -147,7 +150,7 @@ class _FirstLayerMixin:
         if any(uses[id(prm)] > 1 for prm in layer.parameters(recurse=False)):
             return None, f"the first layer's parameters ({label}) are shared"
         keys = {f"{name}.{k}" if name else k: k for k, _ in layer.named_parameters(recurse=False)}
-        return _FirstLayer(name, layer, shell, keys, int(layer.weight[0].numel())), "qualifies"
+        return _FirstLayer(name, layer, shell, keys, int(layer.weight[0].numel()), owner=self), "qualifies"
 
     def _first_cache_for(self, src: "_Combinations", xs: Sequence[Tensor]) -> "_FirstCache | None":
         """The first layer's output terms on the loop chunks ``xs`` for ``src`` (cached), or None."""
