@@ -440,28 +440,6 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
 
     # ---- internals ----------------------------------------------------------------------------
 
-    def _chunks(self, t: Tensor) -> list[Tensor]:
-        """``t`` in chunks of ``batch_size`` (the BatchNorm pass's chunking)."""
-        return list(t.split(self.batch_size))
-
-    def _eval_chunks(self, size: int) -> tuple[list[Tensor], list[Tensor]]:
-        """The evaluation data in ``ceil(n / size)`` chunks of (nearly) equal size, at most ``size``."""
-        got = self._split_cache.get(size)
-        if got is None:
-            parts = -(-self.n // max(1, size))
-            got = (list(self.x.tensor_split(parts)), list(self.y.tensor_split(parts)))
-            if len(self._split_cache) > 4:
-                self._split_cache.clear()
-            self._split_cache[size] = got
-        return got
-
-    def _data(self, strategy: str) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """``(x chunks, BatchNorm x chunks, y chunks)`` for ``strategy``."""
-        size = self.loop_batch_size if strategy == "loop" else self.vmap_batch_size
-        xs, ys = self._eval_chunks(size)
-        bxs = self._chunks(self.bn_x) if self.bn == "recompute" and self._bn_modules else []
-        return xs, bxs, ys
-
     def _results(self, res: Tensor) -> dict[str, np.ndarray]:
         res_np = res.cpu().numpy()
         return {name: res_np[:, i].copy() for i, name in enumerate(self.metric_names)}

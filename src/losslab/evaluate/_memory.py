@@ -93,6 +93,28 @@ class _MemoryMixin:
         fit = int(self.cache_mb * 2**20 // self.max_activation_bytes)
         return max(1, min(self.batch_size, max(fit, _MIN_CACHE_CHUNK)))
 
+    def _chunks(self, t: Tensor) -> list[Tensor]:
+        """``t`` in chunks of ``batch_size`` (the BatchNorm pass's chunking)."""
+        return list(t.split(self.batch_size))
+
+    def _eval_chunks(self, size: int) -> tuple[list[Tensor], list[Tensor]]:
+        """The evaluation data in ``ceil(n / size)`` chunks of (nearly) equal size, at most ``size``."""
+        got = self._split_cache.get(size)
+        if got is None:
+            parts = -(-self.n // max(1, size))
+            got = (list(self.x.tensor_split(parts)), list(self.y.tensor_split(parts)))
+            if len(self._split_cache) > 4:
+                self._split_cache.clear()
+            self._split_cache[size] = got
+        return got
+
+    def _data(self, strategy: str) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """``(x chunks, BatchNorm x chunks, y chunks)`` for ``strategy``."""
+        size = self.loop_batch_size if strategy == "loop" else self.vmap_batch_size
+        xs, ys = self._eval_chunks(size)
+        bxs = self._chunks(self.bn_x) if self.bn == "recompute" and self._bn_modules else []
+        return xs, bxs, ys
+
     def _setup_chunking(self, measured: bool) -> dict[str, Any]:
         """Queue the chunk sizes the loop's first points measure (one point each, see
         :meth:`_probe_chunk`) when ``measured`` and there is more than one; returns the
