@@ -247,3 +247,97 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def summarize(values: Sequence[float]) -> dict[str, float]:
     """Median, min and max of a list of measurements."""
     return {"median": median(values), "min": float(min(values)), "max": float(max(values))}
+
+
+# ---- architectures for the real-network surface cases (written here: torchvision is not installed) ----
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block: two 3x3 convolutions with BatchNorm, identity or 1x1-projection shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 (He et al. 2016) with torchvision's module layout and initialisation.
+
+    ``stem="torchvision"``: 7x7 stride-2 convolution + 3x3 stride-2 max-pool (ImageNet's stem, as
+    ``torchvision.models.resnet18``); ``stem="cifar"``: one 3x3 stride-1 convolution, no max-pool
+    (the usual CIFAR variant). Then 4 stages of 2 basic blocks (64, 128, 256, 512 channels),
+    global average pooling and a linear head.
+    """
+
+    def __init__(self, num_classes: int = 10, stem: str = "torchvision") -> None:
+        super().__init__()
+        if stem == "torchvision":
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(3, 2, 1)
+        elif stem == "cifar":
+            self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            raise ValueError(f"stem must be 'torchvision' or 'cifar', got {stem!r}")
+        self.bn1 = nn.BatchNorm2d(64)
+        stages, cin = [], 64
+        for i, cout in enumerate((64, 128, 256, 512)):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.fc = nn.Linear(512, num_classes)
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class _Block(nn.Module):
+    """Pre-LayerNorm transformer block: causal multi-head self-attention and a 4x GELU MLP."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(a.transpose(1, 2).reshape(n, t, d))
+        return x + self.fc2(nn.functional.gelu(self.fc1(self.ln2(x))))
+
+
+class TinyLM(nn.Module):
+    """A small GPT-style language model: token + position embeddings, ``layers`` pre-LN blocks,
+    final LayerNorm, linear head. Returns logits ``(N, vocab, T)``: the layout ``F.cross_entropy``
+    takes for token targets ``(N, T)``."""
+
+    def __init__(self, vocab: int = 256, d: int = 128, heads: int = 4, layers: int = 2, context: int = 32) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(context, d)
+        self.blocks = nn.Sequential(*[_Block(d, heads) for _ in range(layers)])
+        self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(idx.shape[1], device=idx.device)
+        h = self.ln(self.blocks(self.tok(idx) + self.pos(pos)))
+        return self.head(h).transpose(1, 2)

@@ -36,11 +36,27 @@ Targets (reported as booleans, never asserted): losslab (auto) >= 2x the DataLoa
 >= the loss-landscapes package in every case, and >= 60% of the matmul peak on the MNIST-1D
 40-512-512-10 MLP.
 
+Real networks (issue 18; ``--model real``, or ``resnet`` / ``transformer``): ResNet-18 with the CIFAR
+stem on 256 images, ResNet-18 with torchvision's layout at 32 px on 192 images (1000 classes, 11.7 M
+weights) and a 2-layer transformer LM on 512 x 32 tokens (token targets), synthetic data, architectures
+in ``_common.py``. Each compares ``losslab`` (:func:`losslab.surface.plane`, defaults) with
+``plain_loop`` (a model copy; per point ``base + a dx + b dy`` written into its parameters in place
+under ``no_grad``, one full-batch forward + cross-entropy), with BatchNorm in eval mode and, for the
+ResNets, recomputed (``bn="recompute"``; the loop resets the statistics and runs one full-batch
+train-mode forward with ``momentum=None`` first). The methods run interleaved in one process (order
+rotated per repeat); ``losslab_over_loop`` gives the CPU-time and wall-time ratios (loop seconds /
+losslab seconds per point, > 1 = losslab faster) and the CPU ratio repeat by repeat; ``peak_rss_mb``
+runs each method once more in a fresh process on a 2 x 1 grid and reports its peak resident set
+(``VmHWM`` after resetting it once the model, data and directions are built). ``arch_targets``: the
+issue's acceptance (>= 1.0x with BatchNorm in eval mode, >= 0.6x recomputed).
+
 Usage::
 
     .venv/bin/python bench/surface.py                # all cases, 8 x 8 grid, 3 repeats (~3-5 min)
     .venv/bin/python bench/surface.py --quick        # smoke run: 4 x 4 grid, 1 repeat
     .venv/bin/python bench/surface.py --model cnn1d --grid 11 --out surface.json
+    .venv/bin/python bench/surface.py --model real --repeats 2  # the real networks (~15 min on 2 cores)
+    .venv/bin/python bench/surface.py --case resnet18_tv32 --arch-grid 4
 """
 from __future__ import annotations
 
@@ -66,6 +82,18 @@ CASES: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "mnist_shaped_mlp": ("synthetic784", "mlp", {"width": 512, "depth": 2},
                          "MNIST-shaped synthetic images (1000 x 1x28x28, 10 classes), mlp 784-512-512-10"),
 }
+# real networks (issue 18): case name -> (model, examples, default grid side, description)
+ARCH_CASES: dict[str, tuple[str, int, int, str]] = {
+    "resnet18_cifar": ("resnet18_cifar", 256, 3,
+                       "ResNet-18, CIFAR stem (3x3 conv, no max-pool), 256 synthetic 3x32x32 images, 10 classes"),
+    "resnet18_tv32": ("resnet18_tv", 192, 8,
+                      "ResNet-18, torchvision layout (7x7/2 stem + max-pool), 192 synthetic 3x32x32 images, "
+                      "1000 classes (11.7 M weights)"),
+    "tiny_lm": ("tiny_lm", 512, 4,
+                "transformer LM (2 pre-LN layers, d 128, 4 heads, vocab 256), 512 random sequences x 32 tokens, "
+                "token targets (N, T), token cross-entropy"),
+}
+ARCH_METHODS = ("losslab", "plain_loop")
 PEAK_CASE = "mnist1d_mlp"
 PEAK_TARGET = 0.60
 METHODS = ("losslab_auto", "losslab_loop", "losslab_vmap", "losslab_computed", "baseline_dataloader", "loss_landscapes",
@@ -78,9 +106,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 4 x 4 grid, 1 repeat (numbers are indicative only)")
     p.add_argument("--grid", type=int, default=None, help="grid side N (N x N points; default 8, 4 with --quick)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default 3, 1 with --quick)")
-    p.add_argument("--model", choices=["all", "mlp", "cnn1d"], default="all",
-                   help="mlp: the three MLP cases; cnn1d: the MNIST-1D CNN; all (default): every case")
-    p.add_argument("--case", choices=["all", *CASES], default="all", help="run one case only (default all)")
+    p.add_argument("--model", choices=["all", "mlp", "cnn1d", "resnet", "transformer", "real"], default="all",
+                   help="mlp: the three MLP cases; cnn1d: the MNIST-1D CNN; resnet: the two ResNet-18 cases; "
+                        "transformer: the small LM; real: resnet + transformer; all (default): every case")
+    p.add_argument("--case", choices=["all", *CASES, *ARCH_CASES], default="all", help="run one case only (default all)")
+    p.add_argument("--arch-grid", type=int, default=None,
+                   help="grid side of the ResNet/transformer cases (default: each case's own, see ARCH_CASES)")
+    p.add_argument("--no-rss", action="store_true", help="ResNet/transformer cases: skip the peak-RSS subprocesses")
+    p.add_argument("--rss-child", nargs=3, metavar=("CASE", "METHOD", "BN"), help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--peak-n", type=int, default=2048, help="matrix size for the matmul peak (default 2048)")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -134,6 +167,14 @@ def baseline_plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dx: dict[
             loss[j, i] = total_loss / total
             acc[j, i] = correct / total
     return loss
+
+
+def _has_loss_landscapes() -> bool:
+    """Whether the ``loss-landscapes`` package (the ``[bench]`` extra) is installed; without it that
+    method is left out and its ratios are null."""
+    import importlib.util
+
+    return importlib.util.find_spec("loss_landscapes") is not None
 
 
 def loss_landscapes_plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> np.ndarray:
@@ -210,15 +251,17 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
     # warm-up: every method once on a 2 x 2 grid
     C.log(f"case {name}: warm-up")
     torch.manual_seed(0)  # loss_landscapes draws from the global RNG
-    for fn in methods(np.linspace(-1.0, 1.0, 2), 2).values():
-        fn()
+    run_methods = tuple(m for m in METHODS if m != "loss_landscapes" or _has_loss_landscapes())
+    warm = methods(np.linspace(-1.0, 1.0, 2), 2)
+    for m in run_methods:
+        warm[m]()
 
     timed = methods(coords, n)
-    npts = {m: (ref_reps if m == "reference_forward" else points) for m in METHODS}
-    wall: dict[str, list[float]] = {m: [] for m in METHODS}
-    cpu: dict[str, list[float]] = {m: [] for m in METHODS}
-    sys_frac: dict[str, list[float]] = {m: [] for m in METHODS}
-    faults: dict[str, list[float]] = {m: [] for m in METHODS}
+    npts = {m: (ref_reps if m == "reference_forward" else points) for m in run_methods}
+    wall: dict[str, list[float]] = {m: [] for m in run_methods}
+    cpu: dict[str, list[float]] = {m: [] for m in run_methods}
+    sys_frac: dict[str, list[float]] = {m: [] for m in run_methods}
+    faults: dict[str, list[float]] = {m: [] for m in run_methods}
     peak_wall: list[float] = []
     peak_cpu: list[float] = []
     extra: dict[str, Any] = {}
@@ -226,8 +269,8 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
         pk = C.matmul_peak(args.peak_n)
         peak_wall += pk["gflops_wall"]
         peak_cpu += pk["gflops_cpu"]
-        k = r % len(METHODS)  # rotate the order: no method always runs first (right after the peak)
-        for m in METHODS[k:] + METHODS[:k]:
+        k = r % len(run_methods)  # rotate the order: no method always runs first (right after the peak)
+        for m in run_methods[k:] + run_methods[:k]:
             C.log(f"case {name}: repeat {r + 1}/{args.repeats}: {m} ({npts[m]} points)")
             t = C.timed(timed[m])
             wall[m].append(npts[m] / t.wall)
@@ -270,7 +313,7 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
         "minor_page_faults_per_point": {m: C.median(v) for m, v in faults.items()},
         "ratios": {
             "losslab_over_baseline": C.ratio(pps["losslab_auto"], pps["baseline_dataloader"]),
-            "losslab_over_loss_landscapes": C.ratio(pps["losslab_auto"], pps["loss_landscapes"]),
+            "losslab_over_loss_landscapes": C.ratio(pps["losslab_auto"], pps.get("loss_landscapes")),
             "losslab_loop_over_baseline": C.ratio(pps["losslab_loop"], pps["baseline_dataloader"]),
             "losslab_auto_over_loop": C.ratio(pps["losslab_auto"], pps["losslab_loop"]),
             "first_layer_precompute_gain": C.ratio(pps["losslab_auto"], pps["losslab_computed"]),
@@ -278,7 +321,7 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
             "losslab_vmap_over_loop": C.ratio(pps["losslab_vmap"], pps["losslab_loop"]),
             "losslab_loop_over_reference_forward": C.ratio(pps["losslab_loop"], pps["reference_forward"]),
             "losslab_over_baseline_cpu": C.ratio(pps_cpu["losslab_auto"], pps_cpu["baseline_dataloader"]),
-            "losslab_over_loss_landscapes_cpu": C.ratio(pps_cpu["losslab_auto"], pps_cpu["loss_landscapes"]),
+            "losslab_over_loss_landscapes_cpu": C.ratio(pps_cpu["losslab_auto"], pps_cpu.get("loss_landscapes")),
         },
         # the same ratios repeat by repeat (the two methods ran minutes apart at most): their spread is
         # the machine's noise on the ratio itself
@@ -286,7 +329,8 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
             "losslab_over_baseline": C.summarize([a / b for a, b in zip(wall["losslab_auto"],
                                                                        wall["baseline_dataloader"])]),
             "losslab_over_loss_landscapes": C.summarize([a / b for a, b in zip(wall["losslab_auto"],
-                                                                              wall["loss_landscapes"])]),
+                                                                              wall["loss_landscapes"])])
+            if "loss_landscapes" in wall else None,
             "losslab_loop_over_reference_forward": C.summarize([a / b for a, b in zip(wall["losslab_loop"],
                                                                                      wall["reference_forward"])]),
         },
@@ -303,8 +347,204 @@ def run_case(name: str, args: argparse.Namespace, peak_samples: dict[str, list[f
     }
     C.log(f"case {name}: losslab auto {pps['losslab_auto']:.2f} pts/s ({frac['losslab_auto']:.0%} of peak), "
           f"loop {pps['losslab_loop']:.2f}, vmap {pps['losslab_vmap']:.2f}, baseline {pps['baseline_dataloader']:.2f}, "
-          f"loss-landscapes {pps['loss_landscapes']:.2f}")
+          f"loss-landscapes {pps.get('loss_landscapes', float('nan')):.2f}")
     return out
+
+
+# ---- real networks: losslab vs the plain in-place loop (issue 18) ----------------------------------
+
+
+def build_arch_case(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Model (torch's default init, seed 0, eval mode) and synthetic data of an ``ARCH_CASES`` case."""
+    kind, n_ex, _, desc = ARCH_CASES[name]
+    torch.manual_seed(0)  # bench only: the models' default initialisation draws from the global RNG
+    g = torch.Generator().manual_seed(0)
+    if kind == "tiny_lm":
+        model: nn.Module = C.TinyLM()
+        x = torch.randint(0, 256, (n_ex, 32), generator=g)
+        y = torch.randint(0, 256, (n_ex, 32), generator=g)
+    else:
+        classes = 10 if kind == "resnet18_cifar" else 1000
+        model = C.ResNet18(classes, stem="cifar" if kind == "resnet18_cifar" else "torchvision")
+        x = torch.randn(n_ex, 3, 32, 32, generator=g)
+        y = torch.randint(0, classes, (n_ex,), generator=g)
+        with torch.no_grad():  # non-trivial running statistics, as a trained model has
+            model.train()
+            model(x)
+    model.eval()
+    info = {"description": desc, "parameters": int(sum(q.numel() for q in model.parameters())),
+            "n_examples": n_ex, "has_batchnorm": any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                     for m in model.modules())}
+    return model, x, y, info
+
+
+def plain_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dx: dict[str, torch.Tensor],
+               dy: dict[str, torch.Tensor], xs: np.ndarray, ys: np.ndarray, bn: str) -> np.ndarray:
+    """The plain per-point loop: a model copy; at each point ``base + a dx + b dy`` written into its
+    parameters in place under ``no_grad``, then one full-batch forward + cross-entropy. With
+    ``bn="recompute"`` each point first resets the BatchNorm statistics and runs one full-batch
+    forward with BatchNorm in train mode and ``momentum=None`` (exact full-data statistics)."""
+    net = copy.deepcopy(model).eval()
+    named = list(net.named_parameters())
+    w0 = [q.detach().clone() for _, q in named]
+    d1, d2 = [dx[k] for k, _ in named], [dy[k] for k, _ in named]
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    loss = np.full((len(ys), len(xs)), np.nan)
+    with torch.no_grad():
+        for j, b in enumerate(ys):
+            for i, a in enumerate(xs):
+                for (_, q), w, u, v in zip(named, w0, d1, d2):
+                    torch.add(w, u, alpha=float(a), out=q)
+                    q.add_(v, alpha=float(b))
+                if bn == "recompute" and bns:
+                    for m in bns:
+                        m.reset_running_stats()
+                        m.momentum = None
+                        m.train()
+                    net(x)
+                    for m in bns:
+                        m.eval()
+                loss[j, i] = nn.functional.cross_entropy(net(x), y).item()
+    return loss
+
+
+def _arch_method(name: str, method: str, bn: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 dx: Any, dy: Any, xs: np.ndarray, ys: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any] | None]:
+    ys = xs if ys is None else ys
+    if method == "losslab":
+        from losslab.surface import plane
+
+        res = plane(model, (x, y), dx=dx, dy=dy, x=xs, y=ys, progress=False, bn=bn)
+        return res.metrics["loss"], res.meta["evaluator"]
+    return plain_loop(model, x, y, dx.vector, dy.vector, xs, ys, bn), None
+
+
+def _status_mb(field: str) -> float | None:
+    """A ``VmRSS``/``VmHWM`` line of ``/proc/self/status`` in MiB (None where unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_child(name: str, method: str, bn: str, threads: int) -> int:
+    """Child process of the peak-RSS measurement: build the case, reset the kernel's peak-RSS mark
+    (``5 > /proc/self/clear_refs``, Linux >= 4.0), run ``method`` on a 2 x 1 grid and print
+    ``{"setup_mb", "peak_mb"}``: the resident set when the method starts (model, data, directions,
+    torch) and its high-water mark during the method (``VmHWM``). Resetting the mark keeps the
+    set-up's own peak (building directions, a train-mode forward for the BatchNorm statistics) out
+    of the method's figure; no tracing allocator is involved (tracemalloc does not see torch's memory)."""
+    import gc
+    import json
+
+    from losslab.directions import random_plane
+
+    C.set_threads(threads)
+    model, x, y, _ = build_arch_case(name)
+    dx, dy = random_plane(model, seed=0)
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    setup = _status_mb("VmRSS")
+    _arch_method(name, method, bn, model, x, y, dx, dy, np.array([-0.5, 0.5]), np.array([0.5]))
+    peak = _status_mb("VmHWM")
+    print(json.dumps({"setup_mb": setup, "peak_mb": peak}))
+    return 0
+
+
+def peak_rss(name: str, method: str, bn: str, threads: int) -> dict[str, Any]:
+    """Peak RSS (MiB) of ``method`` in a fresh process (see :func:`rss_child`): the high-water mark
+    while it runs, and its increase over the resident set it started from."""
+    import json
+    import os
+    import subprocess
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(C.ROOT / "src"), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", name, method, bn, "--threads", str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1:] or ["failed"]}
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"peak_mb": r["peak_mb"], "over_start_mb": r["peak_mb"] - r["setup_mb"], "start_mb": r["setup_mb"]}
+
+
+def run_arch_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """losslab ``plane`` vs :func:`plain_loop` on one real network, BatchNorm in eval mode and (if the
+    model has BatchNorm) recomputed; methods interleaved in this process (order rotated per repeat),
+    CPU and wall time per point, ratios repeat by repeat, peak RSS from one subprocess per method."""
+    from losslab.directions import random_plane
+
+    C.log(f"case {name}: building model and data")
+    model, x, y, info = build_arch_case(name)
+    fl = C.forward_flops(model, x[:1])
+    info["flops_per_point"] = fl["per_example"] * info["n_examples"]
+    dx, dy = random_plane(model, seed=0)
+    n = args.arch_grid or ARCH_CASES[name][2]
+    coords = np.linspace(-1.0, 1.0, n)
+    modes = ("eval", "recompute") if info["has_batchnorm"] else ("eval",)
+    runs = [(m, bn) for bn in modes for m in ARCH_METHODS]
+    key = {r: f"{r[0]}_{r[1]}" for r in runs}
+    C.log(f"case {name}: warm-up (2 x 1 grid)")
+    for m, bn in runs:
+        _arch_method(name, m, bn, model, x, y, dx, dy, np.array([-0.5, 0.5]), np.array([0.5]))
+    cpu: dict[str, list[float]] = {key[r]: [] for r in runs}
+    wall: dict[str, list[float]] = {key[r]: [] for r in runs}
+    grids: dict[str, np.ndarray] = {}
+    ev_info: dict[str, Any] = {}
+    for rep in range(args.repeats):
+        k = rep % len(runs)
+        for r in runs[k:] + runs[:k]:
+            C.log(f"case {name}: repeat {rep + 1}/{args.repeats}: {key[r]} ({n * n} points)")
+            t = C.timed(lambda r=r: _arch_method(name, r[0], r[1], model, x, y, dx, dy, coords))
+            cpu[key[r]].append(t.cpu / (n * n))
+            wall[key[r]].append(t.wall / (n * n))
+            grids.setdefault(key[r], t.value[0])
+            if t.value[1] is not None:
+                ev_info.setdefault(r[1], t.value[1])
+    ratios: dict[str, Any] = {}
+    for bn in modes:
+        a, b = f"losslab_{bn}", f"plain_loop_{bn}"
+        ratios[bn] = {
+            "cpu": C.ratio(C.median(cpu[b]), C.median(cpu[a])),
+            "wall": C.ratio(C.median(wall[b]), C.median(wall[a])),
+            "cpu_paired": C.summarize([lb / la for la, lb in zip(cpu[a], cpu[b])]),
+            "max_abs_loss_diff": float(np.max(np.abs(grids[a] - grids[b]))),
+        }
+    rss = {} if args.no_rss else {key[r]: peak_rss(name, r[0], r[1], args.threads) for r in runs}
+    if rss:
+        C.log(f"case {name}: peak RSS {({k: v.get('peak_mb') for k, v in rss.items()})}")
+    out = {
+        **info,
+        "grid": [n, n],
+        "cpu_s_per_point": {k: C.median(v) for k, v in cpu.items()},
+        "wall_s_per_point": {k: C.median(v) for k, v in wall.items()},
+        "cpu_s_per_point_range": {k: C.summarize(v) for k, v in cpu.items()},
+        "losslab_over_loop": ratios,
+        "peak_rss_mb": rss,
+        "evaluator": {bn: {k: v.get(k) for k in ("strategy", "batch_size", "loop_batch_size", "points_per_chunk",
+                                                 "first_layer", "timing", "chunking") if k in v}
+                      for bn, v in ev_info.items()},
+    }
+    C.log(f"case {name}: losslab / loop CPU-time ratio "
+          + ", ".join(f"{bn} {v['cpu']:.2f}x (paired {v['cpu_paired']['min']:.2f}-{v['cpu_paired']['max']:.2f})"
+                      for bn, v in ratios.items()))
+    return out
+
+
+def arch_targets(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Issue 18's acceptance on the real networks (CPU-time medians): BN in eval mode >= 1.0x the plain
+    loop on the ResNets and the transformer, BN recomputed >= 0.6x."""
+    t: dict[str, Any] = {}
+    for name, c in cases.items():
+        r = c["losslab_over_loop"]
+        t[f"{name}_eval_ge_1x"] = r["eval"]["cpu"] >= 1.0
+        if "recompute" in r:
+            t[f"{name}_recompute_ge_0.6x"] = r["recompute"]["cpu"] >= 0.6
+    t["all"] = all(t.values())
+    return t
 
 
 def targets(cases: dict[str, dict[str, Any]], cpu: bool = False, method: str = "losslab_auto",
@@ -316,7 +556,8 @@ def targets(cases: dict[str, dict[str, Any]], cpu: bool = False, method: str = "
         "fraction_of_matmul_peak_cpu" if cpu else "fraction_of_matmul_peak")
     t: dict[str, Any] = {}
     over_base = {k: c[pps_key][method] >= 2.0 * c[pps_key]["baseline_dataloader"] for k, c in cases.items()}
-    over_ll = {k: c[pps_key][method] >= c[pps_key]["loss_landscapes"] for k, c in cases.items()}
+    over_ll = {k: c[pps_key][method] >= c[pps_key]["loss_landscapes"] for k, c in cases.items()
+               if c[pps_key].get("loss_landscapes") is not None}
     t["losslab_ge_2x_baseline"] = {"all": all(over_base.values()), **over_base}
     t["losslab_ge_loss_landscapes"] = {"all": all(over_ll.values()), **over_ll}
     if PEAK_CASE in cases:
@@ -328,13 +569,20 @@ def targets(cases: dict[str, dict[str, Any]], cpu: bool = False, method: str = "
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rss_child:
+        return rss_child(*args.rss_child, threads=args.threads)
     C.set_threads(args.threads)
     machine = C.machine_info()
     names = [k for k in CASES if (args.model == "all" or CASES[k][1] == args.model)
              and args.case in ("all", k)]
+    arch_kind = {"resnet": ("resnet18_cifar", "resnet18_tv"), "transformer": ("tiny_lm",),
+                 "real": ("resnet18_cifar", "resnet18_tv", "tiny_lm"), "all": ("resnet18_cifar", "resnet18_tv", "tiny_lm")}
+    arch_names = [k for k in ARCH_CASES if ARCH_CASES[k][0] in arch_kind.get(args.model, ())
+                  and args.case in ("all", k)]
     C.log(f"surface bench: cases {names}, grid {args.grid}x{args.grid}, {args.repeats} repeat(s), {args.threads} thread(s)")
     peak_samples: dict[str, list[float]] = {"wall": [], "cpu": []}
     cases = {name: run_case(name, args, peak_samples) for name in names}
+    arch = {name: run_arch_case(name, args) for name in arch_names}
     machine["load_average_end"] = C.load_average()
     result = {
         "benchmark": "surface",
@@ -349,18 +597,24 @@ def main(argv: list[str] | None = None) -> int:
             "flops": "2 x multiply-adds of Linear/Conv layers per example x examples per point (forward-"
                      "equivalent: with the first layer precomputed losslab runs fewer; losslab_computed does not)",
         },
-        "matmul_peak": {
-            "n": args.peak_n,
-            "gflops_wall": C.summarize(peak_samples["wall"]),
-            "gflops_cpu": C.summarize(peak_samples["cpu"]),
-        },
-        "cases": cases,
-        "targets": targets(cases),
-        "targets_cpu_time": targets(cases, cpu=True),
-        "targets_best_of_repeats": targets(cases, best=True),
-        "targets_if_strategy_loop": targets(cases, method="losslab_loop"),
-        "targets_without_first_layer_precompute": targets(cases, method="losslab_computed"),
     }
+    if cases:
+        result.update({
+            "matmul_peak": {
+                "n": args.peak_n,
+                "gflops_wall": C.summarize(peak_samples["wall"]),
+                "gflops_cpu": C.summarize(peak_samples["cpu"]),
+            },
+            "cases": cases,
+            "targets": targets(cases),
+            "targets_cpu_time": targets(cases, cpu=True),
+            "targets_best_of_repeats": targets(cases, best=True),
+            "targets_if_strategy_loop": targets(cases, method="losslab_loop"),
+            "targets_without_first_layer_precompute": targets(cases, method="losslab_computed"),
+        })
+    if arch:
+        result["arch_cases"] = arch
+        result["arch_targets"] = arch_targets(arch)
     C.emit(C.rounded(result), args.out)
     return 0
 

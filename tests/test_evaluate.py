@@ -363,13 +363,15 @@ def test_evaluate_combinations_equals_stacked_points():
     d1 = params.randn_like(base, generator=g)
     d2 = {"0.weight": torch.randn(8, 5, dtype=torch.float64, generator=g)}  # a subset of the keys
     coeffs = np.array([[0.0, 0.0], [0.5, -1.0], [1.5, 2.0], [-0.25, 0.75], [3.0, 0.1]])
-    stacked = {}
+    stacked = {}  # the documented arithmetic: torch.add(base, d1, alpha=c1), then += c2 d2 (alpha)
     for k in d1:
-        c0 = torch.as_tensor(coeffs[:, 0], dtype=torch.float64).reshape(-1, *[1] * d1[k].dim())
-        v = base[k].unsqueeze(0) + c0 * d1[k].unsqueeze(0)
-        if k in d2:
-            v = v + torch.as_tensor(coeffs[:, 1], dtype=torch.float64).reshape(-1, 1, 1) * d2[k].unsqueeze(0)
-        stacked[k] = v
+        rows = []
+        for c1, c2 in coeffs:
+            v = torch.add(base[k], d1[k], alpha=float(c1))
+            if k in d2:
+                v.add_(d2[k], alpha=float(c2))
+            rows.append(v)
+        stacked[k] = torch.stack(rows)
     for strategy in ("loop", "vmap"):
         ev = Evaluator(model, (x, y), strategy=strategy, points_per_chunk=2, batch_size=7)
         got = ev.evaluate_combinations(coeffs, [d1, d2], base)

@@ -304,6 +304,6 @@ def test_loop_builds_points_one_at_a_time_into_one_buffer(monkeypatch):
     origin = params.get_point(model)
     for j in range(3):
         for i in range(4):
-            c = torch.tensor([xs[i], ys[j]], dtype=torch.float64)
-            pt = {k: (origin[k] + c[0] * dx[k]) + c[1] * dy[k] for k in origin}
+            # the documented arithmetic: torch.add(origin, dx, alpha=x), then += y dy (alpha)
+            pt = {k: torch.add(origin[k], dx[k], alpha=float(xs[i])).add_(dy[k], alpha=float(ys[j])) for k in origin}
             assert r.metrics["loss"][j, i] == ev.evaluate(pt)["loss"]  # bit-identical

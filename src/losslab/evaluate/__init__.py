@@ -43,16 +43,21 @@ How the model is run:
   recorded in :attr:`Evaluator.info`.
 * Points that are linear combinations :math:`\\theta_k = \\theta_0 + \\sum_j c_{kj} d_j` (grids,
   lines) can be given as coefficients (:meth:`Evaluator.evaluate_combinations`): the loop then
-  writes each point into one reused buffer just before evaluating it (no stacked copies of the
-  parameters, no page faults), vmap builds one stacked group at a time; both compute
-  :math:`((\\theta_0 + c_{k1} d_1) + c_{k2} d_2) + \\dots` elementwise in the evaluation dtype, so a
-  point's tensors are bit-identical whichever strategy builds them.
+  writes each point, tensor by tensor, into one set of preallocated buffers just before evaluating
+  it (no stacked copies of the parameters, no concatenation, no page faults), vmap builds one
+  stacked group at a time; both compute ``torch.add(theta_0, d_1, alpha=c_k1)``, then
+  ``+= c_kj d_j`` (``add_`` with ``alpha``) for the other directions, elementwise in the evaluation
+  dtype, so a point's tensors are bit-identical whichever strategy builds them. The buffers (and
+  the first layer's terms) are kept for the next call with the same direction tensors (same
+  address and version), so a surface evaluated block by block builds them once.
 * First layer (combinations, loop or vmap): the first layer with parameters is affine in its parameters
   and, when it qualifies, sees an input that depends on the data only, so its output at
   :math:`\\theta_k` is :math:`T_0 + \\sum_j c_{kj} T_j` with :math:`T_j` the layer applied to the
   data with direction :math:`j`'s weight and bias (:math:`T_0`: the base, or the model's values
   for keys no direction moves). With ``first_layer="precompute"`` (or ``"auto"`` when the fan-in
-  is at least :data:`FIRST_LAYER_MIN_RATIO` times the number of terms) the :math:`T_j` are
+  is at least :data:`FIRST_LAYER_MIN_RATIO` times the number of terms and the layer does at least
+  :data:`FIRST_LAYER_MIN_SHARE` of the multiply-adds of the model's Linear/Conv layers, counted by
+  the activation probe) the :math:`T_j` are
   computed once per set of directions on the evaluation chunks and combined at each point (for
   vmap, for the K points of a call at once, as one extra input of the vmapped forward), replacing
   the layer's matrix product by a few additions. The saving grows with the layer's fan-in (the
@@ -86,7 +91,7 @@ How the model is run:
 * Cache (CPU): a full-batch forward on a CPU is slowed down by its size: ``malloc`` serves large
   activations with ``mmap`` or hands them back to the OS after each use, so the next forward
   page-faults and zeroes them again (kernel time that can dominate a small model's forward), and
-  they do not stay in cache. With ``cache_mb`` = :math:`C` (default 4 MiB on a CPU, off on GPUs) the
+  they do not stay in cache. With ``cache_mb`` = :math:`C` (4 MiB on a CPU by default, off on GPUs) the
   evaluation passes use chunks of :math:`B_c = \\mathrm{clip}(\\lfloor C / a \\rfloor, 64, B)`
   examples (cut into equal chunks), for the loop and for vmap, and each vmap call takes
   :math:`K_c = \\mathrm{clip}(\\lfloor C / (a B_c) \\rfloor, 1, K)` points of a group (so
@@ -98,6 +103,18 @@ How the model is run:
   reruns are bit-identical. With the allocator warm, chunks of a fair fraction of the data cost
   about the same per example, while very small chunks pay per-call overhead (hence the floor of
   64 examples); bench/RESULTS.md has the measurements behind these choices.
+* Measured chunks (CPU, ``cache_mb="auto"``, the default): which chunk size is fastest depends on
+  the model (a convolutional net may run its 3x3 convolutions fastest on 64 images, a transformer
+  on a few hundred sequences, a wide-stem net on the whole batch), so :math:`B_c` is only the first
+  candidate. The candidates are :math:`B_c, 2B_c, 4B_c, \\dots` below :math:`B`, and :math:`B`
+  (one per distinct number of chunks); the loop's first points are evaluated one per candidate,
+  in increasing size, each timed over the whole point (process CPU time with one thread), until
+  one is slower than the best so far; the loop keeps the fastest size for the rest of the
+  evaluator's life. Nothing is thrown away: each of those points is exact for its own chunking.
+  The choice is recorded in ``info["chunking"]`` and as ``info["cache_mb"]`` = size :math:`\\times a`,
+  the cache target whose rule gives that size, so an evaluator built with that ``cache_mb`` (a
+  resumed surface is) uses the same chunks without measuring. Pass ``cache_mb`` (a number, or
+  ``None``) for chunks by rule only, e.g. for results that must not depend on timings.
 * Non-finite values are recorded as NaN/inf, never raised.
 
 Example:
@@ -123,7 +140,7 @@ from __future__ import annotations
 from .._functional import LossFn, Point  # noqa: F401
 from .._functional import make_shell as _make_shell  # noqa: F401 (the old private name; connect.neb uses it)
 from ._evaluator import Evaluator, MetricFn, PointSource
-from ._first_layer import FIRST_LAYER_MIN_RATIO  # noqa: F401
+from ._first_layer import FIRST_LAYER_MIN_RATIO, FIRST_LAYER_MIN_SHARE  # noqa: F401
 from ._memory import DEFAULT_CACHE_MB
 from ._metrics import accuracy, check_model_output, has_batchnorm  # noqa: F401
 from ._sources import _Combinations, _Source, _Stacked  # noqa: F401

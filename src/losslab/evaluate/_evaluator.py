@@ -25,9 +25,9 @@ from .. import params as P
 from .._functional import LOSS_NAMES, LossFn, Point, as_xy, make_shell, model_then_data, resolve_loss, unwrap_model
 from ..errors import LosslabError
 from ._first_layer import _FirstCache, _FirstLayerMixin
-from ._memory import _MAX_POINTS_PER_CHUNK, DEFAULT_CACHE_MB, _MemoryMixin
+from ._memory import _MAX_POINTS_PER_CHUNK, DEFAULT_CACHE_MB, _MemoryMixin, _positive_number
 from ._metrics import _BUILTIN_LOSSES, _acc_per_example, _ce_per_example, _is_bn, check_model_output
-from ._sources import _Combinations, _Source, _Stacked
+from ._sources import _combination_key, _Combinations, _Source, _Stacked
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data._base import Split
@@ -40,16 +40,6 @@ PointSource = Union[Sequence[Mapping[str, Tensor]], Callable[[np.ndarray], Mappi
 _PROBE_SECONDS = 0.02  # auto: vmap is measured on about this much of the loop's work (at least 2 points)
 _VMAP_MIN_OVERHEAD = 0.1
 """auto: vmap is measured only when the loop's fixed cost per point is at least this fraction of it."""
-
-
-def _positive_number(v: Any) -> bool:
-    if isinstance(v, (str, bool)):
-        return False
-    try:
-        return float(v) > 0
-    except (TypeError, ValueError):
-        return False
-
 
 
 class Evaluator(_MemoryMixin, _FirstLayerMixin):
@@ -83,14 +73,17 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         dtype: floating dtype of parameters and inputs (default: the model's).
         cache_mb: cache target of the evaluation passes, MiB: the examples (times points, for vmap)
             per chunk are chosen so that the largest activation stays about this size (see
-            :mod:`losslab.evaluate`). ``"auto"`` (default) = :data:`DEFAULT_CACHE_MB` on a CPU and
-            ``None`` elsewhere; ``None`` = chunks of ``batch_size`` (memory budget only).
+            :mod:`losslab.evaluate`). ``"auto"`` (default) = on a CPU, start from
+            :data:`DEFAULT_CACHE_MB` and let the loop's first points measure a few larger chunk
+            sizes and keep the fastest ("Measured chunks" in :mod:`losslab.evaluate`); ``None``
+            elsewhere. ``None`` = chunks of ``batch_size`` (memory budget only).
         first_layer: for points given as linear combinations (:meth:`evaluate_combinations`),
             ``"precompute"`` computes the first layer's output once per term
             and combines it at each point instead of running that layer (see
             :mod:`losslab.evaluate`); ``"compute"`` always runs it; ``"auto"`` (default) precomputes when the
-            layer qualifies, the outputs fit in half the memory budget and the layer's fan-in is
-            at least :data:`FIRST_LAYER_MIN_RATIO` times the number of terms.
+            layer qualifies, the outputs fit in half the memory budget, the layer's fan-in is
+            at least :data:`FIRST_LAYER_MIN_RATIO` times the number of terms and it does at least
+            :data:`FIRST_LAYER_MIN_SHARE` of the forward's multiply-adds.
 
     Attributes:
         info: description of the setup (chunk sizes, bytes per example, bn mode, cache target,
@@ -219,10 +212,12 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
             self.cache_mb = None if cache_mb is None else float(cache_mb)
         self.loop_batch_size = self._cache_batch()
         self.allocator_warmup_bytes = self._warm_allocator()
+        chunking = self._setup_chunking(measured=cache_mb == "auto" and self.cache_mb is not None)
         self.first_layer_requested = first_layer
         self._first, first_reason = (None, "off") if first_layer == "compute" else self._find_first_layer()
         self._first_cache: _FirstCache | None = None
         self._split_cache: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
+        self._combinations: tuple[tuple[Any, ...], list[Tensor], _Combinations] | None = None
         self.strategy_requested = strategy
         self.strategy: str | None = None if strategy == "auto" else strategy
         if not self._tensor_output:  # a dict/tuple output goes to the user's loss one point at a time
@@ -250,6 +245,7 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
             "vmap_batch_size": self.vmap_batch_size,
             "vmap_points_per_call": self.vmap_points_per_call,
             "allocator_warmup_bytes": self.allocator_warmup_bytes,
+            "chunking": chunking,
             "first_layer": {
                 "requested": first_layer,
                 "layer": None if self._first is None else self._first.name,
@@ -334,11 +330,14 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         """Metrics at the K points :math:`\\theta_k = \\theta_0 + \\sum_j c_{kj}\\, d_j`.
 
         The same numbers as :meth:`evaluate_stacked` on those points stacked, without building
-        them all: the loop writes each point into one reused buffer just before evaluating it,
-        vmap builds one group of ``points_per_chunk`` at a time. Every key is computed as
-        ``((base + c_k1 * d_1) + c_k2 * d_2) + ...`` over the ``d_j`` that have it (coefficients
-        cast to the evaluator's dtype), so values are bit-identical across strategies and calls
-        (with the first layer precomputed, see ``first_layer``, equal to rounding).
+        them all: the loop writes each point into one reused set of buffers just before evaluating
+        it, vmap builds one group of ``points_per_chunk`` at a time. Every key is computed in place
+        as ``torch.add(base, d_1, alpha=c_k1)``, then ``add_(d_j, alpha=c_kj)`` over the other
+        ``d_j`` that have it, in order (coefficients cast to the evaluator's dtype; without a base
+        the first term is ``c_k1 * d_1``), so values are bit-identical across strategies and calls
+        (with the first layer precomputed, see ``first_layer``, equal to rounding). A call with the
+        same direction and base tensors as the previous one (same addresses and versions: not
+        changed in place) reuses its buffers and first-layer terms.
 
         Args:
             coeffs: ``(K, J)`` coefficients (a 1-D array when ``J == 1``).
@@ -358,15 +357,21 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
             >>> r["loss"].shape, bool(r["loss"][0] == ev.evaluate({})["loss"])
             ((2,), True)
         """
+        nd = len(basis)
+        c = torch.as_tensor(np.ascontiguousarray(coeffs, dtype=np.float64) if not isinstance(coeffs, Tensor) else coeffs)
+        if c.dim() == 1 and nd == 1:
+            c = c.reshape(-1, 1)
+        if c.dim() != 2 or c.shape[1] != nd:
+            raise LosslabError(f"coeffs must be (K, {nd}) for {nd} directions, got {tuple(c.shape)}")
+        if not basis and base is None:
+            raise LosslabError("evaluate_combinations needs a base or at least one direction")
+        c = c.to(device=self.device, dtype=self.dtype)
+        key = _combination_key(basis, base)
+        if key is not None and self._combinations is not None and self._combinations[0] == key:
+            return self._results(self._evaluate_source(self._combinations[2].rebind(c)))
+        self._combinations = None
         dirs = [self.prepare(d) for d in basis]
         b = None if base is None else self.prepare(base)
-        c = torch.as_tensor(np.asarray(coeffs, dtype=np.float64) if not isinstance(coeffs, Tensor) else coeffs)
-        if c.dim() == 1 and len(dirs) == 1:
-            c = c.reshape(-1, 1)
-        if c.dim() != 2 or c.shape[1] != len(dirs):
-            raise LosslabError(f"coeffs must be (K, {len(dirs)}) for {len(dirs)} directions, got {tuple(c.shape)}")
-        if not dirs and b is None:
-            raise LosslabError("evaluate_combinations needs a base or at least one direction")
         for what, pt in [("base", b or {})] + [(f"basis[{j}]", d) for j, d in enumerate(dirs)]:
             for name, v in pt.items():
                 if not v.is_floating_point():
@@ -374,7 +379,10 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
                 ref = self._base.get(name, self._base_buffers.get(name))
                 if ref is not None and tuple(v.shape) != tuple(ref.shape):
                     raise LosslabError(f"{what}[{name!r}] has shape {tuple(v.shape)}, the model's is {tuple(ref.shape)}")
-        src = _Combinations(c.to(device=self.device, dtype=self.dtype), dirs, b)
+        src = _Combinations(c, dirs, b)
+        if key is not None:  # the next call with the same directions reuses their buffers (and first-layer terms)
+            refs = [t for pt in [*basis, base or {}] for t in pt.values()]
+            self._combinations = (key, refs, src)
         return self._results(self._evaluate_source(src))
 
     def evaluate_many(
@@ -439,28 +447,6 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         return out
 
     # ---- internals ----------------------------------------------------------------------------
-
-    def _chunks(self, t: Tensor) -> list[Tensor]:
-        """``t`` in chunks of ``batch_size`` (the BatchNorm pass's chunking)."""
-        return list(t.split(self.batch_size))
-
-    def _eval_chunks(self, size: int) -> tuple[list[Tensor], list[Tensor]]:
-        """The evaluation data in ``ceil(n / size)`` chunks of (nearly) equal size, at most ``size``."""
-        got = self._split_cache.get(size)
-        if got is None:
-            parts = -(-self.n // max(1, size))
-            got = (list(self.x.tensor_split(parts)), list(self.y.tensor_split(parts)))
-            if len(self._split_cache) > 4:
-                self._split_cache.clear()
-            self._split_cache[size] = got
-        return got
-
-    def _data(self, strategy: str) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """``(x chunks, BatchNorm x chunks, y chunks)`` for ``strategy``."""
-        size = self.loop_batch_size if strategy == "loop" else self.vmap_batch_size
-        xs, ys = self._eval_chunks(size)
-        bxs = self._chunks(self.bn_x) if self.bn == "recompute" and self._bn_modules else []
-        return xs, bxs, ys
 
     def _results(self, res: Tensor) -> dict[str, np.ndarray]:
         res_np = res.cpu().numpy()
@@ -619,14 +605,22 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         return torch.stack(rows)
 
     def _loop_span(self, src: "_Source", lo: int, hi: int) -> Tensor:
-        """Points ``lo..hi-1`` of ``src`` with the loop (first layer precomputed when it applies)."""
-        xs, bxs, ys = self._data("loop")
-        cache = self._first_cache_for(src, xs) if isinstance(src, _Combinations) else None
-        if cache is None:
-            return self._run_loop(src.each(lo, hi), xs, bxs, ys)
-        self.info["first_layer"]["used"] = True
-        assert isinstance(src, _Combinations)
-        return self._run_loop(src.each(lo, hi), xs, bxs, ys, first=cache, coeffs=src.c[lo:hi].tolist())
+        """Points ``lo..hi-1`` of ``src`` with the loop (first layer precomputed when it applies);
+        while chunk sizes are being measured, one point per candidate (see :meth:`_probe_chunk`)."""
+        parts = []
+        while lo < hi and self._chunk_queue:
+            parts.append(self._probe_chunk(src, lo))
+            lo += 1
+        if lo < hi:
+            xs, bxs, ys = self._data("loop")
+            cache = self._first_cache_for(src, xs) if isinstance(src, _Combinations) else None
+            if cache is None:
+                parts.append(self._run_loop(src.each(lo, hi), xs, bxs, ys))
+            else:
+                self.info["first_layer"]["used"] = True
+                assert isinstance(src, _Combinations)
+                parts.append(self._run_loop(src.each(lo, hi), xs, bxs, ys, first=cache, coeffs=src.c[lo:hi].tolist()))
+        return torch.cat(parts)
 
     def _run_vmap(self, stacked: Point, xs: Sequence[Tensor], bxs: Sequence[Tensor], ys: Sequence[Tensor],
                   first: "_FirstCache | None" = None, coeffs: Tensor | None = None) -> Tensor:
@@ -731,9 +725,13 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         with torch.inference_mode():
             t_loop, r_loop = timed(lambda: self._loop_span(src, 0, 1))
             bxs = [self.bn_x[:2]] if self.bn == "recompute" and self._bn_modules else []
-            try:  # best of 5: the first call with a new shape is slow (allocation, kernel setup)
-                t_over = min(timed(lambda: self._run_loop(src.each(0, 1), [self.x[:2]], bxs, [self.y[:2]]))[0]
-                             for _ in range(5))
+            try:  # best of 5: the first call with a new shape is slow (allocation, kernel setup); a
+                # time already under the threshold decides (the best can only be lower)
+                for _ in range(5):
+                    t = timed(lambda: self._run_loop(src.each(0, 1), [self.x[:2]], bxs, [self.y[:2]]))[0]
+                    t_over = t if t_over is None else min(t_over, t)
+                    if t_over < _VMAP_MIN_OVERHEAD * t_loop:
+                        break
             except Exception:  # noqa: BLE001 - e.g. BatchNorm on too few values: measure vmap
                 t_over = None
             skip = t_over is not None and t_over < _VMAP_MIN_OVERHEAD * t_loop

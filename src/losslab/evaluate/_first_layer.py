@@ -21,6 +21,10 @@ from ._sources import _Combinations
 
 FIRST_LAYER_MIN_RATIO = 16
 """``first_layer="auto"`` precomputes when the layer's fan-in >= this x the number of terms."""
+FIRST_LAYER_MIN_SHARE = 0.10
+"""... and when the layer does at least this fraction of the multiply-adds of the forward's Linear/Conv
+layers (the most the precomputation can save; below it the terms' memory traffic eats the saving:
+bench/RESULTS.md, "Surfaces on real networks")."""
 _AFFINE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -41,11 +45,29 @@ class _Injected(nn.Module):
 
 
 class _FirstLayer:
-    """A first layer whose output can be precomputed: its shell module, and a shell without it."""
+    """A first layer whose output can be precomputed: its shell module, and (:attr:`shell`, built on
+    first use) a copy of the model's shell with the layer replaced by :attr:`slot`."""
 
-    def __init__(self, name: str, module: nn.Module, shell: nn.Module, slot: _Injected,
-                 keys: dict[str, str], fan_in: int) -> None:
-        self.name, self.module, self.shell, self.slot, self.keys, self.fan_in = name, module, shell, slot, keys, fan_in
+    def __init__(self, name: str, module: nn.Module, model_shell: nn.Module, keys: dict[str, str], fan_in: int,
+                 owner: Any = None) -> None:
+        self.name, self.module, self.keys, self.fan_in = name, module, keys, fan_in
+        self._owner = owner  # shared, never copied, by the shell copy (hooks bound to it stay bound to it)
+        self.slot = _Injected()
+        self._model_shell: nn.Module | None = model_shell
+        self._shell: nn.Module | None = None
+
+    @property
+    def shell(self) -> nn.Module:
+        if self._shell is None:
+            if self.name:
+                memo = {} if self._owner is None else {id(self._owner): self._owner}
+                self._shell = copy.deepcopy(self._model_shell, memo)
+                parent, _, attr = self.name.rpartition(".")
+                setattr(self._shell.get_submodule(parent), attr, self.slot)
+            else:
+                self._shell = self.slot
+            self._model_shell = None
+        return self._shell
 
 
 class _FirstCache:
@@ -127,15 +149,8 @@ class _FirstLayerMixin:
             return None, f"the first layer, {label}, has hooks or buffers"
         if any(uses[id(prm)] > 1 for prm in layer.parameters(recurse=False)):
             return None, f"the first layer's parameters ({label}) are shared"
-        slot = _Injected()
-        if name:
-            fl_shell = copy.deepcopy(shell)
-            parent, _, attr = name.rpartition(".")
-            setattr(fl_shell.get_submodule(parent), attr, slot)
-        else:
-            fl_shell = slot
         keys = {f"{name}.{k}" if name else k: k for k, _ in layer.named_parameters(recurse=False)}
-        return _FirstLayer(name, layer, fl_shell, slot, keys, int(layer.weight[0].numel())), "qualifies"
+        return _FirstLayer(name, layer, shell, keys, int(layer.weight[0].numel()), owner=self), "qualifies"
 
     def _first_cache_for(self, src: "_Combinations", xs: Sequence[Tensor]) -> "_FirstCache | None":
         """The first layer's output terms on the loop chunks ``xs`` for ``src`` (cached), or None."""
@@ -168,6 +183,12 @@ class _FirstLayerMixin:
             return None
         if self.first_layer_requested == "auto" and fl.fan_in < FIRST_LAYER_MIN_RATIO * len(terms):
             note["reason"] = f"fan-in {fl.fan_in} < {FIRST_LAYER_MIN_RATIO} x {len(terms)} terms"
+            return None
+        macs = self._leaf_macs
+        share = macs.get(id(fl.module), 0.0) / max(sum(macs.values()), 1e-30)
+        if self.first_layer_requested == "auto" and share < FIRST_LAYER_MIN_SHARE:
+            note["reason"] = (f"the first layer does {share:.1%} of the forward's multiply-adds "
+                              f"< {FIRST_LAYER_MIN_SHARE:.0%}")
             return None
         # The key names each tensor by identity and version; the cache holds references to them
         # (``refs``), so no id or address in a live key can be reused by a new tensor.
@@ -211,7 +232,7 @@ class _FirstLayerMixin:
                 note["reason"] = f"terms need {per_example * self.n / 2**20:.0f} MiB > half the memory budget"
                 return None
             chunks = [term_outputs(self._first_input(xc)) for xc in xs]
-        note["reason"] = f"precomputed: {len(terms)} terms, fan-in {fl.fan_in}"
+        note["reason"] = f"precomputed: {len(terms)} terms, fan-in {fl.fan_in}, {share:.0%} of the multiply-adds"
         self._first_cache = _FirstCache(fl, chunks, [j for j, _, _ in terms], key)
         self._first_cache.refs = refs
         return self._first_cache

@@ -2,16 +2,34 @@
 
 A source holds K points and hands them out stacked (a group, for vmap) or one at a time (for the
 loop). :class:`_Combinations` builds ``theta_k = base + sum_j c[k, j] d_j`` without materialising the
-K points: the loop writes each point into one reused buffer, vmap builds one group at a time.
+K points: the loop writes each point into one reused set of buffers, vmap builds one group at a time.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from .._functional import Point
+
+def _combination_key(basis: Sequence[Mapping[str, Tensor]], base: Mapping[str, Tensor] | None) -> tuple[Any, ...] | None:
+    """What identifies the tensors of ``evaluate_combinations``'s directions and base: per tensor its
+    name, address, version, shape, stride, dtype and device (the caller holds them alive while the
+    key is kept, so an address cannot be reused by another tensor); None when a tensor's changes
+    cannot be tracked (an inference tensor has no version counter) or a value is not a tensor."""
+    key: list[Any] = []
+    for i, pt in enumerate([*basis, base if base is not None else {}]):
+        if not isinstance(pt, Mapping):
+            return None
+        key.append(i)
+        for name, t in pt.items():
+            if not isinstance(t, Tensor) or t.is_inference():
+                return None
+            key.append((name, t.data_ptr(), t._version, tuple(t.shape), t.stride(), t.dtype, str(t.device)))
+    key.append(base is None)
+    return tuple(key)
+
 
 class _Source:
     """K points, available stacked (a group, for vmap) or one at a time (for the loop)."""
@@ -37,90 +55,76 @@ class _Stacked(_Source):
             yield {k: v[i] for k, v in self.st.items()}
 
 
-class _Group:
-    """Keys sharing the same terms (base or not, which directions), laid out in flat vectors."""
-
-    def __init__(self, keys: list[str], base: Tensor | None, dirs: list[Tensor], js: list[int],
-                 layout: list[tuple[str, int, int, torch.Size]]) -> None:
-        self.keys, self.base, self.dirs, self.js, self.layout = keys, base, dirs, js, layout
-        self.buf: Tensor | None = None
-        self.tmp: Tensor | None = None
-
-
 class _Combinations(_Source):
-    """``theta_k = base + sum_j c[k, j] d_j`` for the rows of ``c`` (see Evaluator.evaluate_combinations)."""
+    """``theta_k = base + sum_j c[k, j] d_j`` for the rows of ``c`` (see Evaluator.evaluate_combinations).
+
+    Each key is written in place, one tensor at a time, as ``base + c_1 d_1`` (``torch.add`` with
+    ``alpha``; ``c_1 d_1`` without a base), then ``+= c_j d_j`` for the other directions that have the
+    key, in direction order: no concatenation, no temporaries, no copies of the directions. The loop
+    writes each point into one set of preallocated buffers (:meth:`each`); vmap writes the rows of a
+    stacked group with the same operations (:meth:`stacked`), so a point's tensors are
+    bit-identical whichever strategy builds them. :meth:`rebind` swaps the coefficients and keeps the
+    buffers, so a surface evaluated block by block allocates them once.
+    """
 
     def __init__(self, c: Tensor, basis: list[Point], base: Point | None) -> None:
         self.c, self.n = c, int(c.shape[0])
         self.base_pt, self.basis_pts = base, basis
         keys = list(dict.fromkeys([*(base or {}), *(k for d in basis for k in d)]))
-        sigs: dict[tuple[bool, tuple[int, ...]], list[str]] = {}
-        for key in keys:
-            sig = (base is not None and key in base, tuple(j for j, d in enumerate(basis) if key in d))
-            sigs.setdefault(sig, []).append(key)
         self.fixed: Point = {}
-        self.groups: list[_Group] = []
-        for (in_base, js), ks in sigs.items():
-            if not js:  # a base value no direction moves
-                assert base is not None
-                for key in ks:
-                    self.fixed[key] = base[key]
-                continue
-            layout, off = [], 0
-            for key in ks:
-                shape = basis[js[0]][key].shape
-                layout.append((key, off, int(shape.numel()), shape))
-                off += int(shape.numel())
-
-            def flat(pt: Point, ks: list[str] = ks) -> Tensor:
-                if len(ks) == 1:
-                    return pt[ks[0]].reshape(-1)
-                return torch.cat([pt[key].reshape(-1) for key in ks])
-
-            self.groups.append(_Group(ks, flat(base) if in_base and base is not None else None,
-                                      [flat(basis[j]) for j in js], list(js), layout))
+        self.terms: list[tuple[str, Tensor | None, list[tuple[int, Tensor]]]] = []
+        for key in keys:
+            dirs = [(j, d[key]) for j, d in enumerate(basis) if key in d]
+            b = base.get(key) if base is not None else None
+            if not dirs:  # a base value no direction moves
+                assert b is not None
+                self.fixed[key] = b
+            else:
+                self.terms.append((key, b, dirs))
         self._point: Point | None = None
 
+    def rebind(self, c: Tensor) -> "_Combinations":
+        """The same directions and buffers with the coefficient rows ``c``."""
+        self.c, self.n = c, int(c.shape[0])
+        return self
+
+    def _write(self, out: Point, row: Sequence[float]) -> None:
+        """Write the point of coefficients ``row`` into the tensors ``out`` (one per moved key)."""
+        for key, b, dirs in self.terms:
+            o = out[key]
+            j0, d0 = dirs[0]
+            if b is not None:
+                torch.add(b, d0, alpha=row[j0], out=o)
+            else:
+                torch.mul(d0, row[j0], out=o)
+            for j, d in dirs[1:]:
+                o.add_(d, alpha=row[j])
+
     def stacked(self, lo: int, hi: int) -> Point:
-        c = self.c[lo:hi]
-        k = int(c.shape[0])
+        rows = self.c[lo:hi].tolist()
+        k = len(rows)
         out: Point = {key: v.unsqueeze(0).expand(k, *v.shape) for key, v in self.fixed.items()}
-        for g in self.groups:
-            v: Tensor | None = None if g.base is None else g.base.unsqueeze(0).expand(k, -1)
-            for d, j in zip(g.dirs, g.js):
-                t = c[:, j].reshape(k, 1) * d.unsqueeze(0)
-                v = t if v is None else v + t
-            assert v is not None
-            for key, o, numel, shape in g.layout:
-                out[key] = v[:, o : o + numel].view(k, *shape)
+        for key, _, dirs in self.terms:
+            d0 = dirs[0][1]
+            out[key] = torch.empty((k, *d0.shape), dtype=d0.dtype, device=d0.device)
+        for r, row in enumerate(rows):
+            self._write({key: out[key][r] for key, _, _ in self.terms}, row)
         return out
 
     def each(self, lo: int, hi: int) -> Iterator[Point]:
-        for i in range(lo, hi):
-            yield self._fill(self.c[i])
+        for row in self.c[lo:hi].tolist():
+            yield self._fill(row)
 
     def each_coeffs(self, *rows: Sequence[float]) -> Iterator[Point]:
         """The points of the given coefficient rows (same reused buffer as :meth:`each`)."""
         for row in rows:
-            yield self._fill(torch.as_tensor(row, dtype=self.c.dtype, device=self.c.device))
+            # rounded to the evaluation dtype, as the rows of ``c`` are
+            yield self._fill(torch.as_tensor(row, dtype=self.c.dtype, device=self.c.device).tolist())
 
-    def _fill(self, c: Tensor) -> Point:
-        if self._point is None:  # one buffer per group, reused for every point
+    def _fill(self, row: Sequence[float]) -> Point:
+        if self._point is None:  # one buffer per moved key, reused for every point
             self._point = dict(self.fixed)
-            for g in self.groups:
-                ref = g.dirs[0]
-                g.buf = torch.empty(ref.shape, dtype=ref.dtype, device=ref.device)
-                if len(g.dirs) > 1:
-                    g.tmp = torch.empty_like(g.buf)
-                for key, o, numel, shape in g.layout:
-                    self._point[key] = g.buf[o : o + numel].view(shape)
-        for g in self.groups:
-            assert g.buf is not None
-            torch.mul(g.dirs[0], c[g.js[0]], out=g.buf)
-            if g.base is not None:
-                g.buf.add_(g.base)
-            for d, j in zip(g.dirs[1:], g.js[1:]):
-                assert g.tmp is not None
-                torch.mul(d, c[j], out=g.tmp)
-                g.buf.add_(g.tmp)
+            for key, _, dirs in self.terms:
+                self._point[key] = torch.empty_like(dirs[0][1], memory_format=torch.contiguous_format)
+        self._write(self._point, row)
         return self._point
