@@ -51,7 +51,7 @@ from .common import (
 from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
 
 ID = "B1"
-VERSION = 2
+VERSION = 3  # 3: BatchNorm recompute uses the biased batch variance (one BN policy, issue 15)
 COST = {"quick": 90, "full": 1800}
 
 _NONCONVEXITY = ("mean over the interior points of a filter-normalized plane of the slice non-convexity "
