@@ -46,6 +46,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "point (exact to rounding; auto: where it pays, e.g. wide-input MLPs)")
     p.add_argument("--bn", choices=("auto", "recompute", "eval"), default="auto",
                    help="BatchNorm statistics: recompute at each point (auto when the model has BN) or eval")
+    p.add_argument("--rtol", type=float, default=None, metavar="R",
+                   help="adaptive precision: error tolerance relative to the surface's range (e.g. 0.01); "
+                        "subsampled estimates with error bars, coarse to fine (default: exact)")
+    p.add_argument("--atol", type=float, default=None, metavar="A",
+                   help="adaptive precision: absolute error tolerance of the loss (default: exact)")
     p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/surfaces/<name> or ./surfaces/<name>)")
     p.add_argument("--force", action="store_true",
                    help="start over: discard a saved (partial or finished) surface in the output directory")
@@ -79,7 +84,17 @@ def _ranges(args: argparse.Namespace, default: tuple[float, float, float, float]
 def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
     keys = ("dim", "directions", "to", "normalization", "keep_1d", "orthogonalize", "seed", "grid", "range",
             "split", "bn")
-    return f"{args.dim}d-{args.directions}-{settings_hash(args, keys, target=description)}"
+    name = f"{args.dim}d-{args.directions}-{settings_hash(args, keys, target=description)}"
+    return name if _precision(args) is None else f"{name}-adaptive-{settings_hash(args, ('rtol', 'atol'))}"
+
+
+def _precision(args: argparse.Namespace) -> Any:
+    """The :class:`~losslab.precision.Precision` ``--rtol``/``--atol`` ask for (seeded by ``--seed``), or None."""
+    if getattr(args, "rtol", None) is None and getattr(args, "atol", None) is None:
+        return None
+    from ..precision import Precision
+
+    return Precision(rtol=args.rtol or 0.0, atol=args.atol or 0.0, seed=args.seed)
 
 
 def output_dir(args: argparse.Namespace, t: Any) -> Path:
@@ -176,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
             f.unlink(missing_ok=True)
     dirs, pca, xr = build_directions(args, t, data, out)
     kw = evaluation_kwargs(args, t, out)
+    if _precision(args) is not None:
+        kw["precision"] = _precision(args)
     if args.dim == 1:
         res = line(t.model, data, direction=dirs[0], alphas=np.linspace(xr[0], xr[1], nx), **kw)
     else:
@@ -184,8 +201,13 @@ def run(args: argparse.Namespace) -> int:
     files = {"result": str(out / "surface.npz")}
     files.update(_render(res, out, args, pca))
     summary = summarize(res, t, args, out, files)
+    prec = res.meta.get("precision")
+    if prec is not None:
+        summary["precision"] = prec  # tolerance, example_evaluations, exact_equivalent, savings, counts
     text = (f"{args.dim}-D surface, {res.n_done}/{res.n_points} points -> {out}\n"
             f"loss range [{summary['loss_min']}, {summary['loss_max']}]"
+            + ("" if prec is None else f"\nadaptive: {prec['example_evaluations']} example evaluations, "
+               f"{prec['savings']:.3g}x fewer than exact; {prec['points_interpolated']} points interpolated")
             + "".join(f"\n  {k}: {v}" for k, v in files.items()))
     emit(args, summary, text)
     return 0
