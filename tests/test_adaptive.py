@@ -258,3 +258,37 @@ def test_adaptive_refuses_bn_recompute_and_unknown_metric():
     assert r.complete
     with pytest.raises(LosslabError, match="precision metric"):
         line(m, (x, y), direction=d, num=5, progress=False, bn="eval", precision=Precision(rtol=0.1, metric="nope"))
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_rtol_atol(tmp_path, capsys):
+    import json
+
+    from losslab.cli.main import main
+    from losslab.config import CheckpointConfig, ModelConfig, OptimConfig, TrainConfig
+    from losslab.train import train
+
+    run = train(TrainConfig(model=ModelConfig(model_kwargs={"width": 32, "depth": 1}), optim=OptimConfig(epochs=3),
+                            ckpt=CheckpointConfig("none")), out=tmp_path / "runs", progress=False)
+
+    def surface(*extra: str) -> dict:
+        assert main(["surface", str(run.path), "--grid", "9", "--no-progress", "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    exact = surface()
+    assert "precision" not in exact and "adaptive" not in exact["out"]
+    s = surface("--rtol", "0.05", "--plot")
+    p = s["precision"]
+    assert s["out"] != exact["out"] and s["done"] == 81 and p["rtol"] == 0.05 and p["seed"] == 0
+    assert p["exact_equivalent"] == 81 * run.bundle().train.x.shape[0] and p["savings"] > 1
+    assert p["example_evaluations"] * p["savings"] == pytest.approx(p["exact_equivalent"])
+    assert (tmp_path / s["out"] / "uncertainty.png").stat().st_size > 0 and "png_uncertainty" in s["files"]
+    res = SurfaceResult.load(s["files"]["result"])
+    assert abs(s["loss_at_origin"] - exact["loss_at_origin"]) < 1e-9  # the centre is on the exact lattice
+    assert res.exact[4, 4] and "stderr__loss" in res.arrays
+    assert surface("--rtol", "0.05")["precision"] == p  # rerun: the finished surface is reused
+    assert main(["surface", str(run.path), "--grid", "9", "--rtol", "-1", "--json"]) == 2
+    assert "losslab: error: precision rtol" in capsys.readouterr().err

@@ -4,8 +4,8 @@ A surface value is a mean over the :math:`N` examples, :math:`L(p) = \\frac1N \\
 Instead of evaluating all :math:`N` examples at every grid point, :class:`AdaptiveGrid` estimates
 it from a subsample with a **control variate**.
 
-**Reference points.** A coarse lattice of grid points (every ``coarse``-th index along each axis,
-plus the last) is evaluated exactly, keeping every per-example value
+**Reference points.** A coarse lattice of grid points (along each axis every ``coarse``-th index
+counted from the point nearest the centre, coordinate 0, plus both ends) is evaluated exactly, keeping every per-example value
 :math:`\\ell_i(c_k)`; these are computed once. For a point :math:`p` the control interpolates them:
 :math:`g_i(p) = \\sum_k w_k(p)\\, \\ell_i(c_k)` with :math:`w_k` the tensor-product Lagrange weights
 (in the grid's coordinates) of the 3 lattice nodes nearest to :math:`p` along each axis (fewer
@@ -248,11 +248,11 @@ _ALLOW = 0.5
 """The interpolation allowance of an unsplit cell: this fraction of the largest surplus at its corners."""
 
 
-def _lattice(n: int, step: int) -> np.ndarray:
-    idx = list(range(0, n, max(1, step)))
-    if idx[-1] != n - 1:
-        idx.append(n - 1)
-    return np.asarray(idx, dtype=np.int64)
+def _lattice(v: np.ndarray, step: int) -> np.ndarray:
+    """Every ``step``-th index from the one nearest coordinate 0 (the centre), plus both ends."""
+    n, step = v.size, max(1, int(step))
+    anchor = int(np.argmin(np.abs(v)))
+    return np.asarray(sorted({0, n - 1, *range(anchor % step, n, step)}), dtype=np.int64)
 
 
 def _pairs(lat: np.ndarray) -> list[tuple[int, int]]:
@@ -335,7 +335,7 @@ class AdaptiveGrid:
         self.interpolated = np.asarray(arrays.get("interpolated", np.zeros(size, bool))).reshape(-1).astype(bool)
         d = np.zeros(size, bool) if done is None else np.asarray(done, bool).reshape(-1)
         self.evaluated = d & ~self.interpolated
-        self.lat_x, self.lat_y = _lattice(self.nx, precision.coarse), _lattice(self.ny, precision.coarse)
+        self.lat_x, self.lat_y = _lattice(self.xs, precision.coarse), _lattice(self.ys, precision.coarse)
         self.lattice = np.array([j * self.nx + i for j in self.lat_y for i in self.lat_x], dtype=np.int64)
         self.ref = arrays.get("reference")
         if self.ref is not None and self.ref.shape != (self.lattice.size, self.n, m):
