@@ -292,3 +292,18 @@ def test_cli_rtol_atol(tmp_path, capsys):
     assert surface("--rtol", "0.05")["precision"] == p  # rerun: the finished surface is reused
     assert main(["surface", str(run.path), "--grid", "9", "--rtol", "-1", "--json"]) == 2
     assert "losslab: error: precision rtol" in capsys.readouterr().err
+
+
+def test_distributed_surface_stays_exact():
+    """One process: distributed_plane is plane (adaptive too); shared over ranks it refuses precision."""
+    from losslab.distributed import distributed_plane
+    from losslab.distributed._surface import _split
+
+    x, y = dataset(200)
+    m = mlp()
+    d = params.randn_like(params.get_point(m), generator=torch.Generator().manual_seed(0))
+    kw = dict(dx=d, dy=d, nx=5, ny=5, progress=False, precision=Precision(rtol=0.1, coarse=2))
+    a, b = distributed_plane(m, (x, y), **kw), plane(m, (x, y), **kw)
+    assert np.array_equal(a.metrics["loss"], b.metrics["loss"]) and a.meta["precision"] == b.meta["precision"]
+    with pytest.raises(LosslabError, match="distributed surface is exact"):
+        _split("plane", m, (x, y), kw)

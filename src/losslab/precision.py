@@ -65,18 +65,18 @@ BatchNorm statistics recomputed at each point couple every example of the set: a
 needs ``bn="eval"`` (or a model without BatchNorm).
 
 Example:
-    >>> import numpy as np, torch
-    >>> from torch import nn
-    >>> from losslab import params
+    >>> import torch
+    >>> from losslab.directions import random_plane
     >>> from losslab.surface import plane
-    >>> g = torch.Generator().manual_seed(0)
-    >>> model = nn.Linear(4, 3).double()
-    >>> x, y = torch.randn(400, 4, generator=g).double(), torch.randint(0, 3, (400,), generator=g)
-    >>> d1 = params.randn_like(params.get_point(model), generator=g)
-    >>> d2 = params.randn_like(params.get_point(model), generator=g)
-    >>> res = plane(model, (x, y), dx=d1, dy=d2, nx=9, ny=9, precision=Precision(rtol=0.02), progress=False)
-    >>> res.meta["precision"]["example_evaluations"] < res.meta["precision"]["exact_equivalent"]
-    True
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    >>> data = (torch.randn(500, 4), torch.randint(0, 3, (500,)))
+    >>> dx, dy = random_plane(net, normalization="filter", seed=0)
+    >>> res = plane(net, data, dx=dx, dy=dy, nx=9, ny=9, precision=Precision(rtol=0.05), progress=False)
+    >>> p = res.meta["precision"]
+    >>> p["example_evaluations"] < p["exact_equivalent"] == 81 * 500, bool(res.exact[4, 4])
+    (True, True)
 """
 from __future__ import annotations
 
@@ -612,7 +612,8 @@ def run_adaptive(result: Any, precision: Precision, ev: Any, coeffs: np.ndarray,
     import time
 
     from .evaluate import evaluate_examples
-    from .results import jsonable, progress_bar
+    from .results import jsonable
+    from .surface_result import BlockLog
 
     labels = ev.y.cpu().numpy() if (ev.y.dim() == 1 and not ev.y.is_floating_point()) else None
     grid = AdaptiveGrid(precision, result.x, result.y, ev.metric_names, labels, ev.n, metrics=result.metrics,
@@ -646,8 +647,8 @@ def run_adaptive(result: Any, precision: Precision, ev: Any, coeffs: np.ndarray,
 
     budget = _BIG if max_points is None else int(max_points)
     block = max(1, int(ev.points_per_chunk))
-    bar = progress_bar(int(np.prod(shape)), int(grid.evaluated.sum()), progress=progress, desc="adaptive", unit="pt")
-    since = 0
+    log = BlockLog(snapshot, int(np.prod(shape)), int(grid.evaluated.sum()), progress, "adaptive", checkpoint_path,
+                   checkpoint_every, callback)
     try:
         while evaluated < budget:
             wave = grid.plan()
@@ -659,20 +660,9 @@ def run_adaptive(result: Any, precision: Precision, ev: Any, coeffs: np.ndarray,
                     break
                 grid.evaluate(idx, values)
                 evaluated += len(idx)
-                since += 1
-                if bar is not None:
-                    bar.update(len(idx))
-                if checkpoint_path is not None and since >= int(checkpoint_every):
-                    snapshot().save(checkpoint_path)
-                    since = 0
-                if callback is not None:
-                    callback(snapshot())
+                log.block(len(idx))
         if not grid.plan():
             grid.finish()
     finally:
-        if bar is not None:
-            bar.close()
-    final = snapshot()
-    if checkpoint_path is not None:
-        final.save(checkpoint_path)
-    return final
+        log.close()
+    return log.final()

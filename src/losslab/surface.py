@@ -65,7 +65,7 @@ from .results import jsonable
 from . import params as P
 from .errors import LosslabError
 from .evaluate import Evaluator
-from .surface_result import FORMAT, FORMAT_VERSION, SurfaceResult  # noqa: F401 (re-exported)
+from .surface_result import FORMAT, FORMAT_VERSION, BlockLog, SurfaceResult  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .precision import Precision
@@ -526,8 +526,7 @@ def _run(
             result, metrics={k: v.copy() for k, v in metrics.items()}, done=done.copy(), meta=_jsonable(m)
         )
 
-    bar = _progress_bar(n, int(flat_done.sum()), progress, kind)
-    since_save = 0
+    log = BlockLog(snapshot, n, int(flat_done.sum()), progress, kind, checkpoint_path, checkpoint_every, callback)
     try:
         for idx in block_plan(flat_done, block, max_points):
             res = ev.evaluate_combinations(coeffs[idx], basis, base)
@@ -535,21 +534,10 @@ def _run(
                 flat_metrics[k][idx] = res[k]
             flat_done[idx] = True
             evaluated += int(idx.size)
-            since_save += 1
-            if bar is not None:
-                bar.update(int(idx.size))
-            if checkpoint_path is not None and since_save >= int(checkpoint_every):
-                snapshot().save(checkpoint_path)
-                since_save = 0
-            if callback is not None:
-                callback(snapshot())
+            log.block(int(idx.size))
     finally:
-        if bar is not None:
-            bar.close()
-    final = snapshot()
-    if checkpoint_path is not None:
-        final.save(checkpoint_path)
-    return final
+        log.close()
+    return log.final()
 
 
 def bundle_settings(bundle: Any, split: str = "train") -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from ._io import atomic_savez, atomic_write_json
 from .errors import LosslabError
 from .results import Result, jsonable, load_arrays, result_paths
 
-__all__ = ["SurfaceResult", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["SurfaceResult", "FORMAT", "FORMAT_VERSION", "BlockLog"]
 
 FORMAT = "losslab.surface"
 FORMAT_VERSION = 1
@@ -196,3 +196,46 @@ class SurfaceResult(Result):
             desc.get("meta", {}),
             {k[len("array__"):]: v for k, v in arrays.items() if k.startswith("array__")},
         )
+
+
+class BlockLog:
+    """The bookkeeping after each block of a surface run: the progress bar, the checkpoint every
+    ``checkpoint_every`` blocks and the callback; at the end, the final result saved.
+
+    Args:
+        snapshot: returns the current (partial) result.
+        total, initial, progress, desc: the progress bar (:func:`losslab.results.progress_bar`).
+        checkpoint_path, checkpoint_every, callback: as in :func:`losslab.surface.plane`.
+    """
+
+    def __init__(self, snapshot: Callable[[], SurfaceResult], total: int, initial: int, progress: bool, desc: str,
+                 checkpoint_path: str | Path | None, checkpoint_every: int,
+                 callback: Callable[[SurfaceResult], None] | None) -> None:
+        from .results import progress_bar
+
+        self.snapshot, self.path, self.every, self.callback = snapshot, checkpoint_path, int(checkpoint_every), callback
+        self.bar = progress_bar(total, initial, progress=progress, desc=desc, unit="pt")
+        self.since = 0
+
+    def block(self, points: int) -> None:
+        """A block of ``points`` points is done."""
+        self.since += 1
+        if self.bar is not None:
+            self.bar.update(points)
+        if self.path is not None and self.since >= self.every:
+            self.snapshot().save(self.path)
+            self.since = 0
+        if self.callback is not None:
+            self.callback(self.snapshot())
+
+    def close(self) -> None:
+        """Close the progress bar (call it in a ``finally``)."""
+        if self.bar is not None:
+            self.bar.close()
+
+    def final(self) -> SurfaceResult:
+        """The final result, saved to the checkpoint path if there is one."""
+        out = self.snapshot()
+        if self.path is not None:
+            out.save(self.path)
+        return out
