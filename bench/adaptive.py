@@ -147,8 +147,9 @@ def figure(path: str, name: str, exact: Any, adaptive: Any, summary: dict[str, A
     e = exact.metrics["loss"]
     levels = np.linspace(float(e.min()), float(e.max()), 25)
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.8), constrained_layout=True)
-    ContourDisplay.from_result(exact, ax=ax[0], kind="contourf", levels=levels, colorbar=False)
-    ContourDisplay.from_result(adaptive, ax=ax[1], kind="contourf", levels=levels)
+    lim = dict(kind="contourf", levels=levels, vmin=levels[0], vmax=levels[-1])  # the same colours; extend both ends
+    ContourDisplay.from_result(exact, ax=ax[0], colorbar=False, **lim)
+    ContourDisplay.from_result(adaptive, ax=ax[1], **lim)
     gy, gx = np.meshgrid(adaptive.y, adaptive.x, indexing="ij")
     ev = ~adaptive.interpolated
     ax[1].scatter(gx[ev & ~adaptive.exact], gy[ev & ~adaptive.exact], s=2, color="white", linewidths=0)
