@@ -61,7 +61,7 @@ def part_connect(out: Path, *, width: int, epochs: int, curve_epochs: int, neb: 
     pb = params.get_point(runs[1].build_model(), buffers=True)
 
     C.log("linear path")
-    t = C.timed(lambda: linear_path(model, pa, pb, bundle, num=25))
+    t = C.timed(lambda: linear_path(model, bundle, point_a=pa, point_b=pb, num=25))
     lin = t.value
     b_lin = lin.barrier("error")
     res["linear"] = {"test_error_barrier": b_lin, "test_error_barrier_interp": lin.barrier("error", kind="interp"),
@@ -70,7 +70,7 @@ def part_connect(out: Path, *, width: int, epochs: int, curve_epochs: int, neb: 
                      "points": 25, "seconds": round(t.wall, 2)}
 
     C.log("bezier curve")
-    t = C.timed(lambda: train_curve(model, pa, pb, bundle, kind="bezier", num_bends=1, epochs=curve_epochs, lr=0.05,
+    t = C.timed(lambda: train_curve(model, bundle, point_a=pa, point_b=pb, kind="bezier", num_bends=1, epochs=curve_epochs, lr=0.05,
                                     batch_size=128, seed=0, num=61))
     cur = t.value
     b_cur = cur.path.barrier("error")
@@ -82,9 +82,9 @@ def part_connect(out: Path, *, width: int, epochs: int, curve_epochs: int, neb: 
 
     C.log("weight matching + aligned linear path")
     t0 = time.perf_counter()
-    al = align(model, pa, pb, check_inputs=bundle.train.x[:512])
+    al = align(model, bundle.train.x[:512], point_a=pa, point_b=pb)
     align_s = time.perf_counter() - t0
-    t = C.timed(lambda: linear_path(model, pa, al.point_b_aligned, bundle, num=25))
+    t = C.timed(lambda: linear_path(model, bundle, point_a=pa, point_b=al.point_b_aligned, num=25))
     ali = t.value
     b_ali = ali.barrier("error")
     res["aligned"] = {"test_error_barrier": b_ali, "test_error_barrier_interp": ali.barrier("error", kind="interp"),
@@ -97,7 +97,7 @@ def part_connect(out: Path, *, width: int, epochs: int, curve_epochs: int, neb: 
     if neb:
         C.log("AutoNEB (4 cycles)")
         cycles = [NEBCycle(60, 0.05, 3, "equal"), NEBCycle(60, 0.05, 2), NEBCycle(60, 0.005, 2), NEBCycle(60, 0.005, 2)]
-        t = C.timed(lambda: neb_path(model, pa, pb, bundle, cycles=cycles, batch_size=128, seed=0))
+        t = C.timed(lambda: neb_path(model, bundle, point_a=pa, point_b=pb, cycles=cycles, batch_size=128, seed=0))
         r = t.value
         res["neb"] = {"test_error_barrier": r.path.barrier("error"), "test_loss_barrier": r.path.barrier("loss"),
                       "train_loss_saddle": r.saddle_value, "train_loss_linear_saddle": r.linear_saddle,

@@ -147,7 +147,7 @@ def check_hvp(model: nn.Module, data: tuple, device: torch.device) -> dict[str, 
     from losslab.curvature import HessianOperator, lanczos_eigs
 
     loss = nn.CrossEntropyLoss()
-    H = HessianOperator(model, loss, data, batch_size=24)
+    H = HessianOperator(model, data, loss=loss, batch_size=24)
     n = H.shape[0]
     V = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     ref = H @ V
@@ -156,12 +156,12 @@ def check_hvp(model: nn.Module, data: tuple, device: torch.device) -> dict[str, 
     out: dict[str, Any] = {"n": n}
     worst = 0.0
     for backend in ("reuse", "fresh", "jvp"):
-        Hd = HessianOperator(m, loss, d, batch_size=24, backend=backend)
+        Hd = HessianOperator(m, d, loss=loss, batch_size=24, backend=backend)
         got = Hd @ V.to(device)
         err = float(((got.cpu() - ref).norm() / ref.norm()))
         out[f"{backend}_rel_err"] = err
         worst = max(worst, err)
-    Hd = HessianOperator(m, loss, d, batch_size=24)
+    Hd = HessianOperator(m, d, loss=loss, batch_size=24)
     eig = lanczos_eigs(Hd, k=2, seed=0)
     out["lanczos_top2"] = eig.eigenvalues.tolist()
     out["lanczos_top2_ref"] = ref_eig.tolist()
@@ -183,8 +183,8 @@ def check_process_group(model: nn.Module, data: tuple, device: torch.device) -> 
     try:
         loss = nn.CrossEntropyLoss()
         m, d = on_device(model, data, device)
-        H = HessianOperator(m, loss, d, batch_size=24)
-        W = DistributedOperator(HessianOperator(m, loss, d, batch_size=24))
+        H = HessianOperator(m, d, loss=loss, batch_size=24)
+        W = DistributedOperator(HessianOperator(m, d, loss=loss, batch_size=24))
         v = torch.randn(H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(device)
         err = float((W @ v - H @ v).abs().max())
         t_cpu = all_reduce_sum(torch.ones(3, dtype=torch.float64))
@@ -219,7 +219,7 @@ def check_two_ranks(device: torch.device, smoke: bool, timeout: float) -> dict[s
     model, data = tiny_problems()["resnet_bn"]
     dx, dy = directions(model)
     ref = plane(model, data, dx=dx, dy=dy, nx=6, ny=5, points_per_chunk=3, strategy="loop", progress=False)
-    H = HessianOperator(model, nn.CrossEntropyLoss(), data, batch_size=24)
+    H = HessianOperator(model, data, loss=nn.CrossEntropyLoss(), batch_size=24)
     v = torch.randn(H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     surf_err = float(np.max(np.abs(np.asarray(got["loss"]) - ref.metrics["loss"])))
     hvp_err = float(np.max(np.abs(np.asarray(got["hv"]) - (H @ v).numpy())))
@@ -238,7 +238,7 @@ def two_rank_worker(args: argparse.Namespace) -> int:
     res = distributed_plane(model, data, dx=dx, dy=dy, nx=6, ny=5, points_per_chunk=3, strategy="loop",
                             progress=False, device=ctx.device)
     m, d = on_device(model, shard(data, sizes=[20, 44]), ctx.device)
-    H = DistributedOperator(HessianOperator(m, nn.CrossEntropyLoss(), d, batch_size=24))
+    H = DistributedOperator(HessianOperator(m, d, loss=nn.CrossEntropyLoss(), batch_size=24))
     v = torch.randn(H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     hv = (H @ v.to(ctx.device)).cpu()
     if ctx.is_root:
@@ -356,17 +356,17 @@ def hvp_speed(model: nn.Module, data: tuple, desc: str, device: torch.device, bu
     m, d = on_device(model, data, device)
     loss = nn.CrossEntropyLoss()
     out: dict[str, Any] = {"data": desc, "n_examples": int(d[0].shape[0])}
-    out["gradient_s"] = timed_median(lambda: gradient(m, loss, d), device, 5)
+    out["gradient_s"] = timed_median(lambda: gradient(m, d, loss=loss), device, 5)
     for backend in ("reuse", "fresh", "jvp"):
         if not budget.allows(f"hvp {name} {backend}", 5.0):
             continue
-        H = HessianOperator(m, loss, d, backend=backend)
+        H = HessianOperator(m, d, loss=loss, backend=backend)
         v = torch.randn(H.shape[0], generator=torch.Generator().manual_seed(0)).to(device)
         s = timed_median(lambda: H @ v, device, 5)
         out[backend] = {"seconds_per_hvp": s, "hvp_over_gradient": s / out["gradient_s"]}
     out["parameters"] = int(sum(p.numel() for p in m.parameters()))
     if budget.allows(f"lanczos {name}", 10.0):
-        H = HessianOperator(m, loss, d)
+        H = HessianOperator(m, d, loss=loss)
         sync(device)
         t = time.perf_counter()
         e = lanczos_eigs(H, k=1, seed=0, tol=1e-4, max_iter=60)

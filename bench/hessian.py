@@ -80,10 +80,10 @@ def bench_hvp(model, x, y, repeats: int) -> dict[str, Any]:
     n = sum(p.numel() for p in params)
     v = torch.randn(n, generator=torch.Generator().manual_seed(1))
     ops = {
-        "hessian_reuse": HessianOperator(model, F.cross_entropy, (x, y), backend="reuse"),
-        "hessian_fresh": HessianOperator(model, F.cross_entropy, (x, y), backend="fresh"),
-        "hessian_jvp": HessianOperator(model, F.cross_entropy, (x, y), backend="jvp"),
-        "ggn_auto": GGNOperator(model, F.cross_entropy, (x, y)),
+        "hessian_reuse": HessianOperator(model, (x, y), loss=F.cross_entropy, backend="reuse"),
+        "hessian_fresh": HessianOperator(model, (x, y), loss=F.cross_entropy, backend="fresh"),
+        "hessian_jvp": HessianOperator(model, (x, y), loss=F.cross_entropy, backend="jvp"),
+        "ggn_auto": GGNOperator(model, (x, y), loss=F.cross_entropy),
     }
     calls: dict[str, Any] = {"gradient": grad}
     calls.update({name: (lambda op=op: op @ v) for name, op in ops.items()})
@@ -141,10 +141,10 @@ def bench_lambda_max(model, x, y, seeds: int, max_iter: int) -> dict[str, Any]:
     from losslab.curvature import HessianOperator, lanczos_eigs
 
     C.log("lambda_max reference (float64)")
-    op64 = HessianOperator(model, F.cross_entropy, (x, y), dtype=torch.float64)
+    op64 = HessianOperator(model, (x, y), loss=F.cross_entropy, dtype=torch.float64)
     r = lanczos_eigs(op64, k=2, tol=1e-10, seed=123)
     lam, lam2 = float(r.eigenvalues[0]), float(r.eigenvalues[1])
-    op = HessianOperator(model, F.cross_entropy, (x, y))
+    op = HessianOperator(model, (x, y), loss=F.cross_entropy)
     n = op.shape[0]
     lz, lz_stop, pw, pw_stop = [], [], [], []
     for s in range(seeds):
@@ -177,7 +177,7 @@ def bench_lambda_max(model, x, y, seeds: int, max_iter: int) -> dict[str, Any]:
 def bench_trace(model, x, y, trials: int, probes: int) -> dict[str, Any]:
     from losslab.curvature import HessianOperator, hutchinson_trace, hutchpp_trace
 
-    op = HessianOperator(model, F.cross_entropy, (x, y))
+    op = HessianOperator(model, (x, y), loss=F.cross_entropy)
     est, se = [], []
     for t in range(trials):
         r = hutchinson_trace(op, num_probes=probes, seed=10_000 + t, return_frobenius=False)

@@ -69,9 +69,9 @@ def stiffness_case(out: Path) -> dict[str, Any]:
     steps = [s for s, _ in run.checkpoints()]
     for name, step in (("init", steps[0]), ("final", steps[-1])):
         model = run.build_model(step)
-        t = C.timed(lambda: stiffness(model, None, bundle.train, n_per_class=20, seed=0))
+        t = C.timed(lambda: stiffness(model, bundle.train, n_per_class=20, seed=0))
         r = t.value
-        noise = gradient_noise(model, None, bundle.train, n_examples=512, k=5, seed=0)
+        noise = gradient_noise(model, bundle.train, n_examples=512, k=5, seed=0)
         res[name] = {"step": step, **{k: r.summary[k] for k in ("within_cos", "between_cos", "within_sign",
                                                                  "between_sign", "gap_cos", "zero_crossing_distance")},
                      "b_simple": noise.b_simple, "top_cov_eigs": noise.eigenvalues[:3].tolist(),
@@ -131,7 +131,7 @@ def timing_case() -> dict[str, Any]:
     b = data.load("digits")
     model = models.build("mlp", input_shape=tuple(b.input_shape), num_classes=10, seed=0, width=128, depth=2)
     x, y = b.train.x[:200], b.train.y[:200]
-    per_example_grads(model, None, x[:8], y[:8])  # warm-up
+    per_example_grads(model, (x[:8], y[:8]))  # warm-up
 
     def loop() -> torch.Tensor:
         rows = []
@@ -142,7 +142,7 @@ def timing_case() -> dict[str, Any]:
         model.zero_grad()
         return torch.stack(rows)
 
-    tv = [C.timed(lambda: per_example_grads(model, None, x, y)) for _ in range(3)]
+    tv = [C.timed(lambda: per_example_grads(model, (x, y))) for _ in range(3)]
     tl = [C.timed(loop) for _ in range(3)]
     diff = float((tv[0].value - tl[0].value).abs().max())
     wv, wl = C.median(t.wall for t in tv), C.median(t.wall for t in tl)

@@ -43,7 +43,7 @@ def test_reshapes_before_the_first_and_after_the_last_layer_are_derived():
     spec = spec_for(m)
     assert set(spec.tensors) >= {"conv1.weight", "conv2.weight", "fc.weight"} and len(spec.groups) == 2
     x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
-    res = align(m, _points(m, 1), _points(m, 2), check_inputs=x)
+    res = align(m, x, point_a=_points(m, 1), point_b=_points(m, 2))
     assert res.verified and res.max_abs_output_diff < 1e-5
     with pytest.raises(LosslabError, match="between layers"):
         spec_for(HiddenReshape())
@@ -53,9 +53,9 @@ def test_tolerance_scales_with_the_outputs_and_float64_decides():
     m = UnsqueezeCNN(out_scale=1e3)  # logits of magnitude ~1e3-1e4: float32 rounding is ~1e-4 absolute
     x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
     a, b = _points(m, 1), _points(m, 2)
-    res = align(m, a, b, check_inputs=x)  # atol 1e-5 + rtol 1e-5 x max|out|
+    res = align(m, x, point_a=a, point_b=b)  # atol 1e-5 + rtol 1e-5 x max|out|
     assert res.verified
-    strict = align(m, a, b, check_inputs=x, atol=0.0, rtol=0.0)  # float32 fails, the float64 recheck passes
+    strict = align(m, x, point_a=a, point_b=b, atol=0.0, rtol=0.0)  # float32 fails, the float64 recheck passes
     assert strict.verified and strict.float64_output_diff < 1e-9 * 1e5 and res.float64_output_diff is None
     with torch.no_grad():
         scale = float(params.call(m, b, x).abs().max())
@@ -64,7 +64,7 @@ def test_tolerance_scales_with_the_outputs_and_float64_decides():
     spec = spec_for(m)
     wrong = {g: [e for e in entries if not e[0].startswith("fc.")] for g, entries in spec.groups.items()}
     with pytest.raises(LosslabError, match="in float64.*spec is wrong"):
-        align(m, a, b, check_inputs=x, spec=wrong, atol=0.0, rtol=0.0)
+        align(m, x, point_a=a, point_b=b, spec=wrong, atol=0.0, rtol=0.0)
 
 
 NETS = """

@@ -115,7 +115,7 @@ def test_evaluator_and_hessian_measure_the_module_inside_a_wrapper():
         wrapped = [nn.DataParallel(inner), torch.compile(inner)]
     ref = Evaluator(inner, (x, y)).evaluate({})["loss"]
     v = torch.randn(sum(p.numel() for p in inner.parameters()), dtype=torch.float64)
-    hv = HessianOperator(inner, nn.CrossEntropyLoss(), (x, y)) @ v
+    hv = HessianOperator(inner, (x, y), loss=nn.CrossEntropyLoss()) @ v
     for w in wrapped:
         assert Evaluator(w, (x, y)).evaluate({})["loss"] == ref
-        assert torch.equal(HessianOperator(w, nn.CrossEntropyLoss(), (x, y)) @ v, hv)
+        assert torch.equal(HessianOperator(w, (x, y), loss=nn.CrossEntropyLoss()) @ v, hv)

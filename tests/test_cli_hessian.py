@@ -56,7 +56,7 @@ def test_hessian_cli_values_files_and_cache(run, capsys, tmp_path):
     # λ1 agrees with a direct computation on the same examples (float64 reference)
     bundle = run.bundle()
     data = subset(bundle.train, 400, 0)
-    H = HessianOperator(run.build_model(), loss_fn_for(bundle.num_classes), data, dtype=torch.float64)
+    H = HessianOperator(run.build_model(), data, loss=loss_fn_for(bundle.num_classes), dtype=torch.float64)
     ref = lanczos_eigs(H, k=1, tol=1e-9, seed=1)
     assert ev[0] == pytest.approx(float(ref.eigenvalues[0]), rel=1e-4)
     assert s["loss"] == pytest.approx(H.loss(), rel=1e-5)

@@ -98,8 +98,8 @@ def test_build_hessian_directions_are_the_top_eigenvectors():
 
     model, data = tiny()
     w = P.get_point(model)
-    b = D.build("hessian", w, dim=2, model=model, loss_fn=loss_fn_for(3), data=data, seed=0)
-    op = HessianOperator(model, loss_fn_for(3), data, batch_size=4096)
+    b = D.build("hessian", w, dim=2, model=model, loss=loss_fn_for(3), data=data, seed=0)
+    op = HessianOperator(model, data, loss=loss_fn_for(3), batch_size=4096)
     ref = lanczos_eigs(op, k=2, which="LA", seed=0, tol=1e-4)
     for i, d in enumerate(b.directions):
         assert d.meta["eigenvalue"] == float(ref.eigenvalues[i]) and d.meta["kind"] == "hessian"
@@ -177,8 +177,8 @@ def test_hessian_analysis_values_and_cache(tmp_path):
     kw = dict(out=tmp_path, point={"id": "tiny"}, seed=1, subset=30, top_k=2, probes=4,
               skip=("epsilon", "adaptive", "basin", "negative"), density=True, density_probes=2, density_steps=8,
               header={"model": "tiny"})
-    s = hessian_analysis(model, loss_fn_for(3), (x, y), **kw)
-    op = HessianOperator(model, loss_fn_for(3), (x, y))
+    s = hessian_analysis(model, (x, y), loss=loss_fn_for(3), **kw)
+    op = HessianOperator(model, (x, y), loss=loss_fn_for(3))
     ref = lanczos_eigs(op, k=2, which="LA", tol=1e-4, seed=1)
     assert s["eigenvalues"] == ref.eigenvalues.tolist() and s["lambda_max"] == s["eigenvalues"][0]
     assert s["trace"] == hutchinson_trace(op, num_probes=4, seed=1).trace
@@ -186,12 +186,12 @@ def test_hessian_analysis_values_and_cache(tmp_path):
     assert s["cached"] == {"loss": False, "topk": False, "trace": False, "slq": False} and not s["all_cached"]
     assert Path(s["density"]["png"]).is_file() and Path(s["files"]["eigenvectors"]).is_file()
     assert json.loads((tmp_path / "hessian.json").read_text()) == json.loads(json.dumps(s))
-    again = hessian_analysis(model, loss_fn_for(3), (x, y), **kw)
+    again = hessian_analysis(model, (x, y), loss=loss_fn_for(3), **kw)
     assert again["all_cached"] and again["eigenvalues"] == s["eigenvalues"] and again["trace"] == s["trace"]
-    other = hessian_analysis(model, loss_fn_for(3), (x, y), **{**kw, "point": {"id": "other"}})
+    other = hessian_analysis(model, (x, y), loss=loss_fn_for(3), **{**kw, "point": {"id": "other"}})
     assert not any(other["cached"].values())  # the point is part of every key
     with pytest.raises(LosslabError, match="unknown parts"):
-        hessian_analysis(model, loss_fn_for(3), (x, y), **{**kw, "skip": ("everything",)})
+        hessian_analysis(model, (x, y), loss=loss_fn_for(3), **{**kw, "skip": ("everything",)})
 
 
 # ---------------------------------------------------------------- the Display contract
@@ -229,7 +229,7 @@ class _Instability:
 
 
 def _samples():
-    from losslab.goldilocks import CELL_METRICS, GoldilocksResult
+    from losslab.subspace.goldilocks import CELL_METRICS, GoldilocksResult
     from losslab.subspace.intrinsic import IntrinsicDimResult
 
     g = torch.Generator().manual_seed(0)
@@ -239,7 +239,7 @@ def _samples():
     from losslab.train import loss_fn_for
 
     model, data = tiny()
-    slq = slq_density(HessianOperator(model, loss_fn_for(3), data), num_probes=2, lanczos_steps=6, seed=0)
+    slq = slq_density(HessianOperator(model, data, loss=loss_fn_for(3)), num_probes=2, lanczos_steps=6, seed=0)
     steps = np.array([0, 1, 3, 7])
     records = [{"step": int(s), "lambda_max": 1.0 + s, "two_over_lr": 20.0, "grad_cov_top": 0.5 + s,
                 "b_simple": 10.0 + s, "b_simple_unbiased": 9.0 + s, "trace_cov": 2.0 + s, "grad_norm_sq": 0.3,

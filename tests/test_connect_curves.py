@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from losslab import models, params
+from losslab import params
 from losslab.connect import CurveResult, bezier_coefficients, curve_coefficients, linear_path, polychain_coefficients
 from losslab.connect import curves as curves_module
 from losslab.connect import train_curve
 from losslab.connect.curves import curve_points, garipov_lr
 from losslab.errors import LosslabError
+
+from cases import zoo_mlp
 
 
 def _data(n=96, d=6, c=3, seed=0, dtype=torch.float64):
@@ -24,7 +26,7 @@ def _data(n=96, d=6, c=3, seed=0, dtype=torch.float64):
 
 
 def _mlp(seed, norm=None, dtype=torch.float64, width=8):
-    return models.build("mlp", input_shape=(6,), num_classes=3, seed=seed, width=width, depth=2, norm=norm).to(dtype)
+    return zoo_mlp(seed, input_dim=6, num_classes=3, width=width, depth=2, norm=norm, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------- coefficients
@@ -99,8 +101,8 @@ def test_untrained_curve_is_the_linear_path_and_endpoints_are_fixed():
     x, y = _data()
     ma, mb = _mlp(0), _mlp(1)
     for kind in ("bezier", "polychain"):
-        c = train_curve(ma, ma, mb, (x, y), kind=kind, num_bends=2, epochs=0, num=7)
-        lin = linear_path(ma, ma, mb, (x, y), num=7)
+        c = train_curve(ma, (x, y), point_a=ma, point_b=mb, kind=kind, num_bends=2, epochs=0, num=7)
+        lin = linear_path(ma, (x, y), point_a=ma, point_b=mb, num=7)
         np.testing.assert_allclose(c.path.metrics["train"]["loss"], lin.metrics["train"]["loss"], rtol=1e-10)
         assert c.path.metrics["train"]["loss"][0] == lin.metrics["train"]["loss"][0]
         assert c.path.metrics["train"]["loss"][-1] == lin.metrics["train"]["loss"][-1]
@@ -128,8 +130,8 @@ def test_train_curve_lowers_the_path_keeps_endpoints_and_model(tmp_path):
         pts.append(params.get_point(m))
     model = _mlp(0, width=16)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    lin = linear_path(model, pts[0], pts[1], (x, y), test_data=(xt, yt), num=21)
-    c = train_curve(model, pts[0], pts[1], (x, y), test_data=(xt, yt), epochs=15, lr=0.1, batch_size=32, seed=0, num=21)
+    lin = linear_path(model, (x, y), point_a=pts[0], point_b=pts[1], test_data=(xt, yt), num=21)
+    c = train_curve(model, (x, y), point_a=pts[0], point_b=pts[1], test_data=(xt, yt), epochs=15, lr=0.1, batch_size=32, seed=0, num=21)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
     for k in pts[0]:
@@ -150,8 +152,8 @@ def test_train_curve_lowers_the_path_keeps_endpoints_and_model(tmp_path):
     torch.testing.assert_close(mid["fc0.weight"], 0.25 * pts[0]["fc0.weight"] + 0.5 * c.control_points[1]["fc0.weight"]
                                + 0.25 * pts[1]["fc0.weight"])
     # deterministic for a seed; save/load round trip
-    c2 = train_curve(model, pts[0], pts[1], (x, y), epochs=2, lr=0.1, batch_size=32, seed=3, num=5)
-    c3 = train_curve(model, pts[0], pts[1], (x, y), epochs=2, lr=0.1, batch_size=32, seed=3, num=5)
+    c2 = train_curve(model, (x, y), point_a=pts[0], point_b=pts[1], epochs=2, lr=0.1, batch_size=32, seed=3, num=5)
+    c3 = train_curve(model, (x, y), point_a=pts[0], point_b=pts[1], epochs=2, lr=0.1, batch_size=32, seed=3, num=5)
     assert all(torch.equal(c2.control_points[1][k], c3.control_points[1][k]) for k in pts[0])
     c.save(tmp_path / "curve")
     back = CurveResult.load(tmp_path / "curve")
@@ -164,11 +166,11 @@ def test_train_curve_with_batchnorm_recomputes_and_never_mutates():
     x, y = _data(n=64)
     ma, mb = _mlp(0, norm="bn"), _mlp(1, norm="bn")
     before = {k: v.clone() for k, v in ma.state_dict().items()}
-    c = train_curve(ma, ma, mb, (x, y), kind="polychain", epochs=2, lr=0.05, batch_size=16, num=5)
+    c = train_curve(ma, (x, y), point_a=ma, point_b=mb, kind="polychain", epochs=2, lr=0.05, batch_size=16, num=5)
     assert c.path.meta["bn"] == "recompute"
     for k, v in ma.state_dict().items():
         assert torch.equal(v, before[k])
-    lin = linear_path(ma, ma, mb, (x, y), num=5)
+    lin = linear_path(ma, (x, y), point_a=ma, point_b=mb, num=5)
     assert c.path.metrics["train"]["loss"][0] == pytest.approx(lin.metrics["train"]["loss"][0], rel=1e-12)
 
 
@@ -176,15 +178,15 @@ def test_train_curve_errors():
     x, y = _data(n=16)
     m = _mlp(0)
     with pytest.raises(LosslabError, match="num_bends >= 1"):
-        train_curve(m, m, _mlp(1), (x, y), num_bends=0, epochs=1)
+        train_curve(m, (x, y), point_a=m, point_b=_mlp(1), num_bends=0, epochs=1)
     with pytest.raises(LosslabError, match="unknown curve kind"):
-        train_curve(m, m, _mlp(1), (x, y), kind="spline", epochs=1)
+        train_curve(m, (x, y), point_a=m, point_b=_mlp(1), kind="spline", epochs=1)
     with pytest.raises(LosslabError, match="lr > 0"):
-        train_curve(m, m, _mlp(1), (x, y), lr=0.0, epochs=1)
+        train_curve(m, (x, y), point_a=m, point_b=_mlp(1), lr=0.0, epochs=1)
     bad = x.clone()
     bad[0, 0] = float("inf")
     with pytest.raises(LosslabError, match="diverged"):
-        train_curve(m, m, _mlp(1), (bad, y), epochs=1, batch_size=16)
+        train_curve(m, (bad, y), point_a=m, point_b=_mlp(1), epochs=1, batch_size=16)
     assert math.isfinite(garipov_lr(1.0, 1, 1))
 
 

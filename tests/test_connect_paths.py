@@ -17,14 +17,15 @@ from losslab.connect.paths import interpolate
 from losslab.errors import LosslabError
 from losslab.evaluate import Evaluator
 
+from cases import tiny_data, zoo_mlp
+
 
 def _data(n=48, d=6, c=3, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g, dtype=dtype), torch.randint(0, c, (n,), generator=g)
+    return tiny_data(n, d, c, seed, dtype)
 
 
 def _mlp(seed, norm=None, dtype=torch.float64):
-    return models.build("mlp", input_shape=(6,), num_classes=3, seed=seed, width=8, depth=2, norm=norm).to(dtype)
+    return zoo_mlp(seed, input_dim=6, num_classes=3, width=8, depth=2, norm=norm, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------------ barriers
@@ -76,7 +77,7 @@ def test_linear_path_endpoints_reproduce_models_exactly():
     x, y = _data()
     xt, yt = _data(seed=1)
     ma, mb = _mlp(0), _mlp(1)
-    res = linear_path(ma, ma, mb, (x, y), test_data=(xt, yt), num=25, strategy="loop")
+    res = linear_path(ma, (x, y), point_a=ma, point_b=mb, test_data=(xt, yt), num=25, strategy="loop")
     assert res.alphas.shape == (25,) and res.alphas[0] == 0.0 and res.alphas[-1] == 1.0
     for split, (xx, yy) in (("train", (x, y)), ("test", (xt, yt))):
         ev = Evaluator(ma, (xx, yy), strategy="loop")
@@ -105,11 +106,11 @@ def test_linear_path_endpoints_reproduce_models_exactly():
 def test_linear_path_to_itself_is_flat_and_vmap_matches_loop():
     x, y = _data()
     m = _mlp(0)
-    res = linear_path(m, m, m, (x, y), num=7, strategy="loop")
+    res = linear_path(m, (x, y), point_a=m, point_b=m, num=7, strategy="loop")
     assert np.all(res.metrics["train"]["loss"] == res.metrics["train"]["loss"][0])
     assert res.barrier("loss", split="train") == 0.0 and res.barrier("error", split="train", kind="interp") == 0.0
-    r1 = linear_path(m, m, _mlp(1), (x, y), num=9, strategy="loop")
-    r2 = linear_path(m, m, _mlp(1), (x, y), num=9, strategy="vmap")
+    r1 = linear_path(m, (x, y), point_a=m, point_b=_mlp(1), num=9, strategy="loop")
+    r2 = linear_path(m, (x, y), point_a=m, point_b=_mlp(1), num=9, strategy="vmap")
     np.testing.assert_allclose(r1.metrics["train"]["loss"], r2.metrics["train"]["loss"], rtol=1e-12)
 
 
@@ -122,7 +123,7 @@ def test_linear_path_bn_recomputes_statistics_and_does_not_mutate():
         for m in (ma, mb):
             m.norm0.running_mean.fill_(3.0)
     before = {k: v.clone() for k, v in ma.state_dict().items()}
-    res = linear_path(ma, ma, mb, (x, y), test_data=(xt, yt), num=5)
+    res = linear_path(ma, (x, y), point_a=ma, point_b=mb, test_data=(xt, yt), num=5)
     assert res.meta["bn"] == "recompute"
     for k, v in ma.state_dict().items():
         assert torch.equal(v, before[k])
@@ -132,7 +133,7 @@ def test_linear_path_bn_recomputes_statistics_and_does_not_mutate():
     ev_stale = Evaluator(ma, (xt, yt), bn="eval")
     assert res.metrics["test"]["loss"][0] != pytest.approx(ev_stale.evaluate(params.get_point(ma))["loss"], rel=1e-6)
     # bn="eval" interpolates the stored (float) statistics like parameters
-    r_eval = linear_path(ma, ma, mb, (x, y), num=3, bn="eval")
+    r_eval = linear_path(ma, (x, y), point_a=ma, point_b=mb, num=3, bn="eval")
     pa, pb = params.get_point(ma, buffers=True), params.get_point(mb, buffers=True)
     mid = {k: (0.5 * pa[k] + 0.5 * pb[k]) if pa[k].is_floating_point() else pa[k] for k in pa}
     assert r_eval.metrics["train"]["loss"][1] == pytest.approx(Evaluator(ma, (x, y), bn="eval").evaluate(mid)["loss"], rel=1e-12)
@@ -144,28 +145,28 @@ def test_linear_path_bundle_splits_and_errors():
     x, y = _data(n=40)
     m = _mlp(0)
     bundle = from_tensors(x[:30], y[:30], x_test=x[30:], y_test=y[30:], num_classes=3)
-    r = linear_path(m, m, _mlp(1), bundle, num=4)
+    r = linear_path(m, bundle, point_a=m, point_b=_mlp(1), num=4)
     assert r.splits == ["train", "test"]
-    r = linear_path(m, m, _mlp(1), bundle, num=4, splits=("test",))
+    r = linear_path(m, bundle, point_a=m, point_b=_mlp(1), num=4, splits=("test",))
     assert r.splits == ["test"]
-    r = linear_path(m, m, _mlp(1), bundle, alphas=[-0.5, 0.0, 1.0, 1.5])
+    r = linear_path(m, bundle, point_a=m, point_b=_mlp(1), alphas=[-0.5, 0.0, 1.0, 1.5])
     assert r.alphas.tolist() == [-0.5, 0.0, 1.0, 1.5]
     # barriers between the true endpoints (alpha 0 and 1), not the extrapolated ends
     assert r.barriers["train"]["loss"]["start"] == r.metrics["train"]["loss"][1]
     assert r.barriers["train"]["loss"]["end"] == r.metrics["train"]["loss"][2]
     with pytest.raises(LosslabError, match="num must be >= 2"):
-        linear_path(m, m, m, (x, y), num=1)
+        linear_path(m, (x, y), point_a=m, point_b=m, num=1)
     with pytest.raises(LosslabError, match="different keys|lacks"):
-        linear_path(m, m, models.build("mlp", input_shape=(6,), num_classes=3, width=8, depth=1).double(), (x, y))
+        linear_path(m, (x, y), point_a=m, point_b=models.build("mlp", input_shape=(6,), num_classes=3, width=8, depth=1).double())
     with pytest.raises(LosslabError, match="differ in shape"):
-        linear_path(m, m, models.build("mlp", input_shape=(6,), num_classes=3, width=9, depth=2).double(), (x, y))
+        linear_path(m, (x, y), point_a=m, point_b=models.build("mlp", input_shape=(6,), num_classes=3, width=9, depth=2).double())
     with pytest.raises(LosslabError, match="splits"):
-        linear_path(m, m, m, (x, y), splits=("val",))
+        linear_path(m, (x, y), point_a=m, point_b=m, splits=("val",))
 
 
 def test_path_result_save_load_roundtrip_readable_without_losslab(tmp_path):
     x, y = _data()
-    res = linear_path(_mlp(0), _mlp(0), _mlp(1), (x, y), test_data=_data(seed=3), num=6)
+    res = linear_path(_mlp(0), (x, y), point_a=_mlp(0), point_b=_mlp(1), test_data=_data(seed=3), num=6)
     npz = res.save(tmp_path / "lin")
     back = PathResult.load(tmp_path / "lin.json")
     np.testing.assert_array_equal(back.alphas, res.alphas)

@@ -116,7 +116,7 @@ def test_hvp_matches_dense_hessian(kind, backend):
     model, loss, x, y = make_problem(kind)
     snap = snapshot(model)
     Hd = dense_hessian(model, loss, x, y)
-    H = HessianOperator(model, loss, (x, y), batch_size=5, backend=backend)  # batches 5, 5, 3
+    H = HessianOperator(model, (x, y), loss=loss, batch_size=5, backend=backend)  # batches 5, 5, 3
     assert H.num_batches == 3 and H.shape == Hd.shape
     g = torch.Generator().manual_seed(1)
     for _ in range(3):
@@ -136,23 +136,23 @@ def test_least_squares_closed_form():
     model = nn.Linear(d, 1, bias=False).to(D)
     H_exact = 2 * X.T @ X / n  # f(w) = ||Xw - y||² / n
     for backend in BACKENDS:
-        H = HessianOperator(model, nn.MSELoss(), (X, y), batch_size=7, backend=backend)
+        H = HessianOperator(model, (X, y), loss=nn.MSELoss(), batch_size=7, backend=backend)
         torch.testing.assert_close(H.to_dense(), H_exact, rtol=0, atol=1e-12)
     # with a bias: the augmented design [X, 1]
     model_b = nn.Linear(d, 1).to(D)
     Xa = torch.cat([X, torch.ones(n, 1, dtype=D)], dim=1)
-    H = HessianOperator(model_b, nn.MSELoss(), Split(X, y), batch_size=10)
+    H = HessianOperator(model_b, Split(X, y), loss=nn.MSELoss(), batch_size=10)
     Hd = H.to_dense()  # parameter order: weight (d), bias (1)
     torch.testing.assert_close(Hd, 2 * Xa.T @ Xa / n, rtol=0, atol=1e-12)
     # the gradient too: 2 Xᵀ(Xw - y)/n
     w = model.weight.detach().T
-    gr = gradient(model, nn.MSELoss(), (X, y), batch_size=6)
+    gr = gradient(model, (X, y), loss=nn.MSELoss(), batch_size=6)
     torch.testing.assert_close(gr["weight"], (2 * X.T @ (X @ w - y) / n).T, rtol=0, atol=1e-12)
 
 
 def test_dict_matrix_and_scipy_products():
     model, loss, x, y = make_problem("mlp_ce")
-    H = HessianOperator(model, loss, (x, y), batch_size=4)
+    H = HessianOperator(model, (x, y), loss=loss, batch_size=4)
     Hd = dense_hessian(model, loss, x, y)
     n = Hd.shape[0]
     v = torch.randn(n, dtype=D, generator=torch.Generator().manual_seed(0))
@@ -179,7 +179,7 @@ def test_params_subset_point_and_minibatch():
     model, loss, x, y = make_problem("mlp_ce")
     snap = snapshot(model)
     names = ["2.weight", "0.bias"]  # order follows the model, not the list
-    H = HessianOperator(model, loss, (x, y), params=names, batch_size=5)
+    H = HessianOperator(model, (x, y), loss=loss, params=names, batch_size=5)
     assert H.names == ["0.bias", "2.weight"]
     full = dense_hessian(model, loss, x, y)
     sizes = {k: p.numel() for k, p in model.named_parameters()}
@@ -193,12 +193,12 @@ def test_params_subset_point_and_minibatch():
     # evaluate at another point: the model stays as it was
     g = torch.Generator().manual_seed(3)
     point = {k: v.detach() + 0.1 * torch.randn(v.shape, generator=g, dtype=D) for k, v in model.named_parameters()}
-    Hp = HessianOperator(model, loss, (x, y), point=point, batch_size=6, backend="jvp")
+    Hp = HessianOperator(model, (x, y), loss=loss, point=point, batch_size=6, backend="jvp")
     torch.testing.assert_close(Hp.to_dense(), dense_hessian(model, loss, x, y, point=point), rtol=0, atol=1e-10)
     torch.testing.assert_close(Hp.point["0.weight"], point["0.weight"])
 
     # minibatch mode: the Hessian of the first batch's mean loss only
-    Hm = HessianOperator(model, loss, (x, y), batch_size=5, mode="minibatch")
+    Hm = HessianOperator(model, (x, y), loss=loss, batch_size=5, mode="minibatch")
     torch.testing.assert_close(Hm.to_dense(), dense_hessian(model, loss, x[:5], y[:5]), rtol=0, atol=1e-10)
     assert Hm.num_examples == 5
     assert_unchanged(model, snap)
@@ -209,21 +209,21 @@ def test_data_forms_and_dtype():
     Hd = dense_hessian(model, loss, x, y)
     batches = [(x[:2], y[:2]), (x[2:10], y[2:10]), (x[10:], y[10:])]
     for data in (Split(x, y), (x, y), batches):
-        H = HessianOperator(model, loss, data, batch_size=None if data is batches else 4)
+        H = HessianOperator(model, data, loss=loss, batch_size=None if data is batches else 4)
         torch.testing.assert_close(H.to_dense(), Hd, rtol=0, atol=1e-10)
     # a float32 model measured in float64 equals the float64 reference at the same (rounded) values,
     # and the float32 model is neither cast nor changed
     m32 = copy.deepcopy(model).float()
     snap = snapshot(m32)
     x32, y32 = x.float(), y.float()
-    H64 = HessianOperator(m32, loss, (x32, y32), dtype=D, batch_size=5)
+    H64 = HessianOperator(m32, (x32, y32), loss=loss, dtype=D, batch_size=5)
     assert H64.dtype == D
     ref = dense_hessian(copy.deepcopy(m32).double(), loss, x32.double(), y32.double())
     torch.testing.assert_close(H64.to_dense(), ref, rtol=0, atol=1e-10)
     assert all(p.dtype == torch.float32 for p in m32.parameters())
     assert_unchanged(m32, snap)
     # float32 computation: close to the float64 one at float32 precision
-    H32 = HessianOperator(m32, loss, (x32, y32), batch_size=5)
+    H32 = HessianOperator(m32, (x32, y32), loss=loss, batch_size=5)
     assert H32.dtype == torch.float32
     torch.testing.assert_close(H32.to_dense().double(), ref, rtol=0, atol=1e-5)
 
@@ -232,28 +232,28 @@ def test_auto_backend_and_first_order_quantities():
     model, loss, x, y = make_problem("mlp_ce")
     f, theta = risk_fn(model, loss, x, y)
     g_ref = torch.func.grad(f)(theta)
-    H = HessianOperator(model, loss, (x, y), batch_size=5)
+    H = HessianOperator(model, (x, y), loss=loss, batch_size=5)
     assert H.backend == "reuse" and H.graph_bytes > 0
     torch.testing.assert_close(H.flatten(H.gradient()), g_ref, rtol=0, atol=1e-12)
     assert abs(H.loss() - float(f(theta))) < 1e-12
-    tiny = HessianOperator(model, loss, (x, y), batch_size=5, memory_budget=0)
+    tiny = HessianOperator(model, (x, y), loss=loss, batch_size=5, memory_budget=0)
     assert tiny.backend == "fresh"
     torch.testing.assert_close(tiny.to_dense(), H.to_dense(), rtol=0, atol=1e-12)
     torch.testing.assert_close(tiny.gradient(as_dict=False), g_ref, rtol=0, atol=1e-12)
     assert abs(tiny.loss() - float(f(theta))) < 1e-12
-    gr, lval = gradient(model, loss, (x, y), batch_size=4, return_loss=True)
+    gr, lval = gradient(model, (x, y), loss=loss, batch_size=4, return_loss=True)
     torch.testing.assert_close(torch.cat([v.reshape(-1) for v in gr.values()]), g_ref, rtol=0, atol=1e-12)
     assert abs(lval - float(f(theta))) < 1e-12
     H.release()
     torch.testing.assert_close(H @ theta, tiny @ theta, rtol=0, atol=1e-12)
     # products work under no_grad (they enable grad internally)
     with torch.no_grad():
-        fresh = HessianOperator(model, loss, (x, y), batch_size=5)
+        fresh = HessianOperator(model, (x, y), loss=loss, batch_size=5)
         torch.testing.assert_close(fresh @ theta, tiny @ theta, rtol=0, atol=1e-12)
         torch.testing.assert_close(fresh.gradient(as_dict=False), g_ref, rtol=0, atol=1e-12)
-        G = GGNOperator(model, loss, (x, y), batch_size=5)
+        G = GGNOperator(model, (x, y), loss=loss, batch_size=5)
         assert G.backend == "reuse" and G.graph_bytes > 0
-        G0 = GGNOperator(model, loss, (x, y), batch_size=5, memory_budget=0)
+        G0 = GGNOperator(model, (x, y), loss=loss, batch_size=5, memory_budget=0)
         assert G0.backend == "fresh"
         torch.testing.assert_close(G @ theta, G0 @ theta, rtol=0, atol=1e-12)
 
@@ -266,13 +266,13 @@ def test_batchnorm_train_mode_leaves_running_stats_alone():
     v = torch.ones(sum(p.numel() for p in model.parameters()), dtype=D)
     results = []
     for backend in ("reuse", "fresh"):
-        H = HessianOperator(model, nn.CrossEntropyLoss(), (x, y), batch_size=4, backend=backend)
+        H = HessianOperator(model, (x, y), loss=nn.CrossEntropyLoss(), batch_size=4, backend=backend)
         results.append(H @ v)
         H.gradient()
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-12)
     with pytest.raises(LosslabError, match="BatchNorm"):
-        HessianOperator(model, nn.CrossEntropyLoss(), (x, y), batch_size=4, backend="jvp") @ v
-    G = GGNOperator(model, nn.CrossEntropyLoss(), (x, y), batch_size=4)
+        HessianOperator(model, (x, y), loss=nn.CrossEntropyLoss(), batch_size=4, backend="jvp") @ v
+    G = GGNOperator(model, (x, y), loss=nn.CrossEntropyLoss(), batch_size=4)
     G @ torch.ones(G.shape[0], dtype=D)
     assert_unchanged(model, snap)
 
@@ -280,18 +280,18 @@ def test_batchnorm_train_mode_leaves_running_stats_alone():
 def test_input_errors():
     model, loss, x, y = make_problem("mlp_ce")
     with pytest.raises(LosslabError, match="backend"):
-        HessianOperator(model, loss, (x, y), backend="magic")
+        HessianOperator(model, (x, y), loss=loss, backend="magic")
     with pytest.raises(LosslabError, match="unknown parameter"):
-        HessianOperator(model, loss, (x, y), params=["nope"])
+        HessianOperator(model, (x, y), loss=loss, params=["nope"])
     with pytest.raises(LosslabError, match="mode"):
-        HessianOperator(model, loss, (x, y), mode="sometimes")
+        HessianOperator(model, (x, y), loss=loss, mode="sometimes")
     with pytest.raises(LosslabError, match="scalar"):
-        HessianOperator(model, nn.CrossEntropyLoss(reduction="none"), (x, y)) @ torch.ones(43, dtype=D)
+        HessianOperator(model, (x, y), loss=nn.CrossEntropyLoss(reduction="none")) @ torch.ones(43, dtype=D)
     with pytest.raises(LosslabError, match="batch_size"):
-        HessianOperator(model, loss, [(x, y)], batch_size=3)
+        HessianOperator(model, [(x, y)], loss=loss, batch_size=3)
     with pytest.raises(LosslabError, match="examples"):
-        HessianOperator(model, loss, (x, y[:3]))
-    H = HessianOperator(model, loss, (x, y))
+        HessianOperator(model, (x, y[:3]), loss=loss)
+    H = HessianOperator(model, (x, y), loss=loss)
     with pytest.raises(LosslabError, match="shape"):
         H @ torch.ones(5, dtype=D)
     with pytest.raises(LosslabError, match="keys"):
@@ -327,7 +327,7 @@ def test_ggn_equals_explicit(kind, backend):
     model, loss, x, y = make_problem(kind)
     snap = snapshot(model)
     G_ref, J = explicit_ggn(model, loss, x, y)
-    G = GGNOperator(model, loss, (x, y), batch_size=5, backend=backend)
+    G = GGNOperator(model, (x, y), loss=loss, batch_size=5, backend=backend)
     Gd = G.to_dense()
     torch.testing.assert_close(Gd, G_ref, rtol=0, atol=1e-10)
     assert torch.linalg.eigvalsh(Gd).min() > -1e-10  # PSD for CE and MSE
@@ -340,8 +340,8 @@ def test_ggn_equals_hessian_for_linear_least_squares():
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(11, 3, generator=g, dtype=D), torch.randn(11, 2, generator=g, dtype=D)
     model = nn.Linear(3, 2).to(D)
-    G = GGNOperator(model, nn.MSELoss(), (X, y), batch_size=4).to_dense()
-    H = HessianOperator(model, nn.MSELoss(), (X, y), batch_size=4).to_dense()
+    G = GGNOperator(model, (X, y), loss=nn.MSELoss(), batch_size=4).to_dense()
+    H = HessianOperator(model, (X, y), loss=nn.MSELoss(), batch_size=4).to_dense()
     torch.testing.assert_close(G, H, rtol=0, atol=1e-12)
 
 
@@ -364,7 +364,7 @@ def test_gradient_covariance_equals_explicit(kind):
     C_ref = (Gm - gbar).T @ (Gm - gbar) / x.shape[0]
     for budget in (None, 0):  # cached matrix / recomputed per product
         kw = {} if budget is None else {"memory_budget": budget}
-        C = GradientCovarianceOperator(model, loss, (x, y), batch_size=5, chunk_size=3, **kw)
+        C = GradientCovarianceOperator(model, (x, y), loss=loss, batch_size=5, chunk_size=3, **kw)
         torch.testing.assert_close(C.to_dense(), C_ref, rtol=0, atol=1e-10)
         torch.testing.assert_close(C.mean_gradient, gbar, rtol=0, atol=1e-12)
     torch.testing.assert_close(C.per_example_gradients(), Gm, rtol=0, atol=1e-12)

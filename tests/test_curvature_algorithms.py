@@ -41,7 +41,7 @@ def tiny_hessian_operator(seed: int = 0, batch_size: int = 5):
             p.add_(0.5 * torch.randn(p.shape, generator=g, dtype=D))
     x = torch.randn(13, 4, generator=g, dtype=D)
     y = torch.randint(0, 3, (13,), generator=g)
-    H = HessianOperator(model, nn.CrossEntropyLoss(), (x, y), batch_size=batch_size)
+    H = HessianOperator(model, (x, y), loss=nn.CrossEntropyLoss(), batch_size=batch_size)
     return H, H.to_dense(), model
 
 

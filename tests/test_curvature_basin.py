@@ -55,7 +55,7 @@ def test_basin_radius_closed_form_anisotropic(normalization):
     model, X, y = exact_fit()
     H = 2 * X.T @ X / X.shape[0]
     delta = 0.05
-    res = basin_width(model, nn.MSELoss(), (X, y), num_directions=5, threshold=delta, seed=3,
+    res = basin_width(model, (X, y), loss=nn.MSELoss(), num_directions=5, threshold=delta, seed=3,
                       normalization=normalization, rtol=1e-9, initial_radius=1e-3)
     assert res.base_loss < 1e-25 and res.threshold_loss == pytest.approx(delta, abs=1e-20)
     theta = P.get_point(model)
@@ -79,7 +79,7 @@ def test_basin_isotropic_radius_and_volume():
     X = Q * math.sqrt(n)  # XᵀX/n = I  ⇒  H = 2I for the mean squared error
     model, X, y = exact_fit(X=X)
     delta = 0.3
-    res = basin_width(model, nn.MSELoss(), (X, y), num_directions=4, threshold=delta, seed=0, rtol=1e-10)
+    res = basin_width(model, (X, y), loss=nn.MSELoss(), num_directions=4, threshold=delta, seed=0, rtol=1e-10)
     R = math.sqrt(2 * delta / lam)
     np.testing.assert_allclose(res.euclidean_radii, R, rtol=1e-9)
     assert res.log_volume == pytest.approx(log_ball_volume(d, R), rel=1e-8)
@@ -95,9 +95,9 @@ def test_basin_threshold_kinds_censoring_and_errors():
     y = y + 0.1 * torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=D)  # L(θ) > 0
     with torch.no_grad():
         base = float(nn.MSELoss()(model(X), y))
-    rel = basin_width(model, nn.MSELoss(), (X, y), num_directions=2, threshold=1.5, threshold_kind="relative",
+    rel = basin_width(model, (X, y), loss=nn.MSELoss(), num_directions=2, threshold=1.5, threshold_kind="relative",
                       seed=0)
-    ab = basin_width(model, nn.MSELoss(), (X, y), num_directions=2, threshold=1.5 * base,
+    ab = basin_width(model, (X, y), loss=nn.MSELoss(), num_directions=2, threshold=1.5 * base,
                      threshold_kind="absolute", seed=0)
     assert rel.threshold_loss == pytest.approx(1.5 * base) == ab.threshold_loss
     np.testing.assert_array_equal(rel.radii, ab.radii)
@@ -108,15 +108,15 @@ def test_basin_threshold_kinds_censoring_and_errors():
         edge = float(nn.MSELoss()(X @ (model.weight + rel.radii[0, 0] * dvec).T, y))
     assert edge == pytest.approx(rel.threshold_loss, rel=1e-3)
     # censoring: the loss cannot reach the threshold within max_radius
-    c = basin_width(model, nn.MSELoss(), (X, y), num_directions=2, threshold=100.0, seed=0, max_radius=0.2,
+    c = basin_width(model, (X, y), loss=nn.MSELoss(), num_directions=2, threshold=100.0, seed=0, max_radius=0.2,
                     initial_radius=0.05)
     assert c.censored.all() and np.all(c.radii == 0.2) and c.summary()["volume_is_lower_bound"]
     with pytest.raises(LosslabError, match="not above"):
-        basin_width(model, nn.MSELoss(), (X, y), threshold=0.5 * base, threshold_kind="absolute", seed=0)
+        basin_width(model, (X, y), loss=nn.MSELoss(), threshold=0.5 * base, threshold_kind="absolute", seed=0)
     with pytest.raises(LosslabError, match="relative threshold"):
-        basin_width(model, nn.MSELoss(), (X, y), threshold=0.5, threshold_kind="relative", seed=0)
+        basin_width(model, (X, y), loss=nn.MSELoss(), threshold=0.5, threshold_kind="relative", seed=0)
     with pytest.raises(LosslabError, match="directions are zero"):
-        basin_width(nn.Linear(3, 1).to(D).requires_grad_(True), nn.MSELoss(), (X[:, :3], y), seed=0,
+        basin_width(nn.Linear(3, 1).to(D).requires_grad_(True), (X[:, :3], y), loss=nn.MSELoss(), seed=0,
                     point={"weight": torch.zeros(1, 3, dtype=D)})
 
 
@@ -136,8 +136,8 @@ def test_basin_batched_equals_loop_model_untouched_and_roundtrip(tmp_path):
     snap = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     kw = dict(num_directions=3, threshold=0.2, seed=7)
-    a = basin_width(model, nn.functional.cross_entropy, (x, y), strategy="vmap", points_per_chunk=4, **kw)
-    b = basin_width(model, lambda o, t: nn.functional.cross_entropy(o, t), (x, y), strategy="loop", **kw)
+    a = basin_width(model, (x, y), loss=nn.functional.cross_entropy, strategy="vmap", points_per_chunk=4, **kw)
+    b = basin_width(model, (x, y), loss=lambda o, t: nn.functional.cross_entropy(o, t), strategy="loop", **kw)
     np.testing.assert_allclose(a.radii, b.radii, rtol=1e-12)
     assert a.meta["evaluator"]["strategy"] == "vmap" and b.meta["evaluator"]["strategy"] == "loop"
     assert all(torch.equal(v, snap[k]) for k, v in model.state_dict().items())
@@ -153,8 +153,8 @@ def test_basin_batched_equals_loop_model_untouched_and_roundtrip(tmp_path):
 def test_basin_sharper_solution_is_narrower():
     """Scaling the curvature by 4 halves every radius (t ∝ 1/sqrt(dᵀHd))."""
     model, X, y = exact_fit()
-    a = basin_width(model, nn.MSELoss(), (X, y), num_directions=3, threshold=0.05, seed=1, rtol=1e-9)
-    b = basin_width(model, nn.MSELoss(), (2 * X, 2 * y), num_directions=3, threshold=0.05, seed=1, rtol=1e-9)
+    a = basin_width(model, (X, y), loss=nn.MSELoss(), num_directions=3, threshold=0.05, seed=1, rtol=1e-9)
+    b = basin_width(model, (2 * X, 2 * y), loss=nn.MSELoss(), num_directions=3, threshold=0.05, seed=1, rtol=1e-9)
     np.testing.assert_allclose(b.radii, a.radii / 2, rtol=1e-7)
     assert b.log_volume == pytest.approx(a.log_volume - 4 * math.log(2), rel=1e-8)
 
@@ -171,7 +171,7 @@ def test_adaptive_sharpness_quadratic_closed_form():
     T = torch.diag(model.weight.detach().abs().reshape(-1))
     rho = 0.1
     exact = 0.5 * rho**2 * float(torch.linalg.eigvalsh(T @ H @ T)[-1])
-    s = adaptive_sharpness(model, nn.MSELoss(), (X, y), rho=rho, steps=200, seed=0)  # ∇L = 0: random start
+    s = adaptive_sharpness(model, (X, y), loss=nn.MSELoss(), rho=rho, steps=200, seed=0)  # ∇L = 0: random start
     assert s.sharpness == pytest.approx(exact, rel=1e-8)
     u = P.flatten(s.delta) / T.diagonal()
     assert float(u.norm()) == pytest.approx(rho, rel=1e-12)  # the maximizer lies on the sphere
@@ -190,7 +190,7 @@ def test_adaptive_sharpness_linf_rank_one_closed_form():
     c = 2 * float(z.pow(2).sum()) / 20
     Tw = model.weight.detach().abs().reshape(-1) * w
     exact = 0.5 * c * 0.05**2 * float(Tw.abs().sum()) ** 2
-    s = adaptive_sharpness(model, nn.MSELoss(), (X, y), rho=0.05, p=float("inf"), steps=30, seed=0)
+    s = adaptive_sharpness(model, (X, y), loss=nn.MSELoss(), rho=0.05, p=float("inf"), steps=30, seed=0)
     assert s.sharpness == pytest.approx(exact, rel=1e-10)
 
 
@@ -200,10 +200,10 @@ def test_adaptive_sharpness_linear_loss_closed_form():
     y = torch.zeros(X.shape[0], 1, dtype=D)
     loss = lambda out, t: (out - t).mean()  # noqa: E731
     Tx = model.weight.detach().abs().reshape(-1) * X.mean(0)
-    s2 = adaptive_sharpness(model, loss, (X, y), rho=0.3, steps=3)
+    s2 = adaptive_sharpness(model, (X, y), loss=loss, rho=0.3, steps=3)
     assert s2.first_step == pytest.approx(0.3 * float(Tx.norm()), rel=1e-12)
     assert s2.sharpness == pytest.approx(0.3 * float(Tx.norm()), rel=1e-12)
-    si = adaptive_sharpness(model, loss, (X, y), rho=0.3, p=float("inf"), steps=3, step_size=1.0)
+    si = adaptive_sharpness(model, (X, y), loss=loss, rho=0.3, p=float("inf"), steps=3, step_size=1.0)
     assert si.sharpness == pytest.approx(0.3 * float(Tx.abs().sum()), rel=1e-12)
 
 
@@ -219,20 +219,20 @@ def test_adaptive_sharpness_is_scale_invariant_but_plain_sharpness_is_not():
         scaled[2].bias.copy_(model[2].bias)
     torch.testing.assert_close(scaled(x), model(x), rtol=1e-12, atol=1e-12)
     loss = nn.CrossEntropyLoss()
-    a = adaptive_sharpness(model, loss, (x, y), rho=0.2, steps=10)
-    b = adaptive_sharpness(scaled, loss, (x, y), rho=0.2, steps=10)
+    a = adaptive_sharpness(model, (x, y), loss=loss, rho=0.2, steps=10)
+    b = adaptive_sharpness(scaled, (x, y), loss=loss, rho=0.2, steps=10)
     assert a.sharpness > 0 and b.sharpness == pytest.approx(a.sharpness, rel=1e-9)
     np.testing.assert_allclose(b.losses, a.losses, rtol=1e-9)
     # λmax and Keskar's ε-sharpness change under the same reparametrization
-    la = lambda_max(HessianOperator(model, loss, (x, y)), seed=0)
-    lb = lambda_max(HessianOperator(scaled, loss, (x, y)), seed=0)
+    la = lambda_max(HessianOperator(model, (x, y), loss=loss), seed=0)
+    lb = lambda_max(HessianOperator(scaled, (x, y), loss=loss), seed=0)
     assert abs(lb - la) > 0.2 * la
-    ea = epsilon_sharpness(model, loss, (x, y), epsilon=1e-2).sharpness
-    eb = epsilon_sharpness(scaled, loss, (x, y), epsilon=1e-2).sharpness
+    ea = epsilon_sharpness(model, (x, y), loss=loss, epsilon=1e-2).sharpness
+    eb = epsilon_sharpness(scaled, (x, y), loss=loss, epsilon=1e-2).sharpness
     assert abs(eb - ea) > 0.05 * ea
     # η > 0 (ASAM's training offset) breaks exact invariance
-    c = adaptive_sharpness(model, loss, (x, y), rho=0.2, steps=10, eta=0.1)
-    d = adaptive_sharpness(scaled, loss, (x, y), rho=0.2, steps=10, eta=0.1)
+    c = adaptive_sharpness(model, (x, y), loss=loss, rho=0.2, steps=10, eta=0.1)
+    d = adaptive_sharpness(scaled, (x, y), loss=loss, rho=0.2, steps=10, eta=0.1)
     assert abs(c.sharpness - d.sharpness) > 1e-3 * c.sharpness
 
 
@@ -240,7 +240,7 @@ def test_adaptive_sharpness_asam_first_step_and_errors():
     model, x, y = mlp_problem(2)
     loss = nn.CrossEntropyLoss()
     rho = 0.1
-    s = adaptive_sharpness(model, loss, (x, y), rho=rho, steps=5)
+    s = adaptive_sharpness(model, (x, y), loss=loss, rho=rho, steps=5)
     theta = P.get_point(model)
     leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
     L = loss(torch.func.functional_call(model, leaves, (x,)), y)
@@ -255,7 +255,7 @@ def test_adaptive_sharpness_asam_first_step_and_errors():
     assert s.sharpness >= s.first_step and s.num_gradients == 6 and len(s.losses) == 5
     for kw, msg in [({"rho": 0}, "rho"), ({"p": 1}, "p must"), ({"init": "x"}, "init"), ({"eta": -1}, "eta")]:
         with pytest.raises(LosslabError, match=msg):
-            adaptive_sharpness(model, loss, (x, y), **kw)
+            adaptive_sharpness(model, (x, y), loss=loss, **kw)
 
 
 @pytest.mark.parametrize("mod", ["basin", "adaptive"])

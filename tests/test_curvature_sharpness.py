@@ -33,7 +33,7 @@ def least_squares(seed: int = 0, d: int = 3, n: int = 17):
 
 def test_lambda_max_closed_form():
     model, X, y = least_squares()
-    H = HessianOperator(model, nn.MSELoss(), (X, y), batch_size=5)
+    H = HessianOperator(model, (X, y), loss=nn.MSELoss(), batch_size=5)
     exact = float(torch.linalg.eigvalsh(2 * X.T @ X / X.shape[0])[-1])
     assert abs(lambda_max(H, seed=0) - exact) < 1e-10 * exact
     assert abs(lambda_max(np.diag([1.0, 7.0, 3.0]), seed=0) - 7.0) < 1e-12
@@ -68,7 +68,7 @@ def test_epsilon_sharpness_matches_vertex_enumeration(method):
     eps = 0.05
     base = float(((X @ model.weight.detach().T - y) ** 2).mean())
     best = brute_force_box_max(model, X, y, eps)
-    res = epsilon_sharpness(model, nn.MSELoss(), (X, y), epsilon=eps, steps=20, method=method, batch_size=6)
+    res = epsilon_sharpness(model, (X, y), loss=nn.MSELoss(), epsilon=eps, steps=20, method=method, batch_size=6)
     assert abs(res.base_loss - base) < 1e-12
     assert res.max_loss <= best + 1e-12 and res.max_loss >= best - 1e-6 * best
     assert abs(res.sharpness - 100 * (res.max_loss - base) / (1 + base)) < 1e-9
@@ -85,10 +85,10 @@ def test_epsilon_sharpness_mlp_grows_with_epsilon():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(D)
     x, y = torch.randn(13, 4, generator=g, dtype=D), torch.randint(0, 3, (13,), generator=g)
-    small = epsilon_sharpness(model, nn.CrossEntropyLoss(), (x, y), epsilon=1e-3, batch_size=5)
-    large = epsilon_sharpness(model, nn.CrossEntropyLoss(), (x, y), epsilon=1e-2, batch_size=5)
-    rand = epsilon_sharpness(model, nn.CrossEntropyLoss(), (x, y), epsilon=1e-2, random_start=True, seed=0)
+    small = epsilon_sharpness(model, (x, y), loss=nn.CrossEntropyLoss(), epsilon=1e-3, batch_size=5)
+    large = epsilon_sharpness(model, (x, y), loss=nn.CrossEntropyLoss(), epsilon=1e-2, batch_size=5)
+    rand = epsilon_sharpness(model, (x, y), loss=nn.CrossEntropyLoss(), epsilon=1e-2, random_start=True, seed=0)
     assert 0 < small.sharpness < large.sharpness
     assert rand.sharpness > 0
     with pytest.raises(LosslabError, match="epsilon"):
-        epsilon_sharpness(model, nn.CrossEntropyLoss(), (x, y), epsilon=0.0)
+        epsilon_sharpness(model, (x, y), loss=nn.CrossEntropyLoss(), epsilon=0.0)

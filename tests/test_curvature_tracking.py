@@ -111,11 +111,11 @@ def test_recorded_values_match_the_saved_checkpoints(tmp_path):
         if rec["step"] not in ckpt_steps:
             continue
         model = run.build_model(rec["step"])
-        H = HessianOperator(model, loss, data, dtype=torch.float64)
+        H = HessianOperator(model, data, loss=loss, dtype=torch.float64)
         ref = float(lanczos_eigs(H, k=1, tol=1e-9, seed=0).eigenvalues[0])
         assert rec["lambda_max"] == pytest.approx(ref, rel=1e-4), rec["step"]
         assert rec["lambda_max_converged"]
-        C = GradientCovarianceOperator(model, loss, data, dtype=torch.float64)
+        C = GradientCovarianceOperator(model, data, loss=loss, dtype=torch.float64)
         cref = float(lanczos_eigs(C, k=1, tol=1e-9, seed=0).eigenvalues[0])
         assert rec["grad_cov_top"] == pytest.approx(cref, rel=1e-4), rec["step"]
         assert rec["two_over_lr"] == pytest.approx(2 / cfg.optim.lr)

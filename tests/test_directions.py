@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import json
 import math
 
@@ -396,5 +397,10 @@ def test_pca_result_save_load(tmp_path):
 
 
 def test_doctests():
-    result = doctest.testmod(directions_module, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 10
+    attempted = 0
+    for name in ("", "._core", "._random", "._between", "._pca", "._build"):
+        module = importlib.import_module("losslab.directions" + name) if name else directions_module
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, name
+        attempted += result.attempted
+    assert attempted > 10

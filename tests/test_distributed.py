@@ -150,14 +150,14 @@ def _scenario_main(ctx, out: Path) -> int:
     # 5. data parallel: uneven shards, Hessian/GGN/covariance products, Lanczos, Hutchinson, SLQ, loss, grad
     local = D.shard(data, sizes=SIZES)
     loss_fn = nn.CrossEntropyLoss()
-    H = D.DistributedOperator(HessianOperator(model, loss_fn, local, batch_size=5))
+    H = D.DistributedOperator(HessianOperator(model, local, loss=loss_fn, batch_size=5))
     n = H.shape[0]
     V = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     eig = lanczos_eigs(H, k=2, seed=0)
     tr = hutchinson_trace(H, num_probes=4, seed=0)
     slq = slq_density(H, num_probes=1, lanczos_steps=6, seed=0)
-    G = D.DistributedOperator(GGNOperator(model, loss_fn, local))
-    C = D.DistributedOperator(GradientCovarianceOperator(model, loss_fn, local))
+    G = D.DistributedOperator(GGNOperator(model, local, loss=loss_fn))
+    C = D.DistributedOperator(GradientCovarianceOperator(model, local, loss=loss_fn))
     ev = D.DistributedEvaluator(Evaluator(model, local, strategy="loop"))
     _save(out, f"dp_rank{r}", {
         "shard_sizes": H.shard_sizes, "Hv": (H @ V).tolist(), "Gv": (G @ V[:, 0]).tolist(),
@@ -354,7 +354,7 @@ def test_data_parallel_operators_equal_single_process(main_run):
 
     model, data, _, _, _ = problem()
     loss_fn = nn.CrossEntropyLoss()
-    H = HessianOperator(model, loss_fn, data, batch_size=5)
+    H = HessianOperator(model, data, loss=loss_fn, batch_size=5)
     n = H.shape[0]
     V = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     dense = torch.autograd.functional.hessian(
@@ -366,9 +366,9 @@ def test_data_parallel_operators_equal_single_process(main_run):
         assert g["shard_sizes"] == SIZES
         np.testing.assert_allclose(g["Hv"], (H @ V).numpy(), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(g["Hv"], (dense @ V).numpy(), rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(g["Gv"], (GGNOperator(model, loss_fn, data) @ V[:, 0]).numpy(), rtol=1e-10,
+        np.testing.assert_allclose(g["Gv"], (GGNOperator(model, data, loss=loss_fn) @ V[:, 0]).numpy(), rtol=1e-10,
                                    atol=1e-12)
-        np.testing.assert_allclose(g["Cv"], (GradientCovarianceOperator(model, loss_fn, data) @ V[:, 1]).numpy(),
+        np.testing.assert_allclose(g["Cv"], (GradientCovarianceOperator(model, data, loss=loss_fn) @ V[:, 1]).numpy(),
                                    rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(g["eig"], eig.eigenvalues.numpy(), rtol=1e-9)
         assert g["eig_matvecs"] == eig.num_matvecs
@@ -445,8 +445,8 @@ def test_single_process_fallbacks_equal_plain_calls():
     model, data, dx, dy, _ = problem()
     got = D.distributed_plane(model, data, dx=dx, dy=dy, **GRID, points_per_chunk=4, progress=False)
     np.testing.assert_array_equal(got.metrics["loss"], ref.metrics["loss"])
-    H = HessianOperator(model, nn.CrossEntropyLoss(), data)
-    W = D.DistributedOperator(HessianOperator(model, nn.CrossEntropyLoss(), D.shard(data)))
+    H = HessianOperator(model, data, loss=nn.CrossEntropyLoss())
+    W = D.DistributedOperator(HessianOperator(model, D.shard(data), loss=nn.CrossEntropyLoss()))
     assert W.shard_sizes == [N_EX] and W.weight == 1.0
     torch.testing.assert_close(W.to_dense(), H.to_dense())
     assert float(lanczos_eigs(W, k=1, seed=0).eigenvalues[0]) == pytest.approx(

@@ -169,11 +169,11 @@ def test_dinh_rescaling_keeps_the_function_exactly_and_changes_lambda_max():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)
     assert torch.equal(params.call(m, pt, x), params.call(m, resc, x))
-    l0 = lambda_max(HessianOperator(m, F.cross_entropy, (x, y), point=pt, dtype=torch.float64), seed=0)
-    l1 = lambda_max(HessianOperator(m, F.cross_entropy, (x, y), point=resc, dtype=torch.float64), seed=0)
+    l0 = lambda_max(HessianOperator(m, (x, y), loss=F.cross_entropy, point=pt, dtype=torch.float64), seed=0)
+    l1 = lambda_max(HessianOperator(m, (x, y), loss=F.cross_entropy, point=resc, dtype=torch.float64), seed=0)
     assert l1 > 2 * l0
-    a0 = adaptive_sharpness(m, F.cross_entropy, (x, y), rho=0.3, steps=5, point=pt, dtype=torch.float64).sharpness
-    a1 = adaptive_sharpness(m, F.cross_entropy, (x, y), rho=0.3, steps=5, point=resc, dtype=torch.float64).sharpness
+    a0 = adaptive_sharpness(m, (x, y), loss=F.cross_entropy, rho=0.3, steps=5, point=pt, dtype=torch.float64).sharpness
+    a1 = adaptive_sharpness(m, (x, y), loss=F.cross_entropy, rho=0.3, steps=5, point=resc, dtype=torch.float64).sharpness
     assert a0 > 0 and a1 == pytest.approx(a0, rel=1e-9)
 
 

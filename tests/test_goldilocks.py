@@ -9,19 +9,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from losslab import data, models
+from losslab._functional import ensure_forward_ad
 from losslab.errors import LosslabError
-from losslab.goldilocks import (
-    GoldilocksDisplay, GoldilocksResult, _ensure_forward_ad, goldilocks, restricted_hessian, subspace_curvature,
+from losslab.subspace.goldilocks import (
+    GoldilocksDisplay, GoldilocksResult, goldilocks, restricted_hessian, subspace_curvature,
 )
 from losslab.subspace import DenseProjection, FastfoodProjection, SparseProjection
+
+from cases import tiny_data
 
 F64 = torch.float64
 
 
 def tiny():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(12, 3, generator=g, dtype=F64)
-    y = torch.randint(0, 3, (12,), generator=g)
+    x, y = tiny_data(12, 3, 3, seed=0)
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
     return net, x, y
 
@@ -37,7 +38,7 @@ def dense_hessian(net, x, y, theta=None):
         point = {k: t.reshape(s) for k, t, s in zip(names, parts, shapes)}
         return F.cross_entropy(torch.func.functional_call(net, point, (x,)), y)
 
-    _ensure_forward_ad()  # torch.func.hessian is forward-over-reverse; see goldilocks._ensure_forward_ad
+    ensure_forward_ad()  # torch.func.hessian is forward-over-reverse; see _functional.ensure_forward_ad
     return torch.func.hessian(loss)(flat0)
 
 
@@ -54,11 +55,11 @@ def test_restricted_hessian_equals_pt_h_p(kind):
     H = dense_hessian(net, x, y)
     expected = M.t() @ H @ M
     for chunk in (None, 2, 32):
-        got = restricted_hessian(net, (x, y), P, chunk=chunk)
+        got = restricted_hessian(net, (x, y), projection=P, chunk=chunk)
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
     # at another point
     theta = torch.cat([p.detach().reshape(-1) for p in net.parameters()]) * 1.7
-    torch.testing.assert_close(restricted_hessian(net, (x, y), P, point=theta),
+    torch.testing.assert_close(restricted_hessian(net, (x, y), projection=P, point=theta),
                                M.t() @ dense_hessian(net, x, y, theta) @ M, rtol=1e-10, atol=1e-12)
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
@@ -70,7 +71,7 @@ def test_restricted_hessian_closed_form_least_squares():
     y = torch.randn(20, generator=g, dtype=F64)
     net = nn.Linear(6, 1, bias=False).double()
     P = DenseProjection(6, 3, seed=0, dtype=F64)
-    got = restricted_hessian(net, (x, y), P, loss="mse")
+    got = restricted_hessian(net, (x, y), projection=P, loss="mse")
     M = P.to_dense()
     torch.testing.assert_close(got, M.t() @ (2 * x.t() @ x / 20) @ M)  # H = 2 X^T X / n
 
@@ -78,9 +79,9 @@ def test_restricted_hessian_closed_form_least_squares():
 def test_restricted_hessian_validation():
     net, x, y = tiny()
     with pytest.raises(LosslabError, match="projection maps to"):
-        restricted_hessian(net, (x, y), DenseProjection(10, 2, seed=0))
+        restricted_hessian(net, (x, y), projection=DenseProjection(10, 2, seed=0))
     with pytest.raises(LosslabError, match=r"\(D="):
-        restricted_hessian(net, (x, y), torch.zeros(5, 2))
+        restricted_hessian(net, (x, y), projection=torch.zeros(5, 2))
 
 
 def test_subspace_curvature_numbers():
@@ -97,7 +98,7 @@ def test_goldilocks_sweep_save_resume(tmp_path):
     b = data.load("blobs", n_train=100, n_test=50, classes=3, dims=4)
     factory = lambda s: models.build("mlp", input_shape=b.input_shape, num_classes=3, seed=s, width=8)  # noqa: E731
     kw = dict(d=4, seeds=[0, 1], relative=True, train_epochs=2, progress=False, success_accuracy=0.0)
-    r = goldilocks(factory, b, [0.5, 1.0, 3.0], path=tmp_path / "g", **kw)
+    r = goldilocks(factory, b, radii=[0.5, 1.0, 3.0], path=tmp_path / "g", **kw)
     assert r.complete and r.eigenvalues.shape == (3, 2, 4)
     for j, s in enumerate([0, 1]):
         theta = torch.cat([p.detach().reshape(-1) for p in factory(s).parameters()])
@@ -112,17 +113,17 @@ def test_goldilocks_sweep_save_resume(tmp_path):
     P = DenseProjection(sum(p.numel() for p in net.parameters()), 4, seed=0)
     from losslab.subspace._grid import derive_seed
     P = DenseProjection(P.D, 4, seed=derive_seed(0, "goldilocks", 4))
-    h = restricted_hessian(net, b.train, P)
+    h = restricted_hessian(net, b.train, projection=P)
     np.testing.assert_allclose(r.eigenvalues[1, 0], torch.linalg.eigvalsh(h.double()).numpy(), rtol=1e-4, atol=1e-6)
     loaded = GoldilocksResult.load(tmp_path / "g")
     np.testing.assert_array_equal(loaded.metrics["trace"], r.metrics["trace"])
     json.dumps(loaded.summary())
-    again = goldilocks(factory, b, [0.5, 1.0, 3.0], path=tmp_path / "g", **kw)  # all done: nothing recomputed
+    again = goldilocks(factory, b, radii=[0.5, 1.0, 3.0], path=tmp_path / "g", **kw)  # all done: nothing recomputed
     np.testing.assert_array_equal(again.metrics["seconds"], r.metrics["seconds"])
     with pytest.raises(LosslabError, match="cannot resume"):
-        goldilocks(factory, b, [0.5, 2.0], path=tmp_path / "g", **kw)
+        goldilocks(factory, b, radii=[0.5, 2.0], path=tmp_path / "g", **kw)
     with pytest.raises(LosslabError, match="radii"):
-        goldilocks(factory, b, [0.0, 1.0], d=2)
+        goldilocks(factory, b, radii=[0.0, 1.0], d=2)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,7 +139,7 @@ def test_goldilocks_zone_on_digits():
     b = data.subsample(data.load("digits"), 400, seed=0)
     factory = lambda s: models.build("mlp", input_shape=b.input_shape, num_classes=10, seed=s, width=32, depth=1)  # noqa: E731
     radii = [0.05, 2.0, 200.0]
-    r = goldilocks(factory, b, radii, d=12, seeds=[0, 1], relative=True, train_epochs=0, progress=False)
+    r = goldilocks(factory, b, radii=radii, d=12, seeds=[0, 1], relative=True, train_epochs=0, progress=False)
     t = r.mean("trace_over_frobenius")
     assert t[1] > 1.0, t
     assert t[1] > 2 * t[0] and t[1] > 2 * t[2], t
@@ -151,6 +152,6 @@ def test_restricted_hessian_falls_back_to_double_backward():
     y = torch.randn(15, generator=g, dtype=F64)
     net = nn.Linear(5, 1, bias=False).double()
     P = DenseProjection(5, 2, seed=0, dtype=F64)
-    got = restricted_hessian(net, (x, y), P, loss=lambda out, t: F.mse_loss(out.reshape(t.shape), t))
+    got = restricted_hessian(net, (x, y), projection=P, loss=lambda out, t: F.mse_loss(out.reshape(t.shape), t))
     M = P.to_dense()
     torch.testing.assert_close(got, M.t() @ (2 * x.t() @ x / 15) @ M)

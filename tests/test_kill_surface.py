@@ -9,15 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from losslab.cli.main import main
+from cases import train_digits
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    assert main(["train", "--dataset", "digits", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
-    (run,) = out.glob("train-*")
-    return run
+    return train_digits(tmp_path_factory.mktemp("runs"), epochs=2)
 
 
 def _surface(run, out):

@@ -273,10 +273,10 @@ def test_neb_path_on_models_returns_a_path_result():
         pts.append(params.get_point(m))
     model = models.build("mlp", input_shape=(5,), num_classes=3, seed=0, width=12, depth=1).double()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    res = neb_path(model, pts[0], pts[1], (x, y), test_data=(xt, yt), batch_size=0,
+    res = neb_path(model, (x, y), point_a=pts[0], point_b=pts[1], test_data=(xt, yt), batch_size=0,
                    cycles=[NEBCycle(40, 0.1, 3, "equal"), NEBCycle(40, 0.05, 2)])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    lin = linear_path(model, pts[0], pts[1], (x, y), test_data=(xt, yt), num=5)
+    lin = linear_path(model, (x, y), point_a=pts[0], point_b=pts[1], test_data=(xt, yt), num=5)
     p = res.path
     assert p.meta["kind"] == "neb" and p.alphas.size == res.positions.size
     assert p.metrics["train"]["loss"][0] == pytest.approx(lin.metrics["train"]["loss"][0], rel=1e-12)

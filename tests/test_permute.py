@@ -232,7 +232,7 @@ def test_spec_for_traces_models_written_as_classes(make, shape, groups):
     x = _inputs(shape, dtype=torch.float64)
     ya = _outputs(net, a, x)
     assert ya.abs().max() > 0.1 and (ya - _outputs(net, b, x)).abs().max().item() < 1e-10
-    res = align(net, a, b, check_inputs=x)
+    res = align(net, x, point_a=a, point_b=b)
     assert res.verified and params.distance(res.point_b_aligned, a) < 1e-8
 
 
@@ -259,12 +259,12 @@ def test_weight_matching_with_a_tensor_on_two_axes_of_one_group():
     x = _inputs((6,), dtype=torch.float64)
     a = _random_point(net, 0)
     b = apply_permutation(spec, random_permutation(spec, a, seed=2), a)
-    res = align(net, a, b, check_inputs=x)
+    res = align(net, x, point_a=a, point_b=b)
     assert res.verified and params.distance(res.point_b_aligned, a) < 1e-10
     for seed in (1, 2, 3):
         torch.manual_seed(seed)
         other = _random_point(_StreamMLP().double(), seed)
-        r = align(net, a, other, check_inputs=x)
+        r = align(net, x, point_a=a, point_b=other)
         obj = r.info.objective
         assert r.verified and r.info.converged and r.info.iterations < 100
         assert all(later >= earlier - 1e-12 for earlier, later in zip(obj, obj[1:])) and obj[-1] > obj[0]
@@ -432,7 +432,7 @@ def test_align_verifies_and_does_not_mutate(case):
     a0, b0 = params.clone(a), params.clone(b)
     state0 = copy.deepcopy(net.state_dict())
     x = _inputs(shape)
-    res = align(net, a, b, check_inputs=x)
+    res = align(net, x, point_a=a, point_b=b)
     assert isinstance(res, AlignResult) and res.verified
     assert res.max_abs_output_diff < 1e-5
     assert res.info.objective[-1] >= res.info.identity_objective
@@ -441,7 +441,7 @@ def test_align_verifies_and_does_not_mutate(case):
     net.train()  # _outputs above switched it; align itself must restore it
     assert _equal_points(a, a0) and _equal_points(b, b0)
     assert all(torch.equal(v, state0[k]) for k, v in net.state_dict().items())
-    res2 = align(net, a, b, check_inputs=x)
+    res2 = align(net, x, point_a=a, point_b=b)
     assert net.training
     assert _equal_points(res2.point_b_aligned, res.point_b_aligned)
     assert _equal_points(a, a0) and _equal_points(b, b0)
@@ -452,7 +452,7 @@ def test_align_self_permuted_recovers_original():
     a = _random_point(net, 0)
     spec = resnet_spec(net)
     b = apply_permutation(spec, random_permutation(spec, a, seed=2), a)
-    res = align(net, a, b, spec=spec, check_inputs=_inputs(shape))
+    res = align(net, _inputs(shape), point_a=a, point_b=b, spec=spec)
     assert _equal_points(res.point_b_aligned, a)
 
 
@@ -468,11 +468,11 @@ def test_align_raises_on_wrong_spec():
     spec = spec_for(net)
     # forgetting the next layer's input axis: the permutation is no longer a symmetry
     with pytest.raises(LosslabError, match="not functionally identical"):
-        align(net, a, b, spec=_without(spec, "fc1.weight", 1), check_inputs=x)
+        align(net, x, point_a=a, point_b=b, spec=_without(spec, "fc1.weight", 1))
     # forgetting the BN running statistics also breaks it (caught in eval mode)
     bad = {g: [e for e in es if "running" not in e[0]] for g, es in spec.groups.items()}
     with pytest.raises(LosslabError, match="not functionally identical"):
-        align(net, a, b, spec=bad, check_inputs=x)
+        align(net, x, point_a=a, point_b=b, spec=bad)
     # a plausible but wrong spec: per-block output groups (no-skip structure) on a net WITH identity
     # shortcuts, whose residual stream must share one permutation; same tensor names, same shapes
     res, rshape = _build("resnet-skip-bn")
@@ -480,20 +480,20 @@ def test_align_raises_on_wrong_spec():
                                         depth=2, norm="bn", skip=False))
     ra, rb = _random_point(res, 0), _random_point(_build("resnet-skip-bn", seed=1)[0], 1)
     with pytest.raises(LosslabError, match="not functionally identical"):
-        align(res, ra, rb, spec=noskip_spec, check_inputs=_inputs(rshape))
-    assert align(res, ra, rb, check_inputs=_inputs(rshape)).verified
+        align(res, _inputs(rshape), point_a=ra, point_b=rb, spec=noskip_spec)
+    assert align(res, _inputs(rshape), point_a=ra, point_b=rb).verified
     # a wrong block on the flattened head input of a CNN
     cnn, cshape = _build("cnn2d-flatten")
     ca, cb = _random_point(cnn, 0), _random_point(_build("cnn2d-flatten", seed=1)[0], 1)
     cspec = spec_for(cnn).as_dict()
     cspec["P_conv1"] = [(n, ax, 1) if n == "head.weight" else (n, ax, blk) for n, ax, blk in cspec["P_conv1"]]
     with pytest.raises(LosslabError):  # block 1 on a 180-wide axis: sizes disagree
-        align(cnn, ca, cb, spec=cspec, check_inputs=_inputs(cshape))
+        align(cnn, _inputs(cshape), point_a=ca, point_b=cb, spec=cspec)
     # points without the buffers the spec permutes are refused up front
     with pytest.raises(LosslabError, match="lacks"):
-        align(net, params.get_point(net), params.get_point(net), check_inputs=x)
-    with pytest.raises(LosslabError, match="check_inputs"):
-        align(net, a, b, check_inputs=torch.zeros(0, 12))
+        align(net, x, point_a=params.get_point(net), point_b=params.get_point(net))
+    with pytest.raises(LosslabError, match="x, a non-empty tensor of inputs"):
+        align(net, torch.zeros(0, 12), point_a=a, point_b=b)
 
 
 def test_doctests():

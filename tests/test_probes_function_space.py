@@ -66,10 +66,10 @@ def test_predictions_and_embeddings():
     x = torch.randn(7, 3, dtype=torch.float64)
     pts = [P.get_point(model), P.scale(P.get_point(model), 2.0), P.scale(P.get_point(model), -1.0),
            P.scale(P.get_point(model), 0.5)]
-    pr = predictions(model, pts, x, chunk_size=3)
+    pr = predictions(model, x, points=pts, chunk_size=3)
     assert pr.shape == (4, 7, 4)
     torch.testing.assert_close(pr[1], torch.softmax(2 * model(x), -1).detach())
-    logits = predictions(model, pts[:1], x, softmax=False)
+    logits = predictions(model, x, points=pts[:1], softmax=False)
     torch.testing.assert_close(logits[0], model(x).detach())
     pca = embed_predictions(pr, "pca")
     assert pca.shape == (4, 2)

@@ -11,10 +11,11 @@ from losslab.probes import (
     train_linearized,
 )
 
+from cases import seq_net
+
 
 def tiny(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 4)).double()
+    return seq_net(3, 6, 4, seed=seed)
 
 
 def explicit_jacobian(model, x):
@@ -39,29 +40,29 @@ def test_ntk_modes_equal_explicit_jjt(setup, method):
     n, k, _ = J1.shape
     m = J2.shape[0]
     full_ref = (J1.reshape(n * k, -1) @ J2.reshape(m * k, -1).T)  # row n*K + k
-    full = empirical_ntk(model, None, x1, x2, mode="full", method=method, chunk_size=2)
+    full = empirical_ntk(model, x1, x2=x2, mode="full", method=method, chunk_size=2)
     torch.testing.assert_close(full, full_ref, rtol=1e-12, atol=1e-12)
     blocks = full_ref.reshape(n, k, m, k)
     diag_ref = torch.diagonal(blocks, dim1=1, dim2=3)
-    torch.testing.assert_close(empirical_ntk(model, None, x1, x2, mode="diagonal", method=method, chunk_size=2),
+    torch.testing.assert_close(empirical_ntk(model, x1, x2=x2, mode="diagonal", method=method, chunk_size=2),
                                diag_ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(empirical_ntk(model, None, x1, x2, mode="trace", method=method, chunk_size=2),
+    torch.testing.assert_close(empirical_ntk(model, x1, x2=x2, mode="trace", method=method, chunk_size=2),
                                diag_ref.sum(-1), rtol=1e-12, atol=1e-12)
     # symmetric, PSD kernel on one set
-    K = empirical_ntk(model, None, x1, mode="full", method=method)
+    K = empirical_ntk(model, x1, mode="full", method=method)
     torch.testing.assert_close(K, K.T)
     assert torch.linalg.eigvalsh(K).min() > -1e-10
 
 
 def test_jacobian_and_ntk_matvec(setup):
     model, x1, x2 = setup
-    torch.testing.assert_close(jacobian(model, None, x1, chunk_size=2), explicit_jacobian(model, x1))
+    torch.testing.assert_close(jacobian(model, x1, chunk_size=2), explicit_jacobian(model, x1))
     v = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    K = empirical_ntk(model, None, x1, x2, mode="full")
+    K = empirical_ntk(model, x1, x2=x2, mode="full")
     ref = (K @ v.reshape(-1)).reshape(5, 4)
-    torch.testing.assert_close(ntk_matvec(model, None, x1, v, x2, chunk_size=2), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ntk_matvec(model, x1, v=v, x2=x2, chunk_size=2), ref, rtol=1e-12, atol=1e-12)
     # a subset of parameters: the kernel of the last layer only
-    Kl = empirical_ntk(model, None, x1, mode="trace", params=["2.weight", "2.bias"])
+    Kl = empirical_ntk(model, x1, mode="trace", params=["2.weight", "2.bias"])
     h = torch.tanh(model[0](x1))
     torch.testing.assert_close(Kl, 4 * (h @ h.T + 1), rtol=1e-12, atol=1e-12)
 
@@ -81,8 +82,8 @@ def test_kernel_velocity_on_trajectory(setup, tmp_path):
     p0 = P.get_point(model)
     d = P.randn_like(p0, generator=torch.Generator().manual_seed(0))
     traj = [(0, p0), (1, P.axpy(p0, 0.5, d)), (10, P.axpy(p0, 0.6, d))]
-    r = kernel_velocity(model, traj, x1, mode="trace")
-    Ks = [empirical_ntk(model, p, x1) for _, p in traj]
+    r = kernel_velocity(model, x1, trajectory=traj, mode="trace")
+    Ks = [empirical_ntk(model, x1, point=p) for _, p in traj]
     d01, d12 = kernel_distance(Ks[0], Ks[1]), kernel_distance(Ks[1], Ks[2])
     np.testing.assert_allclose(r.distance, [d01, d12], rtol=1e-12)
     np.testing.assert_allclose(r.velocity_step, [d01 / 1, d12 / 9], rtol=1e-12)
@@ -93,7 +94,7 @@ def test_kernel_velocity_on_trajectory(setup, tmp_path):
     back = KernelVelocityResult.load(tmp_path / "kv")
     np.testing.assert_array_equal(back.kernels, r.kernels)
     with pytest.raises(LosslabError, match="increase"):
-        kernel_velocity(model, [traj[1], traj[0]], x1)
+        kernel_velocity(model, x1, trajectory=[traj[1], traj[0]])
 
 
 def test_linearized_model_is_first_order_taylor(setup):
@@ -127,14 +128,15 @@ def test_train_linearized_vs_full_small():
     y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
     model = tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    lin = train_linearized(model, None, (x[:48], y[:48]), (x[48:], y[48:]), lr=0.5, epochs=15, batch_size=16, seed=0)
-    full = train_linearized(model, None, (x[:48], y[:48]), (x[48:], y[48:]), linear=False, lr=0.5, epochs=15,
+    lin = train_linearized(model, (x[:48], y[:48]), test_data=(x[48:], y[48:]), lr=0.5, epochs=15, batch_size=16,
+                           seed=0)
+    full = train_linearized(model, (x[:48], y[:48]), test_data=(x[48:], y[48:]), linear=False, lr=0.5, epochs=15,
                             batch_size=16, seed=0)
     assert lin.history[-1]["train_loss"] < lin.history[0]["train_loss"]
     assert full.train_loss < 1.0 and lin.train_loss < 1.0
     assert P.distance(lin.point, full.point) > 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     # one full-batch SGD step of the linear model equals one step of the network (same gradient at theta0)
-    a = train_linearized(model, None, (x, y), None, lr=0.1, epochs=1, batch_size=0)
-    b = train_linearized(model, None, (x, y), None, linear=False, lr=0.1, epochs=1, batch_size=0)
+    a = train_linearized(model, (x, y), lr=0.1, epochs=1, batch_size=0)
+    b = train_linearized(model, (x, y), linear=False, lr=0.1, epochs=1, batch_size=0)
     torch.testing.assert_close(P.flatten(a.point), P.flatten(b.point), rtol=1e-12, atol=1e-14)

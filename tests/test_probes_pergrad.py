@@ -11,16 +11,15 @@ from losslab.probes import (
     stiffness_by_distance, stiffness_matrices, within_between, StiffnessResult,
 )
 
+from cases import seq_net, tiny_data
+
 
 def tiny(seed=0, bn=False):
-    torch.manual_seed(seed)
-    layers = [nn.Linear(3, 5)] + ([nn.BatchNorm1d(5)] if bn else []) + [nn.Tanh(), nn.Linear(5, 4)]
-    return nn.Sequential(*layers).double()
+    return seq_net(3, 5, 4, seed=seed, bn=bn)
 
 
 def data(n=11, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, generator=g, dtype=torch.float64), torch.randint(0, 4, (n,), generator=g)
+    return tiny_data(n, 3, 4, seed)
 
 
 def loop_grads(model, x, y, loss=nn.functional.cross_entropy):
@@ -37,7 +36,7 @@ def loop_grads(model, x, y, loss=nn.functional.cross_entropy):
 def test_per_example_grads_equal_loop(chunk):
     model, (x, y) = tiny(), data()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    G = per_example_grads(model, None, x, y, chunk_size=chunk)
+    G = per_example_grads(model, (x, y), chunk_size=chunk)
     ref = loop_grads(model, x, y)
     assert G.shape == ref.shape and G.dtype == torch.float64
     torch.testing.assert_close(G, ref, rtol=1e-12, atol=1e-13)
@@ -54,10 +53,10 @@ def test_per_example_grads_at_point_subset_dict_and_mse():
         for name, p in other.named_parameters():
             p.copy_(pt[name])
     ref = loop_grads(other, x, t, mse)
-    G = per_example_grads(model, pt, x, t, mse, chunk_size=3)
+    G = per_example_grads(model, (x, t), point=pt, loss=mse, chunk_size=3)
     torch.testing.assert_close(G, ref, rtol=1e-12, atol=1e-13)
     # a subset of parameters gives the matching columns; the dict form has per-parameter shapes
-    Gd = per_example_grads(model, pt, x, t, mse, params=["2.weight"], as_dict=True)
+    Gd = per_example_grads(model, (x, t), point=pt, loss=mse, params=["2.weight"], as_dict=True)
     assert list(Gd) == ["2.weight"] and Gd["2.weight"].shape == (len(x), 4, 5)
     start = 3 * 5 + 5
     torch.testing.assert_close(Gd["2.weight"].reshape(len(x), -1), ref[:, start : start + 20])
@@ -72,7 +71,7 @@ def test_per_example_grads_batchnorm_uses_running_stats_and_keeps_model():
     bn = model[1]
     bn.running_mean.fill_(0.3)
     before = bn.running_mean.clone()
-    G = per_example_grads(model, None, x, y)
+    G = per_example_grads(model, (x, y))
     assert model.training and torch.equal(bn.running_mean, before)
     model.eval()
     torch.testing.assert_close(G, loop_grads(model, x, y), rtol=1e-12, atol=1e-13)
@@ -81,11 +80,11 @@ def test_per_example_grads_batchnorm_uses_running_stats_and_keeps_model():
 def test_per_example_grads_errors():
     model, (x, y) = tiny(), data()
     with pytest.raises(LosslabError, match="keys the model lacks"):
-        per_example_grads(model, {"nope": torch.zeros(1)}, x, y)
+        per_example_grads(model, (x, y), point={"nope": torch.zeros(1)})
     with pytest.raises(LosslabError, match="chunk_size"):
-        per_example_grads(model, None, x, y, chunk_size=0)
+        per_example_grads(model, (x, y), chunk_size=0)
     with pytest.raises(LosslabError, match="not in the model"):
-        per_example_grads(model, None, x, y, params=["zzz"])
+        per_example_grads(model, (x, y), params=["zzz"])
 
 
 # ---- stiffness -------------------------------------------------------------------------------------
@@ -129,14 +128,14 @@ def test_stiffness_end_to_end_linear_model(tmp_path):
     y = torch.arange(90) % 3
     x = centers[y] + 0.3 * torch.randn(90, 2, generator=g, dtype=torch.float64)
     model = nn.Linear(2, 3).double()
-    r = stiffness(model, None, (x, y), n_per_class=10, seed=1, n_bins=5)
+    r = stiffness(model, (x, y), n_per_class=10, seed=1, n_bins=5)
     assert r.cos.shape == (30, 30) and r.class_cos.shape == (3, 3)
     assert np.all(np.diff(r.labels) >= 0) and set(r.classes.tolist()) == {0, 1, 2}
     assert r.summary["within_cos"] > r.summary["between_cos"]
     assert r.distance_count.sum() == 30 * 29 // 2
     # same sample with the same seed, another with another seed
-    assert np.array_equal(stiffness(model, None, (x, y), n_per_class=10, seed=1).indices, r.indices)
-    assert not np.array_equal(stiffness(model, None, (x, y), n_per_class=10, seed=2).indices, r.indices)
+    assert np.array_equal(stiffness(model, (x, y), n_per_class=10, seed=1).indices, r.indices)
+    assert not np.array_equal(stiffness(model, (x, y), n_per_class=10, seed=2).indices, r.indices)
     r.save(tmp_path / "s")
     back = StiffnessResult.load(tmp_path / "s")
     np.testing.assert_array_equal(back.cos, r.cos)
@@ -148,7 +147,7 @@ def test_stiffness_end_to_end_linear_model(tmp_path):
     assert d.savefig(tmp_path / "s.png").stat().st_size > 1000
     d.close()
     with pytest.raises(LosslabError, match="integer class labels"):
-        stiffness(model, None, (x, x[:, 0]), n_per_class=3)
+        stiffness(model, (x, x[:, 0]), n_per_class=3)
 
 
 # ---- gradient noise ---------------------------------------------------------------------------------
@@ -175,9 +174,9 @@ def test_noise_scale_and_spectrum_closed_form():
 
 def test_gradient_noise_on_model():
     model, (x, y) = tiny(), data(40)
-    r = gradient_noise(model, None, (x, y), n_examples=30, k=3, seed=0)
-    G = per_example_grads(model, None, x[torch.randperm(40, generator=torch.Generator().manual_seed(0))[:30]],
-                          y[torch.randperm(40, generator=torch.Generator().manual_seed(0))[:30]])
+    r = gradient_noise(model, (x, y), n_examples=30, k=3, seed=0)
+    idx = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:30]
+    G = per_example_grads(model, (x[idx], y[idx]))
     assert r.b_simple == pytest.approx(noise_scale(G)["b_simple"], rel=1e-10)
     assert r.eigenvalues.shape == (3,) and np.all(np.diff(r.eigenvalues) <= 0)
     assert r.summary()["top_fraction_of_trace"] <= 1.0 + 1e-12

@@ -76,6 +76,16 @@ def _children(pid):
     return out
 
 
+def _communicate(proc, timeout=30):
+    """``proc.communicate`` that kills the process (and closes its pipes) when it hangs."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"still running {timeout} s after the signal; stderr: {err[-2000:]}") from None
+
+
 def _alive(pid):
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -88,8 +98,11 @@ def _start(tmp_path):
     script = tmp_path / "fake_reproduce.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "LOSSLAB_THREADS": "1"}
+    # A shell without job control starts background commands with SIGINT ignored, and an ignored
+    # SIGINT is inherited (Python then installs no Ctrl-C handler): give the child a terminal's default.
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "out")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
         # A1 (scheduled first) finished and saved; A2 and A3 started in the two workers
@@ -121,7 +134,7 @@ def test_sigkill_leaves_no_orphan(tmp_path):
 def test_sigterm_saves_finished_rows_and_exits_143(tmp_path):
     proc, kids = _start(tmp_path)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    out, err = _communicate(proc)
     assert proc.returncode == 143, err[-2000:]
     lines = [ln for ln in err.splitlines() if ln.startswith("losslab:")]
     assert lines[-1].startswith("losslab: terminated (finished work is saved")
@@ -137,10 +150,42 @@ def test_sigterm_saves_finished_rows_and_exits_143(tmp_path):
 def test_ctrl_c_to_the_group_prints_no_worker_traceback(tmp_path):
     proc, kids = _start(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)  # the terminal sends SIGINT to the whole foreground group
-    out, err = proc.communicate(timeout=30)
+    out, err = _communicate(proc)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "losslab: interrupted" in err
     deadline = time.time() + 5
     while time.time() < deadline and any(_alive(k) for k in kids):
         time.sleep(0.1)
     assert not [k for k in kids if _alive(k)]
+
+
+def test_signals_wait_for_a_safe_point_and_reach_the_previous_handler():
+    from losslab.experiments._runner import _DeferredSignals
+
+    seen = []
+
+    def term(signum, frame):
+        seen.append(signum)
+        raise RuntimeError("term handler")
+
+    before_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored when run in the background
+    before_term = signal.signal(signal.SIGTERM, term)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _DeferredSignals() as sig:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # recorded, not raised: code here runs on
+                reached = True
+                sig.check()
+        assert reached
+        with pytest.raises(RuntimeError, match="term handler"):
+            with _DeferredSignals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+            # not checked inside: delivered on leaving the block
+        assert seen == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is term
+    finally:
+        signal.signal(signal.SIGTERM, before_term)
+        signal.signal(signal.SIGINT, before_int)

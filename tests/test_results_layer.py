@@ -96,17 +96,19 @@ def test_jsonable_keep_matches_the_registry_conversion() -> None:
 
 def test_old_jsonable_names_keep_their_options() -> None:
     from losslab import _io
-    from losslab.connect.paths import jsonable as paths_jsonable
+    from losslab.connect import paths
     from losslab.distributed._surface import _jsonable as dist_jsonable
-    from losslab.probes._common import jsonable as probes_jsonable
+    from losslab.probes import _common
     from losslab.subspace._grid import jsonable as grid_jsonable
     from losslab.surface import _jsonable as surface_jsonable
 
     big = {"a": np.zeros(100), "nan": float("nan")}
     assert surface_jsonable(big) == dist_jsonable(big) == {"a": {"array_shape": [100]}, "nan": None}
-    assert probes_jsonable(big) == grid_jsonable(big) == {"a": [0.0] * 100, "nan": None}
+    assert grid_jsonable is results.jsonable and grid_jsonable(big) == {"a": [0.0] * 100, "nan": None}
     assert not hasattr(_io, "jsonable")  # one home: losslab.results (no _io <-> results circle)
-    assert math.isnan(paths_jsonable(big)["nan"])
+    # the probes' and the paths' copies are gone: they call losslab.results.jsonable (paths keep NaN)
+    assert not hasattr(_common, "jsonable") and not hasattr(_common, "none_to_nan")
+    assert not hasattr(paths, "jsonable") and math.isnan(results.jsonable(big, keep_nonfinite=True)["nan"])
 
 
 def test_save_load_arrays_round_trip(tmp_path: Path) -> None:
@@ -121,9 +123,44 @@ def test_save_load_arrays_round_trip(tmp_path: Path) -> None:
         results.load_arrays(tmp_path / "r", "other")
     with pytest.raises(LosslabError, match="no saved result"):
         results.load_arrays(tmp_path / "missing", "demo")
-    from losslab.probes._common import load_arrays, save_arrays
 
-    assert save_arrays is results.save_arrays and load_arrays is results.load_arrays
+
+def test_arrays_format_round_trip(tmp_path: Path) -> None:
+    """ArraysFormat: positional fields are the npz arrays, keyword-only dicts the JSON; summary NaN read back."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Demo(results.SummaryArraysFormat):
+        x: np.ndarray
+        y: np.ndarray
+        _FORMAT = "losslab.demo"
+
+    d = Demo(np.arange(3.0), np.ones((2, 2), dtype=np.int32), summary={"a": float("nan"), "b": 2}, meta={"m": 1})
+    d.save(tmp_path / "d")
+    arrays, desc = results.load_arrays(tmp_path / "d", "losslab.demo")
+    assert sorted(arrays) == ["x", "y"] and desc["summary"] == {"a": None, "b": 2} and desc["meta"] == {"m": 1}
+    back = Demo.load(tmp_path / "d")
+    assert np.array_equal(back.x, d.x) and back.y.dtype == np.int32 and back.meta == {"m": 1}
+    assert math.isnan(back.summary["a"]) and back.summary["b"] == 2
+
+    @dataclasses.dataclass(frozen=True)
+    class Raw(results.SummaryArraysFormat):
+        x: np.ndarray
+        y: np.ndarray
+        _FORMAT = "losslab.demo"
+        _SUMMARY_NAN = False
+
+    assert Raw.load(tmp_path / "d").summary == {"a": None, "b": 2}
+
+    @dataclasses.dataclass(frozen=True)
+    class MetaOnly(results.ArraysFormat):
+        x: np.ndarray
+        _FORMAT = "losslab.meta-only"
+
+    MetaOnly(np.zeros(2), meta={"k": [1, 2]}).save(tmp_path / "m")
+    assert set(results.load_arrays(tmp_path / "m", "losslab.meta-only")[1]) >= {"meta"}
+    assert "summary" not in results.load_arrays(tmp_path / "m", "losslab.meta-only")[1]
+    assert MetaOnly.load(tmp_path / "m").meta == {"k": [1, 2]}
 
 
 def test_progress_bar_rules(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -148,9 +148,9 @@ FACTORIES: dict[str, Callable[[], Any]] = {
         kind="bezier", num_bends=1, control_points=[_point(), _point(), _point()], path=_path_result(),
         history=[{"epoch": 1.0, "loss": 0.5}], plane=None, plane_coords=_f64(3, 2), meta={"lr": 0.05}),
     "ExperimentResult": _experiment,
-    "GoldilocksResult": lambda: __import__("losslab.goldilocks", fromlist=["x"]).GoldilocksResult(
+    "GoldilocksResult": lambda: __import__("losslab.subspace.goldilocks", fromlist=["x"]).GoldilocksResult(
         radii=np.array([0.5, 1.0]), seeds=np.array([0, 1], dtype=np.int64), d=4, relative=False,
-        init_norms=_f64(2, 2), metrics={m: _f64(2, 2) for m in __import__("losslab.goldilocks", fromlist=["x"]).CELL_METRICS},
+        init_norms=_f64(2, 2), metrics={m: _f64(2, 2) for m in __import__("losslab.subspace.goldilocks", fromlist=["x"]).CELL_METRICS},
         eigenvalues=_f64(2, 2, 4),
         done=np.ones((2, 2), bool), meta={"format": "x", "settings": {"d": 4}}),
     "TraceResult": _trace,

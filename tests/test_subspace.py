@@ -219,13 +219,13 @@ def test_identity_subspace_reproduces_plain_training(blobs, optimizer):
         for p in zero_net.parameters():
             p.zero_()
     ref0 = plain_training(zero_net, x, y, order_seed=5, **kw)
-    r0 = train_subspace(net, blobs, D, projection=eye, order_seed=5, theta0=zero_net, **kw)
+    r0 = train_subspace(net, blobs, d=D, projection=eye, order_seed=5, theta0=zero_net, **kw)
     for k in ref0:
         assert torch.equal(r0.point[k], ref0[k]), k
     assert r0.steps == 3 * math.ceil(120 / 32)
     # From the model's init, theta0 + z rounds differently from in-place updates: equal to round-off.
     ref = plain_training(net, x, y, order_seed=5, **kw)
-    r = train_subspace(net, blobs, D, projection=eye, order_seed=5, **kw)
+    r = train_subspace(net, blobs, d=D, projection=eye, order_seed=5, **kw)
     for k in ref:
         torch.testing.assert_close(r.point[k], ref[k], rtol=0, atol=1e-13)
     assert np.abs(r.theta_d).max() > 1e-3  # it did train
@@ -241,14 +241,14 @@ def test_subspace_training_stays_in_the_subspace_and_is_reproducible(blobs):
     snap = snapshot(net)
     theta0 = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).double()
     for kind in ("dense", "sparse", "fastfood"):
-        r = train_subspace(net, blobs, 5, projection=kind, seed=3, epochs=4, lr=0.05)
-        again = train_subspace(net, blobs, 5, projection=kind, seed=3, epochs=4, lr=0.05)
+        r = train_subspace(net, blobs, d=5, projection=kind, seed=3, epochs=4, lr=0.05)
+        again = train_subspace(net, blobs, d=5, projection=kind, seed=3, epochs=4, lr=0.05)
         np.testing.assert_array_equal(r.theta_d, again.theta_d)
         assert r.history == again.history and len(r.history) == 4
         M = make_projection(kind, r.D, 5, seed=3, dtype=F64).to_dense()
         theta = torch.cat([r.point[k].reshape(-1) for k, _ in net.named_parameters()]).double()
         torch.testing.assert_close(theta, theta0 + M @ torch.from_numpy(r.theta_d), rtol=0, atol=1e-5)
-        other = train_subspace(net, blobs, 5, projection=kind, seed=4, epochs=4, lr=0.05)
+        other = train_subspace(net, blobs, d=5, projection=kind, seed=4, epochs=4, lr=0.05)
         assert not np.allclose(other.theta_d, r.theta_d)
         assert r.meta["projection"]["kind"] == kind and 0 <= r.test_accuracy <= 1
     assert_unchanged(net, snap)
@@ -257,23 +257,23 @@ def test_subspace_training_stays_in_the_subspace_and_is_reproducible(blobs):
 def test_subspace_through_origin(blobs):
     net = mlp(blobs).double()
     theta0 = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
-    r0 = train_subspace(net, blobs, 4, origin=True, epochs=0)
+    r0 = train_subspace(net, blobs, d=4, origin=True, epochs=0)
     theta = torch.cat([r0.point[k].reshape(-1) for k, _ in net.named_parameters()])
     torch.testing.assert_close(theta, theta0)  # starts at the init
-    r = train_subspace(net, blobs, 4, origin=True, seed=1, epochs=3, lr=0.05)
+    r = train_subspace(net, blobs, d=4, origin=True, seed=1, epochs=3, lr=0.05)
     theta = torch.cat([r.point[k].reshape(-1) for k, _ in net.named_parameters()])
     basis = torch.cat([(theta0 / theta0.norm())[:, None], DenseProjection(r.D, 3, seed=1, dtype=F64).to_dense()], 1)
     torch.testing.assert_close(basis @ torch.from_numpy(r.theta_d), theta)  # theta = P theta_d: a linear subspace
     assert r.meta["origin"] is True and r.theta_d[0] != pytest.approx(float(theta0.norm()))
     with pytest.raises(LosslabError, match="d must be"):
-        train_subspace(net, blobs, 0)
+        train_subspace(net, blobs, d=0)
 
 
 def test_batchnorm_dropout_model_untouched(blobs):
     net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 3))
     net.train()
     snap = snapshot(net)
-    r = train_subspace(net, blobs, 6, projection="fastfood", epochs=2)
+    r = train_subspace(net, blobs, d=6, projection="fastfood", epochs=2)
     assert np.isfinite(r.test_loss) and r.D == sum(p.numel() for p in net.parameters())
     train_full(net, blobs, epochs=1)
     radial_profile(net, blobs, radii=[0.5, 1.0])
@@ -283,7 +283,7 @@ def test_batchnorm_dropout_model_untouched(blobs):
 def test_frozen_parameters_stay_fixed(blobs):
     net = mlp(blobs)
     net[1].weight.requires_grad_(False)
-    r = train_subspace(net, blobs, 3, epochs=2)
+    r = train_subspace(net, blobs, d=3, epochs=2)
     assert r.D == sum(p.numel() for p in net.parameters() if p.requires_grad)
     assert "fc0.weight" not in r.point
 

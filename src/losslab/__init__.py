@@ -28,7 +28,7 @@ from .settings import set_threads
 _SUBMODULES = {
     "params", "data", "models", "config", "train", "runs", "directions", "evaluate", "surface", "plot",
     "curvature", "connect", "subspace", "probes", "interpolation", "experiments", "report", "distributed",
-    "goldilocks", "settings", "results",
+    "settings", "results",
 }
 
 __all__ = ["__version__", "LosslabError", "set_threads", *sorted(_SUBMODULES)]

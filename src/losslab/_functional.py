@@ -11,7 +11,9 @@ shares to do that, each defined once:
 * :func:`ensure_forward_ad`: forward-mode AD made usable under strict warning settings;
 * :func:`default_loss` / :func:`resolve_loss`: the library's losses (cross-entropy for integer labels,
   mean squared error for floating targets) and the names ``"cross_entropy"``/``"mse"``;
-* :func:`as_xy`: the one data normalizer (a ``Split``, a ``Bundle`` or an ``(x, y)`` pair to tensors).
+* :func:`as_xy`: the one data normalizer (a ``Split``, a ``Bundle`` or an ``(x, y)`` pair to tensors);
+* :func:`model_then_data`: the public API's argument order ``(model, data, *, loss=..., point=...)``,
+  enforced with a one-line error for a call in another order.
 
 Example:
     >>> import torch
@@ -27,6 +29,8 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import warnings
 from typing import Any, Callable, Mapping, Sequence, Union
 
@@ -39,7 +43,7 @@ from .models._checkpoint import unwrap_model  # noqa: F401  (part of the core's 
 
 __all__ = [
     "Point", "LossFn", "LossLike", "LOSS_NAMES", "make_shell", "unwrap_model", "Functional", "ensure_forward_ad",
-    "default_loss", "mse", "resolve_loss", "as_xy",
+    "default_loss", "mse", "resolve_loss", "as_xy", "model_then_data",
 ]
 
 Point = dict[str, Tensor]
@@ -255,3 +259,82 @@ def as_xy(
                 raise LosslabError(f"{what}: {name} holds {bad} non-finite value(s) (NaN/inf), the first in example "
                                    f"{first}: every loss would be NaN")
     return x, y
+
+
+# ---- the argument order ------------------------------------------------------------------------------
+
+
+def _looks_like_loss(obj: Any) -> bool:
+    """A loss name, a loss module or another callable that is not a model: never data."""
+    if isinstance(obj, nn.Module):
+        return isinstance(obj, nn.modules.loss._Loss)
+    return (isinstance(obj, str) and obj in LOSS_NAMES) or callable(obj)
+
+
+def _looks_like_point(obj: Any) -> bool:
+    """A non-empty mapping of tensors (a point in parameter space): never data."""
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def _looks_like_data(obj: Any) -> bool:
+    """Tensors, an ``(x, y)`` pair, a Split, a Bundle or a DataLoader: never a loss."""
+    return (isinstance(obj, (Tensor, tuple, list)) or (hasattr(obj, "x") and hasattr(obj, "y"))
+            or (hasattr(obj, "train") and hasattr(obj, "test"))
+            or isinstance(obj, torch.utils.data.DataLoader))
+
+
+def model_then_data(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Enforce the public API's argument order on ``fn`` (a function, or a class's ``__init__``).
+
+    Every losslab function that measures a model on data takes ``(model, data, *, loss=..., point=...,
+    ...)``: the model (or ``model_factory``) first, the data second (a Split, a Bundle, an ``(x, y)``
+    pair; ``x`` for functions that read inputs only), everything else by keyword. A call in another
+    order (more than two positional arguments, a loss or a point where the data goes, data where the
+    loss goes) raises a one-line :class:`LosslabError` naming the order; nothing is swapped silently.
+    The signature (``inspect.signature``) and docstring stay ``fn``'s; the wrapper's
+    ``argument_order`` attribute holds the order as the error message writes it.
+
+    Example:
+        >>> import torch
+        >>> @model_then_data
+        ... def mean_output(model, data, *, loss="mse"):
+        ...     return float(model(data[0]).mean())
+        >>> mean_output(torch.nn.Linear(2, 1), torch.nn.functional.mse_loss)
+        Traceback (most recent call last):
+        ...
+        losslab.errors.LosslabError: mean_output(model, data, *, loss=..., ...): data is a loss (mse_loss); pass it as loss=...
+    """
+    params = list(inspect.signature(fn).parameters.values())
+    method = bool(params) and params[0].name == "self"
+    params = params[1:] if method else params
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) != 2:
+        raise TypeError(f"{fn.__qualname__}: model_then_data needs exactly two positional parameters, "
+                        f"got {positional}")
+    data_name = positional[1]
+    shown = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name in ("loss", "point", "point_a", "point_b")]
+    name = fn.__qualname__.removesuffix(".__init__")
+    keywords = "".join(f"{k}=..., " for k in shown)
+    order = f"{name}({', '.join(positional)}, *, {keywords}...)"
+
+    def fail(why: str) -> LosslabError:
+        return LosslabError(f"{order}: {why}")
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = args[1:] if method else args
+        if len(given) > 2:
+            raise fail(f"got {len(given)} positional arguments; only {' and '.join(positional)} are positional, "
+                       "pass the rest by keyword")
+        data = given[1] if len(given) > 1 else kwargs.get(data_name)
+        if data is not None and _looks_like_loss(data):
+            what = getattr(data, "__name__", None) or type(data).__name__
+            raise fail(f"{data_name} is a loss ({what}); pass it as loss=...")
+        if _looks_like_point(data):
+            raise fail(f"{data_name} is a point (a dict of tensors); pass it as point=...")
+        if _looks_like_data(kwargs.get("loss")):
+            raise fail(f"loss is data ({type(kwargs['loss']).__name__}); pass the data as the second argument")
+        return fn(*args, **kwargs)
+
+    wrapper.argument_order = order  # type: ignore[attr-defined]
+    return wrapper

@@ -27,7 +27,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def jsonable(obj: Any, *, keep_nonfinite: bool = False, max_array_size: int | No
             converted, anything else (arrays, NaN, objects) is returned as it is.
     """
     if unknown == "raise":
-        return json.loads(json.dumps(obj, default=_strict_default))
+        return json.loads(json.dumps(obj, default=json_default))
     if unknown == "keep":
         return _light(obj)
     if unknown != "str":
@@ -113,8 +113,9 @@ def _light(value: Any) -> Any:
     return value
 
 
-def _strict_default(obj: Any) -> Any:
-    """``json.dumps`` default of ``unknown="raise"``: numpy, tensors, paths and sets only."""
+def json_default(obj: Any) -> Any:
+    """A ``json.dumps`` default: numpy scalars and arrays, tensors, paths and sets (sorted); anything
+    else raises ``TypeError`` (what ``jsonable(unknown="raise")`` and the experiments' config keys use)."""
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
@@ -304,6 +305,57 @@ class Result:
         """Read what :meth:`save` wrote (a :class:`~losslab.errors.LosslabError` if absent or another type's)."""
         arrays, desc = load_arrays(path, RESULT_FORMAT_PREFIX + cls.__name__)
         return cls(**{k: _decode(v, arrays) for k, v in desc["fields"].items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraysFormat(Result):
+    """A :class:`Result` in an established file format (named ``_FORMAT``): its positional fields are
+    arrays, written to ``<path>.npz``; its keyword-only dict fields (``meta``, and ``summary`` in
+    :class:`SummaryArraysFormat`) go to ``<path>.json``.
+    """
+
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict, kw_only=True)
+
+    _FORMAT: ClassVar[str] = ""
+
+    @classmethod
+    def _fields(cls) -> tuple[list[str], list[str]]:
+        """The names of the array fields and of the (keyword-only) description fields."""
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        return [f.name for f in fields if not f.kw_only], [f.name for f in fields if f.kw_only]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``<path>.npz`` (arrays) and ``<path>.json`` (summary, meta); returns the npz path."""
+        arrays, desc = self._fields()
+        return save_arrays(path, self._FORMAT, {k: getattr(self, k) for k in arrays},
+                           {k: getattr(self, k) for k in sorted(desc, reverse=True)})  # summary, then meta
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Any:
+        """Read what :meth:`save` wrote."""
+        arrays, desc = load_arrays(path, cls._FORMAT)
+        names, kw_names = cls._fields()
+        return cls(**{k: arrays[k] for k in names}, **{k: cls._read(k, desc.get(k, {})) for k in kw_names})
+
+    @classmethod
+    def _read(cls, name: str, value: dict[str, Any]) -> dict[str, Any]:
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class SummaryArraysFormat(ArraysFormat):
+    """An :class:`ArraysFormat` with a ``summary`` dict; with ``_SUMMARY_NAN`` a summary value saved as
+    null (NaN, inf) reads back as NaN."""
+
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict, kw_only=True)
+
+    _SUMMARY_NAN: ClassVar[bool] = True
+
+    @classmethod
+    def _read(cls, name: str, value: dict[str, Any]) -> dict[str, Any]:
+        if name == "summary" and cls._SUMMARY_NAN:
+            return {k: (float("nan") if v is None else v) for k, v in value.items()}
+        return value
 
 
 def _encode(o: Any, arrays: dict[str, np.ndarray]) -> Any:

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._functional import Point
+from ._functional import Point, model_then_data
 from .results import jsonable
 from . import params as P
 from .errors import LosslabError
@@ -78,6 +78,7 @@ DirectionLike = Any
 # ---- public functions -------------------------------------------------------------------------------
 
 
+@model_then_data
 def line(
     model: nn.Module,
     data: Any = None,
@@ -183,6 +184,7 @@ def line(
     )
 
 
+@model_then_data
 def plane(
     model: nn.Module,
     data: Any = None,

@@ -89,12 +89,12 @@ def run(args: argparse.Namespace) -> int:
         pb_unaligned = pb
         # derive the spec and verify the permutation before any path is computed: a model it cannot handle
         # fails in a second, not after the unaligned path
-        res = align_fn(model, pa, pb, spec=spec, check_inputs=bundle.train.x[:256])
-        before = linear_path(model, pa, pb_unaligned, bundle, num=args.num)
+        res = align_fn(model, bundle.train.x[:256], point_a=pa, point_b=pb, spec=spec)
+        before = linear_path(model, bundle, point_a=pa, point_b=pb_unaligned, num=args.num)
         pb = res.point_b_aligned
         if args.save:
             res.save(Path(args.save) / "align")
-        after = linear_path(model, pa, pb, bundle, num=args.num)
+        after = linear_path(model, bundle, point_a=pa, point_b=pb, num=args.num)
         results["linear (unaligned)"] = before
         split = "test" if "test" in before.metrics else "train"
         summary["align"] = {
@@ -120,9 +120,9 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         extra: dict[str, Any] = {}
         if method == "linear":
-            path = results.get("linear") or linear_path(model, pa, pb, bundle, num=args.num)
+            path = results.get("linear") or linear_path(model, bundle, point_a=pa, point_b=pb, num=args.num)
         elif method in ("bezier", "polychain"):
-            c = train_curve(model, pa, pb, bundle, kind=method, num_bends=args.num_bends, epochs=args.curve_epochs,
+            c = train_curve(model, bundle, point_a=pa, point_b=pb, kind=method, num_bends=args.num_bends, epochs=args.curve_epochs,
                             lr=args.curve_lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
                             seed=args.seed, num=args.curve_points)
             path = c.path
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.neb_cycles < 1:
                     raise LosslabError("--neb-cycles must be >= 1")
                 cycles = cycles[: args.neb_cycles]
-            r = neb_path(model, pa, pb, bundle, cycles=cycles, batch_size=args.batch_size, seed=args.seed)
+            r = neb_path(model, bundle, point_a=pa, point_b=pb, cycles=cycles, batch_size=args.batch_size, seed=args.seed)
             path = r.path
             if args.save:
                 r.save(Path(args.save) / "neb_run")

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             f"trajectory {fmt(ens['trajectory'])}"
             + "".join(f", {k} {fmt(ens[k])}" for k in ("random", "diag", "pca") if k in ens)
             + "".join(f"\n  {k}: {v}" for k, v in files.items()))
-    from ..probes._common import jsonable
+    from ..results import jsonable
 
     emit(args, jsonable(summary), text)
     return 0

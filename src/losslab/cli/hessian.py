@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     x, y = _subset(split, args.subset, args.seed)
     out = Path(args.out) if args.out else ((t.run.path / "hessian") if t.run is not None else Path("hessian"))
     summary = hessian_analysis(
-        t.model, loss_fn_for(t.bundle.num_classes), (x, y), out=out, point=_fingerprint(t, args),
+        t.model, (x, y), loss=loss_fn_for(t.bundle.num_classes), out=out, point=_fingerprint(t, args),
         split=args.split, subset=args.subset, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype,
         top_k=args.top_k, tol=args.tol, max_iter=args.max_iter, repeats=args.repeats, probes=args.probes,
         density=args.density, density_probes=args.density_probes, density_steps=args.density_steps,

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     records = []
     for step in steps:
         model = t.model if step is None or t.run is None else t.run.build_model(step)
-        r = gradient_noise(model, None, data, n_examples=args.examples or None, k=args.top_k, seed=args.seed,
+        r = gradient_noise(model, data, n_examples=args.examples or None, k=args.top_k, seed=args.seed,
                            chunk_size=args.chunk_size)
         records.append({"step": step, **r.summary(), "n_params": r.meta["n_params"]})
     files = {"result": str(atomic_write_json(out / "noise.json", jsonable(

@@ -54,14 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if t.run is not None:
         ckpts = [s for s, _ in t.run.checkpoints()]
         final_step = args.step if args.step is not None else ckpts[-1]
-    res = stiffness(t.model, P.get_point(t.model), data, n_bins=args.bins, meta={**t.description, "step": final_step},
+    res = stiffness(t.model, data, point=P.get_point(t.model), n_bins=args.bins, meta={**t.description, "step": final_step},
                     **kw)
     results = {"final": res}
     if t.run is not None and not args.no_init:
         first = t.run.checkpoints()[0][0]
         if first != final_step:
             init_model = t.run.build_model(first)
-            results = {"init": stiffness(init_model, P.get_point(init_model), data, distance_edges=res.distance_edges,
+            results = {"init": stiffness(init_model, data, point=P.get_point(init_model), distance_edges=res.distance_edges,
                                          meta={**t.description, "step": first}, **kw), "final": res}
     files: dict[str, str] = {name: str(r.save(out / f"stiffness_{name}")) for name, r in results.items()}
     if args.plot:
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         f"within-class {r.summary['within_cos']:.4f}, between-class {r.summary['between_cos']:.4f}; sign within "
         f"{r.summary['within_sign']:.4f}, between {r.summary['between_sign']:.4f}"
         for name, r in results.items()) + "".join(f"\n  {k}: {v}" for k, v in files.items())
-    from ..probes._common import jsonable
+    from ..results import jsonable
 
     emit(args, jsonable(summary), text)
     return 0

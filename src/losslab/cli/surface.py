@@ -23,9 +23,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_target_args(p)
     p.add_argument("--dim", type=int, choices=(1, 2), default=2, help="1-D line or 2-D plane (default 2)")
-    p.add_argument("--directions", choices=("random", "pca", "to", "hessian"), default="random",
+    p.add_argument("--directions", default="random", action=_DirectionsAction, metavar="{%s} or FILE" % ",".join(KINDS),
                    help="random (Gaussian, normalized), pca (of the run's trajectory), to (towards --to), "
-                        "hessian (top eigenvectors) (default random)")
+                        "hessian (top eigenvectors), or FILE: a .pt/.npz of named tensors keyed like the "
+                        "model's parameters (one direction: a line, two: a plane; normalized by --normalization, "
+                        "none keeps them raw) (default random)")
+    p.add_argument("--save-vectors", action="store_true",
+                   help="write the tensors of seeded random directions too (default: a recipe that regenerates them)")
     p.add_argument("--to", default=None, help="other run dir or checkpoint for --directions to")
     p.add_argument("--normalization", choices=("filter", "layer", "model", "none"), default="filter",
                    help="normalization of random directions (default filter)")
@@ -63,6 +67,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+KINDS = ("random", "pca", "to", "hessian")
+
+
+class _DirectionsAction(argparse.Action):
+    """``--directions KIND`` or ``--directions FILE``; a file sets ``--dim`` to its number of directions."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any,
+                 option_string: str | None = None) -> None:
+        if value not in KINDS:
+            if not value.endswith((".pt", ".npz")):
+                parser.error(f"argument --directions: {value!r} is not one of {', '.join(KINDS)} nor a .pt/.npz file")
+            from ..directions import count_directions
+
+            try:
+                namespace.dim = count_directions(value)
+            except LosslabError:
+                pass  # build_directions reports the file's problem in one line
+        setattr(namespace, self.dest, value)
+
+
 def _grid(args: argparse.Namespace) -> tuple[int, int]:
     g = args.grid or ([51] if args.dim == 1 else [21])
     if len(g) > 2 or any(n < 2 for n in g):
@@ -84,7 +108,8 @@ def _ranges(args: argparse.Namespace, default: tuple[float, float, float, float]
 def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
     keys = ("dim", "directions", "to", "normalization", "keep_1d", "orthogonalize", "seed", "grid", "range",
             "split", "bn")
-    name = f"{args.dim}d-{args.directions}-{settings_hash(args, keys, target=description)}"
+    kind = args.directions if args.directions in KINDS else "file"
+    name = f"{args.dim}d-{kind}-{settings_hash(args, keys, target=description)}"
     return name if _precision(args) is None else f"{name}-adaptive-{settings_hash(args, ('rtol', 'atol'))}"
 
 
@@ -108,7 +133,8 @@ def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, 
 
     The flags mapped onto :func:`losslab.directions.build`; deterministic given the flags (seeded),
     so every rank of a distributed run builds the same ones; files (directions, PCA) are written
-    only when ``write``.
+    only when ``write``: seeded random directions as recipes, the others as vectors (all as vectors
+    with ``--save-vectors``).
     """
     from .. import directions as D
     from .. import params as P
@@ -126,11 +152,14 @@ def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, 
             raise LosslabError("--directions pca needs a run directory (its trajectory)")
         kw["trajectory"] = [pt for _, pt in t.run.trajectory()]
     elif args.directions == "hessian":
-        kw.update(model=t.model, loss_fn=loss_fn_for(t.bundle.num_classes), data=data)
-    built = D.build(args.directions, weights, dim=args.dim, normalization=args.normalization,
+        kw.update(model=t.model, loss=loss_fn_for(t.bundle.num_classes), data=data)
+    elif args.directions not in KINDS:
+        kw["file"] = args.directions
+    kind = args.directions if args.directions in KINDS else "file"
+    built = D.build(kind, weights, dim=args.dim, normalization=args.normalization,
                     ignore_1d=not args.keep_1d, orthogonalize=args.orthogonalize, seed=args.seed, **kw)
     if write:
-        built.save(out)
+        built.save(out, vectors=args.save_vectors)
     return built.directions, built.pca, _ranges(args, built.span)
 
 

@@ -9,68 +9,12 @@ Mode connectivity: :mod:`losslab.connect.paths` (linear paths, barriers, :class:
 """
 from __future__ import annotations
 
-from .permute import (
-    AlignResult,
-    PermutationSpec,
-    WeightMatchingInfo,
-    align,
-    apply_permutation,
-    cnn_spec,
-    invert_permutation,
-    mlp_spec,
-    random_permutation,
-    resnet_spec,
-    spec_for,
-    weight_matching,
-)
-from .curves import CurveResult, bezier_coefficients, curve_coefficients, polychain_coefficients, train_curve
-from .instability import InstabilityConfig, InstabilityResult, instability
-from .neb import (
-    ConnectionGraph,
-    FunctionEnergy,
-    ModelEnergy,
-    NEBCycle,
-    NEBResult,
-    auto_neb,
-    connect_minima,
-    default_cycles,
-    neb_path,
-)
-from .paths import PathResult, barriers, evaluate_path, linear_path
+from . import curves as _curves, instability as _instability, neb as _neb, paths as _paths, permute as _permute
+from .curves import *  # noqa: F403
+from .instability import *  # noqa: F403
+from .neb import *  # noqa: F403
+from .paths import *  # noqa: F403
+from .permute import *  # noqa: F403
 
-__all__ = [
-    "PermutationSpec",
-    "WeightMatchingInfo",
-    "AlignResult",
-    "mlp_spec",
-    "cnn_spec",
-    "resnet_spec",
-    "spec_for",
-    "apply_permutation",
-    "random_permutation",
-    "invert_permutation",
-    "weight_matching",
-    "align",
-    # mode connectivity
-    "PathResult",
-    "barriers",
-    "linear_path",
-    "evaluate_path",
-    "CurveResult",
-    "bezier_coefficients",
-    "polychain_coefficients",
-    "curve_coefficients",
-    "train_curve",
-    "FunctionEnergy",
-    "ModelEnergy",
-    "NEBCycle",
-    "NEBResult",
-    "ConnectionGraph",
-    "default_cycles",
-    "auto_neb",
-    "neb_path",
-    "connect_minima",
-    "InstabilityConfig",
-    "InstabilityResult",
-    "instability",
-]
+#: Every public name of the submodules (each module's ``__all__``).
+__all__ = [*_permute.__all__, *_paths.__all__, *_curves.__all__, *_neb.__all__, *_instability.__all__]

@@ -61,9 +61,10 @@ from ..results import Result
 from .. import params as P
 from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
-from .._functional import Point
+from .._functional import Point, model_then_data
 from .._functional import make_shell as _make_shell
-from .paths import PathResult, _splits, as_point, evaluate_path, interp_keys, jsonable, xy
+from ..results import jsonable
+from .paths import PathResult, _splits, as_point, evaluate_path, interp_keys, xy
 
 __all__ = [
     "CurveResult",
@@ -217,7 +218,8 @@ class CurveResult(Result):
         self.path.save(p.with_name(p.name + ".path"))
         atomic_write_json(p.with_name(p.name + ".json"), {
             "format": FORMAT, "kind": self.kind, "num_bends": self.num_bends,
-            "keys": list(self.control_points[0]), "history": self.history, "meta": jsonable(self.meta),
+            "keys": list(self.control_points[0]), "history": self.history,
+            "meta": jsonable(self.meta, keep_nonfinite=True),
             "path": p.name + ".path",
         })
         return npz
@@ -254,12 +256,13 @@ def _loss_fn(loss: str | Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor
     raise LosslabError(f"unknown loss {loss!r}; use 'cross_entropy', 'mse' or a callable")
 
 
+@model_then_data
 def train_curve(
     model: nn.Module,
-    point_a: Mapping[str, Tensor] | nn.Module,
-    point_b: Mapping[str, Tensor] | nn.Module,
     data: Any,
     *,
+    point_a: Mapping[str, Tensor] | nn.Module,
+    point_b: Mapping[str, Tensor] | nn.Module,
     kind: Literal["bezier", "polychain"] = "bezier",
     num_bends: int = 1,
     epochs: int = 20,
@@ -280,9 +283,9 @@ def train_curve(
 
     Args:
         model: the architecture (never modified; evaluated with ``functional_call``).
+        data: a ``Bundle`` (trains on ``train``, evaluates train and test), a ``Split`` or ``(x, y)``.
         point_a, point_b: the fixed endpoints (dicts of tensors or models). Only parameters are
             curved; buffers (BatchNorm statistics) are recomputed for evaluation.
-        data: a ``Bundle`` (trains on ``train``, evaluates train and test), a ``Split`` or ``(x, y)``.
         kind: ``"bezier"`` or ``"polychain"``.
         num_bends: trainable control points (1: quadratic Bezier / two-segment chain; 2: cubic...).
         epochs: passes over the training data.
@@ -394,7 +397,7 @@ def train_curve(
         c = curve_coefficients(kind, torch.as_tensor(sub, dtype=torch.float64), nb)
         return curve_points(control, c, keys)
 
-    path = evaluate_path(model, make, ts, data, test_data=test_data, bn=bn, loss=loss, device=dev,
+    path = evaluate_path(model, data, make=make, alphas=ts, test_data=test_data, bn=bn, loss=loss, device=dev,
                          meta={"kind": kind, "num_bends": nb})
     control_cpu = [{k: v.detach().cpu() for k, v in cp.items()} for cp in control]
     plane, coords = _plane(control_cpu, make, ts)

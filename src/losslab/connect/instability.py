@@ -61,7 +61,8 @@ from ..config import TrainConfig, config_hash, non_default, to_dict
 from ..errors import LosslabError
 from ..runs import environment, load_state
 from ..settings import set_threads
-from .paths import PathResult, jsonable, linear_path
+from ..results import jsonable
+from .paths import PathResult, linear_path
 
 __all__ = [
     "InstabilityConfig",
@@ -368,7 +369,8 @@ def instability(
     ks = list(icfg.spawn_steps)
     if result_file.is_file() and not force:
         return _load(run_dir, threshold)
-    atomic_write_json(run_dir / "config.json", {"config": jsonable(to_dict(icfg)), "non_default": jsonable(non_default(icfg)),
+    atomic_write_json(run_dir / "config.json", {"config": jsonable(to_dict(icfg), keep_nonfinite=True),
+                                                "non_default": jsonable(non_default(icfg), keep_nonfinite=True),
                                                 "hash": config_hash(icfg)})
     t0 = time.perf_counter()
     if force:
@@ -399,7 +401,7 @@ def instability(
         names = [n for n, _ in template.named_parameters()] + [n for n, _ in template.named_buffers()]
         pa = {n: children[0][n] for n in names}
         pb = {n: children[1][n] for n in names}
-        res = linear_path(template, pa, pb, data.bundle, num=icfg.num, splits=icfg.splits)
+        res = linear_path(template, data.bundle, point_a=pa, point_b=pb, num=icfg.num, splits=icfg.splits)
         res = PathResult(res.alphas, res.metrics, res.barriers,
                          {**res.meta, "spawn_step": k, "seconds_total": round(time.perf_counter() - tk, 3),
                           "child_order_seeds": [child_order_seed(config, c) for c in icfg.child_seeds]})
@@ -408,7 +410,7 @@ def instability(
         if progress:
             s = "test" if "test" in res.metrics else "train"
             print(f"instability: k={k} {s} error barrier {res.barrier('error', split=s):.4f}", file=sys.stderr)
-    meta = {"config": jsonable(to_dict(icfg)), "hash": config_hash(icfg), "env": environment(),
+    meta = {"config": jsonable(to_dict(icfg), keep_nonfinite=True), "hash": config_hash(icfg), "env": environment(),
             "steps_per_epoch": data.steps_per_epoch, "batch_size": data.bs, "parent_seconds": round(parent_s, 3),
             "seconds": round(time.perf_counter() - t0, 3)}
     out_res = InstabilityResult(np.array(ks), paths, float(threshold), data.total, str(run_dir), meta)

@@ -31,7 +31,7 @@ Example:
     >>> g = torch.Generator().manual_seed(0)
     >>> x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
     >>> a, b = nn.Linear(4, 3), nn.Linear(4, 3)
-    >>> res = linear_path(a, params.get_point(a), params.get_point(b), (x, y), num=25)
+    >>> res = linear_path(a, (x, y), point_a=params.get_point(a), point_b=params.get_point(b), num=25)
     >>> res.alphas.shape, sorted(res.metrics["train"])
     ((25,), ['error', 'loss'])
     >>> res.barrier("loss", split="train", kind="interp") >= 0
@@ -48,11 +48,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._functional import Point
-from ..results import Result, load_arrays, result_paths
-from ..results import jsonable as _jsonable
+from .._functional import Point, as_xy, model_then_data
+from ..results import Result, load_arrays, result_paths, save_arrays
 from .. import params as P
-from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
 from ..evaluate import Evaluator, has_batchnorm
 
@@ -219,28 +217,21 @@ class PathResult(Result):
         return result_paths(path)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``<path>.npz`` and ``<path>.json`` atomically; returns the npz path."""
-        npz, js = self.paths(path)
+        """Write ``<path>.npz`` and ``<path>.json`` atomically (:func:`losslab.results.save_arrays`, NaN kept);
+        returns the npz path."""
         arrays: dict[str, np.ndarray] = {"alphas": self.alphas}
         for s, ms in self.metrics.items():
             for m, v in ms.items():
                 if "__" in s or "__" in m:
                     raise LosslabError(f"split/metric names must not contain '__': {s}/{m}")
                 arrays[f"{s}__{m}"] = np.asarray(v, dtype=np.float64)
-        atomic_savez(npz, **arrays)
-        atomic_write_json(js, {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "splits": {s: list(ms) for s, ms in self.metrics.items()},
-            "n": int(self.alphas.size),
-            "layout": "npz: alphas (n,), <split>__<metric> (n,) at alphas",
-            "barrier_definitions": {
-                "mean": "max_a L(a) - (L(0) + L(1)) / 2",
-                "interp": "max_a [L(a) - ((1 - a) L(0) + a L(1))] (a normalised to [0, 1])",
-            },
-            "barriers": self.barriers,
-            "meta": jsonable(self.meta),
-        })
-        return npz
+        desc = {"splits": {s: list(ms) for s, ms in self.metrics.items()}, "n": int(self.alphas.size),
+                "layout": "npz: alphas (n,), <split>__<metric> (n,) at alphas",
+                "barrier_definitions": {
+                    "mean": "max_a L(a) - (L(0) + L(1)) / 2",
+                    "interp": "max_a [L(a) - ((1 - a) L(0) + a L(1))] (a normalised to [0, 1])"},
+                "barriers": self.barriers, "meta": self.meta}
+        return save_arrays(path, FORMAT, arrays, desc, keep_nonfinite=True, format_version=FORMAT_VERSION)
 
     @classmethod
     def load(cls, path: str | Path) -> "PathResult":
@@ -248,11 +239,6 @@ class PathResult(Result):
         arrays, desc = load_arrays(path, FORMAT, what="path")
         metrics = {s: {m: arrays[f"{s}__{m}"].astype(np.float64) for m in ms} for s, ms in desc["splits"].items()}
         return cls(arrays["alphas"].astype(np.float64), metrics, desc["barriers"], desc.get("meta", {}))
-
-
-def jsonable(obj: Any) -> Any:
-    """A JSON-serialisable copy (:func:`losslab.results.jsonable`); NaN/inf are kept (``json`` reads them back)."""
-    return _jsonable(obj, keep_nonfinite=True)
 
 
 # ------------------------------------------------------------------------------------ points/data
@@ -281,16 +267,8 @@ def _splits(data: Any, test_data: Any) -> tuple[Any, Any | None]:
 
 
 def xy(split: Any, what: str = "data") -> tuple[Tensor, Tensor]:
-    """``(x, y)`` tensors of a ``Split`` or an ``(x, y)`` tuple."""
-    if isinstance(split, (tuple, list)) and len(split) == 2:
-        x, y = split
-    elif hasattr(split, "x") and hasattr(split, "y"):
-        x, y = split.x, split.y
-    else:
-        raise LosslabError(f"{what} must be a Bundle, a Split or an (x, y) tuple, got {type(split).__name__}")
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.shape[0] != y.shape[0]:
-        raise LosslabError(f"{what}: x and y must be tensors with the same number of examples")
-    return x, y
+    """``(x, y)`` tensors of a ``Split`` or an ``(x, y)`` tuple (:func:`losslab._functional.as_xy`)."""
+    return as_xy(split, None, what=what, allow_empty=True)
 
 
 def interp_keys(model: nn.Module, a: Mapping[str, Tensor], b: Mapping[str, Tensor], bn: str) -> tuple[list[str], list[str]]:
@@ -338,12 +316,13 @@ def interpolate(a: Mapping[str, Tensor], b: Mapping[str, Tensor], alphas: np.nda
 
 
 # ------------------------------------------------------------------------------------ evaluation
+@model_then_data
 def evaluate_path(
     model: nn.Module,
-    make: Callable[[np.ndarray], Mapping[str, Tensor]],
-    alphas: np.ndarray | Sequence[float],
     data: Any,
     *,
+    make: Callable[[np.ndarray], Mapping[str, Tensor]],
+    alphas: np.ndarray | Sequence[float],
     test_data: Any = None,
     bn: Literal["auto", "recompute", "eval"] = "auto",
     loss: str | Callable[[Tensor, Tensor], Tensor] = "cross_entropy",
@@ -357,9 +336,9 @@ def evaluate_path(
 
     Args:
         model: the architecture (never modified).
+        data: a ``Bundle`` (train and test), a ``Split`` or an ``(x, y)`` tuple (train only).
         make: ``make(alphas_subset) -> stacked point`` (leading dimension ``len(alphas_subset)``).
         alphas: strictly increasing positions, endpoints first and last.
-        data: a ``Bundle`` (train and test), a ``Split`` or an ``(x, y)`` tuple (train only).
         test_data: a test split (overrides the bundle's).
         bn: BatchNorm handling (``"auto"``: recompute the statistics on the *training* data at every
             point when the model has BatchNorm).
@@ -401,12 +380,13 @@ def evaluate_path(
     return PathResult.from_metrics(a, metrics, md)
 
 
+@model_then_data
 def linear_path(
     model: nn.Module,
-    point_a: Mapping[str, Tensor] | nn.Module,
-    point_b: Mapping[str, Tensor] | nn.Module,
     data: Any,
     *,
+    point_a: Mapping[str, Tensor] | nn.Module,
+    point_b: Mapping[str, Tensor] | nn.Module,
     num: int = 25,
     alphas: Sequence[float] | np.ndarray | None = None,
     test_data: Any = None,
@@ -421,8 +401,8 @@ def linear_path(
 
     Args:
         model: the architecture (its own tensors fill keys the points lack; it is never modified).
-        point_a, point_b: the endpoints: dicts of tensors (parameters, optionally buffers) or models.
         data: a ``Bundle`` (both splits are evaluated), a ``Split`` or ``(x, y)`` (train only).
+        point_a, point_b: the endpoints: dicts of tensors (parameters, optionally buffers) or models.
         num: number of evenly spaced points in [0, 1] (default 25, endpoints included).
         alphas: explicit strictly increasing positions (overrides ``num``; may extend beyond [0, 1]).
         test_data: a test split (overrides the bundle's).
@@ -453,5 +433,5 @@ def linear_path(
         return st
 
     dist = P.distance({k: pa[k] for k, _ in model.named_parameters()}, {k: pb[k] for k, _ in model.named_parameters()})
-    return evaluate_path(model, make, al, data, test_data=test_data, bn=bn, loss=loss, batch_size=batch_size,
+    return evaluate_path(model, data, make=make, alphas=al, test_data=test_data, bn=bn, loss=loss, batch_size=batch_size,
                          strategy=strategy, device=device, splits=splits, meta={"kind": "linear", "distance": dist})

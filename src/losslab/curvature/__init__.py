@@ -24,7 +24,7 @@ Example:
     >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
     >>> x = torch.randn(13, 4, generator=g, dtype=torch.float64)
     >>> y = torch.randint(0, 3, (13,), generator=g)
-    >>> H = HessianOperator(model, nn.CrossEntropyLoss(), (x, y), batch_size=5)
+    >>> H = HessianOperator(model, (x, y), loss=nn.CrossEntropyLoss(), batch_size=5)
     >>> top = lanczos_eigs(H, k=3, seed=0)
     >>> top.converged, top.eigenvalues.shape
     (True, torch.Size([3]))

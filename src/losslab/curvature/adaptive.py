@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._functional import model_then_data
 from ..errors import LosslabError
 from ..params import Point
 from ._common import make_generator
@@ -91,11 +92,12 @@ def _ascent_dir(g: Tensor, p: float) -> Tensor | None:
     return None if not bool(s.abs().sum() > 0) else s
 
 
+@model_then_data
 def adaptive_sharpness(
     model: nn.Module,
-    loss_fn: LossFn,
     data: DataLike,
     *,
+    loss: LossFn,
     rho: float = 0.5,
     p: float = 2,
     eta: float = 0.0,
@@ -117,7 +119,7 @@ def adaptive_sharpness(
     (in its current train/eval mode: call ``model.eval()`` for dropout/BatchNorm models).
 
     Args:
-        model, loss_fn, data, params, batch_size, dtype, point: as for
+        model, data, loss, params, batch_size, dtype, point: as for
             :class:`~losslab.curvature.HessianOperator`.
         rho: radius ρ of the ball in normalized coordinates (ASAM used 0.5-2 for ``p=2``, η=0.01).
         p: ``2`` or ``float("inf")``.
@@ -140,7 +142,7 @@ def adaptive_sharpness(
         >>> X = torch.randn(32, 3, generator=g, dtype=torch.float64)
         >>> model = nn.Linear(3, 1, bias=False).double()
         >>> y = X @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=torch.float64) + 0.1
-        >>> s = adaptive_sharpness(model, nn.MSELoss(), (X, y), rho=0.1, steps=10)
+        >>> s = adaptive_sharpness(model, (X, y), loss=nn.MSELoss(), rho=0.1, steps=10)
         >>> s.sharpness >= s.first_step > 0
         True
     """
@@ -159,7 +161,7 @@ def adaptive_sharpness(
     if not alpha > 0:
         raise LosslabError(f"step_size must be > 0, got {step_size}")
 
-    prob = Problem(model, loss_fn, data, params=params, batch_size=batch_size, point=point, dtype=dtype)
+    prob = Problem(model, loss, data, params=params, batch_size=batch_size, point=point, dtype=dtype)
     theta = prob.flat([prob.theta[k] for k in prob.names])
     T = theta.abs() + eta
     if not bool((T > 0).any()):

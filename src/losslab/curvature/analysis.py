@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from .._functional import model_then_data
 from ..errors import LosslabError
 
 __all__ = ["ANALYSIS_PARTS", "ResultCache", "data_subset", "hessian_analysis"]
@@ -112,11 +113,12 @@ def data_subset(split: Any, n: int | None, seed: int) -> tuple[Any, Any]:
     return x[idx], y[idx]
 
 
+@model_then_data
 def hessian_analysis(
     model: Any,
-    loss_fn: Callable[..., Any],
     data: tuple[Any, Any],
     *,
+    loss: Callable[..., Any],
     out: str | Path,
     point: Mapping[str, Any] | None = None,
     split: str = "train",
@@ -147,8 +149,9 @@ def hessian_analysis(
     """Curvature and sharpness of ``model`` on ``data``, each computation cached in ``out``.
 
     Args:
-        model, loss_fn: the model (at the measured parameters) and its loss ``loss_fn(output, y)``.
+        model: the model (at the measured parameters).
         data: ``(x, y)``, already subset (see :func:`data_subset`).
+        loss: its loss ``loss(output, y)``.
         out: the cache folder (created); ``hessian.json`` (the returned summary) is written there.
         point: what identifies the measured parameters (e.g. checkpoint path, size, mtime) in the
             cache keys; with None, a cached result of other parameters could be reused.
@@ -204,7 +207,7 @@ def hessian_analysis(
 
     def op() -> Any:
         if "H" not in op_holder:
-            op_holder["H"] = HessianOperator(model, loss_fn, (x, y), batch_size=batch_size, dtype=torch_dtype)
+            op_holder["H"] = HessianOperator(model, (x, y), loss=loss, batch_size=batch_size, dtype=torch_dtype)
         return op_holder["H"]
 
     summary: dict[str, Any] = {**dict(header or {}), "split": split, "examples": int(len(x)),
@@ -254,7 +257,7 @@ def hessian_analysis(
 
     if "epsilon" not in skip:
         def eps() -> dict[str, Any]:
-            r = epsilon_sharpness(model, loss_fn, (x, y), epsilon=epsilon, steps=ascent_steps,
+            r = epsilon_sharpness(model, (x, y), loss=loss, epsilon=epsilon, steps=ascent_steps,
                                   batch_size=batch_size, dtype=torch_dtype)
             return {"sharpness": r.sharpness, "max_loss": r.max_loss, "base_loss": r.base_loss,
                     "num_gradients": r.num_gradients}
@@ -264,7 +267,7 @@ def hessian_analysis(
 
     if "adaptive" not in skip:
         def adaptive() -> dict[str, Any]:
-            r = adaptive_sharpness(model, loss_fn, (x, y), rho=rho, steps=ascent_steps,
+            r = adaptive_sharpness(model, (x, y), loss=loss, rho=rho, steps=ascent_steps,
                                    batch_size=batch_size, dtype=torch_dtype, seed=seed)
             return {"sharpness": r.sharpness, "first_step": r.first_step, "max_loss": r.max_loss,
                     "base_loss": r.base_loss, "num_gradients": r.num_gradients}
@@ -276,7 +279,7 @@ def hessian_analysis(
         b_params = {"directions": basin_directions, "threshold": basin_threshold, "kind": basin_kind}
         bres = cache.obj(
             "basin", b_params,
-            lambda: basin_width(model, loss_fn, (x, y), num_directions=basin_directions,
+            lambda: basin_width(model, (x, y), loss=loss, num_directions=basin_directions,
                                 threshold=basin_threshold, threshold_kind=basin_kind, seed=seed,
                                 batch_size=batch_size),
             BasinResult.load)

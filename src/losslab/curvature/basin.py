@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._functional import model_then_data
 from ..results import Result
 from .._io import atomic_savez, atomic_write_json, read_json
 from ..errors import LosslabError
@@ -203,11 +204,12 @@ def threshold_loss(base_loss: float, threshold: float, kind: str) -> float:
     return float(threshold)
 
 
+@model_then_data
 def basin_width(
     model: nn.Module,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] | str,
     data: Any,
     *,
+    loss: Callable[[Tensor, Tensor], Tensor] | str,
     num_directions: int = 20,
     threshold: float = 0.1,
     threshold_kind: str = "additive",
@@ -234,8 +236,8 @@ def basin_width(
 
     Args:
         model: the network; its parameters (or ``point``) are :math:`θ^*`.
-        loss_fn: ``loss(output, target) -> scalar`` batch mean, or ``"cross_entropy"`` / ``"mse"``.
         data: a ``Split`` or an ``(x, y)`` pair of tensors.
+        loss: ``loss(output, target) -> scalar`` batch mean, or ``"cross_entropy"`` / ``"mse"``.
         num_directions: random directions :math:`K` (each measured in both signs: :math:`2K` rays).
         threshold, threshold_kind: :math:`L_{thr}` = ``L(θ*) + threshold`` (``"additive"``, default),
             ``L(θ*) · threshold`` (``"relative"``, threshold > 1) or ``threshold`` (``"absolute"``).
@@ -261,7 +263,7 @@ def basin_width(
         >>> X = torch.eye(4, dtype=torch.float64) * 2.0                # XᵀX/n = I: H = 2I for MSE
         >>> model = nn.Linear(4, 1, bias=False).double()
         >>> y = model(X).detach()                                       # θ is an exact minimum, L = 0
-        >>> res = basin_width(model, nn.MSELoss(), (X, y), num_directions=3, threshold=0.5, seed=0, rtol=1e-8)
+        >>> res = basin_width(model, (X, y), loss=nn.MSELoss(), num_directions=3, threshold=0.5, seed=0, rtol=1e-8)
         >>> [round(float(r), 6) for r in res.euclidean_radii.ravel()]  # sqrt(2Δ/λ) = sqrt(2·0.5/2)
         [0.707107, 0.707107, 0.707107, 0.707107, 0.707107, 0.707107]
     """
@@ -280,7 +282,7 @@ def basin_width(
         seed = int(torch.Generator().seed()) >> 1
     t0 = time.perf_counter()
 
-    ev = Evaluator(model, data, loss=_loss_arg(loss_fn), batch_size=batch_size, strategy=strategy,
+    ev = Evaluator(model, data, loss=_loss_arg(loss), batch_size=batch_size, strategy=strategy,
                    points_per_chunk=points_per_chunk, bn=bn)
     theta: Point = ev.base_point()  # the model's parameters, in model order
     if point is not None:

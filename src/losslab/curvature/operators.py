@@ -5,7 +5,7 @@ concern the full-data risk
 
 .. math::  L(θ) = \\frac{1}{N} \\sum_{i=1}^N ℓ(f(x_i; θ), y_i),
 
-evaluated in batches (``loss_fn`` returns a batch *mean*; batch ``b`` is weighted by ``n_b/N``, which is
+evaluated in batches (``loss`` returns a batch *mean*; batch ``b`` is weighted by ``n_b/N``, which is
 exact for an uneven final batch). They never modify the user's model: the model is evaluated with
 ``torch.func.functional_call`` at private copies of its parameters and buffers.
 
@@ -27,7 +27,7 @@ Example:
     >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
     >>> x = torch.randn(13, 3, dtype=torch.float64, generator=g)
     >>> y = torch.randn(13, 1, dtype=torch.float64, generator=g)
-    >>> H = HessianOperator(model, nn.MSELoss(), (x, y), batch_size=5)
+    >>> H = HessianOperator(model, (x, y), loss=nn.MSELoss(), batch_size=5)
     >>> H.shape
     (21, 21)
     >>> v = torch.ones(21, dtype=torch.float64)
@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._functional import model_then_data
 from ..errors import LosslabError
 from ..params import Point
 from ._common import ensure_forward_ad
@@ -247,8 +248,8 @@ class HessianOperator(CurvatureOperator):
 
     Args:
         model: the network; evaluated functionally, never modified.
-        loss_fn: ``loss_fn(output, target) -> scalar`` mean over the batch (e.g. ``nn.CrossEntropyLoss()``).
         data: a ``Split``, an ``(x, y)`` pair of tensors, or a list of ``(x, y)`` batches (resident).
+        loss: ``loss(output, target) -> scalar`` mean over the batch (e.g. ``nn.CrossEntropyLoss()``).
         params: names of the parameters to differentiate (default: all with ``requires_grad``); the
             others stay fixed at their values.
         batch_size: split ``(x, y)``/``Split`` data into batches of this size (``None``: one batch).
@@ -271,7 +272,7 @@ class HessianOperator(CurvatureOperator):
         >>> X = torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         >>> model = nn.Linear(3, 1, bias=False).double()
         >>> y = torch.zeros(20, 1, dtype=torch.float64)
-        >>> H = HessianOperator(model, nn.MSELoss(), (X, y), batch_size=7)
+        >>> H = HessianOperator(model, (X, y), loss=nn.MSELoss(), batch_size=7)
         >>> torch.allclose(H.to_dense(), 2 * X.T @ X / 20)     # least squares: H = 2XᵀX/n
         True
         >>> res = lanczos_eigs(H, k=1, seed=0)
@@ -279,12 +280,13 @@ class HessianOperator(CurvatureOperator):
         True
     """
 
+    @model_then_data
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: LossFn,
         data: DataLike,
         *,
+        loss: LossFn,
         params: Sequence[str] | None = None,
         batch_size: int | None = None,
         mode: str = "exact",
@@ -296,7 +298,7 @@ class HessianOperator(CurvatureOperator):
         if backend not in _BACKENDS:
             raise LosslabError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         super().__init__(
-            Problem(model, loss_fn, data, params=params, batch_size=batch_size, mode=mode, point=point, dtype=dtype)
+            Problem(model, loss, data, params=params, batch_size=batch_size, mode=mode, point=point, dtype=dtype)
         )
         self.requested_backend = backend
         self.memory_budget = int(memory_budget)
@@ -434,8 +436,8 @@ class GGNOperator(CurvatureOperator):
     """The generalized Gauss-Newton matrix :math:`G = \\sum_b w_b\\, J_bᵀ\\, H^{out}_b\\, J_b`.
 
     :math:`J_b = ∂f(x_b;θ)/∂θ` is the Jacobian of the batch outputs and
-    :math:`H^{out}_b = ∇²_f\\, \\text{loss\\_fn}(f, y_b)` the Hessian of the (mean) batch loss in output
-    space, computed by autograd, so any ``loss_fn`` works; it is PSD when the loss is convex in the
+    :math:`H^{out}_b = ∇²_f\\, \\text{loss}(f, y_b)` the Hessian of the (mean) batch loss in output
+    space, computed by autograd, so any ``loss`` works; it is PSD when the loss is convex in the
     outputs (cross-entropy, MSE). For cross-entropy, :math:`G` equals the Fisher information of the
     model's predictive distribution; for ``nn.MSELoss()`` (mean over ``N × C`` entries)
     :math:`G = \\frac{2}{NC} JᵀJ`. :math:`G` is the Hessian with the second-derivative-of-the-network
@@ -447,12 +449,13 @@ class GGNOperator(CurvatureOperator):
     Args are as for :class:`HessianOperator`; ``backend`` is ``"auto"``, ``"reuse"`` or ``"fresh"``.
     """
 
+    @model_then_data
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: LossFn,
         data: DataLike,
         *,
+        loss: LossFn,
         params: Sequence[str] | None = None,
         batch_size: int | None = None,
         mode: str = "exact",
@@ -464,7 +467,7 @@ class GGNOperator(CurvatureOperator):
         if backend not in ("auto", "reuse", "fresh"):
             raise LosslabError(f"GGN backend must be 'auto', 'reuse' or 'fresh', got {backend!r}")
         super().__init__(
-            Problem(model, loss_fn, data, params=params, batch_size=batch_size, mode=mode, point=point, dtype=dtype)
+            Problem(model, loss, data, params=params, batch_size=batch_size, mode=mode, point=point, dtype=dtype)
         )
         self.requested_backend = backend
         self.memory_budget = int(memory_budget)
@@ -536,7 +539,7 @@ class GradientCovarianceOperator(CurvatureOperator):
 
     applied as :math:`Cv = \\frac1N \\sum_i g_i (g_iᵀ v) - \\bar g(\\bar gᵀ v)`. Per-example gradients come
     from ``torch.func.vmap(torch.func.grad(...))`` over chunks of ``chunk_size`` examples, with the
-    per-example loss ``loss_fn(f(x_i[None]), y_i[None])``. When the ``N × n`` matrix of centered
+    per-example loss ``loss(f(x_i[None]), y_i[None])``. When the ``N × n`` matrix of centered
     gradients fits ``memory_budget`` bytes it is computed once and kept; otherwise it is recomputed,
     chunk by chunk, for every product. The model must be vmap-compatible (no BatchNorm in train mode).
 
@@ -544,12 +547,13 @@ class GradientCovarianceOperator(CurvatureOperator):
     ``batch_size`` or 256). ``mode="minibatch"`` uses only the first batch's examples.
     """
 
+    @model_then_data
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: LossFn,
         data: DataLike,
         *,
+        loss: LossFn,
         params: Sequence[str] | None = None,
         batch_size: int | None = None,
         mode: str = "exact",
@@ -559,7 +563,7 @@ class GradientCovarianceOperator(CurvatureOperator):
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         super().__init__(
-            Problem(model, loss_fn, data, params=params, batch_size=batch_size, mode=mode, point=point, dtype=dtype)
+            Problem(model, loss, data, params=params, batch_size=batch_size, mode=mode, point=point, dtype=dtype)
         )
         chunk = chunk_size if chunk_size is not None else (batch_size or 256)
         if chunk < 1:
@@ -630,11 +634,12 @@ class GradientCovarianceOperator(CurvatureOperator):
 # ---------------------------------------------------------------------------------------------
 
 
+@model_then_data
 def gradient(
     model: nn.Module,
-    loss_fn: LossFn,
     data: DataLike,
     *,
+    loss: LossFn,
     params: Sequence[str] | None = None,
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
@@ -644,7 +649,7 @@ def gradient(
     """The gradient :math:`∇L(θ) = \\sum_b \\frac{n_b}{N} ∇L_b(θ)` of the full-data risk, as a point dict.
 
     Args:
-        model, loss_fn, data, params, batch_size, dtype, point: as for :class:`HessianOperator`.
+        model, data, loss, params, batch_size, dtype, point: as for :class:`HessianOperator`.
         return_loss: also return :math:`L(θ)` (computed in the same pass).
 
     Returns:
@@ -656,11 +661,11 @@ def gradient(
         >>> from losslab.curvature import gradient
         >>> model = nn.Linear(2, 1, bias=False)
         >>> x, y = torch.ones(4, 2), torch.zeros(4, 1)
-        >>> g = gradient(model, nn.MSELoss(), (x, y))
+        >>> g = gradient(model, (x, y), loss=nn.MSELoss())
         >>> sorted(g)
         ['weight']
     """
-    p = Problem(model, loss_fn, data, params=params, batch_size=batch_size, point=point, dtype=dtype)
+    p = Problem(model, loss, data, params=params, batch_size=batch_size, point=point, dtype=dtype)
     loss, g = p.loss_and_grad()
     out = p.to_dict(g)
     return (out, loss) if return_loss else out

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._functional import model_then_data
 from ..errors import LosslabError
 from ..params import Point
 from ._common import MatrixLike, make_generator
@@ -124,11 +125,12 @@ class EpsilonSharpness:
     losses: np.ndarray
 
 
+@model_then_data
 def epsilon_sharpness(
     model: nn.Module,
-    loss_fn: LossFn,
     data: DataLike,
     *,
+    loss: LossFn,
     epsilon: float = 1e-3,
     steps: int = 20,
     step_size: float | None = None,
@@ -159,7 +161,7 @@ def epsilon_sharpness(
       iterations (Keskar et al. used 10), in float64.
 
     Args:
-        model, loss_fn, data, params, batch_size, dtype, point: as for
+        model, data, loss, params, batch_size, dtype, point: as for
             :class:`~losslab.curvature.HessianOperator`.
         epsilon: box size ε (Keskar et al.: 1e-3 and 5e-4).
         steps: ascent steps (gradient evaluations ≈ ``steps + 1``).
@@ -177,7 +179,7 @@ def epsilon_sharpness(
         raise LosslabError(f"steps must be >= 1, got {steps}")
     if method not in ("pgd", "lbfgsb"):
         raise LosslabError(f"method must be 'pgd' or 'lbfgsb', got {method!r}")
-    prob = Problem(model, loss_fn, data, params=params, batch_size=batch_size, point=point, dtype=dtype)
+    prob = Problem(model, loss, data, params=params, batch_size=batch_size, point=point, dtype=dtype)
     theta = prob.flat([prob.theta[k] for k in prob.names])
     bound = epsilon * (theta.abs() + 1)
 

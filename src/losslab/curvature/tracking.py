@@ -263,7 +263,7 @@ class CurvatureTracker:
         rec["batch_loss"] = None if not math.isfinite(batch_loss) else float(batch_loss)
         with _isolated(model, self.mode):
             if self.measure_lambda_max or self.measure_trace:
-                H = HessianOperator(model, self._loss_fn, self._data, batch_size=self.batch_size, backend=self.backend)
+                H = HessianOperator(model, self._data, loss=self._loss_fn, batch_size=self.batch_size, backend=self.backend)
                 if self.measure_lambda_max:
                     v0 = self._start(self._v, H.shape[0], H.device)
                     res = lanczos_eigs(H, k=1, which="LA", tol=self.tol, max_iter=self.max_iter, v0=v0,
@@ -278,7 +278,7 @@ class CurvatureTracker:
                 H.release()
             if self.measure_grad_cov:
                 model.eval()  # per-example gradients (vmap) need a deterministic, batch-independent model
-                C = GradientCovarianceOperator(model, self._loss_fn, self._data, batch_size=self.batch_size)
+                C = GradientCovarianceOperator(model, self._data, loss=self._loss_fn, batch_size=self.batch_size)
                 v0 = self._start(self._vc, C.shape[0], C.device)
                 res = lanczos_eigs(C, k=1, which="LA", tol=self.tol, max_iter=self.max_iter, v0=v0,
                                    generator=self._gen)

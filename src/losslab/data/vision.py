@@ -199,8 +199,7 @@ def cifar10(root: str | os.PathLike) -> Bundle:
 
     Example:
         >>> from losslab.data import cifar10
-        >>> b = cifar10("~/data")  # doctest: +SKIP
-        >>> b.input_shape  # doctest: +SKIP
+        >>> cifar10("~/data").input_shape  # doctest: +SKIP
         (3, 32, 32)
     """
     root = Path(os.fspath(root)).expanduser()

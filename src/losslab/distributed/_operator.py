@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._functional import as_xy
 from ..errors import LosslabError
 from ._runtime import all_reduce_sum, current_context
 
@@ -80,12 +81,7 @@ def shard(data: Any, *, sizes: Sequence[int] | None = None, rank: int | None = N
         >>> x.tolist()
         [2.0, 3.0, 4.0]
     """
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-    elif hasattr(data, "x") and hasattr(data, "y"):
-        x, y = data.x, data.y
-    else:
-        raise LosslabError(f"shard needs a Split or an (x, y) pair, got {type(data).__name__}")
+    x, y = as_xy(data, None, what="shard's data", allow_empty=True)
     ctx = current_context()
     rank = ctx.rank if rank is None else int(rank)
     world_size = ctx.world_size if world_size is None else int(world_size)
@@ -140,7 +136,7 @@ class DistributedOperator:
         >>> from losslab.distributed import DistributedOperator, shard
         >>> X = torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         >>> model, y = nn.Linear(3, 1, bias=False).double(), torch.zeros(20, 1, dtype=torch.float64)
-        >>> H = DistributedOperator(HessianOperator(model, nn.MSELoss(), shard((X, y))))  # 1 process
+        >>> H = DistributedOperator(HessianOperator(model, shard((X, y)), loss=nn.MSELoss()))  # 1 process
         >>> torch.allclose(H.to_dense(), 2 * X.T @ X / 20)
         True
     """

@@ -26,7 +26,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -215,6 +215,24 @@ class _Poll:
     def sleep(self) -> None:
         time.sleep(self.delay)
         self.delay = min(0.02, self.delay * 2)
+
+
+def _collect(job: "_Job", handle: Callable[[list], None], done: Callable[[], bool], timeout: float,
+             silence: Callable[[], str]) -> None:
+    """Root: hand the workers' messages to ``handle`` until ``done()``; a :class:`DistributedError` with
+    ``silence()`` (who is silent, what is missing) when no message comes for ``timeout`` seconds."""
+    last = time.monotonic()
+    poll = _Poll()
+    while not done():
+        msgs = job.receive()
+        if msgs:
+            handle(msgs)
+            last = time.monotonic()
+            poll.reset()
+            continue
+        if time.monotonic() - last > timeout:
+            raise DistributedError(silence())
+        poll.sleep()
 
 
 class _Job:

@@ -42,6 +42,7 @@ from torch import nn
 
 from ..results import jsonable
 from .. import surface as S
+from .._functional import model_then_data
 from ..errors import LosslabError
 from ..evaluate import Evaluator
 from ..surface import SurfaceResult
@@ -51,7 +52,7 @@ from ._runtime import (
     DistributedError,
     _error_text,
     _Job,
-    _Poll,
+    _collect,
     _WorkerFailed,
     current_context,
 )
@@ -59,6 +60,7 @@ from ._runtime import (
 __all__ = ["distributed_plane", "distributed_line"]
 
 
+@model_then_data
 def distributed_plane(model: nn.Module, data: Any = None, *, timeout: float = DEFAULT_TIMEOUT,
                       **kwargs: Any) -> SurfaceResult:
     """:func:`losslab.surface.plane` with the grid points shared dynamically over the ranks.
@@ -105,6 +107,7 @@ def distributed_plane(model: nn.Module, data: Any = None, *, timeout: float = DE
     return _sharded("plane", model, data, timeout, kwargs)
 
 
+@model_then_data
 def distributed_line(model: nn.Module, data: Any = None, *, timeout: float = DEFAULT_TIMEOUT,
                      **kwargs: Any) -> SurfaceResult:
     """:func:`losslab.surface.line` with the points shared dynamically over the ranks.
@@ -149,30 +152,6 @@ def _split(kind: str, model: nn.Module, data: Any, kwargs: dict[str, Any]) -> tu
 
 
 # ---- internals -------------------------------------------------------------------------------------
-
-
-def _load(resume_from: Any) -> SurfaceResult | None:
-    """As the single-process surface: a missing path starts fresh; a result is used as given."""
-    if resume_from is None or isinstance(resume_from, SurfaceResult):
-        return resume_from
-    npz, js = SurfaceResult.paths(resume_from)
-    if not npz.exists() and not js.exists():
-        return None
-    return SurfaceResult.load(resume_from)
-
-
-def _make_evaluator(model: nn.Module, data: Any, evaluator: Evaluator | None, kwargs: dict[str, Any],
-                    prev: SurfaceResult | None) -> Evaluator:
-    """The evaluator :func:`losslab.surface.plane` would build (reusing a resumed run's chunking/strategy)."""
-    if evaluator is not None:
-        if kwargs:
-            raise LosslabError(f"pass evaluator settings to the Evaluator, not here: {sorted(kwargs)}")
-        return evaluator
-    if data is None:
-        raise LosslabError("give data (a Split or (x, y)) or an evaluator")
-    if prev is not None:
-        kwargs = S.resumed_evaluator_kwargs(model, kwargs, prev.meta.get("evaluator", {}))
-    return Evaluator(model, data, **kwargs)
 
 
 def _signature(template: SurfaceResult, ev: Evaluator) -> dict[str, Any]:
@@ -283,7 +262,7 @@ def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeou
     # 1. rank 0 reads the checkpoint and shares it
     if ctx.is_root:
         try:
-            prev = _load(resume_from)
+            prev = S._load_resume(resume_from)  # as the single-process surface: a missing path starts fresh
         except BaseException as e:
             job.abort(f"rank 0 could not load {resume_from}: {_error_text(e)}")
             job.wait_acks(min(timeout, 10.0))
@@ -300,7 +279,8 @@ def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeou
     setup_error: BaseException | None = None
     try:
         # a private copy: the block size and the settled strategy change it, never the caller's evaluator
-        ev = _derived(_make_evaluator(model, data, evaluator, evaluator_kwargs, prev))
+        # the evaluator surface.plane would build (a resumed run's chunking/strategy reused)
+        ev = _derived(S._evaluator(model, data, evaluator, evaluator_kwargs, prev))
         fn = S.plane if kind == "plane" else S.line
         template = fn(model, data, evaluator=ev, progress=False, resume_from=prev,
                       max_points=0, meta=meta, **geom)
@@ -471,23 +451,15 @@ def _root(job: _Job, ctx: DistContext, kind: str, model: nn.Module, geom: dict[s
                 j = job.claim()
             if not blocks:
                 job.publish("strategy", run.ev.strategy or "loop")
-            last = time.monotonic()
-            poll = _Poll()
-            while len(received) < len(blocks) or len(stats) < ctx.world_size - 1:
-                msgs = job.receive()
-                if msgs:
-                    handle(msgs)
-                    last = time.monotonic()
-                    poll.reset()
-                    continue
-                if time.monotonic() - last > timeout:
-                    missing = [j for j in range(len(blocks)) if j not in received]
-                    silent = [r for r in range(1, ctx.world_size) if r not in stats]
-                    raise DistributedError(
-                        f"no message from rank(s) {silent} within {timeout:g} s; blocks {missing[:10]} never "
-                        "arrived (a rank died or hangs)"
-                    )
-                poll.sleep()
+
+            def silence() -> str:
+                missing = [j for j in range(len(blocks)) if j not in received]
+                silent = [r for r in range(1, ctx.world_size) if r not in stats]
+                return (f"no message from rank(s) {silent} within {timeout:g} s; blocks {missing[:10]} never "
+                        "arrived (a rank died or hangs)")
+
+            _collect(job, handle, lambda: len(received) >= len(blocks) and len(stats) >= ctx.world_size - 1,
+                     timeout, silence)
         except _WorkerFailed as e:
             raise DistributedError(f"rank {e.rank} failed: {e.summary}") from None
     except BaseException as e:

@@ -3,13 +3,14 @@ over ranks or local processes, results collected in task order."""
 from __future__ import annotations
 
 import os
-import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Sequence
 
 from ..errors import LosslabError
-from ._runtime import DEFAULT_TIMEOUT, DistributedError, _error_text, _Job, _Poll, _WorkerFailed, current_context
+from ._runtime import (
+    DEFAULT_TIMEOUT, DistributedError, _collect, _error_text, _Job, _WorkerFailed, current_context,
+)
 
 __all__ = ["run_sweep", "TaskFailure"]
 
@@ -221,20 +222,9 @@ def _distributed(tasks: list[Any], fn: Callable[[Any], Any], ctx: Any, schedule:
                 except Exception as e:  # noqa: BLE001
                     raise DistributedError(f"task {i} failed on rank 0: {_error_text(e)}") from e
                 handle(job.receive())
-            last = time.monotonic()
-            poll = _Poll()
-            while len(results) < n or len(fins) < world - 1:
-                msgs = job.receive()
-                if msgs:
-                    handle(msgs)
-                    last = time.monotonic()
-                    poll.reset()
-                    continue
-                if time.monotonic() - last > timeout:
-                    silent = [r for r in range(1, world) if r not in fins]
-                    raise DistributedError(f"no message from rank(s) {silent} within {timeout:g} s "
-                                           f"({n - len(results)} task results missing)")
-                poll.sleep()
+            _collect(job, handle, lambda: len(results) >= n and len(fins) >= world - 1, timeout,
+                     lambda: (f"no message from rank(s) {[r for r in range(1, world) if r not in fins]} within "
+                              f"{timeout:g} s ({n - len(results)} task results missing)"))
         except _WorkerFailed as e:
             raise DistributedError(f"rank {e.rank} failed: {e.summary}") from None
     except BaseException as e:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import params as P
-from .._functional import LOSS_NAMES, LossFn, Point, as_xy, make_shell, unwrap_model
+from .._functional import LOSS_NAMES, LossFn, Point, as_xy, make_shell, model_then_data, unwrap_model
 from ..errors import LosslabError
 from ._first_layer import _FirstCache, _FirstLayerMixin
 from ._memory import _MAX_POINTS_PER_CHUNK, DEFAULT_CACHE_MB, _MemoryMixin
@@ -109,6 +109,7 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         True
     """
 
+    @model_then_data
     def __init__(
         self,
         model: nn.Module,

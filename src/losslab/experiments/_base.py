@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..results import Result
 from .._io import atomic_write_json, read_json
-from ..results import digest
+from ..results import digest, json_default
 from ..errors import LosslabError
+from .criteria import format_number
 from ._verdict import (INCONCLUSIVE, NOT_REPRODUCED, PARTLY_REPRODUCED, REPRODUCED, VERDICTS, Check, Verdict,
                        jsonable, verdict_from_checks)
 
@@ -220,7 +220,7 @@ class ExperimentResult(Result):
 def config_dict(config: Any) -> dict[str, Any]:
     """A config dataclass (possibly nesting others, e.g. ``TrainConfig``) as a plain JSON dict."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return json.loads(json.dumps(dataclasses.asdict(config), sort_keys=True, default=_json_default))
+        return json.loads(json.dumps(dataclasses.asdict(config), sort_keys=True, default=json_default))
     if isinstance(config, Mapping):
         return jsonable(dict(config))
     raise LosslabError(f"an experiment config must be a dataclass or a mapping, got {type(config).__name__}")
@@ -243,42 +243,8 @@ def result_key(id: str, config: Any, version: int | str = 1) -> str:
     return f"{id}-{digest({'id': id, 'version': version, 'config': config_dict(config)}, 12)}"
 
 
-def _json_default(obj: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.integer):
-            return int(obj)
-        if isinstance(obj, np.floating):
-            return float(obj)
-        if isinstance(obj, np.bool_):
-            return bool(obj)
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if hasattr(obj, "tolist"):  # torch tensors
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
 def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        a = abs(v)
-        if a != 0 and (a < 1e-3 or a >= 1e5):
-            return f"{v:.2e}"
-        return f"{v:.3g}" if a < 1 else f"{v:.4g}"
-    return str(v)
+    return format_number(v) if isinstance(v, float) else str(v)
 
 
 def now_iso() -> str:

@@ -258,6 +258,70 @@ def _init_worker(threads: int, parent_pid: int | None = None) -> None:
     set_threads(threads)
 
 
+class _DeferredSignals:
+    """Hold SIGINT and SIGTERM while the parent waits on its worker pool; re-raise them at a safe point.
+
+    A ``KeyboardInterrupt`` raised asynchronously inside ``concurrent.futures.wait`` can leave a
+    future's lock held, after which the pool's manager thread blocks forever and the interpreter
+    hangs on exit instead of printing "interrupted". Here the handlers only record the signal;
+    :meth:`check`, called between waits, hands it to the handler that was installed before (the
+    CLI's SIGTERM handler, Python's default Ctrl-C handler), which raises in plain code. Outside the
+    main thread, signals cannot be handled and nothing changes.
+    """
+
+    _SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_DeferredSignals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self._SIGNALS:
+                num = getattr(signal, name, None)
+                if num is None:
+                    continue
+                with contextlib.suppress(ValueError, OSError):
+                    self.previous[num] = signal.signal(num, self._record)
+        return self
+
+    def _record(self, signum: int, frame: object) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def check(self) -> None:
+        """Deliver a recorded signal to the previous handler (which raises for Ctrl-C and SIGTERM)."""
+        import signal
+
+        signum, self.received = self.received, None
+        if signum is None:
+            return
+        prev = self.previous.get(signum)
+        if callable(prev):
+            prev(signum, None)
+        elif prev == signal.SIG_DFL:
+            self._restore()
+            signal.raise_signal(signum)
+
+    def _restore(self) -> None:
+        import signal
+
+        for num, prev in self.previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(num, prev)
+        self.previous = {}
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        previous = dict(self.previous)
+        self._restore()
+        if exc_type is None and self.received is not None:  # a signal during the pool's shutdown
+            self.previous = previous
+            self.check()
+
+
 def _worker(row_id: str, profile: str, out: str, force: bool, threads: int, seed: int) -> tuple[str, str, bool, float]:
     o = run_experiment(row_id, profile, out=out, force=force, stream=sys.stderr, seed=seed)
     return o.id, str(o.path), o.cached, o.seconds
@@ -330,15 +394,17 @@ def run_many(
         import multiprocessing
 
         ctx = multiprocessing.get_context(start_method)
-        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker,
-                                 initargs=(threads, os.getpid())) as pool:
+        with _DeferredSignals() as signals, ProcessPoolExecutor(
+                max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker,
+                initargs=(threads, os.getpid())) as pool:
             futures: dict[Future, str] = {
                 pool.submit(_worker, row_id, profile, str(out), force, threads, seed): row_id for row_id in todo
             }
             try:
                 pending = set(futures)
                 while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    signals.check()  # Ctrl-C / SIGTERM surface here, never inside the executor's locks
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                     for fut in done:
                         row_id = futures[fut]
                         try:
@@ -351,6 +417,7 @@ def run_many(
                             res.profile = profile
                             outcomes[row_id] = Outcome(row_id, res, False, 0.0,
                                                        result_dir(out, row_id, config_for(row_id, profile, seed)) / "result.json")
+                signals.check()
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM (the CLI turns it into KeyboardInterrupt)
                 # stop the workers now: the rows they were running are recomputed on the next call, the
                 # finished ones are saved; their trained runs resume from the last checkpoint

@@ -350,11 +350,11 @@ def sharpness_of(model: Any, point: Mapping[str, Any], data: tuple[Any, Any], *,
 
     from ..curvature import HessianOperator, basin_width, lambda_max
 
-    H = HessianOperator(model, F.cross_entropy, data, point=point)
+    H = HessianOperator(model, data, loss=F.cross_entropy, point=point)
     out: dict[str, Any] = {"lambda_max": lambda_max(H, seed=seed), "lambda_max_matvecs": H.num_matvecs}
     H.release()
     if basin:
-        b = basin_width(model, "cross_entropy", data, num_directions=num_directions, threshold=threshold,
+        b = basin_width(model, data, loss="cross_entropy", num_directions=num_directions, threshold=threshold,
                         threshold_kind="additive", seed=seed, point=point, rtol=rtol)
         s = b.summary()
         out.update(width_mean=s["width_mean"], widths=b.widths.tolist(), radius_mean=s["radius_mean"],
@@ -521,7 +521,7 @@ class _Probe:
         from .. import params
         from ..curvature import gradient
 
-        return params.norm(gradient(self.model, F.cross_entropy, self.data[labels], point=pt))
+        return params.norm(gradient(self.model, self.data[labels], loss=F.cross_entropy, point=pt))
 
     def describe(self, labels: str, pt: Mapping[str, Any]) -> dict[str, Any]:
         tr, ce, xe = self.train_error(labels, pt)

@@ -130,7 +130,7 @@ def _measure_point(model: Any, data: Any, point: Any, config: Config, probe_seed
 
     from ..curvature import HessianOperator, negative_curvature_ratio, slq_density
 
-    H = HessianOperator(model, F.cross_entropy, data, point=point)
+    H = HessianOperator(model, data, loss=F.cross_entropy, point=point)
     try:
         nc = negative_curvature_ratio(H, tol=config.tol, max_iter=config.max_iter, seed=probe_seed)
         rec: dict[str, Any] = {"lambda_min": nc.lambda_min, "lambda_max": nc.lambda_max,

@@ -218,10 +218,10 @@ class _Measurer:
             tr = self.ev_tr.evaluate(pt)
             te = self.ev_te.evaluate(pt)
         with self.timer("sharpness"):
-            H = HessianOperator(self.model, F.cross_entropy, self.data, point=pt)
+            H = HessianOperator(self.model, self.data, loss=F.cross_entropy, point=pt)
             lam = lambda_max(H, seed=seed)
             H.release()
-            eps = epsilon_sharpness(self.model, F.cross_entropy, self.data, epsilon=self.config.epsilon,
+            eps = epsilon_sharpness(self.model, self.data, loss=F.cross_entropy, epsilon=self.config.epsilon,
                                     steps=self.config.epsilon_steps, method="lbfgsb", point=pt)
         o = run.config.optim
         rec = {"step": int(step), "batch_size": o.batch_size, "epochs": o.epochs,
@@ -262,10 +262,10 @@ def _dinh(config: Config, measure: _Measurer, pt: Mapping[str, Any], lam0: float
         out0 = params.call(model, pt, x)
         out1 = params.call(model, resc, x)
     diff = float((out0 - out1).abs().max() / out0.abs().max().clamp_min(1e-30))
-    H = HessianOperator(model, F.cross_entropy, data, point=resc)
+    H = HessianOperator(model, data, loss=F.cross_entropy, point=resc)
     lam_r = lambda_max(H, seed=seed)
     H.release()
-    ada0, ada_r = (adaptive_sharpness(model, F.cross_entropy, data, rho=config.rho, steps=config.rho_steps, point=p,
+    ada0, ada_r = (adaptive_sharpness(model, data, loss=F.cross_entropy, rho=config.rho, steps=config.rho_steps, point=p,
                                       dtype=torch.float64, seed=seed).sharpness for p in (pt, resc))
     return {"seed": seed, "alpha": config.rescale, "output_rel_diff": diff, "lambda_max": lam0,
             "lambda_max_rescaled": lam_r, "adaptive": ada0, "adaptive_rescaled": ada_r,

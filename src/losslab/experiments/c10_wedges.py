@@ -382,11 +382,11 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
                                "test_error": float(run_.summary["test_error"]), "run": run_.path.name}
         with timer("radial"):
             for ray, pt, key in (("solution", final, "train_loss"), ("init", init, "init_train_loss")):
-                p = radial_profile(model, bundle.train, pt, radii=radii)
+                p = radial_profile(model, bundle.train, point=pt, radii=radii)
                 rec[key] = np.asarray(p.metrics["loss"], dtype=float).tolist()
                 if ray == "solution":
                     rec["train_error_ray"] = (1.0 - np.asarray(p.metrics["accuracy"], dtype=float)).tolist()
-                    q = radial_profile(model, bundle.test, pt, radii=radii)
+                    q = radial_profile(model, bundle.test, point=pt, radii=radii)
                     rec["test_loss"] = np.asarray(q.metrics["loss"], dtype=float).tolist()
                     rec["test_error_ray"] = (1.0 - np.asarray(q.metrics["accuracy"], dtype=float)).tolist()
         with timer("widths"):
@@ -410,7 +410,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
             rho = float(theta0.norm())
             for i, k in enumerate(ks):
                 for o in ("affine", "origin"):
-                    r = train_subspace(model, bundle, config.d, seed=104729 * int(s) + config.d, order_seed=int(s),
+                    r = train_subspace(model, bundle, d=config.d, seed=104729 * int(s) + config.d, order_seed=int(s),
                                        theta0=theta0 * float(k), origin=(o == "origin"), epochs=config.epochs,
                                        lr=config.lr, optimizer="sgd", momentum=config.momentum,
                                        batch_size=config.batch_size)

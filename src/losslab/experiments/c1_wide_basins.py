@@ -129,7 +129,7 @@ def _basin(model: Any, run: Any, bundle: Any, config: Config, dir_seed: int,
     from ..curvature import basin_width
 
     pt = run.trajectory()[-1][1]
-    b = basin_width(model, "cross_entropy", bundle.train, num_directions=config.num_directions,
+    b = basin_width(model, bundle.train, loss="cross_entropy", num_directions=config.num_directions,
                     threshold=config.threshold, threshold_kind="additive", seed=dir_seed, point=pt, rtol=config.rtol)
     s = b.summary()
     rec = {

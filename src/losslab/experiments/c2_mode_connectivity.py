@@ -141,13 +141,13 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         pa = params.get_point(model)
         pb = params.get_point(rb.build_model())
         with timer("linear path"):
-            line = linear_path(model, pa, pb, bundle, num=config.num_points)
+            line = linear_path(model, bundle, point_a=pa, point_b=pb, num=config.num_points)
         kw = dict(kind="bezier", num_bends=1, lr=config.curve_lr, batch_size=config.curve_batch_size,
                   seed=config.curve_seed + k, num=config.num_points)
         with timer("curve"):
-            cur = train_curve(model, pa, pb, bundle, epochs=config.curve_epochs, **kw)
+            cur = train_curve(model, bundle, point_a=pa, point_b=pb, epochs=config.curve_epochs, **kw)
         with timer("control"):
-            ctl = train_curve(model, pa, pb, bundle, epochs=0, **kw)  # bend stays at the midpoint: the line
+            ctl = train_curve(model, bundle, point_a=pa, point_b=pb, epochs=0, **kw)  # bend stays at the midpoint: the line
         if first_curve is None:
             first_curve = cur
         rec = {

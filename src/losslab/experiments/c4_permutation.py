@@ -179,7 +179,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
         xs64 = [bundle.train.x[:256].double(), bundle.test.x.double()]
         with timer("align"):
             # raises when the permutation changes B's outputs by more than ATOL on the training inputs
-            res = align(m64, pa64, pb64, check_inputs=xs64[0], atol=ATOL)
+            res = align(m64, xs64[0], point_a=pa64, point_b=pb64, atol=ATOL)
             rperm = random_permutation(res.spec, pb64, seed=config.perm_seed + k)
             b_rand64 = apply_permutation(res.spec, rperm, pb64)
             diff = max(res.max_abs_output_diff, _output_diff(m64, pb64, res.point_b_aligned, xs64[1:]))

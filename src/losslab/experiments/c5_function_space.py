@@ -129,7 +129,7 @@ def _run_record(run: Any, seed: int, model: Any, x: Any, y: np.ndarray) -> tuple
     from ..probes import disagreement, predictions
 
     steps = [s for s, _ in run.checkpoints()]
-    probs = predictions(model, [run.state_dict(s) for s in steps], x).double().numpy()
+    probs = predictions(model, x, points=[run.state_dict(s) for s in steps]).double().numpy()
     acc = (probs.argmax(-1) == y[None, :]).mean(1)
     final = probs[-1]
     dis = np.array([disagreement(p, final) for p in probs])

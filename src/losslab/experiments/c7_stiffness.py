@@ -202,7 +202,7 @@ def _measure_run(seed: int, config: Config, cache_dir: Path, progress: Callable[
     D = edges = labels = perm = None
     with timer("stiffness"):
         for step in chosen:
-            r = stiffness(model, points[step], bundle.train, n_per_class=config.n_per_class, seed=seed,
+            r = stiffness(model, bundle.train, point=points[step], n_per_class=config.n_per_class, seed=seed,
                           n_bins=config.n_bins)
             if D is None:  # the same sample at every checkpoint (drawn from the seed)
                 labels = np.asarray(r.labels)

@@ -219,10 +219,10 @@ def _measure_run(cfg: TrainConfig, seed: int, config: Config, C: int, cache_dir:
     for i in chosen:
         step, pt = traj[i]
         with timer("lanczos"):
-            H = HessianOperator(model, F.cross_entropy, (x, y), point=pt)
+            H = HessianOperator(model, (x, y), loss=F.cross_entropy, point=pt)
             dim = H.shape[0]
             res = lanczos_eigs(H, k=k, which="LA", tol=config.tol, max_iter=config.max_iter, seed=int(seed))
-            gvec = H.flatten(gradient(model, F.cross_entropy, (x, y), point=pt)).to(torch.float64)
+            gvec = H.flatten(gradient(model, (x, y), loss=F.cross_entropy, point=pt)).to(torch.float64)
             V = res.eigenvectors.to(torch.float64)
             gg = float(gvec @ gvec)
             proj = (V.T @ gvec.to(V.device)) ** 2

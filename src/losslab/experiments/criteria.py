@@ -149,7 +149,8 @@ def per_seed(records: Sequence[Mapping[str, Any]], key: str) -> list[float]:
         raise LosslabError(f"per-seed records lack {key!r}") from None
 
 
-def _num(x: float) -> str:
+def format_number(x: float) -> str:
+    """``x`` with 3 (|x| < 1) or 4 significant digits, in e-notation below 1e-3 and from 1e5; nan, ±inf."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "nan"
     if math.isinf(x):
@@ -200,9 +201,9 @@ class Criterion:
         """The criterion in one line, as the report prints it."""
         how = {"interval": f"{int(CONFIDENCE * 100)}% t-interval over seeds", "all": "every seed"}[self.rule]
         if self.op == "equiv":
-            rel = f"|{self.statistic}| < {_num(self.threshold)} (equivalence, TOST at 0.05: 90% interval inside ±margin)"
+            rel = f"|{self.statistic}| < {format_number(self.threshold)} (equivalence, TOST at 0.05: 90% interval inside ±margin)"
         else:
-            rel = f"{self.statistic} {self.op} {_num(self.threshold)} ({how})"
+            rel = f"{self.statistic} {self.op} {format_number(self.threshold)} ({how})"
         kind = "precondition" if self.precondition else ("context" if not self.decisive else "decisive")
         return f"[{kind}] {self.name}: {rel}" + (f"; threshold from: {self.source}" if self.source else "")
 
@@ -230,11 +231,11 @@ class Criterion:
             return Check(passed=None, detail=f"no finite value for seed(s) {bad}" + (f"; {note}" if note else ""),
                          **base)
         u = f" {unit}" if unit else ""
-        per = ", ".join(_num(v) for v in vals)
+        per = ", ".join(format_number(v) for v in vals)
         if self.rule == "all":
             ok = [self._holds(v) for v in vals]
             worst = max(vals) if self.op in ("<", "<=") else min(vals)
-            detail = (f"per seed [{per}]{u}; every seed needs {self.op} {_num(self.threshold)}"
+            detail = (f"per seed [{per}]{u}; every seed needs {self.op} {format_number(self.threshold)}"
                       + ("" if all(ok) else f" ({len(ok) - sum(ok)} of {len(ok)} do not)"))
             return Check(passed=all(ok), detail=detail + (f"; {note}" if note else ""), value=worst,
                          ci=None, interval="", **base)
@@ -242,8 +243,8 @@ class Criterion:
             r = tost(vals, self.threshold)
             lo, hi = r["ci90"]
             passed = True if r["equivalent"] else (False if r["different"] else None)
-            detail = (f"mean difference {_num(r['mean'])}{u}, 90% t-interval [{_num(lo)}, {_num(hi)}] over "
-                      f"{len(vals)} seeds [{per}]; margin ±{_num(self.threshold)}; TOST p = {_num(r['p'])}")
+            detail = (f"mean difference {format_number(r['mean'])}{u}, 90% t-interval [{format_number(lo)}, {format_number(hi)}] over "
+                      f"{len(vals)} seeds [{per}]; margin ±{format_number(self.threshold)}; TOST p = {format_number(r['p'])}")
             if passed is None:
                 detail += " (neither equivalence nor a difference beyond the margin is shown)"
             return Check(passed=passed, detail=detail + (f"; {note}" if note else ""), value=r["mean"],
@@ -256,8 +257,8 @@ class Criterion:
         else:
             passed = True if (iv.hi < t or (self.op == "<=" and iv.hi <= t)) else (False if iv.lo >= t and not (
                 self.op == "<=" and iv.lo <= t) else None)
-        detail = (f"mean {_num(iv.mean)}{u}, 95% t-interval [{_num(iv.lo)}, {_num(iv.hi)}] over {len(vals)} "
-                  f"seed{'s' if len(vals) != 1 else ''} [{per}]; claim {self.op} {_num(t)}")
+        detail = (f"mean {format_number(iv.mean)}{u}, 95% t-interval [{format_number(iv.lo)}, {format_number(iv.hi)}] over {len(vals)} "
+                  f"seed{'s' if len(vals) != 1 else ''} [{per}]; claim {self.op} {format_number(t)}")
         if passed is None:
             detail += " (the interval straddles the threshold)"
         return Check(passed=passed, detail=detail + (f"; {note}" if note else ""), value=iv.mean,

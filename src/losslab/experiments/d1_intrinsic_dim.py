@@ -257,7 +257,7 @@ def _memorization(config: Config, bundles: Sequence[Any], dims: Sequence[int], l
         base.append(train_full(make(s), bundles[j], epochs=config.mem_epochs, lr=config.mem_baseline_lr,
                                batch_size=0, order_seed=s).train_accuracy)
         for i, d in enumerate(dims):
-            r = train_subspace(make(s), bundles[j], int(d), projection=config.mem_projection, seed=7919 * s + int(d),
+            r = train_subspace(make(s), bundles[j], d=int(d), projection=config.mem_projection, seed=7919 * s + int(d),
                                order_seed=s, epochs=config.mem_epochs, lr=_mem_lr(config, int(d)), batch_size=0)
             acc[i, j] = r.train_accuracy
         progress(f"memorization {label}, seed {s}: train accuracy " + " ".join(f"{v:.2f}" for v in acc[:, j]) +

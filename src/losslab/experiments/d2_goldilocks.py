@@ -4,13 +4,13 @@ A standard initialization :math:`\\theta_{init}` (PyTorch's default for the zoo 
 :math:`\\theta_r = r\\,\\theta_{init}` for radii ``r`` on a log grid (``r`` = multiple of the init norm). At each
 :math:`\\theta_r` the Hessian of the training loss restricted to a random ``d``-dimensional subspace,
 :math:`H_{sub} = P^\\top H(\\theta_r) P` (exact, ``d`` Hessian-vector products:
-:func:`losslab.goldilocks.restricted_hessian`), gives
+:func:`losslab.subspace.goldilocks.restricted_hessian`), gives
 
 .. math::
 
     \\rho(r) = \\frac{\\mathrm{Tr}(H_{sub})}{\\lVert H_{sub} \\rVert_F} \\in [-\\sqrt d, \\sqrt d],
 
-and the fraction of positive eigenvalues (:func:`losslab.goldilocks.subspace_curvature`). For a random
+and the fraction of positive eigenvalues (:func:`losslab.subspace.goldilocks.subspace_curvature`). For a random
 symmetric (GOE) matrix :math:`\\rho` is about :math:`\\mathcal N(0, 2/d)`; :math:`\\rho` is reported in units of
 that standard deviation :math:`\\sigma_d = \\sqrt{2/d}` (0.2 for ``d = 50``), and "clearly > 0" means
 :math:`\\rho > 5\\sigma_d`. Then, in the *same* subspace, training starts at :math:`\\theta_r`
@@ -162,7 +162,7 @@ def _measure(config: Config, bundle: Any, depth: int, label: str, timer: Timer,
              progress: Callable[[str], None]) -> dict[str, Any]:
     """Curvature and subspace training at every (radius, seed) of a model with ``depth`` hidden layers."""
     from .. import params
-    from ..goldilocks import restricted_hessian, subspace_curvature
+    from ..subspace.goldilocks import restricted_hessian, subspace_curvature
     from ..subspace import make_projection, train_subspace
 
     make = mlp_factory(bundle, config.width, depth, config.activation)
@@ -182,10 +182,10 @@ def _measure(config: Config, bundle: Any, depth: int, label: str, timer: Timer,
         for i, r in enumerate(config.radii):
             theta_r = theta * float(r)
             with timer(f"hessian{'' if label == 'main' else '_' + label}"):
-                c = subspace_curvature(restricted_hessian(model, (hx, hy), P, point=theta_r))
+                c = subspace_curvature(restricted_hessian(model, (hx, hy), projection=P, point=theta_r))
                 loss, acc = _loss_acc(model, theta_r, like, hx, hy)
             with timer(f"train{'' if label == 'main' else '_' + label}"):
-                tr = train_subspace(model, bundle, config.d, projection=P, theta0=theta_r, epochs=config.epochs,
+                tr = train_subspace(model, bundle, d=config.d, projection=P, theta0=theta_r, epochs=config.epochs,
                                     lr=config.lr, optimizer="sgd", momentum=config.momentum,
                                     batch_size=config.batch_size, order_seed=int(s))
             vals = {k: c[k] for k in ("trace_over_frobenius", "positive_fraction", "lambda_min", "lambda_max")}

@@ -15,7 +15,7 @@ Matplotlib displays in the scikit-learn style (``XDisplay.from_result(result, ..
   ``interpolate``, ``instability``, ``noise`` and of curvature tracking.
 
 Every display class of losslab (these, :mod:`losslab.probes.display`, :mod:`losslab.subspace.display`,
-:class:`losslab.goldilocks.GoldilocksDisplay`) follows this contract: ``from_result(result, ax=None, ...)``
+:class:`losslab.subspace.goldilocks.GoldilocksDisplay`) follows this contract: ``from_result(result, ax=None, ...)``
 plots; ``plot(ax=None)`` returns the display; ``figure_`` and ``ax_`` are set (``ax_`` an array of
 axes for multi-panel displays, whose ``ax`` takes as many axes).
 

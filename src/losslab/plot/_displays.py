@@ -271,7 +271,45 @@ class LineDisplay(DisplayMixin):
 
 
 # --------------------------------------------------------------------------------------------
-class ContourDisplay(DisplayMixin):
+class _PlaneDisplay(DisplayMixin):
+    """What the displays of a plane share: the grid, its metric and labels, and :meth:`_of_plane`."""
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        z: np.ndarray,
+        *,
+        metric: str = "loss",
+        xlabel: str | None = None,
+        ylabel: str | None = None,
+        title: str | None = None,
+    ) -> None:
+        self.x = x
+        self.y = y
+        self.z = z
+        self.metric = metric
+        self.xlabel = xlabel
+        self.ylabel = ylabel
+        self.title = title
+
+    @classmethod
+    def _of_plane(cls, result: Any, metric: str) -> Any:
+        """The display of a ``kind == "plane"`` result's ``metric`` (not drawn yet)."""
+        require_kind(result, "plane", cls.__name__)
+        return cls(
+            np.asarray(result.x, dtype=float),
+            np.asarray(result.y, dtype=float),
+            metric_values(result, metric),
+            metric=metric,
+            xlabel=meta_str(result, "xlabel"),
+            ylabel=meta_str(result, "ylabel"),
+            title=meta_str(result, "title"),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+class ContourDisplay(_PlaneDisplay):
     """2-D landscape as contour lines, filled contours or a heatmap.
 
     Args:
@@ -298,25 +336,6 @@ class ContourDisplay(DisplayMixin):
         (5, 7)
     """
 
-    def __init__(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        z: np.ndarray,
-        *,
-        metric: str = "loss",
-        xlabel: str | None = None,
-        ylabel: str | None = None,
-        title: str | None = None,
-    ) -> None:
-        self.x = x
-        self.y = y
-        self.z = z
-        self.metric = metric
-        self.xlabel = xlabel
-        self.ylabel = ylabel
-        self.title = title
-
     @classmethod
     def from_result(
         cls,
@@ -328,17 +347,7 @@ class ContourDisplay(DisplayMixin):
         **kwargs: Any,
     ) -> "ContourDisplay":
         """Plot a ``kind == "plane"`` result; keyword arguments go to :meth:`plot`."""
-        require_kind(result, "plane", "ContourDisplay")
-        disp = cls(
-            np.asarray(result.x, dtype=float),
-            np.asarray(result.y, dtype=float),
-            metric_values(result, metric),
-            metric=metric,
-            xlabel=meta_str(result, "xlabel"),
-            ylabel=meta_str(result, "ylabel"),
-            title=meta_str(result, "title"),
-        )
-        return disp.plot(ax=ax, kind=kind, **kwargs)
+        return cls._of_plane(result, metric).plot(ax=ax, kind=kind, **kwargs)
 
     def plot(
         self,
@@ -393,7 +402,7 @@ class ContourDisplay(DisplayMixin):
 
 
 # --------------------------------------------------------------------------------------------
-class SurfaceDisplay(DisplayMixin):
+class SurfaceDisplay(_PlaneDisplay):
     """2-D landscape as a 3-D matplotlib surface ``z = metric(x, y)``.
 
     Args:
@@ -414,39 +423,10 @@ class SurfaceDisplay(DisplayMixin):
         '3d'
     """
 
-    def __init__(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        z: np.ndarray,
-        *,
-        metric: str = "loss",
-        xlabel: str | None = None,
-        ylabel: str | None = None,
-        title: str | None = None,
-    ) -> None:
-        self.x = x
-        self.y = y
-        self.z = z
-        self.metric = metric
-        self.xlabel = xlabel
-        self.ylabel = ylabel
-        self.title = title
-
     @classmethod
     def from_result(cls, result: Any, *, metric: str = "loss", ax: Any = None, **kwargs: Any) -> "SurfaceDisplay":
         """Plot a ``kind == "plane"`` result; keyword arguments go to :meth:`plot`."""
-        require_kind(result, "plane", "SurfaceDisplay")
-        disp = cls(
-            np.asarray(result.x, dtype=float),
-            np.asarray(result.y, dtype=float),
-            metric_values(result, metric),
-            metric=metric,
-            xlabel=meta_str(result, "xlabel"),
-            ylabel=meta_str(result, "ylabel"),
-            title=meta_str(result, "title"),
-        )
-        return disp.plot(ax=ax, **kwargs)
+        return cls._of_plane(result, metric).plot(ax=ax, **kwargs)
 
     def plot(
         self,

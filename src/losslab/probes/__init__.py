@@ -25,9 +25,9 @@ Example:
     >>> from losslab import probes
     >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     >>> x, y = torch.randn(12, 4), torch.arange(12) % 3
-    >>> probes.per_example_grads(model, None, x, y).shape
+    >>> probes.per_example_grads(model, (x, y)).shape
     torch.Size([12, 67])
-    >>> probes.empirical_ntk(model, None, x, mode="diagonal").shape
+    >>> probes.empirical_ntk(model, x, mode="diagonal").shape
     torch.Size([12, 12, 3])
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Shared plumbing of the probes: the functional core (shell, data and loss normalization, from
-:mod:`losslab._functional`) and small result I/O helpers (``.npz`` arrays + ``.json`` description)."""
+:mod:`losslab._functional`) and small helpers (chunks, figures)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,9 +11,8 @@ from torch import Tensor
 
 # the functional core, re-exported for the probes' imports
 from .._functional import Functional, LossFn, Point, as_xy, default_loss, ensure_forward_ad  # noqa: F401
-from ..results import jsonable as _jsonable
-from ..results import load_arrays, result_paths, save_arrays  # noqa: F401  (the probes' result I/O)
 from ..errors import LosslabError
+
 
 def check_chunk(chunk_size: int | None, n: int) -> int:
     if chunk_size is None:
@@ -32,16 +31,7 @@ def to_numpy(t: Tensor | np.ndarray) -> np.ndarray:
     return t.detach().cpu().numpy() if isinstance(t, Tensor) else np.asarray(t)
 
 
-# ---- result I/O ------------------------------------------------------------------------------------
-
-
-def jsonable(obj: Any) -> Any:
-    """Numpy/torch scalars and arrays as JSON values, NaN/inf as None (:func:`losslab.results.jsonable`)."""
-    return _jsonable(obj)
-
-
-def none_to_nan(v: Any) -> float:
-    return float("nan") if v is None else float(v)
+# ---- figures ----------------------------------------------------------------------------------------
 
 
 def new_figure(ncols: int, nrows: int = 1, size: tuple[float, float] = (4.2, 3.6)) -> tuple[Any, Any]:

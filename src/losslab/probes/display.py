@@ -23,6 +23,17 @@ class _Display:
     ax_: Any = None
     axes_: Any = None
 
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    @classmethod
+    def from_result(cls, result: Any, *, ax: Any = None) -> Any:
+        """Plot ``result`` on ``ax`` (a new figure when None); returns the display."""
+        return cls(result).plot(ax=ax)
+
+    def plot(self, ax: Any = None) -> Any:  # pragma: no cover - every display defines it
+        raise NotImplementedError
+
     def _axes(self, ax: Any, n: int) -> tuple[Any, Any]:
         """``n`` panel axes as a (1, n) array: a new figure when ``ax`` is None, else the given axes."""
         if ax is None:
@@ -49,6 +60,17 @@ class _Display:
 
         if self.figure_ is not None:
             plt.close(self.figure_)
+
+
+def _log_panel(ax: Any, xlabel: str, ylabel: str, title: str, *, ylog: bool = False) -> None:
+    """Log x axis (log y with ``ylog``), labels, a small legend and the title of a panel."""
+    ax.set_xscale("log")
+    if ylog:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
 
 
 def _heat(ax: Any, M: np.ndarray, title: str, ticks: Sequence[Any] | None = None, vmin: float = -1,
@@ -129,23 +151,14 @@ class NTKDisplay(_Display):
         ax = axes[0, 0]
         ax.plot(s, v.distance_from_init, "o-", label="d(K_0, K_t)")
         ax.plot(s, v.distance_to_final, "s-", label="d(K_t, K_T)")
-        ax.set_xscale("log")
-        ax.set_xlabel("1 + step")
-        ax.set_ylabel("kernel distance")
-        ax.legend(fontsize=8)
-        ax.set_title("NTK distance")
+        _log_panel(ax, "1 + step", "kernel distance", "NTK distance")
         ax = axes[0, 1]
         mid = np.sqrt(s[1:] * s[:-1])
         ok = v.velocity_step > 0
         ax.plot(mid[ok], v.velocity_step[ok], "o-", label="per step")
         ok2 = v.velocity_logstep > 0
         ax.plot(mid[ok2], v.velocity_logstep[ok2], "s--", label="per ln-step")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("1 + step")
-        ax.set_ylabel("kernel velocity")
-        ax.legend(fontsize=8)
-        ax.set_title("NTK velocity")
+        _log_panel(ax, "1 + step", "kernel velocity", "NTK velocity", ylog=True)
         if self.linearization is not None:
             lz = self.linearization
             ax = axes[0, 2]
@@ -153,11 +166,7 @@ class NTKDisplay(_Display):
             ax.plot(x, lz.linear_test_error, "o-", label="linearized")
             ax.plot(x, lz.full_test_error, "s-", label="full network")
             ax.plot(x, lz.start_test_error, "^:", label="at checkpoint")
-            ax.set_xscale("log")
-            ax.set_xlabel("1 + step linearized at")
-            ax.set_ylabel("test error")
-            ax.legend(fontsize=8)
-            ax.set_title("linearized training")
+            _log_panel(ax, "1 + step linearized at", "test error", "linearized training")
         fig.tight_layout()
         self._done(fig, axes)
         return self
@@ -165,14 +174,6 @@ class NTKDisplay(_Display):
 
 class DiversityDisplay(_Display):
     """Disagreement between runs, t-SNE and PCA of prediction vectors along trajectories, and ensembles."""
-
-    def __init__(self, result: Any) -> None:
-        self.result = result
-
-    @classmethod
-    def from_result(cls, result: Any, *, ax: Any = None) -> "DiversityDisplay":
-        """Plot a :class:`~losslab.probes.DiversityResult`; returns the display."""
-        return cls(result).plot(ax=ax)
 
     def plot(self, ax: Any = None) -> "DiversityDisplay":
         """Draw the four panels on ``ax`` (4 axes; a new figure when None); returns self."""

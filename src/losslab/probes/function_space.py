@@ -36,18 +36,18 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import Result
+from ..results import SummaryArraysFormat
+from .._functional import model_then_data
 from .. import params as P
 from ..errors import LosslabError
-from ._common import Functional, Point, as_xy, check_chunk, iter_chunks, load_arrays, save_arrays, to_numpy
+from ._common import Functional, Point, as_xy, check_chunk, iter_chunks, to_numpy
 
 __all__ = [
     "predictions", "weight_cosine", "disagreement", "kl_divergence", "js_divergence", "pairwise",
@@ -58,12 +58,13 @@ FORMAT = "losslab.diversity"
 SampleKind = Literal["random", "diag", "pca"]
 
 
+@model_then_data
 @torch.no_grad()
 def predictions(
     model: nn.Module,
-    points: Sequence[Mapping[str, Tensor]],
     x: Tensor,
     *,
+    points: Sequence[Mapping[str, Tensor]],
     softmax: bool = True,
     chunk_size: int | None = 1024,
 ) -> Tensor:
@@ -260,7 +261,7 @@ def subspace_samples(
 
 
 @dataclass(frozen=True)
-class DiversityResult(Result):
+class DiversityResult(SummaryArraysFormat):
     """Function-space comparison of several runs, their trajectories and ensembles.
 
     Attributes:
@@ -289,20 +290,9 @@ class DiversityResult(Result):
     traj_weight_cosine: np.ndarray
     tsne: np.ndarray
     pca: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
 
-    _ARRAYS = ("final_accuracy", "disagreement", "kl", "js", "weight_cosine", "traj_run", "traj_step",
-               "traj_accuracy", "traj_disagreement", "traj_js", "traj_weight_cosine", "tsne", "pca")
-
-    def save(self, path: str | Path) -> Path:
-        return save_arrays(path, FORMAT, {k: getattr(self, k) for k in self._ARRAYS},
-                           {"summary": self.summary, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "DiversityResult":
-        arrays, desc = load_arrays(path, FORMAT)
-        return cls(**{k: arrays[k] for k in cls._ARRAYS}, summary=desc.get("summary", {}), meta=desc.get("meta", {}))
+    _FORMAT = FORMAT
+    _SUMMARY_NAN = False
 
     def plot(self, **kwargs: Any) -> Any:
         """A :class:`~losslab.probes.display.DiversityDisplay` of this result."""
@@ -384,7 +374,7 @@ def diversity(
         if max_checkpoints is not None and len(traj) > max_checkpoints:
             keep = sorted(set(np.round(np.linspace(0, len(traj) - 1, max(2, max_checkpoints))).astype(int).tolist()))
         states = [run.state_dict(traj[i][0]) for i in keep]
-        pr = to_numpy(predictions(model, states, x)).astype(np.float64)
+        pr = to_numpy(predictions(model, x, points=states)).astype(np.float64)
         traj_probs.extend(list(pr))
         traj_rows.extend((r, int(traj[i][0])) for i in keep)
         finals.append(traj[-1][1])
@@ -432,7 +422,7 @@ def diversity(
     ens["independent"] = ensemble_accuracy(PF, yn) if R > 1 else float("nan")
     ens["independent_size"] = R
     t0_states = [runs[0].state_dict(s) for s, _ in traj_pts[0][-m:]]
-    traj_ens = to_numpy(predictions(model, t0_states, x)).astype(np.float64)
+    traj_ens = to_numpy(predictions(model, x, points=t0_states)).astype(np.float64)
     ens["trajectory"] = ensemble_accuracy(traj_ens, yn)
     ens["trajectory_size"] = len(t0_states)
     tail_pts = [p for _, p in traj_pts[0][-max(2, tail):]]
@@ -440,7 +430,7 @@ def diversity(
     if len(tail_pts) >= 2:
         for i, kind in enumerate(sample_kinds):
             pts = subspace_samples(finals[0], tail_pts, kind, m, scale=sample_scale, seed=seed + 1000 * (i + 1))
-            sp = to_numpy(predictions(model, pts, x)).astype(np.float64)
+            sp = to_numpy(predictions(model, x, points=pts)).astype(np.float64)
             ens[kind] = ensemble_accuracy(sp, yn)
             samples[kind] = {
                 "member_accuracy_mean": float(np.mean([_accuracy(p, yn) for p in sp])),
@@ -470,4 +460,4 @@ def diversity(
             "tail": tail, "sample_scale": sample_scale, "accuracy_tolerance": accuracy_tolerance,
             "seconds": round(time.perf_counter() - t0, 3)}
     return DiversityResult(acc_final, dis, kl, js, W, tr_run, tr_step, tr_acc, tr_dis, tr_js, tr_cos, tsne, pca,
-                           summary, meta)
+                           summary=summary, meta=meta)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -49,9 +49,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import Result
+from ..results import ArraysFormat
 from ..errors import LosslabError
-from ._common import load_arrays, save_arrays, to_numpy
+from ._common import to_numpy
 
 __all__ = [
     "effective_rank", "singular_values", "schatten_norm", "layer_spectra", "layer_effective_ranks",
@@ -150,7 +150,7 @@ def _grads(Ws: Sequence[tuple[float, ...]], P: Sequence[tuple[float, ...]], R: t
 
 
 @dataclass(frozen=True)
-class FactorizationResult(Result):
+class FactorizationResult(ArraysFormat):
     """Training record of a deep 2x2 matrix factorization.
 
     Attributes:
@@ -174,18 +174,8 @@ class FactorizationResult(Result):
     sigma_min: np.ndarray
     sigma_max: np.ndarray
     product: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
 
-    _ARRAYS = ("steps", "loss", "unobserved", "nuclear", "frobenius", "schatten_half", "schatten_quarter",
-               "effective_rank", "det", "sigma_min", "sigma_max", "product")
-
-    def save(self, path: str | Path) -> Path:
-        return save_arrays(path, FORMAT, {k: getattr(self, k) for k in self._ARRAYS}, {"meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "FactorizationResult":
-        arrays, desc = load_arrays(path, FORMAT)
-        return cls(**{k: arrays[k] for k in cls._ARRAYS}, meta=desc.get("meta", {}))
+    _FORMAT = FORMAT
 
     def summary(self) -> dict[str, Any]:
         """First vs last record and whether the loss fell while the unobserved entry and all norms grew."""

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._functional import model_then_data
 from ..results import Result
 from ..errors import LosslabError
 from ._common import LossFn, as_xy, to_numpy
@@ -136,28 +137,30 @@ class GradientNoiseResult(Result):
                 "top_fraction_of_trace": float(self.eigenvalues.sum() / self.trace_cov) if self.trace_cov > 0 else None}
 
 
+@model_then_data
 def gradient_noise(
     model: nn.Module,
-    point: Mapping[str, Tensor] | None,
     data: Any,
     *,
+    point: Mapping[str, Tensor] | None = None,
     n_examples: int | None = 512,
     k: int = 10,
     seed: int = 0,
     split: str = "train",
-    loss_fn: LossFn | None = None,
+    loss: LossFn | None = None,
     chunk_size: int | None = DEFAULT_CHUNK,
     params: Sequence[str] | None = None,
 ) -> GradientNoiseResult:
     """Simple noise scale :math:`B_{\\text{simple}}` and the top-``k`` covariance eigenvalues at a point.
 
     Args:
-        model, point: the network and where to measure (``None``: its own parameters).
+        model: the network.
         data: ``Split``, ``Bundle`` (its ``split``) or ``(x, y)``.
+        point: where to measure (``None``: the model's own parameters).
         n_examples: random subset size (``None``: all examples; memory is ``n_examples x D``).
         k: number of covariance eigenvalues.
         seed: seed of the subset.
-        loss_fn, chunk_size, params: as :func:`per_example_grads`.
+        loss, chunk_size, params: as :func:`per_example_grads`.
     """
     x, y = as_xy(data, split)
     n = int(x.shape[0])
@@ -166,7 +169,7 @@ def gradient_noise(
             raise LosslabError(f"n_examples must be >= 2, got {n_examples}")
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:n_examples]
         x, y = x[idx.to(x.device)], y[idx.to(y.device)]
-    G = per_example_grads(model, point, x, y, loss_fn, chunk_size=chunk_size, params=params)
+    G = per_example_grads(model, (x, y), point=point, loss=loss, chunk_size=chunk_size, params=params)
     ns = noise_scale(G)
     spec = covariance_spectrum(G, k)
     return GradientNoiseResult(ns["b_simple"], ns["b_simple_unbiased"], ns["trace_cov"], ns["grad_norm_sq"],

@@ -41,9 +41,9 @@ Example:
     >>> from losslab.probes import empirical_ntk, kernel_distance
     >>> model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
     >>> x = torch.randn(4, 3)
-    >>> empirical_ntk(model, None, x, mode="full").shape
+    >>> empirical_ntk(model, x, mode="full").shape
     torch.Size([8, 8])
-    >>> K = empirical_ntk(model, None, x, mode="trace")
+    >>> K = empirical_ntk(model, x, mode="trace")
     >>> abs(kernel_distance(K, 2.0 * K)) < 1e-6
     True
 """
@@ -51,19 +51,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import Result
+from ..results import Result, SummaryArraysFormat
+from .._functional import model_then_data
 from ..errors import LosslabError
 from ._common import (
-    Functional, LossFn, Point, as_xy, check_chunk, default_loss, ensure_forward_ad, iter_chunks, load_arrays,
-    save_arrays, to_numpy,
+    Functional, LossFn, Point, as_xy, check_chunk, default_loss, ensure_forward_ad, iter_chunks, to_numpy,
 )
 
 __all__ = [
@@ -88,8 +87,9 @@ def _outputs(fn: Functional, fixed: Point) -> Callable[[Point, Tensor], Tensor]:
     return f
 
 
+@model_then_data
 def jacobian(
-    model: nn.Module, point: Mapping[str, Tensor] | None, x: Tensor, *, chunk_size: int | None = 64,
+    model: nn.Module, x: Tensor, *, point: Mapping[str, Tensor] | None = None, chunk_size: int | None = 64,
     params: Sequence[str] | None = None,
 ) -> Tensor:
     """Per-example Jacobians of the outputs, ``(N, K, D)`` (parameter order as ``named_parameters``)."""
@@ -129,23 +129,24 @@ def _check_mode(mode: str, method: str) -> None:
         raise LosslabError(f"method must be 'jacobian' or 'ntvp', got {method!r}")
 
 
+@model_then_data
 def empirical_ntk(
     model: nn.Module,
-    point: Mapping[str, Tensor] | None,
-    x1: Tensor,
-    x2: Tensor | None = None,
+    x: Tensor,
     *,
+    x2: Tensor | None = None,
+    point: Mapping[str, Tensor] | None = None,
     mode: NTKMode = "trace",
     method: Literal["jacobian", "ntvp"] = "jacobian",
     chunk_size: int | None = 64,
     params: Sequence[str] | None = None,
 ) -> Tensor:
-    """Empirical NTK between ``x1`` (N examples) and ``x2`` (M examples; default ``x1``).
+    """Empirical NTK between ``x`` (N examples) and ``x2`` (M examples; default ``x``).
 
     Args:
         model: the network (never modified).
+        x, x2: inputs.
         point: parameters (``None``: the model's own).
-        x1, x2: inputs.
         mode: ``"full"`` ``(N K, M K)``, ``"trace"`` ``(N, M)`` or ``"diagonal"`` ``(N, M, K)``.
         method: ``"jacobian"`` (materialize per-example Jacobians) or ``"ntvp"`` (vjp/jvp products,
             one chunk of Jacobian rows at a time).
@@ -157,27 +158,27 @@ def empirical_ntk(
     """
     _check_mode(mode, method)
     same = x2 is None
-    x2 = x1 if x2 is None else x2
+    x2 = x if x2 is None else x2
     if method == "jacobian":
-        J1 = jacobian(model, point, x1, chunk_size=chunk_size, params=params)
-        J2 = J1 if same else jacobian(model, point, x2, chunk_size=chunk_size, params=params)
+        J1 = jacobian(model, x, point=point, chunk_size=chunk_size, params=params)
+        J2 = J1 if same else jacobian(model, x2, point=point, chunk_size=chunk_size, params=params)
         return _contract(J1, J2, mode)
 
     ensure_forward_ad()
     fn = Functional(model)
     wrt, fixed = fn.split(fn.point(point), params)
     f = _outputs(fn, fixed)
-    n, m = int(x1.shape[0]), int(x2.shape[0])
+    n, m = int(x.shape[0]), int(x2.shape[0])
     c1, c2 = check_chunk(chunk_size, n), check_chunk(chunk_size, m)
-    k = int(f(wrt, x1[:1]).shape[1])
-    full = torch.empty(n, k, m, k, dtype=next(iter(wrt.values())).dtype, device=x1.device)
+    k = int(f(wrt, x[:1]).shape[1])
+    full = torch.empty(n, k, m, k, dtype=next(iter(wrt.values())).dtype, device=x.device)
     for a, b in iter_chunks(m, c2):
         cb = b - a
         _, vjp_fn = torch.func.vjp(lambda p: f(p, x2[a:b]), wrt)
-        basis = torch.eye(cb * k, dtype=full.dtype, device=x1.device).reshape(cb * k, cb, k)
+        basis = torch.eye(cb * k, dtype=full.dtype, device=x.device).reshape(cb * k, cb, k)
         (tangents,) = torch.func.vmap(vjp_fn)(basis)  # J2 rows, leading dim cb*k
         for i, j in iter_chunks(n, c1):
-            xs = x1[i:j]
+            xs = x[i:j]
 
             def push(t: Point, xs: Tensor = xs) -> Tensor:
                 return torch.func.jvp(lambda p: f(p, xs), (wrt,), (t,))[1]
@@ -190,30 +191,31 @@ def empirical_ntk(
     return diag.sum(-1) if mode == "trace" else diag.contiguous()
 
 
+@model_then_data
 def ntk_matvec(
     model: nn.Module,
-    point: Mapping[str, Tensor] | None,
-    x1: Tensor,
+    x: Tensor,
+    *,
     v: Tensor,
     x2: Tensor | None = None,
-    *,
+    point: Mapping[str, Tensor] | None = None,
     chunk_size: int | None = 256,
     params: Sequence[str] | None = None,
 ) -> Tensor:
-    """:math:`\\Theta(x_1, x_2) v` for ``v`` of shape ``(M, K)`` without forming :math:`J` or :math:`\\Theta`.
+    """:math:`\\Theta(x, x_2) v` for ``v`` of shape ``(M, K)`` without forming :math:`J` or :math:`\\Theta`.
 
     One ``vjp`` per chunk of ``x2`` gives :math:`u = J(x_2)^\\top v` (a parameter-space vector), then one
-    ``jvp`` per chunk of ``x1`` gives :math:`J(x_1) u`. Returns ``(N, K)``.
+    ``jvp`` per chunk of ``x`` gives :math:`J(x) u`. Returns ``(N, K)``.
     """
     ensure_forward_ad()
     fn = Functional(model)
     wrt, fixed = fn.split(fn.point(point), params)
     f = _outputs(fn, fixed)
-    x2 = x1 if x2 is None else x2
+    x2 = x if x2 is None else x2
     m = int(x2.shape[0])
     if v.shape[0] != m:
         raise LosslabError(f"v has {v.shape[0]} rows but x2 has {m} examples")
-    size = check_chunk(chunk_size, max(m, int(x1.shape[0])))
+    size = check_chunk(chunk_size, max(m, int(x.shape[0])))
     u = {k: torch.zeros_like(t) for k, t in wrt.items()}
     for a, b in iter_chunks(m, size):
         out, vjp_fn = torch.func.vjp(lambda p: f(p, x2[a:b]), wrt)
@@ -221,8 +223,8 @@ def ntk_matvec(
         for k in u:
             u[k] = u[k] + g[k].detach()
     parts = []
-    for i, j in iter_chunks(int(x1.shape[0]), size):
-        parts.append(torch.func.jvp(lambda p: f(p, x1[i:j]), (wrt,), (u,))[1].detach())
+    for i, j in iter_chunks(int(x.shape[0]), size):
+        parts.append(torch.func.jvp(lambda p: f(p, x[i:j]), (wrt,), (u,))[1].detach())
     return torch.cat(parts)
 
 
@@ -242,7 +244,7 @@ def kernel_distance(K1: Tensor | np.ndarray, K2: Tensor | np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class KernelVelocityResult(Result):
+class KernelVelocityResult(SummaryArraysFormat):
     """Empirical NTKs along a trajectory and how fast they move.
 
     Attributes:
@@ -264,21 +266,8 @@ class KernelVelocityResult(Result):
     velocity_logstep: np.ndarray
     distance_from_init: np.ndarray
     distance_to_final: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
 
-    _ARRAYS = ("steps", "kernels", "kernel_norm", "distance", "velocity_step", "velocity_logstep",
-               "distance_from_init", "distance_to_final")
-
-    def save(self, path: str | Path) -> Path:
-        return save_arrays(path, VELOCITY_FORMAT, {k: getattr(self, k) for k in self._ARRAYS},
-                           {"summary": self.summary, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "KernelVelocityResult":
-        arrays, desc = load_arrays(path, VELOCITY_FORMAT)
-        summary = {k: (float("nan") if v is None else v) for k, v in desc.get("summary", {}).items()}
-        return cls(**{k: arrays[k] for k in cls._ARRAYS}, summary=summary, meta=desc.get("meta", {}))
+    _FORMAT = VELOCITY_FORMAT
 
     def plot(self, linearization: Any = None, *, ax: Any = None) -> Any:
         """Plot this result: ``NTKDisplay.from_result(self, linearization, ax=ax)``, returning the
@@ -296,11 +285,12 @@ def _halves(v: np.ndarray) -> tuple[float, float]:
     return float(np.mean(v[:h])), float(np.mean(late))
 
 
+@model_then_data
 def kernel_velocity(
     model: nn.Module,
-    trajectory: Sequence[tuple[int, Mapping[str, Tensor]]],
     x: Tensor,
     *,
+    trajectory: Sequence[tuple[int, Mapping[str, Tensor]]],
     mode: NTKMode = "trace",
     method: Literal["jacobian", "ntvp"] = "jacobian",
     chunk_size: int | None = 64,
@@ -311,8 +301,8 @@ def kernel_velocity(
 
     Args:
         model: the network template.
-        trajectory: ``[(step, point), ...]`` in increasing step order (e.g. ``run.trajectory()``).
         x: the data subset the kernel is evaluated on.
+        trajectory: ``[(step, point), ...]`` in increasing step order (e.g. ``run.trajectory()``).
         mode, method, chunk_size, params: as :func:`empirical_ntk`.
         meta: extra description stored with the result.
     """
@@ -322,7 +312,7 @@ def kernel_velocity(
     if np.any(np.diff(steps) <= 0):
         raise LosslabError(f"trajectory steps must increase strictly, got {steps.tolist()}")
     t0 = time.perf_counter()
-    kernels = [to_numpy(empirical_ntk(model, p, x, mode=mode, method=method, chunk_size=chunk_size,
+    kernels = [to_numpy(empirical_ntk(model, x, point=p, mode=mode, method=method, chunk_size=chunk_size,
                                       params=params)).astype(np.float64) for _, p in trajectory]
     K = np.stack(kernels)
     d = np.array([kernel_distance(K[i], K[i + 1]) for i in range(len(K) - 1)])
@@ -385,7 +375,7 @@ def run_kernel_velocity(
     x, y = as_xy(run.bundle(), split)
     xs, _, idx = _subset(x, y, n_examples, seed)
     model = run.build_model()
-    return kernel_velocity(model, traj, xs, mode=mode, method=method, chunk_size=chunk_size,
+    return kernel_velocity(model, xs, trajectory=traj, mode=mode, method=method, chunk_size=chunk_size,
                            meta={"run_dir": str(run.path), "split": split, "seed": seed,
                                  "indices": idx.tolist()})
 
@@ -444,23 +434,24 @@ def _evaluate(f: Callable[[Point, Tensor], Tensor], p: Point, x: Tensor, y: Tens
     return total / n, (wrong / n if not y.is_floating_point() else float("nan"))
 
 
+@model_then_data
 def train_linearized(
     model: nn.Module,
-    start: Mapping[str, Tensor] | None,
-    train_data: Any,
-    test_data: Any = None,
+    data: Any,
     *,
+    point: Mapping[str, Tensor] | None = None,
+    test_data: Any = None,
     linear: bool = True,
     lr: float = 0.05,
     epochs: int = 10,
     batch_size: int = 128,
     momentum: float = 0.0,
     seed: int = 0,
-    loss_fn: LossFn | None = None,
+    loss: LossFn | None = None,
     params: Sequence[str] | None = None,
     eval_chunk: int = 1024,
 ) -> LinearTrainResult:
-    """Train the model linearized at ``start`` (or, with ``linear=False``, the network itself) with SGD.
+    """Train the model linearized at ``point`` (or, with ``linear=False``, the network itself) with SGD.
 
     The loop is the same for both, so the two are compared with identical data order, step size and
     length: per epoch a permutation from ``torch.Generator().manual_seed(seed)``; PyTorch SGD semantics
@@ -468,26 +459,27 @@ def train_linearized(
 
     Args:
         model: the network template (never modified).
-        start: the point :math:`\\theta_t` the model is linearized at and training starts from.
-        train_data, test_data: ``Split``/``(x, y)`` (a ``Bundle`` gives both when ``test_data`` is None).
+        data, test_data: ``Split``/``(x, y)`` (a ``Bundle`` gives both when ``test_data`` is None).
+        point: the point :math:`\\theta_t` the model is linearized at and training starts from
+            (``None``: the model's own parameters).
         linear: train :math:`f^{\\mathrm{lin}}` (True) or :math:`f` (False).
         lr, epochs, batch_size, momentum, seed: SGD settings (``batch_size=0``: full batch).
-        loss_fn: default cross-entropy / MSE.
+        loss: default cross-entropy / MSE.
         params: parameter names trained (default all).
     """
-    if hasattr(train_data, "train") and hasattr(train_data, "test") and test_data is None:
-        test_data = train_data.test
-        train_data = train_data.train
-    xtr, ytr = as_xy(train_data)
+    if hasattr(data, "train") and hasattr(data, "test") and test_data is None:
+        test_data = data.test
+        data = data.train
+    xtr, ytr = as_xy(data)
     if test_data is None or len(test_data.x if hasattr(test_data, "x") else test_data[0]) == 0:
         xte, yte = xtr[:0], ytr[:0]
     else:
         xte, yte = as_xy(test_data)
     if not lr > 0 or epochs < 1 or batch_size < 0 or not 0 <= momentum < 1:
         raise LosslabError(f"bad SGD settings: lr={lr}, epochs={epochs}, batch_size={batch_size}, momentum={momentum}")
-    loss = loss_fn if loss_fn is not None else default_loss(ytr)
+    loss = loss if loss is not None else default_loss(ytr)
     fn = Functional(model)
-    p0, fixed = fn.split(fn.point(start), params)
+    p0, fixed = fn.split(fn.point(point), params)
     if linear:
         f = linearize(model, {**p0, **fixed}, params=list(p0))
     else:
@@ -528,7 +520,7 @@ def train_linearized(
 
 
 @dataclass(frozen=True)
-class LinearizationResult(Result):
+class LinearizationResult(SummaryArraysFormat):
     """Linearized vs full training started at several checkpoints of a run.
 
     Attributes:
@@ -548,21 +540,8 @@ class LinearizationResult(Result):
     linear_test_loss: np.ndarray
     full_test_loss: np.ndarray
     start_test_error: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
 
-    _ARRAYS = ("steps", "linear_test_error", "full_test_error", "linear_train_error", "full_train_error",
-               "linear_test_loss", "full_test_loss", "start_test_error")
-
-    def save(self, path: str | Path) -> Path:
-        return save_arrays(path, LINEARIZATION_FORMAT, {k: getattr(self, k) for k in self._ARRAYS},
-                           {"summary": self.summary, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "LinearizationResult":
-        arrays, desc = load_arrays(path, LINEARIZATION_FORMAT)
-        summary = {k: (float("nan") if v is None else v) for k, v in desc.get("summary", {}).items()}
-        return cls(**{k: arrays[k] for k in cls._ARRAYS}, summary=summary, meta=desc.get("meta", {}))
+    _FORMAT = LINEARIZATION_FORMAT
 
 
 def linearized_vs_full(
@@ -613,8 +592,8 @@ def linearized_vs_full(
     for s in steps:
         start = traj[s]
         _, start_err = _evaluate(net, start, bundle.test.x, bundle.test.y, default_loss(bundle.test.y), 1024)
-        lin = train_linearized(model, start, (xtr, ytr), bundle.test, linear=True, **settings)
-        full = train_linearized(model, start, (xtr, ytr), bundle.test, linear=False, **settings)
+        lin = train_linearized(model, (xtr, ytr), point=start, test_data=bundle.test, linear=True, **settings)
+        full = train_linearized(model, (xtr, ytr), point=start, test_data=bundle.test, linear=False, **settings)
         rows.append((s, lin, full, start_err))
     arr = lambda f: np.array([f(r) for r in rows], dtype=np.float64)  # noqa: E731
     lin_err = arr(lambda r: r[1].test_error)

@@ -8,7 +8,7 @@ the matrix
     G = \\begin{pmatrix} g_1^\\top \\\\ \\vdots \\\\ g_N^\\top \\end{pmatrix} \\in \\mathbb{R}^{N \\times D},
     \\qquad g_n = \\nabla_\\theta \\, \\ell(f_\\theta(x_n), y_n),
 
-where :math:`\\ell(\\text{out}, y)` is ``loss_fn`` applied to a batch of one example. The mean of the rows
+where :math:`\\ell(\\text{out}, y)` is ``loss`` applied to a batch of one example. The mean of the rows
 is the full-batch gradient of the mean loss. The model is evaluated with ``functional_call`` on a private
 meta-device copy in eval mode (BatchNorm uses its running statistics, dropout is off), so the user's
 module is never modified.
@@ -19,7 +19,7 @@ Example:
     >>> from losslab.probes import per_example_grads
     >>> model = nn.Linear(3, 2)
     >>> x, y = torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1])
-    >>> G = per_example_grads(model, None, x, y, chunk_size=2)
+    >>> G = per_example_grads(model, (x, y), chunk_size=2)
     >>> G.shape
     torch.Size([5, 8])
     >>> full = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), list(model.parameters()))
@@ -28,26 +28,27 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from .._functional import model_then_data
 from ..errors import LosslabError
-from ._common import Functional, LossFn, Point, check_chunk, default_loss, flatten_batched, iter_chunks
+from ._common import Functional, LossFn, as_xy, Point, check_chunk, default_loss, flatten_batched, iter_chunks
 
 __all__ = ["per_example_grads", "DEFAULT_CHUNK"]
 
 DEFAULT_CHUNK = 256
 
 
+@model_then_data
 def per_example_grads(
     model: nn.Module,
-    point: Mapping[str, Tensor] | None,
-    x: Tensor,
-    y: Tensor,
-    loss_fn: LossFn | None = None,
+    data: Any,
     *,
+    point: Mapping[str, Tensor] | None = None,
+    loss: LossFn | None = None,
     chunk_size: int | None = DEFAULT_CHUNK,
     params: Sequence[str] | None = None,
     as_dict: bool = False,
@@ -57,11 +58,11 @@ def per_example_grads(
 
     Args:
         model: the network (used only as a functional template).
+        data: ``(x, y)`` (inputs ``(N, ...)``, targets ``(N, ...)``), a ``Split`` or a ``Bundle`` (its
+            train split).
         point: parameters to differentiate at (``None``: the model's own); missing keys are taken
             from the model.
-        x: inputs ``(N, ...)``.
-        y: targets ``(N, ...)``.
-        loss_fn: ``loss(output, target) -> scalar`` for a batch (called with a batch of one); default
+        loss: ``loss(output, target) -> scalar`` for a batch (called with a batch of one); default
             cross-entropy for integer labels, MSE for floating targets.
         chunk_size: examples per ``vmap`` call (memory is about ``chunk_size`` times one backward pass).
         params: names of the parameters to differentiate (default: all); the others are held fixed.
@@ -72,6 +73,7 @@ def per_example_grads(
         ``(N, D)`` matrix with rows :math:`g_n` (parameter order as ``named_parameters``, restricted to
         ``params``), or a dict of per-example gradients.
     """
+    x, y = as_xy(data, allow_empty=True)
     fn = Functional(model)
     full = fn.point(point)
     wrt, fixed = fn.split(full, params)
@@ -80,7 +82,7 @@ def per_example_grads(
         raise LosslabError("no examples")
     if y.shape[0] != n:
         raise LosslabError(f"x has {n} examples but y has {y.shape[0]}")
-    loss = loss_fn if loss_fn is not None else default_loss(y)
+    loss = loss if loss is not None else default_loss(y)
     size = check_chunk(chunk_size, n)
 
     def single(p: Point, xi: Tensor, yi: Tensor) -> Tensor:

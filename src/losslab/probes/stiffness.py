@@ -26,23 +26,23 @@ Example:
     >>> from losslab.probes import stiffness
     >>> g = torch.Generator().manual_seed(0)
     >>> x, y = torch.randn(60, 4, generator=g), torch.arange(60) % 3
-    >>> r = stiffness(nn.Linear(4, 3), None, (x, y), n_per_class=5, seed=0)
+    >>> r = stiffness(nn.Linear(4, 3), (x, y), n_per_class=5, seed=0)
     >>> r.cos.shape, r.class_cos.shape
     ((15, 15), (3, 3))
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import Result
+from ..results import SummaryArraysFormat
+from .._functional import model_then_data
 from ..errors import LosslabError
-from ._common import LossFn, as_xy, load_arrays, save_arrays, to_numpy
+from ._common import LossFn, as_xy, to_numpy
 from .pergrad import DEFAULT_CHUNK, per_example_grads
 
 __all__ = [
@@ -150,7 +150,7 @@ def sample_per_class(y: Tensor, n_per_class: int, *, seed: int = 0) -> Tensor:
 
 
 @dataclass(frozen=True)
-class StiffnessResult(Result):
+class StiffnessResult(SummaryArraysFormat):
     """Stiffness of a sample of examples at one point.
 
     Attributes:
@@ -177,22 +177,8 @@ class StiffnessResult(Result):
     distance_cos: np.ndarray
     distance_sign: np.ndarray
     distance_count: np.ndarray
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
 
-    _ARRAYS = ("indices", "labels", "classes", "cos", "sign", "class_cos", "class_sign", "distance_edges",
-               "distance_cos", "distance_sign", "distance_count")
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``<path>.npz`` (arrays) and ``<path>.json`` (summary, meta); returns the npz path."""
-        return save_arrays(path, FORMAT, {k: getattr(self, k) for k in self._ARRAYS},
-                           {"summary": self.summary, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "StiffnessResult":
-        arrays, desc = load_arrays(path, FORMAT)
-        summary = {k: (float("nan") if v is None else v) for k, v in desc.get("summary", {}).items()}
-        return cls(**{k: arrays[k] for k in cls._ARRAYS}, summary=summary, meta=desc.get("meta", {}))
+    _FORMAT = FORMAT
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
         """Plot this result: ``StiffnessDisplay.from_result(self, ax=ax, **kwargs)``, returning the
@@ -202,15 +188,16 @@ class StiffnessResult(Result):
         return StiffnessDisplay.from_result(self, ax=ax, **kwargs)
 
 
+@model_then_data
 def stiffness(
     model: nn.Module,
-    point: Mapping[str, Tensor] | None,
     data: Any,
     *,
+    point: Mapping[str, Tensor] | None = None,
     n_per_class: int = 20,
     seed: int = 0,
     split: str = "train",
-    loss_fn: LossFn | None = None,
+    loss: LossFn | None = None,
     chunk_size: int | None = DEFAULT_CHUNK,
     params: Sequence[str] | None = None,
     n_bins: int = 10,
@@ -221,12 +208,12 @@ def stiffness(
 
     Args:
         model: the network (never modified).
-        point: parameters (``None``: the model's own).
         data: ``Split``, ``Bundle`` (its ``split``) or ``(x, y)`` with integer labels.
+        point: parameters (``None``: the model's own).
         n_per_class: examples drawn per class (fewer if a class is smaller).
         seed: seed of the example sample.
         split: which split of a ``Bundle``.
-        loss_fn: per-batch mean loss (default cross-entropy).
+        loss: per-batch mean loss (default cross-entropy).
         chunk_size: examples per ``vmap`` call of the per-example gradients.
         params: parameter names to differentiate (default all).
         n_bins: input-distance bins (equal width from 0 to the largest pair distance).
@@ -239,7 +226,7 @@ def stiffness(
     x, y = as_xy(data, split)
     idx = sample_per_class(y, n_per_class, seed=seed)
     xs, ys = x[idx.to(x.device)], y[idx.to(y.device)]
-    G = per_example_grads(model, point, xs, ys, loss_fn, chunk_size=chunk_size, params=params)
+    G = per_example_grads(model, (xs, ys), point=point, loss=loss, chunk_size=chunk_size, params=params)
     cos, sign = stiffness_matrices(G)
     labels = to_numpy(ys).astype(np.int64)
     classes = np.unique(labels)
@@ -256,7 +243,7 @@ def stiffness(
         "mean_grad_norm": float(G.norm(dim=1).mean()), "n_examples": int(len(labels)), "n_classes": int(len(classes)),
     }
     info = {"n_per_class": n_per_class, "seed": seed, "split": split, "n_params": int(G.shape[1]),
-            "loss": getattr(loss_fn, "__name__", None) if loss_fn is not None else "default"}
+            "loss": getattr(loss, "__name__", None) if loss is not None else "default"}
     info.update(meta or {})
     return StiffnessResult(
         indices=to_numpy(idx).astype(np.int64), labels=labels, classes=classes, cos=cos_np, sign=sign_np,

@@ -178,7 +178,7 @@ def _env() -> Any:
 
 def _num(v: Any) -> str:
     """A number for a table cell: 3-4 significant digits, '–' for none, '±inf' spelled out."""
-    import math
+    from ..experiments.criteria import format_number
 
     if v is None:
         return "–"
@@ -186,14 +186,7 @@ def _num(v: Any) -> str:
         x = float(v)
     except (TypeError, ValueError):
         return str(v)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    a = abs(x)
-    if a != 0 and (a < 1e-3 or a >= 1e5):
-        return f"{x:.2e}"
-    return f"{x:.3g}" if a < 1 else f"{x:.4g}"
+    return format_number(x)
 
 
 def _seconds(v: Any) -> str:

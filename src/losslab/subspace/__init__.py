@@ -7,6 +7,9 @@
   :func:`radial_profile`: loss along the ray from the origin through a point.
 * :func:`intrinsic_dimension`: the d sweep of Li et al. (2018) with :math:`d_{int90}`, resumable;
   :class:`IntrinsicDimDisplay` plots it.
+* :mod:`~losslab.subspace.goldilocks`: the Goldilocks zone (Fort & Scherlis 2019), curvature in
+  random subspaces against the initialisation radius (:func:`~losslab.subspace.goldilocks.goldilocks`,
+  :func:`restricted_hessian`, :func:`subspace_curvature`, :class:`GoldilocksResult`).
 
 Example:
     >>> import torch
@@ -18,6 +21,7 @@ Example:
 from __future__ import annotations
 
 from .display import IntrinsicDimDisplay
+from .goldilocks import GoldilocksDisplay, GoldilocksResult, restricted_hessian, subspace_curvature
 from .intrinsic import DEFAULT_DIMS, IntrinsicDimResult, intrinsic_dimension, threshold_crossing
 from .projections import (
     PROJECTIONS, AugmentedProjection, DenseProjection, FastfoodProjection, Projection, SparseProjection, fwht,
@@ -26,6 +30,10 @@ from .projections import (
 from .training import SubspaceResult, radial_profile, train_full, train_subspace
 
 __all__ = [
+    "GoldilocksDisplay",
+    "GoldilocksResult",
+    "restricted_hessian",
+    "subspace_curvature",
     "Projection", "DenseProjection", "SparseProjection", "FastfoodProjection", "AugmentedProjection",
     "make_projection", "fwht", "PROJECTIONS",
     "SubspaceResult", "train_subspace", "train_full", "radial_profile",

@@ -11,13 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..results import jsonable as _jsonable
+from ..results import jsonable  # noqa: F401  (NaN/inf as None: the subspace results' JSON)
 from ..results import result_paths
-
-
-def jsonable(obj: Any) -> Any:
-    """A JSON-safe copy, NaN/inf as None (:func:`losslab.results.jsonable`)."""
-    return _jsonable(obj)
 
 
 def derive_seed(*parts: Any) -> int:

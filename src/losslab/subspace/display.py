@@ -25,7 +25,38 @@ def savefig(figure: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
     return atomic_write(path, lambda fh: figure.savefig(fh, format=fmt, **kwargs))
 
 
-class IntrinsicDimDisplay:
+class _ResultDisplay:
+    """The scikit-learn-style shell of the subspace displays: ``from_result``, ``savefig`` and the axes."""
+
+    def __init__(self, result: Any, *, title: str | None = None) -> None:
+        self.result = result
+        self.title = title
+        self.ax_: Any = None
+        self.figure_: Any = None
+
+    @classmethod
+    def from_result(cls, result: Any, *, ax: Any = None, title: str | None = None) -> Any:
+        """Plot ``result`` on ``ax`` (a new figure when None); returns the display (scikit-learn style)."""
+        return cls(result, title=title).plot(ax=ax)
+
+    def plot(self, ax: Any = None) -> Any:  # pragma: no cover - every display defines it
+        raise NotImplementedError
+
+    def savefig(self, path: str | os.PathLike, **kwargs: Any) -> Path:
+        """Atomic ``Figure.savefig`` of the plotted figure."""
+        return savefig(self.figure_, path, **kwargs)
+
+    def _axes(self, ax: Any) -> Any:
+        """``ax``, or the axes of a new 5.5 x 4 figure; sets ``ax_`` and ``figure_``."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5.5, 4))
+        self.ax_, self.figure_ = ax, ax.figure
+        return ax
+
+
+class IntrinsicDimDisplay(_ResultDisplay):
     """Accuracy vs subspace dimension (log x): per-seed points, the mean, the baseline, the target line
     (``threshold x baseline``) and :math:`d_{int}` with its bracket.
 
@@ -38,30 +69,12 @@ class IntrinsicDimDisplay:
         'log'
     """
 
-    def __init__(self, result: IntrinsicDimResult, *, title: str | None = None) -> None:
-        self.result = result
-        self.title = title
-        self.ax_: Any = None
-        self.figure_: Any = None
-
-    @classmethod
-    def from_result(cls, result: IntrinsicDimResult, *, ax: Any = None, title: str | None = None
-                    ) -> "IntrinsicDimDisplay":
-        """Plot ``result`` on ``ax`` (a new figure when None); returns the display (scikit-learn style)."""
-        return cls(result, title=title).plot(ax=ax)
-
-    def savefig(self, path: str | os.PathLike, **kwargs: Any) -> Path:
-        """Atomic ``Figure.savefig`` of the plotted figure."""
-        return savefig(self.figure_, path, **kwargs)
+    result: IntrinsicDimResult
 
     def plot(self, ax: Any = None) -> "IntrinsicDimDisplay":
         """Draw on ``ax`` (a new figure when None); sets ``figure_`` and ``ax_``; returns self."""
-        import matplotlib.pyplot as plt
-
         r = self.result
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(5.5, 4))
-        self.ax_, self.figure_ = ax, ax.figure
+        ax = self._axes(ax)
         v = r.metrics[r.metric]
         for j in range(len(r.seeds)):
             sel = r.done[:, j]

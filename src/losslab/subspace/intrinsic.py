@@ -41,6 +41,7 @@ from torch import nn
 
 from ..results import Result, load_arrays
 from .. import params as PR
+from .._functional import model_then_data
 from .._io import atomic_savez, atomic_write_json
 from ..config import INTRINSIC_DIMS
 from ..errors import LosslabError
@@ -339,6 +340,7 @@ def _int_list(values: Sequence[int], what: str) -> list[int]:
     return out
 
 
+@model_then_data
 def intrinsic_dimension(
     model_factory: Callable[[int], nn.Module],
     data: Any,
@@ -499,7 +501,7 @@ def intrinsic_dimension(
             if runs >= budget:
                 break
             d, s = dims_l[i], seeds_l[j]
-            r = train_subspace(model_factory(s), data, d, projection=projection,
+            r = train_subspace(model_factory(s), data, d=d, projection=projection,
                                seed=derive_seed(s, "projection", d), order_seed=s, epochs=epochs, lr=lr,
                                origin=origin, projection_options=projection_options, **common)
             for k, v in _cell_values(r).items():

@@ -34,7 +34,7 @@ Example:
     >>> from losslab import data, models
     >>> b = data.load("blobs")
     >>> net = models.build("mlp", input_shape=b.input_shape, num_classes=b.num_classes, seed=0, width=16)
-    >>> r = train_subspace(net, b, 8, seed=0, epochs=2, lr=0.05)
+    >>> r = train_subspace(net, b, d=8, seed=0, epochs=2, lr=0.05)
     >>> (r.d, r.D == sum(p.numel() for p in net.parameters()), 0.0 <= r.test_accuracy <= 1.0)
     (8, True, True)
 """
@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from ..results import Result
 from .. import params as PR
 from ..errors import LosslabError
-from .._functional import LossLike, as_xy, make_shell, resolve_loss
+from .._functional import LossLike, as_xy, make_shell, model_then_data, resolve_loss
 from ..evaluate import Evaluator
 from .projections import AugmentedProjection, Projection, make_projection
 
@@ -309,11 +309,12 @@ def _data_meta(data: Any) -> dict[str, Any]:
 # ---- public functions -------------------------------------------------------------------------------
 
 
+@model_then_data
 def train_subspace(
     model: nn.Module,
     data: Any,
-    d: int,
     *,
+    d: int,
     projection: str | Projection = "dense",
     seed: int = 0,
     epochs: int = 20,
@@ -419,6 +420,7 @@ def train_subspace(
     )
 
 
+@model_then_data
 def train_full(
     model: nn.Module,
     data: Any,
@@ -469,12 +471,13 @@ def train_full(
     )
 
 
+@model_then_data
 def radial_profile(
     model: nn.Module,
     data: Any,
+    *,
     point: Mapping[str, Tensor] | nn.Module | Tensor | None = None,
     radii: Sequence[float] | np.ndarray | None = None,
-    *,
     num: int = 41,
     max_factor: float = 3.0,
     progress: bool = False,

@@ -27,7 +27,7 @@ Example:
     >>> from losslab import data, models
     >>> b = data.load("blobs")
     >>> make = lambda s: models.build("mlp", input_shape=b.input_shape, num_classes=b.num_classes, seed=s, width=8)
-    >>> r = goldilocks(make, b, [0.5, 1.0, 4.0], d=4, seeds=[0], relative=True, train_epochs=0, progress=False)
+    >>> r = goldilocks(make, b, radii=[0.5, 1.0, 4.0], d=4, seeds=[0], relative=True, train_epochs=0, progress=False)
     >>> r.metrics["trace_over_frobenius"].shape, bool(abs(r.metrics["trace_over_frobenius"]).max() <= 2.0 + 1e-9)
     ((3, 1), True)
 """
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -44,12 +43,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .results import Result, load_arrays
-from ._io import atomic_savez, atomic_write_json
-from .errors import LosslabError
-from .subspace._grid import derive_seed, jsonable, paths, progress_bar, tensor_digest, versions
-from .subspace.projections import PROJECTIONS, Projection, make_projection
-from .subspace.training import LossLike, _Functional, _loss_fn, _splits, _xy, train_subspace
+from ..results import Result, load_arrays
+from .._io import atomic_savez, atomic_write_json
+from .._functional import ensure_forward_ad, model_then_data
+from ..errors import LosslabError
+from ._grid import derive_seed, jsonable, paths, progress_bar, tensor_digest, versions
+from .display import _ResultDisplay
+from .projections import PROJECTIONS, Projection, make_projection
+from .training import LossLike, _Functional, _loss_fn, _splits, _xy, train_subspace
 
 __all__ = ["restricted_hessian", "subspace_curvature", "goldilocks", "GoldilocksResult", "GoldilocksDisplay"]
 
@@ -59,26 +60,12 @@ CELL_METRICS = ("radius", "trace", "frobenius", "trace_over_frobenius", "positiv
                 "lambda_max", "loss", "accuracy", "train_accuracy", "test_accuracy", "success", "seconds")
 
 
-def _ensure_forward_ad() -> None:
-    """Import torch's forward-AD decompositions once with their import-time deprecation warning silenced.
-
-    torch 2.13 loads ``torch._decomp.decompositions_for_jvp`` on the first ``jvp``; it calls the
-    deprecated ``torch.jit.script``, which fails under ``-W error`` (and leaves forward mode broken).
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
-        try:
-            import torch._decomp.decompositions_for_jvp  # noqa: F401
-        except ImportError:  # pragma: no cover - other torch versions
-            pass
-
-
+@model_then_data
 def restricted_hessian(
     model: nn.Module,
     data: Any,
-    projection: Projection | Tensor,
     *,
+    projection: Projection | Tensor,
     point: Mapping[str, Tensor] | nn.Module | Tensor | None = None,
     loss: LossLike = "cross_entropy",
     chunk: int | None = 32,
@@ -110,7 +97,7 @@ def restricted_hessian(
         >>> import torch
         >>> net = torch.nn.Linear(3, 2).double()
         >>> xy = (torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 2, (10,)))
-        >>> restricted_hessian(net, xy, torch.eye(8, dtype=torch.float64)[:, :2]).shape
+        >>> restricted_hessian(net, xy, projection=torch.eye(8, dtype=torch.float64)[:, :2]).shape
         torch.Size([2, 2])
     """
     fn = _Functional(model, device, dtype)
@@ -136,7 +123,7 @@ def restricted_hessian(
     def f(z: Tensor) -> Tensor:
         return lf(fn.forward(theta + apply(z), x, buffers), y)
 
-    _ensure_forward_ad()
+    ensure_forward_ad()
     grad_f = torch.func.grad(f)
     z0 = torch.zeros(d, device=fn.device, dtype=fn.dtype)
 
@@ -260,11 +247,12 @@ class GoldilocksResult(Result):
                    a["eigenvalues"].astype(np.float64), a["done"].astype(bool), desc.get("meta", {}))
 
 
+@model_then_data
 def goldilocks(
     model_factory: Callable[[int], nn.Module],
     data: Any,
-    radii: Sequence[float],
     *,
+    radii: Sequence[float],
     d: int,
     seeds: Sequence[int] = (0, 1, 2),
     projection: str = "dense",
@@ -378,7 +366,7 @@ def goldilocks(
                 tc = time.perf_counter()
                 radius = float(r) * rho if relative else float(r)
                 theta_r = theta_init * (radius / rho)
-                h = restricted_hessian(model, (hx, hy), proj, point=theta_r, loss=loss, chunk=chunk,
+                h = restricted_hessian(model, (hx, hy), projection=proj, point=theta_r, loss=loss, chunk=chunk,
                                        device=fn.device, dtype=fn.dtype)
                 c = subspace_curvature(h)
                 with torch.no_grad():
@@ -389,7 +377,7 @@ def goldilocks(
                                           "lambda_min", "lambda_max")}
                 vals.update(radius=radius, loss=lval, accuracy=acc)
                 if train_epochs > 0:
-                    tr = train_subspace(model, data, d, projection=proj, epochs=train_epochs, lr=lr,
+                    tr = train_subspace(model, data, d=d, projection=proj, epochs=train_epochs, lr=lr,
                                         batch_size=batch_size, theta0=theta_r, order_seed=s, loss=loss,
                                         device=fn.device, dtype=fn.dtype)
                     vals.update(train_accuracy=tr.train_accuracy, test_accuracy=tr.test_accuracy)
@@ -410,7 +398,7 @@ def goldilocks(
     return snapshot()
 
 
-class GoldilocksDisplay:
+class GoldilocksDisplay(_ResultDisplay):
     """Tr(H)/‖H‖, the positive-eigenvalue fraction and the success rate vs radius (log x).
 
     Example:
@@ -424,31 +412,12 @@ class GoldilocksDisplay:
         'log'
     """
 
-    def __init__(self, result: GoldilocksResult, *, title: str | None = None) -> None:
-        self.result, self.title = result, title
-        self.ax_: Any = None
-        self.figure_: Any = None
-
-    @classmethod
-    def from_result(cls, result: GoldilocksResult, *, ax: Any = None, title: str | None = None
-                    ) -> "GoldilocksDisplay":
-        """Plot ``result`` on ``ax`` (a new figure when None); returns the display (scikit-learn style)."""
-        return cls(result, title=title).plot(ax=ax)
-
-    def savefig(self, path: str | Path, **kwargs: Any) -> Path:
-        """Atomic ``Figure.savefig`` of the plotted figure."""
-        from .subspace.display import savefig
-
-        return savefig(self.figure_, path, **kwargs)
+    result: GoldilocksResult
 
     def plot(self, ax: Any = None) -> "GoldilocksDisplay":
         """Draw on ``ax`` (a new figure when None); sets ``figure_`` and ``ax_``; returns self."""
-        import matplotlib.pyplot as plt
-
         r = self.result
-        if ax is None:
-            _, ax = plt.subplots(figsize=(5.5, 4))
-        self.ax_, self.figure_ = ax, ax.figure
+        ax = self._axes(ax)
         x = r.radii
         ax.plot(x, r.mean("trace_over_frobenius") / math.sqrt(r.d), "o-", label=r"Tr$(H)/\|H\|_F/\sqrt{d}$")
         ax.plot(x, r.mean("positive_fraction"), "s-", label="fraction λ > 0")
