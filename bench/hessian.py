@@ -20,6 +20,20 @@ not of the initialization). Everything is full-batch over the 1000 examples.
   ±1 and ±1.96 stderr (nominal 0.683 / 0.95) and the ratio of the mean reported stderr to the observed
   spread of the estimates. Hutch++ with the same number of products is shown for its spread.
 
+* ``memory`` (``--memory``): peak RSS and products of λmax on the torchvision-layout ResNet-18
+  (``bench/_models.py``: 7x7 stride-2 stem and max-pool, BasicBlocks [2, 2, 2, 2], 1000 classes,
+  11,689,512 weights; batch norm in train mode, i.e. batch statistics) on 64 synthetic 3x32x32 images
+  with labels in 0-9, float32, one thread. Each measurement runs in its own subprocess, so its peak RSS
+  (``ru_maxrss``) is its own: ``gradient`` (one full-batch ``torch.autograd.grad``: the baseline),
+  ``hvp`` (one product of :class:`losslab.curvature.HessianOperator`), then λmax by ``lanczos_eigs(k=1,
+  tol=1e-4, return_eigenvectors=False)`` (what ``lambda_max`` runs) for each basis option: ``float64_all``
+  (the old algorithm: float64 basis, every vector held, full reorthogonalization), ``float32_all``
+  (operator-dtype basis, every vector held), ``restart_32`` / ``restart_16`` (full reorthogonalization,
+  thick restart at 32 / 16 vectors), ``recurrence`` (the default for one eigenvalue without its vector:
+  three vectors) and ``vector`` (the default when the eigenvector is asked for: float32, 32 vectors).
+  Reported: peak RSS, its ratio to the gradient's, products, λmax and its relative difference from
+  ``float64_all``'s, CPU seconds.
+
 Timings are medians of per-repeat ratios, methods timed round-robin (one of each per repeat), so machine
 load hits them alike; on a loaded machine (load average above the core count) prefer the ``*_cpu`` fields.
 
@@ -27,11 +41,14 @@ Usage::
 
     .venv/bin/python bench/hessian.py               # ~2-4 min on one core
     .venv/bin/python bench/hessian.py --quick       # fewer repeats, seeds and trials (~1 min)
+    .venv/bin/python bench/hessian.py --memory      # the ResNet-18 memory section only (~6 min of CPU)
+    .venv/bin/python bench/hessian.py --memory --quick   # gradient, float64_all, recurrence (~3 min of CPU)
     .venv/bin/python bench/hessian.py --out hessian.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -200,14 +217,111 @@ def bench_trace(model, x, y, trials: int, probes: int) -> dict[str, Any]:
     }
 
 
+#: λmax basis options of the memory section: keyword arguments of ``lanczos_eigs``.
+BASIS_OPTIONS: dict[str, dict[str, Any]] = {
+    "float64_all": {"basis_dtype": torch.float64, "full_reorth": True, "max_basis": 10**6},
+    "float32_all": {"full_reorth": True, "max_basis": 10**6},
+    "restart_32": {"full_reorth": True, "max_basis": 32},
+    "restart_16": {"full_reorth": True, "max_basis": 16},
+    "recurrence": {},
+    "vector": {"return_eigenvectors": True},
+}
+
+
+def resnet_case(examples: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The torchvision-layout ResNet-18 (1000 classes) and ``examples`` seeded 3x32x32 images, labels 0-9."""
+    import _models
+
+    model = _models.resnet18_tv(num_classes=1000, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(examples, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (examples,), generator=g)
+    return model, x, y
+
+
+def _peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+
+
+def memory_worker(mode: str, examples: int) -> dict[str, Any]:
+    """One measurement of the memory section, in this (fresh) process: see the module docstring."""
+    from losslab.curvature import HessianOperator, lanczos_eigs
+
+    model, x, y = resnet_case(examples)
+    out: dict[str, Any] = {"mode": mode, "parameters": sum(p.numel() for p in model.parameters()),
+                           "rss_before_gb": _peak_rss_gb()}
+    t0 = time.process_time()
+    if mode == "gradient":
+        loss = F.cross_entropy(model(x), y)
+        torch.autograd.grad(loss, list(model.parameters()))
+    else:
+        op = HessianOperator(model, (x, y), loss=F.cross_entropy)
+        if mode == "hvp":
+            op @ torch.randn(op.shape[0], generator=torch.Generator().manual_seed(1))
+            out["backend"] = op.backend
+        else:
+            kw = {"return_eigenvectors": False, **BASIS_OPTIONS[mode]}
+            r = lanczos_eigs(op, k=1, which="LA", tol=1e-4, seed=0, **kw)
+            out.update(lambda_max=float(r.eigenvalues[0]), matvecs=r.num_matvecs, converged=bool(r.converged))
+    out["cpu_s"] = time.process_time() - t0
+    out["peak_rss_gb"] = _peak_rss_gb()
+    return out
+
+
+def bench_memory(examples: int, quick: bool) -> dict[str, Any]:
+    """Each measurement in a fresh subprocess (clean peak RSS); ratios to the gradient's peak RSS."""
+    import subprocess
+
+    modes = ["gradient", "float64_all", "recurrence"] if quick else ["gradient", "hvp", *BASIS_OPTIONS]
+    runs: dict[str, Any] = {}
+    for mode in modes:
+        C.log(f"memory: {mode}")
+        proc = subprocess.run([sys.executable, __file__, "--worker", mode, "--examples", str(examples)],
+                              capture_output=True, text=True, check=True)
+        runs[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    base = runs["gradient"]["peak_rss_gb"]
+    ref = runs.get("float64_all", {})
+    for r in runs.values():
+        r["peak_rss_over_gradient"] = r["peak_rss_gb"] / base
+        if "lambda_max" in r and "lambda_max" in ref:
+            r["lambda_max_rel_diff_vs_float64_all"] = abs(r["lambda_max"] - ref["lambda_max"]) / abs(ref["lambda_max"])
+            r["matvecs_minus_float64_all"] = r["matvecs"] - ref["matvecs"]
+    default = runs.get("recurrence", {})
+    return {
+        "case": {"model": "torchvision-layout ResNet-18, 1000 classes", "parameters": runs["gradient"]["parameters"],
+                 "examples": examples, "input": "3x32x32 synthetic, seeded", "bn": "train mode (batch statistics)",
+                 "lanczos": "k=1, which=LA, tol=1e-4, seed=0, return_eigenvectors=False unless 'vector'"},
+        "runs": runs,
+        "targets": {
+            "default_peak_rss_le_2.5x_gradient": default.get("peak_rss_over_gradient", 1e9) <= 2.5,
+            "default_matvecs_within_2_of_float64_all": abs(default.get("matvecs_minus_float64_all", 1e9)) <= 2,
+        },
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats, seeds and trials")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--examples", type=int, default=1000)
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--memory", action="store_true", help="only the ResNet-18 peak-RSS section (64 images)")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     C.set_threads(a.threads)
+    if a.worker:
+        print(json.dumps(memory_worker(a.worker, a.examples)))
+        return
+    if a.memory:
+        t0 = time.perf_counter()
+        result = {"benchmark": "hessian_memory", "machine": C.machine_info()}
+        result["memory"] = bench_memory(64 if a.examples == 1000 else a.examples, a.quick)
+        result["machine"]["load_average_end"] = C.load_average()
+        result["seconds"] = time.perf_counter() - t0
+        C.emit(C.rounded(result), a.out)
+        return
     from losslab.curvature._common import ensure_forward_ad
 
     ensure_forward_ad()

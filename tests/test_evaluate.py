@@ -77,19 +77,26 @@ def assert_untouched(model: nn.Module, snap) -> None:
     assert [p.requires_grad for p in model.parameters()] == grads
 
 
-def reference_bn(model: nn.Module, point, x, y, batch_size: int) -> tuple[float, float]:
-    """Deep-copied model, BN stats reset, momentum=None, train-mode pass over chunks, then eval."""
+def reference_bn(model: nn.Module, point, x, y, batch_size: int, bn_x=None) -> tuple[float, float]:
+    """Deep-copied model, BN stats reset, momentum=None, train-mode pass over chunks, the averaged variance
+    scaled from unbiased to biased ((m-1)/m, m the mean number of values per channel in a chunk), then eval."""
     ref = copy.deepcopy(model)
+    spatial = {}
     with torch.no_grad():
         for k, v in ref.named_parameters():
             v.copy_(point[k])
-        for m in ref.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None
+        bns = [m for m in ref.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+            m.register_forward_pre_hook(lambda mod, inp: spatial.__setitem__(mod, inp[0][0, 0].numel()))
         ref.train()
-        for xc in x.split(batch_size):
+        chunks = (x if bn_x is None else bn_x).split(batch_size)
+        for xc in chunks:
             ref(xc)
+        for m in bns:
+            count = sum(len(c) for c in chunks) / len(chunks) * spatial[m]
+            m.running_var.mul_((count - 1) / count)
         ref.eval()
         out = ref(x)
     return F.cross_entropy(out, y).item(), (out.argmax(1) == y).double().mean().item()
@@ -185,17 +192,7 @@ def test_bn_eval_uses_stored_buffers_and_bn_data():
 
 
 def _ref_with_bn_data(model, point, xb, x, y, bs):
-    ref = copy.deepcopy(model)
-    for m in ref.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    ref.train()
-    with torch.no_grad():
-        for xc in xb.split(bs):
-            ref(xc)
-        ref.eval()
-        return F.cross_entropy(ref(x), y).item()
+    return reference_bn(model, point, x, y, bs, bn_x=xb)[0]
 
 
 @pytest.mark.parametrize("strategy", ["auto", "loop", "vmap"])

@@ -1,5 +1,6 @@
 """Finished runs carry a manifest of content hashes: a truncated, bit-flipped or missing file is detected
 (`Run.verify`), never reused, and the next `train` repairs the run bit-identically."""
+import pytest
 import torch
 
 from losslab.config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
@@ -58,6 +59,7 @@ def test_runs_without_a_manifest_are_not_flagged(tmp_path):
     run = train(_cfg(), out=tmp_path)
     info = read_json(run.path / "run.json")
     info.pop("manifest")
+    info.pop("sha256")
     atomic_write_json(run.path / "run.json", info)  # as saved by an older losslab
     assert run.done and run.verify() == [] and run.intact
 
@@ -82,8 +84,6 @@ def test_measurement_commands_refuse_unfinished_and_damaged_runs(tmp_path, capsy
 
 
 def test_a_truncated_resume_state_starts_over_and_a_bad_dataset_creates_nothing(tmp_path, capsys):
-    import pytest
-
     from losslab.errors import LosslabError
 
     full = train(_cfg(), out=tmp_path / "a")
@@ -119,6 +119,38 @@ print(run.path.name, run.intact)
 """
 
 
+def test_a_second_train_waits_on_the_lock_and_reuses_the_run(tmp_path):
+    """The fast form of the next test: while another holder has the run's lock, `train` waits; when the
+    holder leaves a finished run behind, `train` reuses it without training."""
+    import shutil
+    import threading
+    import time
+
+    from losslab._io import file_lock
+    from losslab.runs import run_dir_for
+
+    ref = train(_cfg(), out=tmp_path / "ref")
+    out = tmp_path / "runs"
+    started, result = [], []
+
+    class Witness:
+        def cache_key(self):
+            return None
+
+        def on_train_start(self, state):
+            started.append(1)
+
+    with file_lock(out / ".locks" / f"{ref.path.name}.train.lock"):
+        t = threading.Thread(target=lambda: result.append(train(_cfg(), out=out, callbacks=[Witness()])))
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive() and not run_dir_for(_cfg(), out).exists()  # waiting, nothing created
+        shutil.copytree(ref.path, run_dir_for(_cfg(), out))  # what the other process trained
+    t.join(60)
+    assert result and result[0].intact and not started
+
+
+@pytest.mark.slow
 def test_two_identical_trains_train_once_and_stale_temporaries_go(tmp_path):
     import os
     import subprocess
@@ -140,9 +172,10 @@ def test_two_identical_trains_train_once_and_stale_temporaries_go(tmp_path):
     stale = run_dir / ".metrics.json.abc123.tmp"
     stale.write_text("{")
     from losslab._io import read_json, atomic_write_json
+    from losslab.results import seal
     info = read_json(run_dir / "run.json")
     info["status"] = "running"  # pretend it was interrupted so that train takes the lock again
-    atomic_write_json(run_dir / "run.json", info)
+    atomic_write_json(run_dir / "run.json", seal(info))
     subprocess.run([sys.executable, str(script), str(tmp_path / "runs"), str(witness)], check=True, env=env,
                    capture_output=True, timeout=300)
     assert not stale.exists()

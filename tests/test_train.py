@@ -12,7 +12,7 @@ import torch
 
 from losslab.config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, SeedConfig, TrainConfig
 from losslab.errors import LosslabError
-from losslab.runs import Run, load_state, run_dir_for
+from losslab.runs import Run, load_resume_state, run_dir_for
 from losslab.train import checkpoint_steps, lr_at, train
 
 SMALL = TrainConfig(
@@ -91,14 +91,14 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, optimizer):
     state = run_dir_for(cfg, killed) / "state.pt"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if state.is_file() and load_state(state)["epoch"] >= 3:
+        if state.is_file() and load_resume_state(state)["epoch"] >= 3:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run = Run(run_dir_for(cfg, killed))
     assert not run.done, "the run finished before it could be killed"
-    done_epochs = load_state(state)["epoch"]
+    done_epochs = load_resume_state(state)["epoch"]
     assert 3 <= done_epochs < 12
     resumed = train(cfg, out=killed, progress=False)
     assert resumed.done and resumed.info["resumed_from_epoch"] == done_epochs
@@ -204,7 +204,7 @@ def test_state_is_saved_by_time_and_after_the_last_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "atomic_torch_save", count)
     monkeypatch.setattr(T, "SAVE_EVERY_S", 1e9)
     part = train(cfg, out=tmp_path / "a", progress=False, max_epochs=5)
-    assert saves.count("state.pt") == 1 and load_state(run_dir_for(cfg, tmp_path / "a") / "state.pt")["epoch"] == 5
+    assert saves.count("state.pt") == 1 and load_resume_state(run_dir_for(cfg, tmp_path / "a") / "state.pt")["epoch"] == 5
     assert len(part.metrics) == 6  # epoch 0 (before training) and epochs 1-5
     done = train(cfg, out=tmp_path / "a", progress=False)
     assert saves.count("state.pt") == 2 and done.done and done.info["resumed_from_epoch"] == 5

@@ -10,8 +10,10 @@ shares to do that, each defined once:
   :class:`Functional` wraps it with a snapshot of the model's parameters and buffers;
 * :func:`ensure_forward_ad`: forward-mode AD made usable under strict warning settings;
 * :func:`default_loss` / :func:`resolve_loss`: the library's losses (cross-entropy for integer labels,
-  mean squared error for floating targets) and the names ``"cross_entropy"``/``"mse"``;
+  mean squared error for floating targets), the names of :data:`LOSS_CHOICES`, ``pkg.module:function``
+  specs and ``output_key`` for models returning dicts (one resolver for every command);
 * :func:`as_xy`: the one data normalizer (a ``Split``, a ``Bundle`` or an ``(x, y)`` pair to tensors);
+* :func:`resolve_bn` / :func:`batchnorm_recompute`: the one BatchNorm policy (see :data:`BN_MODES`);
 * :func:`model_then_data`: the public API's argument order ``(model, data, *, loss=..., point=...)``,
   enforced with a one-line error for a call in another order.
 
@@ -43,7 +45,8 @@ from .models._checkpoint import unwrap_model  # noqa: F401  (part of the core's 
 
 __all__ = [
     "Point", "LossFn", "LossLike", "LOSS_NAMES", "make_shell", "unwrap_model", "Functional", "ensure_forward_ad",
-    "default_loss", "mse", "resolve_loss", "as_xy", "model_then_data",
+    "default_loss", "mse", "nll", "token_cross_entropy", "LOSS_CHOICES", "resolve_loss", "as_xy", "model_then_data",
+    "BN_MODES", "batchnorm_layers", "resolve_bn", "batchnorm_recompute", "with_recomputed_batchnorm",
 ]
 
 Point = dict[str, Tensor]
@@ -139,6 +142,87 @@ class Functional:
         return torch.func.functional_call(self.shell, merged, (x,), strict=False)
 
 
+# ---- BatchNorm -----------------------------------------------------------------------------------------
+
+BN_MODES = ("auto", "recompute", "eval")
+"""How a measurement treats BatchNorm layers (dropout is always off: every module is in eval mode).
+
+* ``"recompute"``: at the point measured, each BatchNorm layer normalizes with the mean and the biased
+  variance of its inputs over the whole BatchNorm data (the measured training data): train-mode BatchNorm
+  with that data as one batch, the stored running statistics ignored. The loss is then a function of the
+  parameters alone, and the same one at every point of a surface, a path or a Hessian.
+* ``"eval"``: the stored running statistics (those of the checkpoint, whatever the point).
+* ``"auto"``: ``"recompute"`` when the model has BatchNorm layers tracking running statistics, else ``"eval"``
+  (the two are the same function then).
+"""
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorm layers of ``model`` that track running statistics (those ``bn`` modes act on)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def resolve_bn(model: nn.Module, bn: str) -> str:
+    """``"recompute"`` or ``"eval"`` for ``bn`` (one of :data:`BN_MODES`) on ``model``.
+
+    Raises:
+        LosslabError: ``bn`` is not one of :data:`BN_MODES`.
+    """
+    if bn not in BN_MODES:
+        raise LosslabError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}")
+    if bn == "auto":
+        return "recompute" if batchnorm_layers(model) else "eval"
+    return bn
+
+
+def batchnorm_recompute(shell: nn.Module) -> None:
+    """Put a private (shell) copy in the ``"recompute"`` mode of :data:`BN_MODES`, in place: every module in
+    eval mode except the BatchNorm layers, which normalize with their batch's statistics and update no
+    running statistics (``track_running_stats=False``), so the whole data must be one batch."""
+    layers = batchnorm_layers(shell)
+    shell.eval()
+    for m in layers:
+        m.track_running_stats = False
+        m.train()
+
+
+def with_recomputed_batchnorm(model: nn.Module, x: Tensor) -> nn.Module:
+    """A copy of ``model`` in eval mode whose BatchNorm running statistics are those ``"recompute"`` uses at its
+    parameters: the mean and biased variance of each layer's inputs over ``x`` as one batch. For measurements
+    that need fixed statistics (per-example gradients: stiffness, gradient noise); ``model`` is not modified.
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return model
+    twin = copy.deepcopy(model)
+    values: dict[int, int] = {}
+
+    def count(m: nn.Module, inputs: tuple[Any, ...]) -> None:
+        values[id(m)] = int(inputs[0].numel() // inputs[0].shape[1])
+
+    twin.eval()
+    hooks, saved = [], []
+    for m in batchnorm_layers(twin):
+        m.reset_running_stats()
+        saved.append((m, m.momentum))
+        m.momentum = None  # cumulative average: one batch gives its statistics exactly
+        m.train()
+        hooks.append(m.register_forward_pre_hook(count))
+    try:
+        with torch.no_grad():
+            twin(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for m, momentum in saved:
+            n = values.get(id(m), 1)
+            if n > 1:
+                m.running_var.mul_((n - 1) / n)  # torch keeps the unbiased variance; recompute normalizes with the biased
+            m.momentum = momentum
+    return twin.eval()
+
+
 # ---- forward-mode AD ---------------------------------------------------------------------------------
 
 _FORWARD_AD_READY = False
@@ -195,20 +279,83 @@ def default_loss(y: Tensor | None = None, *, num_classes: int | None = None) -> 
     return F.cross_entropy if classification else _mse_default
 
 
-def resolve_loss(loss: LossLike | None, y: Tensor | None = None) -> LossFn:
-    """A loss callable from a name, a callable, or ``None`` (then :func:`default_loss` of ``y``).
+def nll(out: Tensor, y: Tensor) -> Tensor:
+    """Negative log-likelihood of log-probability outputs (``F.nll_loss``, batch mean): the loss of the name
+    ``"nll"`` in :func:`resolve_loss`."""
+    return F.nll_loss(out, y)
 
-    Names: ``"cross_entropy"`` (``F.cross_entropy``) and ``"mse"`` (:func:`mse`).
+
+def token_cross_entropy(out: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy over tokens: outputs ``(N, T, V)`` (logits over a vocabulary of ``V``) and targets
+    ``(N, T)``, the mean over all ``N·T`` tokens (targets ``-100`` are ignored, as ``F.cross_entropy``
+    does). The loss of the name ``"token_cross_entropy"`` in :func:`resolve_loss`."""
+    if out.dim() != y.dim() + 1:
+        raise LosslabError(f"token_cross_entropy takes outputs (N, T, V) and targets (N, T), got outputs "
+                           f"{tuple(out.shape)} and targets {tuple(y.shape)}")
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
+_NAMED_LOSSES: dict[str, LossFn] = {"cross_entropy": F.cross_entropy, "mse": mse, "nll": nll,
+                                    "token_cross_entropy": token_cross_entropy}
+LOSS_CHOICES = tuple(_NAMED_LOSSES)
+"""The names :func:`resolve_loss` understands (``-`` may stand for ``_``: ``cross-entropy``)."""
+
+
+class _OutputKey:
+    """``loss(output[key], target)`` for models returning a dict (or an object with attribute ``key``)."""
+
+    def __init__(self, loss: LossFn, key: str) -> None:
+        self.loss, self.key = loss, key
+        self.__name__ = f"{getattr(loss, '__name__', type(loss).__name__)}[{key}]"
+
+    def __call__(self, out: Any, y: Tensor) -> Tensor:
+        if isinstance(out, Mapping):
+            if self.key not in out:
+                raise LosslabError(f"the model's output has no key {self.key!r} (keys: {sorted(map(str, out))})")
+            return self.loss(out[self.key], y)
+        if hasattr(out, self.key):
+            return self.loss(getattr(out, self.key), y)
+        raise LosslabError(f"output key {self.key!r}: the model returned a {type(out).__name__}, not a dict")
+
+
+def resolve_loss(loss: LossLike | None, y: Tensor | None = None, *, num_classes: int | None = None,
+                 output_key: str | None = None) -> LossFn:
+    """A loss callable from a name, a ``pkg.module:function`` spec, a callable, or ``None``.
+
+    Args:
+        loss: ``None`` (:func:`default_loss` of ``y`` or ``num_classes``), a name of :data:`LOSS_CHOICES`
+            (``"cross_entropy"``: ``F.cross_entropy``; ``"mse"``: :func:`mse`; ``"nll"``: :func:`nll`;
+            ``"token_cross_entropy"``: :func:`token_cross_entropy` for ``(N, T)`` targets), a
+            ``"pkg.module:function"`` spec of a ``function(output, target) -> scalar`` batch mean (found
+            from the working directory as ``python -m`` finds modules), or a callable.
+        y, num_classes: the task, for ``loss=None``.
+        output_key: the model returns a dict: the loss takes ``output[output_key]``.
+
+    Raises:
+        LosslabError: an unknown name, a spec that does not import, or a non-callable.
+
+    Example:
+        >>> import torch
+        >>> out, y = torch.zeros(2, 3, 5), torch.zeros(2, 3, dtype=torch.long)
+        >>> round(float(resolve_loss("token-cross-entropy")(out, y)), 4)    # log 5
+        1.6094
+        >>> float(resolve_loss("mse", output_key="logits")({"logits": torch.ones(2)}, torch.zeros(2)))
+        1.0
     """
     if loss is None:
-        return default_loss(y)
-    if callable(loss):
-        return loss
-    if loss == "cross_entropy":
-        return F.cross_entropy
-    if loss == "mse":
-        return mse
-    raise LosslabError(f"unknown loss {loss!r}; use 'cross_entropy', 'mse' or a callable")
+        fn = default_loss(y, num_classes=num_classes)
+    elif callable(loss):
+        fn = loss
+    elif isinstance(loss, str) and loss.replace("-", "_") in _NAMED_LOSSES:
+        fn = _NAMED_LOSSES[loss.replace("-", "_")]
+    elif isinstance(loss, str) and ":" in loss:
+        from ._imports import load_callable
+
+        fn = load_callable(loss, "loss function")
+    else:
+        raise LosslabError(f"unknown loss {loss!r}; use one of {', '.join(LOSS_CHOICES)}, pkg.module:function "
+                           "or a callable")
+    return _OutputKey(fn, output_key) if output_key else fn
 
 
 # ---- data --------------------------------------------------------------------------------------------

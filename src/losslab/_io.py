@@ -5,6 +5,7 @@ The results layer built on them (JSON conversion, npz + JSON results, hashes) is
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -91,6 +92,15 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     return gone
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _umask() -> int:
     """The process umask (read by setting and restoring it; there is no getter before Python 3.13's os)."""
     mask = os.umask(0o022)
@@ -119,15 +129,15 @@ def atomic_savez(path: str | os.PathLike, **arrays: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a damaged one (truncated, not JSON) is a one-line :class:`LosslabError` naming it."""
-    from .errors import LosslabError
+    """Parse a JSON file; a damaged one (truncated, not JSON) is a one-line :class:`~losslab.errors.DamagedFile`
+    naming it."""
+    from .errors import DamagedFile
 
     with open(path) as fh:
         try:
             return json.load(fh)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LosslabError(f"{path} is damaged (not valid JSON: {exc}); delete it or rerun with --force "
-                               "to recompute") from None
+            raise DamagedFile(path, f"not valid JSON: {exc}") from None
 
 
 def _json_default(obj: Any) -> Any:

@@ -8,6 +8,7 @@ change existing run names.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import types
@@ -24,8 +25,10 @@ HASH_LEN = 12
 INTRINSIC_DIMS = (10, 20, 50, 100, 200, 500, 1000)
 
 
-def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
-    kw: dict[str, Any] = {"metadata": {"help": text}}
+def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING, *, keyed_if_set: bool = False) -> Any:
+    """A field with help text; ``keyed_if_set``: a setting added later, left out of :func:`to_keyed_dict` (and so
+    of the keys of saved results) while it has its default, so that adding it changed no existing key."""
+    kw: dict[str, Any] = {"metadata": {"help": text, "keyed_if_set": keyed_if_set}}
     if default is not MISSING:
         kw["default"] = default
     if default_factory is not MISSING:
@@ -37,8 +40,10 @@ def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> 
 class DataConfig:
     """Which data to train on and how it is altered."""
 
-    dataset: str = _help("dataset name (see `losslab.data.available()`)", "digits")
-    dataset_kwargs: dict = _help("extra dataset arguments, e.g. num_samples=4000", default_factory=dict)
+    dataset: str = _help("a built-in dataset name (see `losslab.data.available()`), a file (.npz/.pt/.safetensors with "
+                         "x, y[, x_test, y_test]), an image folder, or pkg.module:function", "digits")
+    dataset_kwargs: dict = _help("extra dataset arguments, e.g. num_samples=4000 (num_classes, x_dtype, mean, std "
+                                 "for files and functions)", default_factory=dict)
     label_noise: float = _help("fraction p in [0, 1] of training labels replaced by random ones", 0.0)
     label_noise_mode: str = _help("'uniform' (Zhang et al.: random class, may equal the true one) or 'other'", "uniform")
     poison: int = _help("number of extra same-distribution training samples with wrong labels (Huang et al.)", 0)
@@ -49,7 +54,7 @@ class DataConfig:
 class ModelConfig:
     """Which architecture to build."""
 
-    model: str = _help("model name (see `losslab.models.available()`)", "mlp")
+    model: str = _help("model name (see `losslab.models.available()`) or pkg.module:factory", "mlp")
     model_kwargs: dict = _help("extra model arguments, e.g. width=512 depth=2", default_factory=dict)
 
 
@@ -68,6 +73,10 @@ class OptimConfig:
     step_every: int = _help("step schedule: decay every this many epochs", 10)
     step_gamma: float = _help("step schedule: multiply the LR by this", 0.1)
     warmup_epochs: float = _help("linear warm-up length in epochs (0: none)", 0.0)
+    loss: str = _help("cross-entropy, mse, nll, token-cross-entropy or pkg.module:function(output, target) -> "
+                      "scalar ('': cross-entropy for class labels, mse for real targets)", "", keyed_if_set=True)
+    output_key: str = _help("the model returns a dict: the loss takes output[KEY] ('': the output itself)", "",
+                            keyed_if_set=True)
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,24 @@ def parse_checkpoint_schedule(spec: str) -> tuple[str, int]:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Nested plain-dict form of a config dataclass (JSON-serialisable)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg), sort_keys=True))
+
+
+def to_keyed_dict(cfg: Any) -> Any:
+    """:func:`dataclasses.asdict` of a (nested) config, less the ``keyed_if_set`` fields at their defaults: what
+    the keys of saved results hash (``losslab.experiments``), unchanged by settings added with a default."""
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(to_keyed_dict(v) for v in cfg)
+    if isinstance(cfg, dict):
+        return {k: to_keyed_dict(v) for k, v in cfg.items()}
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        return copy.deepcopy(cfg)
+    out: dict[str, Any] = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("keyed_if_set") and f.default is not MISSING and value == f.default:
+            continue
+        out[f.name] = to_keyed_dict(value)
+    return out
 
 
 def non_default(cfg: Any) -> dict[str, Any]:

@@ -85,6 +85,20 @@ def check_compatible(a: Mapping[str, Tensor], b: Mapping[str, Tensor], what: str
             raise LosslabError(f"{what} differ in shape at {k!r}: {tuple(a[k].shape)} vs {tuple(b[k].shape)}")
 
 
+def check_finite(point: Mapping[str, Tensor], what: str = "the point") -> None:
+    """Raise a one-line :class:`LosslabError` naming the first tensor of ``point`` holding NaN/inf.
+
+    Example:
+        >>> check_finite({"w": torch.tensor([1.0, float("nan")])}, "direction 0")
+        Traceback (most recent call last):
+        ...
+        losslab.errors.LosslabError: direction 0 holds NaN/inf in 'w'
+    """
+    for k, v in point.items():
+        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise LosslabError(f"{what} holds NaN/inf in {k!r}")
+
+
 def _binary(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> None:
     if a.keys() != b.keys():
         check_compatible(a, b)

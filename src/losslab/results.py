@@ -9,7 +9,8 @@ Every saved result in losslab goes through these few functions:
   sidecar naming the format, written atomically through :mod:`losslab._io`.
 * :func:`canonical_json` / :func:`digest` -- the canonical-JSON + sha256 primitive behind every
   hash (run names, result keys, cache stems); :class:`Fingerprint` is its streaming form for
-  tensors.
+  tensors; :func:`seal` / :func:`check_seal` put a content hash into a saved JSON document and
+  check it on reading, so that a changed byte is detected (:func:`load_arrays` checks both files).
 * :func:`progress_bar` -- a tqdm bar on a terminal, nothing otherwise.
 * :class:`Result` -- the contract of a result type: ``save(path)`` and ``classmethod load(path)``.
   Dataclass results inherit a generic implementation (arrays and tensors to the npz, everything
@@ -35,7 +36,7 @@ from ._io import atomic_savez, atomic_write_json, atomic_write_text
 
 __all__ = [
     "jsonable", "result_paths", "save_arrays", "load_arrays", "canonical_json", "digest", "Fingerprint",
-    "progress_bar", "Result", "RESULT_FORMAT_PREFIX",
+    "progress_bar", "Result", "RESULT_FORMAT_PREFIX", "seal", "check_seal", "SEAL_KEY", "read_sealed_json", "read_npz",
 ]
 
 # ------------------------------------------------------------------------------------------- JSON
@@ -153,8 +154,8 @@ def save_arrays(path: str | os.PathLike, fmt: str, arrays: Mapping[str, Any], de
     """
     npz, js = result_paths(path)
     atomic_savez(npz, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write_json(js, {"format": fmt, "format_version": format_version, "arrays": sorted(arrays),
-                           **jsonable(desc, keep_nonfinite=keep_nonfinite)})
+    atomic_write_json(js, seal({"format": fmt, "format_version": format_version, "arrays": sorted(arrays),
+                                **jsonable(desc, keep_nonfinite=keep_nonfinite)}))
     return npz
 
 
@@ -167,20 +168,40 @@ def load_arrays(path: str | os.PathLike, fmt: str, *, what: str | None = None) -
 
     Raises:
         LosslabError: a file is missing, or the sidecar names another format.
+        DamagedFile: a file is truncated or changed (the sidecar's content hash, the npz's CRC-32s).
     """
-    from .errors import LosslabError
+    from .errors import DamagedFile, LosslabError
 
     npz, js = result_paths(path)
     if not npz.exists() or not js.exists():
         raise LosslabError(f"no saved {what or 'result'} at {npz} / {js}")
-    with open(js) as fh:
-        desc = json.load(fh)
-    if desc.get("format") != fmt:
+    desc = read_sealed_json(js)
+    if not isinstance(desc, dict) or desc.get("format") != fmt:
         kind = f"a losslab {what}" if what else f"a {fmt} result"
-        raise LosslabError(f"{js} is not {kind} (format={desc.get('format')!r})")
-    with np.load(npz, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+        got = desc.get("format") if isinstance(desc, dict) else type(desc).__name__
+        raise LosslabError(f"{js} is not {kind} (format={got!r})")
+    arrays = read_npz(npz)
+    missing = sorted(set(desc.get("arrays", [])) - set(arrays)) if isinstance(desc.get("arrays"), list) else []
+    if missing:
+        raise DamagedFile(npz, f"arrays {missing} listed in {js.name} are missing")
     return arrays, desc
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles), read in full so that each member's zip CRC-32 is
+    checked: a truncated or changed file is a one-line :class:`~losslab.errors.DamagedFile` naming it."""
+    import errno
+
+    from .errors import DamagedFile
+
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:  # fh closed even when np.load fails
+            return {k: z[k] for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - a damaged zip or npy header raises many kinds of errors
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR):
+            raise  # unreadable (missing, permissions): not damage
+        msg = (str(exc).strip().splitlines() or ["truncated"])[0][:160]
+        raise DamagedFile(path, f"{type(exc).__name__}: {msg}") from None
 
 
 # ------------------------------------------------------------------------------------------ hashes
@@ -209,6 +230,61 @@ def digest(obj: Any, length: int | None = None, *, compact: bool = True,
     """
     h = hashlib.sha256(canonical_json(obj, compact=compact, default=default).encode()).hexdigest()
     return h if length is None else h[:length]
+
+
+SEAL_KEY = "sha256"
+"""The key under which :func:`seal` stores a JSON document's content hash."""
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` as it reads back from a JSON file written by :mod:`losslab._io` (the form that is hashed)."""
+    from ._io import _json_default
+
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def seal(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` with its content hash added under ``"sha256"`` (see :func:`check_seal`).
+
+    The hash is :func:`digest` of the document without that key, taken on the JSON form of the
+    values, so that it survives the write and read of the file unchanged; any change of a value
+    (a truncated file, a flipped byte in a number) gives another hash.
+
+    Example:
+        >>> d = seal({"a": 1, "b": [0.5, None]})
+        >>> check_seal(d, "x.json")
+        >>> check_seal({**d, "a": 2}, "x.json")
+        Traceback (most recent call last):
+        ...
+        losslab.errors.DamagedFile: x.json is damaged (its content hash does not match); delete it or rerun with --force to recompute
+    """
+    body = _plain({k: v for k, v in doc.items() if k != SEAL_KEY})
+    return {**body, SEAL_KEY: digest(body)}
+
+
+def check_seal(doc: Any, path: str | os.PathLike) -> None:
+    """Raise a one-line :class:`~losslab.errors.DamagedFile` naming ``path`` when the sealed JSON
+    document ``doc`` read from it does not match its hash; documents saved without one pass."""
+    from .errors import DamagedFile
+
+    if not isinstance(doc, dict) or SEAL_KEY not in doc:
+        return
+    body = {k: v for k, v in doc.items() if k != SEAL_KEY}
+    try:
+        ok = doc[SEAL_KEY] == digest(body)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DamagedFile(path, "its content hash does not match")
+
+
+def read_sealed_json(path: str | os.PathLike) -> Any:
+    """:func:`losslab._io.read_json` and :func:`check_seal`: a damaged file is a one-line error naming it."""
+    from ._io import read_json
+
+    doc = read_json(path)
+    check_seal(doc, path)
+    return doc
 
 
 class Fingerprint:
@@ -297,6 +373,7 @@ class Result:
         atomic_savez(npz, **arrays)
         doc = {"format": RESULT_FORMAT_PREFIX + type(self).__name__, "format_version": 1, "arrays": sorted(arrays),
                "fields": tree}
+        doc[SEAL_KEY] = digest(doc)
         atomic_write_text(js, json.dumps(doc, indent=2) + "\n")  # not sorted: dict order is part of the value
         return npz
 

@@ -24,10 +24,10 @@ from typing import Any, Sequence
 import torch
 
 from . import __version__
-from ._io import atomic_write_json, read_json
-from .results import jsonable
+from ._io import atomic_write_json, file_sha256, read_json
+from .results import jsonable, read_sealed_json, seal
 from .config import TrainConfig, config_hash, from_dict, non_default, to_dict
-from .errors import LosslabError
+from .errors import DamagedFile, LosslabError
 
 RUN_PREFIX = "train-"
 
@@ -41,7 +41,7 @@ def build_bundle(config: TrainConfig):
 
     d = config.data
     seeds = config.seeds.resolved()
-    bundle = data.load(d.dataset, **d.dataset_kwargs)
+    bundle = data.resolve(d.dataset, **d.dataset_kwargs)  # a name, a file, a folder or pkg.module:function
     if d.label_noise > 0:
         bundle = data.corrupt_labels(bundle, d.label_noise, seed=seeds["label"], mode=d.label_noise_mode)
     if d.poison > 0:
@@ -144,12 +144,14 @@ class Run:
 
     @property
     def config(self) -> TrainConfig:
-        return from_dict(TrainConfig, read_json(self.path / "config.json")["config"])
+        return from_dict(TrainConfig, read_sealed_json(self.path / "config.json")["config"])
 
     @property
     def info(self) -> dict[str, Any]:
+        """``run.json`` (``{}`` before training starts; a :class:`~losslab.errors.DamagedFile` if it is not
+        valid JSON or does not match its content hash)."""
         f = self.path / "run.json"
-        return read_json(f) if f.is_file() else {}
+        return read_sealed_json(f) if f.is_file() else {}
 
     @property
     def done(self) -> bool:
@@ -164,13 +166,26 @@ class Run:
         return {n: file_sha256(self.path / n) for n in names}
 
     def verify(self) -> list[str]:
-        """The damaged files of a finished run: each recorded in its manifest but now missing,
-        truncated or changed (a flipped byte), as ``"path (missing|changed)"``. Empty when intact, and
-        for runs saved before manifests existed (nothing to check against)."""
-        recorded = self.info.get("manifest")
-        if not isinstance(recorded, dict):
-            return []
+        """The damaged files of a run, in one line each.
+
+        ``config.json`` and ``run.json`` carry their own content hash (``"run.json (damaged)"`` when
+        truncated or changed); a finished run's manifest lists the sha256 of its checkpoints,
+        ``metrics.json`` and ``state.pt``, each reported ``"path (missing|changed)"`` when it no longer
+        matches. Empty when intact, and for runs saved before hashes existed (nothing to check
+        against). An unfinished run's files are checked when it resumes (:func:`load_resume_state`).
+        """
         bad = []
+        if (self.path / "config.json").is_file():
+            try:
+                read_sealed_json(self.path / "config.json")
+            except DamagedFile:
+                bad.append("config.json (damaged)")
+        try:
+            recorded = self.info.get("manifest")
+        except DamagedFile:
+            return [*bad, "run.json (damaged)"]
+        if not isinstance(recorded, dict):
+            return bad
         for name, digest in sorted(recorded.items()):
             f = self.path / name
             if not f.is_file():
@@ -181,8 +196,8 @@ class Run:
 
     @property
     def intact(self) -> bool:
-        """Finished and every file of its manifest unchanged: safe to reuse."""
-        return self.done and not self.verify()
+        """Finished and every file of its manifest unchanged (``run.json`` included): safe to reuse."""
+        return not self.verify() and self.done
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
@@ -240,15 +255,6 @@ class Run:
         return [(s, {k: v for k, v in load_state(f).items() if k in names}) for s, f in self.checkpoints()]
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(..., weights_only=True)`` with a one-line error for unreadable files."""
     p = Path(path)
@@ -260,8 +266,47 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
         raise LosslabError(f"cannot read checkpoint {p}: {type(exc).__name__}: {(str(exc).strip().splitlines() or ['empty or truncated file'])[0][:200]}")
 
 
+STATE_FORMAT = "losslab.train_state"
+
+
+def seal_resume_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The trainer's resume ``state`` sealed with the sha256 of its bytes, to be written with
+    :func:`losslab._io.atomic_torch_save` and read with :func:`load_resume_state`.
+
+    It is ``{"format", "sha256", "payload"}``, the payload being the bytes of ``torch.save(state)`` as
+    a uint8 tensor, so that :func:`load_resume_state` detects any changed byte (``torch.load`` itself
+    does not: a flipped byte in a tensor loads as a different value).
+    """
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    return {"format": STATE_FORMAT, "sha256": hashlib.sha256(data).hexdigest(),
+            "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+
+
+def load_resume_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a state sealed by :func:`seal_resume_state`; a truncated or changed file is a
+    :class:`~losslab.errors.DamagedFile`. A state saved before sealing (a plain dict) is returned as is."""
+    import io
+
+    try:
+        outer = load_state(path)
+    except DamagedFile:
+        raise
+    except LosslabError as exc:
+        raise DamagedFile(path, str(exc).split(": ", 1)[-1]) from None
+    if not (isinstance(outer, dict) and outer.get("format") == STATE_FORMAT):
+        return outer
+    data = outer["payload"].numpy().tobytes()
+    if hashlib.sha256(data).hexdigest() != outer.get("sha256"):
+        raise DamagedFile(path, "its content hash does not match")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 def write_config(path: Path, config: TrainConfig) -> None:
     atomic_write_json(
         path / "config.json",
-        {"config": to_dict(config), "non_default": non_default(config), "hash": config_hash(config)},
+        seal({"config": to_dict(config), "non_default": non_default(config), "hash": config_hash(config)}),
     )

@@ -477,6 +477,9 @@ def _run(
         raise LosslabError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if max_points is not None and int(max_points) < 0:
         raise LosslabError(f"max_points must be >= 0, got {max_points}")
+    named = [("the origin (the model)", base)] * (base is not None) + [(f"direction {i}", d) for i, d in enumerate(basis)]
+    for what, point in named:  # NaN in, NaN everywhere: refuse
+        P.check_finite(point, what)
     fp = _fingerprint(kind, base, basis, ev)
     if precision is not None:  # an adaptive surface never resumes an exact one, nor one of other settings
         from .results import digest

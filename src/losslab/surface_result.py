@@ -11,7 +11,7 @@ import numpy as np
 
 from ._io import atomic_savez, atomic_write_json
 from .errors import LosslabError
-from .results import Result, jsonable, load_arrays, result_paths
+from .results import Result, jsonable, load_arrays, result_paths, seal
 
 __all__ = ["SurfaceResult", "FORMAT", "FORMAT_VERSION", "BlockLog"]
 
@@ -169,7 +169,7 @@ class SurfaceResult(Result):
         atomic_savez(npz, **arrays)
         atomic_write_json(
             js,
-            {
+            seal({
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
                 "kind": self.kind,
@@ -178,7 +178,7 @@ class SurfaceResult(Result):
                 "layout": "metric[j, i] is at (x[i], y[j]) (rows = y)" if self.kind == "plane" else "metric[i] at x[i]",
                 "n_done": self.n_done,
                 "meta": jsonable(self.meta, max_array_size=64),
-            },
+            }),  # with its content hash, checked by load (so is the npz's CRC-32)
         )
         return npz
 

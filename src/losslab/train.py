@@ -16,6 +16,7 @@ runs of many tiny epochs (full-batch GD) are not dominated by writing and syncin
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -28,11 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import atomic_torch_save, atomic_write_json, file_lock, remove_stale_temporaries
+from ._io import _json_default, atomic_torch_save, atomic_write_json, file_lock, file_sha256, remove_stale_temporaries
 from .config import TrainConfig, parse_checkpoint_schedule
-from .errors import LosslabError
-from ._functional import default_loss
-from .runs import Run, build_bundle, build_model, callback_keys, environment, load_state, run_dir_for, write_config
+from .errors import DamagedFile, LosslabError
+from ._functional import resolve_loss
+from .results import seal
+from .runs import (Run, build_bundle, build_model, callback_keys, environment, load_resume_state, run_dir_for,
+                   seal_resume_state, write_config)
 from .settings import resolve_device, set_threads
 
 EVAL_CHUNK = 4096
@@ -43,31 +46,41 @@ SAVE_EVERY_S = 2.0
 # ---------------------------------------------------------------- building blocks
 
 
-def loss_fn_for(num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy for classification, MSE for regression (``num_classes == 0``); see
-    :func:`losslab._functional.default_loss`."""
-    return default_loss(num_classes=num_classes)
+def loss_fn_for(num_classes: int, config: TrainConfig | None = None) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    """The loss of a run: ``config.optim.loss`` (a name or ``pkg.module:function``, with ``output_key``) when set,
+    else cross-entropy for classification and MSE for regression (``num_classes == 0``); see
+    :func:`losslab._functional.resolve_loss`."""
+    o = config.optim if config is not None else None
+    return resolve_loss(o.loss if o is not None and o.loss else None, num_classes=num_classes,
+                        output_key=o.output_key if o is not None and o.output_key else None)
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """Mean loss and error of ``model`` (in its current mode) on (x, y), in chunks."""
+def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
+                   config: TrainConfig | None = None) -> dict[str, float]:
+    """Mean loss and error of ``model`` (in its current mode) on (x, y), in chunks, with the loss of
+    :func:`loss_fn_for`. The error is the fraction of wrong arg-max predictions (per token, averaged per
+    example, for ``(N, T)`` targets); NaN for regression or outputs that are not class scores."""
     if len(x) == 0:
         return {"loss": float("nan"), "error": float("nan")}
     from .evaluate import check_model_output
 
-    loss_fn = loss_fn_for(num_classes)
-    total, wrong = 0.0, 0
+    loss_fn = loss_fn_for(num_classes, config)
+    key = config.optim.output_key if config is not None and config.optim.output_key else None
+    total, wrong, scored = 0.0, 0.0, num_classes > 0
     for i in range(0, len(x), EVAL_CHUNK):
         xb, yb = x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK]
         out = model(xb)
-        if i == 0:
+        logits = out[key] if key is not None and isinstance(out, dict) and key in out else out
+        if i == 0 and (config is None or not config.optim.loss) and not key:
             check_model_output(out, y, classification=num_classes > 0)  # one line, not a torch traceback
         total += float(loss_fn(out, yb)) * len(xb)
-        if num_classes > 0:
-            wrong += int((out.argmax(-1) != yb).sum())
+        scored = scored and isinstance(logits, torch.Tensor) and logits.dim() == yb.dim() + 1
+        if scored:
+            miss = (logits.argmax(-1) != yb).to(torch.float64)
+            wrong += float(miss.reshape(len(xb), -1).mean(1).sum())
     n = len(x)
-    return {"loss": total / n, "error": wrong / n if num_classes > 0 else float("nan")}
+    return {"loss": total / n, "error": wrong / n if scored else float("nan")}
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -198,15 +211,15 @@ def train(
 def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device, callbacks: Sequence[Any],
                   progress: bool | None, force: bool, max_epochs: int | None) -> Run:
     run_dir = run.path
-    if run.done and not force:
-        damaged = run.verify()
-        if not damaged:
-            return run
-        # a finished run whose files were truncated or changed: retrain it (deterministic, so the repaired
-        # run is bit-identical to the original), never reuse it
+    damaged = [] if force else run.verify()
+    if damaged:
+        # a run whose files were truncated or changed: retrain it (deterministic, so the repaired run is
+        # bit-identical to the original), never reuse it
         print(f"losslab: run {run_dir.name} is damaged ({', '.join(damaged)}); retraining it", file=sys.stderr,
               flush=True)
         force = True
+    elif run.done and not force:
+        return run
 
     xtr, ytr = bundle.train.x.to(dev), bundle.train.y.to(dev)
     xte, yte = bundle.test.x.to(dev), bundle.test.y.to(dev)
@@ -221,23 +234,32 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
     write_config(run_dir, config)
     seeds = config.seeds.resolved()
     order_gen = torch.Generator().manual_seed(seeds["order"])
-    loss_fn = loss_fn_for(bundle.num_classes)
+    loss_fn = loss_fn_for(bundle.num_classes, config)
 
     metrics: list[dict[str, Any]] = []
     start_epoch = 0
     state_file = run_dir / "state.pt"
+    ck_hashes: dict[str, str] = {}  # sha256 of each checkpoint written, saved with the resume state
     st = None
     if state_file.is_file() and not force:
         try:
-            st = load_state(state_file)
-        except LosslabError as exc:  # truncated by a kill or a full disk: start over (deterministic)
-            print(f"losslab: {exc}; training run {run_dir.name} from the start", file=sys.stderr, flush=True)
+            st = load_resume_state(state_file)
+            ck_hashes = dict(st.get("checkpoints", {}))
+            bad = [f"{n} ({'changed' if (run_dir / n).is_file() else 'missing'})" for n, h in sorted(ck_hashes.items())
+                   if not (run_dir / n).is_file() or file_sha256(run_dir / n) != h]
+            if bad:
+                raise DamagedFile(run_dir / bad[0].split(" ")[0], bad[0].split(" ", 1)[1].strip("()"))
+            metrics = json.loads(st["metrics"]) if "metrics" in st else list(Run(run_dir).metrics)
+        except DamagedFile as exc:  # truncated by a kill or a full disk, or changed: start over (deterministic)
+            print(f"losslab: {exc.path} is damaged ({exc.reason}); training run {run_dir.name} from the start",
+                  file=sys.stderr, flush=True)
+            st, ck_hashes, metrics = None, {}, []
     if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         order_gen.set_state(st["order_rng"])
         start_epoch = int(st["epoch"])
-        metrics = list(Run(run_dir).metrics)[: start_epoch + 1]
+        metrics = metrics[: start_epoch + 1]
     info = {
         "status": "running",
         "env": environment(),
@@ -248,24 +270,29 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
         "resumed_from_epoch": start_epoch,
         "callbacks": callback_keys(callbacks),
     }
-    atomic_write_json(run_dir / "run.json", info)
+    atomic_write_json(run_dir / "run.json", seal(info))  # with its content hash
 
     state = TrainState(config, model, opt, bundle, run_dir, epoch=start_epoch, step=start_epoch * steps_per_epoch)
 
     def record(epoch: int) -> dict[str, Any]:
         was_training = model.training
         model.eval()
-        tr = evaluate_model(model, xtr, ytr, bundle.num_classes)
-        te = evaluate_model(model, xte, yte, bundle.num_classes)
+        tr = evaluate_model(model, xtr, ytr, bundle.num_classes, config)
+        te = evaluate_model(model, xte, yte, bundle.num_classes, config)
         model.train(was_training)
         return {"epoch": epoch, "step": state.step, "train_loss": tr["loss"], "train_error": tr["error"],
                 "test_loss": te["loss"], "test_error": te["error"]}
 
     ckdir = run_dir / "checkpoints"
+
+    def save_checkpoint(step: int) -> None:
+        f = atomic_torch_save(ckdir / f"step_{step:08d}.pt", model.state_dict())
+        ck_hashes[f.relative_to(run_dir).as_posix()] = file_sha256(f)
+
     if start_epoch == 0:
         metrics = [record(0)]
         atomic_write_json(run_dir / "metrics.json", metrics)
-        atomic_torch_save(ckdir / "step_00000000.pt", model.state_dict())
+        save_checkpoint(0)
 
     t0 = time.perf_counter()
     _fire(callbacks, "on_train_start", state)
@@ -299,7 +326,7 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
             state.lr, state.batch_loss = lr, float(loss.detach())
             _fire(callbacks, "on_step_end", state)  # before the checkpoint: it may change the parameters
             if state.step in ckpt_steps:
-                atomic_torch_save(ckdir / f"step_{state.step:08d}.pt", model.state_dict())
+                save_checkpoint(state.step)
         rec = record(epoch)
         state.extra = {}
         _fire(callbacks, "on_epoch_end", state)
@@ -307,8 +334,10 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
         metrics.append(rec)
         if epoch == end_epoch or time.perf_counter() - last_save >= SAVE_EVERY_S:
             atomic_write_json(run_dir / "metrics.json", metrics)
-            atomic_torch_save(state_file, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                           "order_rng": order_gen.get_state(), "epoch": epoch})
+            # the metrics and the checkpoints' hashes go into the (sealed) state too: a resume needs no other file
+            atomic_torch_save(state_file, seal_resume_state({
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "order_rng": order_gen.get_state(),
+                "epoch": epoch, "metrics": json.dumps(metrics, default=_json_default), "checkpoints": dict(ck_hashes)}))
             last_save = time.perf_counter()
         if bar is not None:
             bar.update(1)
@@ -335,5 +364,5 @@ def _train_locked(config: TrainConfig, run: Run, bundle: Any, dev: torch.device,
         },
         manifest=run.manifest(),
     )
-    atomic_write_json(run_dir / "run.json", info)
+    atomic_write_json(run_dir / "run.json", seal(info))  # with its content hash
     return run

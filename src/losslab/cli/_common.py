@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import typing
 from pathlib import Path
@@ -85,9 +86,20 @@ def dataclass_from_args(cls: type, args: argparse.Namespace, base: Any = None, *
 def emit(args: argparse.Namespace, summary: dict[str, Any], text: str) -> None:
     """Print the machine-readable summary with ``--json``, else the human text."""
     if getattr(args, "json", False):
-        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        print(json.dumps(_finite_or_null(summary), indent=2, sort_keys=True, default=str))
     else:
         print(text)
+
+
+def _finite_or_null(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as ``None``: the summary stays valid JSON (``null``, never ``NaN``)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 def settings_hash(args: argparse.Namespace, keys: typing.Iterable[str], **extra: Any) -> str:
@@ -111,6 +123,54 @@ def add_probe_output_args(parser: argparse.ArgumentParser, name: str, run_dir: s
     parser.add_argument("--out", default=None, help=f"output directory (default {run_dir}/probes/{name}-<hash>)")
     parser.add_argument("--plot", action="store_true", help=f"write {name}.png")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
+
+
+def save_figure(make: typing.Callable[[], Any], path: str | Path, **savefig_kwargs: Any) -> Path:
+    """``make()`` a display with matplotlib's Agg backend, save it to ``path`` and close its figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    disp = make()
+    try:
+        return disp.savefig(Path(path), **savefig_kwargs)
+    finally:
+        plt.close(disp.figure_)
+
+
+def probe_name(args: argparse.Namespace, kind: str, keys: typing.Iterable[str], description: dict[str, Any]) -> str:
+    """``<kind>-<hash>``: a probe's result directory, the hash over its flags ``keys`` and what it measures."""
+    return f"{kind}-" + settings_hash(args, keys, target=description)
+
+
+def parse_or_help(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | None:
+    """The parsed ``argv``, or ``None`` (after printing the help) when no command was given."""
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return None
+    return args
+
+
+def add_data_model_args(parser: argparse.ArgumentParser, *, training: bool = False) -> None:
+    """The ``DataConfig`` and ``ModelConfig`` flags, with ``--data``/``--data-kwargs`` for ``--dataset``/
+    ``--dataset-kwargs`` (a built-in name, a file, a folder or ``pkg.module:function``); with ``training``
+    also the ``OptimConfig`` and ``SeedConfig`` flags."""
+    from ..config import DataConfig, ModelConfig, OptimConfig, SeedConfig
+
+    add_dataclass_args(parser, DataConfig, title="data", skip=("dataset", "dataset_kwargs"))
+    g = parser.add_argument_group("your data (a built-in name, a file, a folder or pkg.module:function)")
+    for f in dataclasses.fields(DataConfig):
+        if f.name in ("dataset", "dataset_kwargs"):
+            kw: dict[str, Any] = {"nargs": "+", "metavar": "KEY=VALUE"} if f.name == "dataset_kwargs" else {"metavar": "DATA"}
+            g.add_argument("--" + f.name.replace("dataset", "data").replace("_", "-"), flag(f.name), dest=f.name,
+                           default=None, help=f"{f.metadata['help']} (default: "
+                                              f"{f.default if f.name == 'dataset' else 'none'})", **kw)
+    add_dataclass_args(parser, ModelConfig, title="model")
+    if training:
+        add_dataclass_args(parser, OptimConfig, title="optimization")
+        add_dataclass_args(parser, SeedConfig, title="seeds (init, data order and labels derive from --seed unless given)")
 
 
 def fail(message: str, code: int = 2) -> "typing.NoReturn":

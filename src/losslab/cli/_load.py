@@ -27,6 +27,72 @@ def add_target_args(p: argparse.ArgumentParser, *, positional: str = "target", n
     g.add_argument("--step", type=int, default=None, help="checkpoint step of a run directory (default: final)")
     g.add_argument("--allow-unfinished", action="store_true",
                    help="measure the last checkpoint of a run that has not finished training (refused otherwise)")
+    add_loss_args(p)
+
+
+BN_HELP = ("BatchNorm statistics: recompute (default: at the point measured, from the training data it is measured "
+           "on, as train-mode BatchNorm on that data as one batch) or eval (the checkpoint's running statistics); "
+           "dropout is always off")
+
+
+def add_loss_args(p: argparse.ArgumentParser, *, bn: bool = True) -> None:
+    """``--loss``, ``--output-key`` and (with ``bn``) ``--bn``: what every measurement of a loss takes."""
+    g = p.add_argument_group("loss and BatchNorm")
+    g.add_argument("--loss", default=None, metavar="NAME|pkg.module:function",
+                   help="cross-entropy, mse, nll, token-cross-entropy ((N, T) targets) or your "
+                        "pkg.module:function(output, target) -> scalar batch mean (default: cross-entropy for "
+                        "class labels, mse for real targets)")
+    g.add_argument("--output-key", default=None, metavar="KEY",
+                   help="the model returns a dict: the loss takes output[KEY] (e.g. logits)")
+    if bn:
+        g.add_argument("--bn", choices=("recompute", "eval"), default="recompute", help=BN_HELP)
+
+
+def run_loss_defaults(args: argparse.Namespace, config: Any) -> None:
+    """``--loss``/``--output-key`` not given: the run's (a run knows the loss it was trained with)."""
+    for name in ("loss", "output_key"):
+        if getattr(args, name, None) is None and getattr(config.optim, name, ""):
+            setattr(args, name, getattr(config.optim, name))
+
+
+def target_loss(args: argparse.Namespace, bundle: Any) -> Any:
+    """The loss callable the flags name (:func:`losslab._functional.resolve_loss`)."""
+    from .._functional import resolve_loss
+
+    return resolve_loss(getattr(args, "loss", None), num_classes=bundle.num_classes,
+                        output_key=getattr(args, "output_key", None))
+
+
+def evaluator_loss(args: argparse.Namespace, bundle: Any) -> Any:
+    """The same loss for an :class:`~losslab.evaluate.Evaluator`: the name of a built-in it batches
+    (``cross_entropy``, ``mse``) when the flags name one, else the callable of :func:`target_loss`."""
+    name = getattr(args, "loss", None) or ("cross_entropy" if bundle.num_classes > 0 else "mse")
+    name = name.replace("-", "_")
+    if name in ("cross_entropy", "mse") and not getattr(args, "output_key", None):
+        return name
+    return target_loss(args, bundle)
+
+
+def probe_model(model: Any, args: argparse.Namespace, bundle: Any) -> Any:
+    """``model`` as per-example-gradient probes measure it under ``--bn``: with ``recompute``, a copy whose
+    BatchNorm statistics are recomputed on the training data at its parameters (then held fixed)."""
+    from .._functional import with_recomputed_batchnorm
+
+    if getattr(args, "bn", "eval") == "recompute":
+        return with_recomputed_batchnorm(model, bundle.train.x)
+    return model
+
+
+def loss_description(args: argparse.Namespace, bundle: Any) -> dict[str, Any]:
+    """What the summaries say about the loss and BatchNorm: ``loss_fn`` (the loss's name or spec),
+    ``output_key`` and ``bn``."""
+    name = getattr(args, "loss", None) or ("cross_entropy" if bundle.num_classes > 0 else "mse")
+    out: dict[str, Any] = {"loss_fn": name}
+    if getattr(args, "output_key", None):
+        out["output_key"] = args.output_key
+    if getattr(args, "bn", None) is not None:
+        out["bn"] = args.bn
+    return out
 
 
 @dataclass
@@ -65,6 +131,7 @@ def resolve(target: str, args: argparse.Namespace) -> Target:
             raise LosslabError(f"run {path} is damaged ({', '.join(damaged)}): rerun `losslab train` with its "
                                f"settings to repair it")
         cfg = run.config
+        run_loss_defaults(args, cfg)
         if args.dataset is not None and args.dataset != cfg.data.dataset:
             bundle = data.resolve(args.dataset, **dataset_kwargs)
         else:
@@ -73,7 +140,7 @@ def resolve(target: str, args: argparse.Namespace) -> Target:
         desc = {"run_dir": str(path), "step": getattr(args, "step", None), "dataset": bundle.name,
                 "model": cfg.model.model}
         _check_finite(model, f"{path} (step {getattr(args, 'step', None) or 'final'})")
-        return Target(model, bundle, desc, run)
+        return Target(model, bundle, {**desc, **loss_description(args, bundle)}, run)
 
     if not path.is_file():
         raise LosslabError(f"checkpoint {path} is not a file")
@@ -106,7 +173,7 @@ def resolve(target: str, args: argparse.Namespace) -> Target:
     desc = {"checkpoint": str(path), "dataset": bundle.name, "model": args.model}
     if note:
         desc["checkpoint_keys"] = note
-    return Target(model, bundle, desc)
+    return Target(model, bundle, {**desc, **loss_description(args, bundle)})
 
 
 def _check_finite(model: Any, where: str) -> None:

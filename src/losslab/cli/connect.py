@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit
-from ._load import add_target_args, resolve
+from ._common import emit, save_figure
+from ._load import add_target_args, evaluator_loss, loss_description, resolve
 
 METHODS = ("linear", "bezier", "polychain", "neb")
 
@@ -76,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise LosslabError(f"models A and B have different architectures: B lacks {missing[:5]}")
     P.check_compatible({k: pa[k] for k in names}, {k: pb[k] for k in names}, "models A and B")
+    ev: dict[str, Any] = {"bn": args.bn, "loss": evaluator_loss(args, bundle)}  # every path: the same function
     summary: dict[str, Any] = {"a": ta.description, "b": tb.description, "dataset": bundle.name,
+                               **loss_description(args, bundle),
                                "distance": P.distance({k: pa[k] for k in names}, {k: pb[k] for k in names}),
                                "methods": {}}
-    lines = [f"A: {args.targets[0]}", f"B: {args.targets[1]}"]
+    lines = [f"A: {args.targets[0]}", f"B: {args.targets[1]}", f"loss {summary['loss_fn']}, BatchNorm {args.bn}"]
     results: dict[str, Any] = {}
     if args.spec is not None and not args.align:
         raise LosslabError("--spec is a permutation spec for --align; add --align")
@@ -90,11 +92,11 @@ def run(args: argparse.Namespace) -> int:
         # derive the spec and verify the permutation before any path is computed: a model it cannot handle
         # fails in a second, not after the unaligned path
         res = align_fn(model, bundle.train.x[:256], point_a=pa, point_b=pb, spec=spec)
-        before = linear_path(model, bundle, point_a=pa, point_b=pb_unaligned, num=args.num)
+        before = linear_path(model, bundle, point_a=pa, point_b=pb_unaligned, num=args.num, **ev)
         pb = res.point_b_aligned
         if args.save:
             res.save(Path(args.save) / "align")
-        after = linear_path(model, bundle, point_a=pa, point_b=pb, num=args.num)
+        after = linear_path(model, bundle, point_a=pa, point_b=pb, num=args.num, **ev)
         results["linear (unaligned)"] = before
         split = "test" if "test" in before.metrics else "train"
         summary["align"] = {
@@ -120,11 +122,11 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         extra: dict[str, Any] = {}
         if method == "linear":
-            path = results.get("linear") or linear_path(model, bundle, point_a=pa, point_b=pb, num=args.num)
+            path = results.get("linear") or linear_path(model, bundle, point_a=pa, point_b=pb, num=args.num, **ev)
         elif method in ("bezier", "polychain"):
             c = train_curve(model, bundle, point_a=pa, point_b=pb, kind=method, num_bends=args.num_bends, epochs=args.curve_epochs,
                             lr=args.curve_lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
-                            seed=args.seed, num=args.curve_points)
+                            seed=args.seed, num=args.curve_points, **ev)
             path = c.path
             extra = {"epochs": args.curve_epochs, "num_bends": args.num_bends,
                      "final_objective": c.history[-1]["loss"] if c.history else None}
@@ -136,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
                 if args.neb_cycles < 1:
                     raise LosslabError("--neb-cycles must be >= 1")
                 cycles = cycles[: args.neb_cycles]
-            r = neb_path(model, bundle, point_a=pa, point_b=pb, cycles=cycles, batch_size=args.batch_size, seed=args.seed)
+            r = neb_path(model, bundle, point_a=pa, point_b=pb, cycles=cycles, batch_size=args.batch_size, seed=args.seed,
+                         **ev)
             path = r.path
             if args.save:
                 r.save(Path(args.save) / "neb_run")
@@ -160,18 +163,9 @@ def run(args: argparse.Namespace) -> int:
 
 def plot_paths(results: dict[str, Any], path: str | Path) -> Path:
     """Loss (left) and error (right) along every path on one figure (:class:`~losslab.plot.PathsDisplay`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..plot import PathsDisplay
 
-    disp = PathsDisplay.from_result(results)
-    try:
-        return disp.savefig(Path(path))
-    finally:
-        plt.close(disp.figure_)
+    return save_figure(lambda: PathsDisplay.from_result(results), path)
 
 
 def _read_spec(path: str) -> dict[str, Any]:

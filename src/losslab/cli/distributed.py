@@ -106,10 +106,10 @@ def _sigterm_to_exit(signum: int, frame: Any) -> None:  # pragma: no cover - exe
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m losslab.distributed`` (run it under ``torchrun``)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
+    from ._common import parse_or_help
+
+    args = parse_or_help(build_parser(), argv)
+    if args is None:
         return 2
     # torchrun stops the other ranks with SIGTERM when one fails: turn it into an exception so rank 0
     # saves its partial result and the store keys are released before the process ends.

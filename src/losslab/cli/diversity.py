@@ -10,20 +10,20 @@ from ..errors import LosslabError
 from ._common import add_probe_output_args, emit, settings_hash
 
 
+DESCRIPTION = (
+    "Compare independent runs (trained on the same data with different seeds) in function space: prediction "
+    "disagreement, KL and JS between predictive distributions and cosine of weight displacements; within-trajectory "
+    "disagreement at similar accuracy; t-SNE and PCA of the prediction vectors along the trajectories; and the "
+    "accuracy of ensembles of independent runs, of checkpoints of one run and of random / diagonal-Gaussian / "
+    "PCA-subspace samples around one solution."
+)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "diversity",
+        "diversity", description=DESCRIPTION,
         help="prediction disagreement, KL/JS, weight cosine, t-SNE and ensembles of runs and trajectories",
-        description=(
-            "Compare independent runs (trained on the same data with different seeds) in function space: "
-            "prediction disagreement, KL and JS between predictive distributions and cosine of weight "
-            "displacements; within-trajectory disagreement at similar accuracy; t-SNE and PCA of the "
-            "prediction vectors along the trajectories; and the accuracy of ensembles of independent runs, "
-            "of checkpoints of one run and of random / diagonal-Gaussian / PCA-subspace samples around one "
-            "solution."
-        ),
-        epilog="example: losslab diversity runs/train-<a> runs/train-<b> runs/train-<c> --plot --json",
-    )
+        epilog="example: losslab diversity runs/train-<a> runs/train-<b> runs/train-<c> --plot --json")
     p.add_argument("targets", nargs="+", metavar="RUN_DIR", help="losslab run directories")
     p.add_argument("--split", choices=("train", "test"), default="test", help="evaluation split (default test)")
     p.add_argument("--n-examples", type=int, default=None, help="random subset of the split (default all)")

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import LosslabError
 from ._common import emit
-from ._load import add_target_args, resolve
+from ._load import add_target_args, resolve, target_loss
 
 _ALL = ("topk", "trace", "negative", "epsilon", "adaptive", "basin")  # curvature.analysis.ANALYSIS_PARTS
 
@@ -57,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s = p.add_argument_group("spectrum")
     s.add_argument("--top-k", type=int, default=5, help="top eigenvalues to compute (default 5)")
     s.add_argument("--tol", type=float, default=1e-4,
-                   help="Lanczos relative residual tolerance for the top-k (default 1e-4)")
+                   help="Lanczos relative residual tolerance of every eigen computation: the top-k and λmin "
+                        "(default 1e-4)")
     s.add_argument("--max-iter", type=int, default=None, help="Lanczos steps at most (default max(100, 20k))")
     s.add_argument("--repeats", action="store_true",
                    help="also find repeated copies of top eigenvalues (reruns Lanczos deflated; ~1 run more each)")
@@ -105,6 +106,7 @@ def _fingerprint(t: Any, args: argparse.Namespace) -> dict[str, Any]:
     st = Path(path).stat()
     return {"checkpoint": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
             "model": t.description.get("model"), "model_kwargs": getattr(args, "model_kwargs", None),
+            "loss": getattr(args, "loss", None), "output_key": getattr(args, "output_key", None),
             "dataset": t.description.get("dataset"), "dataset_kwargs": getattr(args, "dataset_kwargs", None)}
 
 
@@ -120,8 +122,8 @@ def _subset(split: Any, n: int | None, seed: int) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._functional import batchnorm_layers
     from ..curvature.analysis import hessian_analysis
-    from ..train import loss_fn_for
 
     if args.top_k < 1:
         raise LosslabError(f"--top-k must be >= 1, got {args.top_k}")
@@ -136,10 +138,17 @@ def run(args: argparse.Namespace) -> int:
     split = t.bundle.train if args.split == "train" else t.bundle.test
     if len(split) == 0:
         raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
+    if args.bn == "recompute" and batchnorm_layers(t.model):
+        if args.split == "test":
+            raise LosslabError("--bn recompute takes BatchNorm statistics from the training data, and the Hessian "
+                               "through them on the test split is not supported: use --split train or --bn eval")
+        if args.batch_size is not None and args.batch_size < (args.subset or len(split)):
+            raise LosslabError("--bn recompute takes BatchNorm statistics over all the examples at once: drop "
+                               "--batch-size or use --bn eval")
     x, y = _subset(split, args.subset, args.seed)
     out = Path(args.out) if args.out else ((t.run.path / "hessian") if t.run is not None else Path("hessian"))
     summary = hessian_analysis(
-        t.model, (x, y), loss=loss_fn_for(t.bundle.num_classes), out=out, point=_fingerprint(t, args),
+        t.model, (x, y), loss=target_loss(args, t.bundle), out=out, point=_fingerprint(t, args), bn=args.bn,
         split=args.split, subset=args.subset, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype,
         top_k=args.top_k, tol=args.tol, max_iter=args.max_iter, repeats=args.repeats, probes=args.probes,
         density=args.density, density_probes=args.density_probes, density_steps=args.density_steps,
@@ -170,7 +179,8 @@ def _table(s: dict[str, Any], args: argparse.Namespace) -> str:
     where = s.get("run_dir") or s.get("checkpoint")
     lines = [f"Hessian of the {s['split']} loss at {where}"
              + (f" (step {s['step']})" if s.get("step") is not None else "")
-             + f": {s['examples']} examples, {s['parameters']} parameters",
+             + f": {s['examples']} examples, {s['parameters']} parameters, loss {s.get('loss_fn')}, "
+             f"BatchNorm {s.get('bn')}",
              f"  {'quantity':<34}{'value':>14}  note"]
 
     def row(name: str, value: str, note: str = "") -> None:

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..config import DataConfig, ModelConfig, OptimConfig, SeedConfig, TrainConfig
-from ._common import add_dataclass_args, dataclass_from_args, emit
+from ._common import add_data_model_args, dataclass_from_args, emit, save_figure
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,10 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="example: losslab instability --dataset mnist1d --model cnn1d --lr 0.2 --epochs 20 "
                "--spawn-at 0 4 16 64 256 --json",
     )
-    add_dataclass_args(p, DataConfig, title="data")
-    add_dataclass_args(p, ModelConfig, title="model")
-    add_dataclass_args(p, OptimConfig, title="optimization")
-    add_dataclass_args(p, SeedConfig, title="seeds (init, data order and labels derive from --seed unless given)")
+    add_data_model_args(p, training=True)
     p.add_argument("--spawn-at", type=int, nargs="+", default=[0, 1, 4, 16, 64, 256], metavar="K",
                    help="optimizer steps at which to spawn the children (default: 0 1 4 16 64 256)")
     p.add_argument("--threshold", type=float, default=0.02, help="stability threshold on the error barrier (0.02)")
@@ -74,15 +71,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plot(res, path: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..plot import InstabilityDisplay
 
-    disp = InstabilityDisplay.from_result(res)
-    try:
-        return disp.savefig(Path(path))
-    finally:
-        plt.close(disp.figure_)
+    return save_figure(lambda: InstabilityDisplay.from_result(res), path)

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit, result_dir, settings_hash
-from ._load import add_target_args, resolve
+from ._common import emit, result_dir, save_figure, settings_hash
+from ._load import add_target_args, evaluator_loss, loss_description, resolve
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="a-range, may extend beyond [0, 1] (default 0 1)")
     p.add_argument("--tol", type=float, default=0.0, help="a rise must exceed this to count as non-monotone")
-    p.add_argument("--bn", choices=("auto", "recompute", "eval"), default="auto", help="BatchNorm statistics")
     p.add_argument("--out", default=None, help="output directory (default: A's RUN_DIR/interpolations/<pair>-<hash>,"
                    " or ./interpolations/<pair>-<hash> for a checkpoint)")
     p.add_argument("--plot", action="store_true", help="write a PNG of loss and error along the path")
@@ -68,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
     h = 1.0 / (args.num - 1)
     alphas = np.arange(int(np.floor(lo / h + 1e-9)), int(np.ceil(hi / h - 1e-9)) + 1) * h
     bundle = end.bundle
-    loss = "cross_entropy" if bundle.num_classes > 0 else "mse"
+    loss = evaluator_loss(args, bundle)
     tag = label.replace(" -> ", "_to_").replace(" ", "")
     # its own directory per pair of models and settings: another pair or --range never overwrites it
     out = result_dir(args, ta, "interpolations",
-                     f"{tag}-{settings_hash(args, ('num', 'range', 'bn'), a=start.description, b=end.description)}")
+                     f"{tag}-{settings_hash(args, ('num', 'range', 'bn', 'loss', 'output_key'), a=start.description, b=end.description)}")
     res = {}
     for split in ("train", "test"):
         data = getattr(bundle, split)
@@ -88,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "a": start.description, "b": end.description, "label": label, "alphas": alphas.tolist(),
         "monotonicity": mono, "out": str(out), "distance": P.distance(pa, pb),
+        **loss_description(args, bundle),
     }
     for split, r in res.items():
         summary[f"{split}_loss"] = r.metrics["loss"].tolist()
@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             summary[f"{split}_error"] = (1.0 - r.metrics["accuracy"]).tolist()
     if args.plot:
         summary["plot"] = str(_plot(alphas, res, out / f"{tag}.png", label))
-    text = (f"{label}: distance {_g(summary['distance'])}, {len(alphas)} points\n"
+    text = (f"{label}: distance {_g(summary['distance'])}, {len(alphas)} points, loss {summary['loss_fn']}, "
+            f"BatchNorm {args.bn}\n"
             f"train loss {_g(mono['start'])} -> {_g(mono['end'])}; non-monotone steps "
             f"{mono['non_monotone_steps']} of {mono['steps']}, bumps {mono['bumps']}, "
             f"bump height {_g(mono['bump_height'], 3)}\nsaved in {out}")
@@ -111,15 +112,7 @@ def _g(v: Any, digits: int = 4) -> str:
 
 
 def _plot(alphas, res, path: Path, label: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..plot import InterpolationDisplay
 
-    disp = InterpolationDisplay.from_result(res, alphas=alphas, label=label)
-    try:
-        return disp.savefig(path, format="png", dpi=120)
-    finally:
-        plt.close(disp.figure_)
+    return save_figure(lambda: InterpolationDisplay.from_result(res, alphas=alphas, label=label), path, format="png",
+                       dpi=120)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import DataConfig, ModelConfig, SeedConfig, TrainConfig
 from ..errors import LosslabError
-from ._common import add_dataclass_args, dataclass_from_args, emit
+from ._common import add_data_model_args, dataclass_from_args, emit
 
 # Dense projections up to this many matrix entries (64 MiB in float32); larger ones use sparse.
 AUTO_DENSE_ENTRIES = 1 << 24
@@ -29,8 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="example: losslab intrinsic-dim --dataset digits --model mlp --model-kwargs width=64 depth=1 "
                "--json --plot id.png",
     )
-    add_dataclass_args(p, DataConfig, title="data")
-    add_dataclass_args(p, ModelConfig, title="model")
+    add_data_model_args(p)
     g = p.add_argument_group("subspace sweep")
     g.add_argument("--dims", type=int, nargs="+", default=None, metavar="D",
                    help=f"subspace dimensions (default: {' '.join(map(str, DEFAULT_DIMS))}, capped at the model's D)")

@@ -57,10 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
+    from ._common import parse_or_help
+
+    args = parse_or_help(build_parser(), argv)
+    if args is None:
         return 2
     import json
     import zipfile

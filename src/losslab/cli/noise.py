@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import add_probe_output_args, emit, result_dir, settings_hash
-from ._load import add_target_args, resolve
+from ._common import add_probe_output_args, emit, probe_name, result_dir, save_figure
+from ._load import add_target_args, probe_model, resolve, target_loss
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,15 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
-    keys = ("examples", "top_k", "split", "checkpoints", "seed", "step")
-    return "noise-" + settings_hash(args, keys, target=description)
-
 
 def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json
     from ..probes import gradient_noise
-    from ..probes._common import jsonable
+    from ..results import jsonable
 
     if args.examples < 0 or args.examples == 1:
         raise LosslabError(f"--examples must be 0 (all) or >= 2, got {args.examples}")
@@ -60,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
         steps: list[int | None] = ckpts if args.checkpoints == "all" else [args.step if args.step is not None else ckpts[-1]]
     else:
         steps = [None]
-    out = result_dir(args, t, "probes", _name(args, t.description))
+    out = result_dir(args, t, "probes", probe_name(args, "noise", ("examples", "top_k", "split", "checkpoints", "seed", "step"), t.description))
     out.mkdir(parents=True, exist_ok=True)
 
     records = []
     for step in steps:
-        model = t.model if step is None or t.run is None else t.run.build_model(step)
+        model = probe_model(t.model if step is None or t.run is None else t.run.build_model(step), args, t.bundle)
         r = gradient_noise(model, data, n_examples=args.examples or None, k=args.top_k, seed=args.seed,
-                           chunk_size=args.chunk_size)
+                           chunk_size=args.chunk_size, loss=target_loss(args, t.bundle))
         records.append({"step": step, **r.summary(), "n_params": r.meta["n_params"]})
     files = {"result": str(atomic_write_json(out / "noise.json", jsonable(
         {"target": t.description, "split": args.split, "seed": args.seed, "records": records})))}
@@ -84,20 +80,11 @@ def run(args: argparse.Namespace) -> int:
         f"(bias-corrected {r['b_simple_unbiased']:.4g}), tr(Sigma) {r['trace_cov']:.4g}, |G|^2 {r['grad_norm_sq']:.4g}, "
         f"top eigenvalue {r['top_eigenvalues'][0]:.4g} ({r['n']} examples)"
         for r in records) + "".join(f"\n  {k}: {v}" for k, v in files.items())
-    emit(args, jsonable(summary), text)
+    emit(args, jsonable(summary), f"loss {summary['loss_fn']}, BatchNorm {args.bn}\n" + text)
     return 0
 
 
 def _plot(records: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..plot import NoiseScaleDisplay
 
-    disp = NoiseScaleDisplay.from_result(records)
-    try:
-        return disp.savefig(path, format="png", dpi=110)
-    finally:
-        plt.close(disp.figure_)
+    return save_figure(lambda: NoiseScaleDisplay.from_result(records), path, format="png", dpi=110)

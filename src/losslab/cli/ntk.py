@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import LosslabError
 from ._common import add_probe_output_args, emit, settings_hash
+from ._load import add_loss_args, run_loss_defaults, target_loss
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,13 +41,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-train", type=int, default=None, help="train the linearized models on a random subset")
     p.add_argument("--seed", type=int, default=0, help="seed of the data subsets and the SGD order (default 0)")
     add_probe_output_args(p, "ntk")
+    add_loss_args(p, bn=False)  # the loss of --linearize's training (default: the run's)
     p.set_defaults(func=run)
 
 
 def _name(args: argparse.Namespace) -> str:
     keys = ("n_examples", "split", "mode", "method", "max_checkpoints", "linearize", "linearize_at", "linear_epochs",
             "linear_lr", "n_train", "seed")
-    return "ntk-" + settings_hash(args, keys)
+    loss = {k: getattr(args, k) for k in ("loss", "output_key") if getattr(args, k, None)}  # names kept when unset
+    return "ntk-" + settings_hash(args, keys, **loss)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
     files: dict[str, str] = {"velocity": str(vel.save(out / "kernel_velocity"))}
     lin = None
     if args.linearize or args.linearize_at:
+        run_loss_defaults(args, r.config)
         lin = linearized_vs_full(r, args.linearize_at, epochs=args.linear_epochs, lr=args.linear_lr, seed=args.seed,
-                                 n_train=args.n_train)
+                                 n_train=args.n_train, loss_fn=target_loss(args, r.bundle()))
         files["linearization"] = str(lin.save(out / "linearization"))
     if args.plot:
         import matplotlib
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         for s, a, b in zip(lin.steps, lin.linear_test_error, lin.full_test_error):
             text += f"\nlinearized at step {s}: test error {a:.4f} (full network from there: {b:.4f})"
     text += "".join(f"\n  {k}: {v}" for k, v in files.items())
-    from ..probes._common import jsonable
+    from ..results import jsonable
 
     emit(args, jsonable(summary), text)
     return 0

@@ -5,8 +5,8 @@ import argparse
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import add_probe_output_args, emit, result_dir, settings_hash
-from ._load import add_target_args, resolve
+from ._common import add_probe_output_args, emit, probe_name, result_dir
+from ._load import add_target_args, probe_model, resolve, target_loss
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,10 +32,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
-    keys = ("n_per_class", "split", "bins", "no_init", "seed", "step")
-    return "stiffness-" + settings_hash(args, keys, target=description)
-
 
 def run(args: argparse.Namespace) -> int:
     from .. import params as P
@@ -47,20 +43,22 @@ def run(args: argparse.Namespace) -> int:
     data = t.bundle.train if args.split == "train" else t.bundle.test
     if len(data) == 0:
         raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
-    out = result_dir(args, t, "probes", _name(args, t.description))
+    out = result_dir(args, t, "probes", probe_name(args, "stiffness", ("n_per_class", "split", "bins", "no_init", "seed", "step"), t.description))
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(n_per_class=args.n_per_class, seed=args.seed, chunk_size=args.chunk_size)
     final_step = None
     if t.run is not None:
         ckpts = [s for s, _ in t.run.checkpoints()]
         final_step = args.step if args.step is not None else ckpts[-1]
-    res = stiffness(t.model, data, point=P.get_point(t.model), n_bins=args.bins, meta={**t.description, "step": final_step},
+    kw["loss"] = target_loss(args, t.bundle)
+    model = probe_model(t.model, args, t.bundle)
+    res = stiffness(model, data, point=P.get_point(model), n_bins=args.bins, meta={**t.description, "step": final_step},
                     **kw)
     results = {"final": res}
     if t.run is not None and not args.no_init:
         first = t.run.checkpoints()[0][0]
         if first != final_step:
-            init_model = t.run.build_model(first)
+            init_model = probe_model(t.run.build_model(first), args, t.bundle)
             results = {"init": stiffness(init_model, data, point=P.get_point(init_model), distance_edges=res.distance_edges,
                                          meta={**t.description, "step": first}, **kw), "final": res}
     files: dict[str, str] = {name: str(r.save(out / f"stiffness_{name}")) for name, r in results.items()}
@@ -87,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
         for name, r in results.items()) + "".join(f"\n  {k}: {v}" for k, v in files.items())
     from ..results import jsonable
 
-    emit(args, jsonable(summary), text)
+    emit(args, jsonable(summary), f"loss {summary['loss_fn']}, BatchNorm {args.bn}\n" + text)
     return 0

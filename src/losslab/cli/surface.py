@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import LosslabError
+from ..errors import DamagedFile, LosslabError
 from ._common import emit, result_dir, settings_hash
-from ._load import add_target_args, resolve
+from ._load import add_target_args, evaluator_loss, resolve, target_loss
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +49,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--first-layer", choices=("auto", "precompute", "compute"), default="auto",
                    help="precompute the first Linear/Conv layer's output per direction and combine it at each "
                         "point (exact to rounding; auto: where it pays, e.g. wide-input MLPs)")
-    p.add_argument("--bn", choices=("auto", "recompute", "eval"), default="auto",
-                   help="BatchNorm statistics: recompute at each point (auto when the model has BN) or eval")
     p.add_argument("--rtol", type=float, default=None, metavar="R",
                    help="adaptive precision: error tolerance relative to the surface's range (e.g. 0.01); "
                         "subsampled estimates with error bars, coarse to fine (default: exact)")
@@ -138,8 +137,6 @@ def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, 
     """
     from .. import directions as D
     from .. import params as P
-    from ..train import loss_fn_for
-
     _ranges(args, (-1.0, 1.0, -1.0, 1.0))  # a bad --range fails before anything is computed
     weights = P.get_point(t.model)
     kw: dict[str, Any] = {}
@@ -152,7 +149,7 @@ def build_directions(args: argparse.Namespace, t: Any, data: Any, out: Path, *, 
             raise LosslabError("--directions pca needs a run directory (its trajectory)")
         kw["trajectory"] = [pt for _, pt in t.run.trajectory()]
     elif args.directions == "hessian":
-        kw.update(model=t.model, loss=loss_fn_for(t.bundle.num_classes), data=data)
+        kw.update(model=t.model, loss=target_loss(args, t.bundle), data=data)
     elif args.directions not in KINDS:
         kw["file"] = args.directions
     kind = args.directions if args.directions in KINDS else "file"
@@ -172,7 +169,9 @@ def evaluation_kwargs(args: argparse.Namespace, t: Any, out: Path) -> dict[str, 
                               first_layer=args.first_layer,
                               checkpoint_path=out / "surface", resume_from=out / "surface",
                               meta={"target": t.description, "seed": args.seed, "split": args.split})
-    kw.update(bundle_settings(t.bundle, args.split))
+    kw.update(bundle_settings(t.bundle, args.split), loss=evaluator_loss(args, t.bundle))
+    if args.split == "test":
+        kw["bn_data"] = t.bundle.train  # BatchNorm statistics from the training data, as every command takes them
     if args.points_per_chunk is not None:
         kw["points_per_chunk"] = args.points_per_chunk  # 0 or less: a one-line error from the evaluator
     return kw
@@ -198,9 +197,7 @@ def summarize(res: Any, t: Any, args: argparse.Namespace, out: Path, files: dict
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ..surface import _check_grid_size, line, plane
+    from ..surface import _check_grid_size
 
     nx, ny = _grid(args)
     # validate before anything is loaded or written (no direction files left behind by a bad flag)
@@ -212,10 +209,31 @@ def run(args: argparse.Namespace) -> int:
     if len(data) == 0:
         raise LosslabError(f"the {args.split} split of {t.bundle.name} is empty")
     out = output_dir(args, t)
+    fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    if args.force:
-        from ..surface import SurfaceResult
+    try:
+        return _compute(args, t, data, out, nx, ny)
+    except Exception:
+        if fresh and not (out / "surface.npz").exists():  # failed before any point was saved: leave nothing
+            import shutil
 
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _compute(args: argparse.Namespace, t: Any, data: Any, out: Path, nx: int, ny: int) -> int:
+    """The body of :func:`run` once the flags are checked and ``out`` exists."""
+    import numpy as np
+
+    from ..surface import SurfaceResult, line, plane
+
+    if not args.force and any(f.exists() for f in SurfaceResult.paths(out / "surface")):
+        try:
+            SurfaceResult.load(out / "surface")
+        except DamagedFile as exc:  # a truncated or changed saved surface: say so, start over
+            print(exc.recomputing(), file=sys.stderr, flush=True)
+            args.force = True
+    if args.force:
         for f in SurfaceResult.paths(out / "surface"):
             f.unlink(missing_ok=True)
     dirs, pca, xr = build_directions(args, t, data, out)
@@ -233,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
     prec = res.meta.get("precision")
     if prec is not None:
         summary["precision"] = prec  # tolerance, example_evaluations, exact_equivalent, savings, counts
-    text = (f"{args.dim}-D surface, {res.n_done}/{res.n_points} points -> {out}\n"
+    text = (f"{args.dim}-D surface, {res.n_done}/{res.n_points} points, loss {summary['loss_fn']}, BatchNorm "
+            f"{args.bn} -> {out}\n"
             f"loss range [{summary['loss_min']}, {summary['loss_max']}]"
             + ("" if prec is None else f"\nadaptive: {prec['example_evaluations']} example evaluations, "
                f"{prec['savings']:.3g}x fewer than exact; {prec['points_interpolated']} points interpolated")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, SeedConfig, TrainConfig
-from ._common import add_dataclass_args, dataclass_from_args, emit
+from ._common import add_data_model_args, add_dataclass_args, dataclass_from_args, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -12,15 +12,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model and record its trajectory",
         description=(
-            "Train a model on built-in data. The run lives in OUT/train-<hash>, the hash covering every "
-            "non-default setting: the same command reuses a finished run and resumes an interrupted one."
+            "Train a zoo model or your own (--model pkg.module:factory) on built-in data or yours (--data FILE or "
+            "pkg.module:function), with a built-in loss or yours (--loss). The run lives in OUT/train-<hash>, the "
+            "hash covering every non-default setting (your model, data and loss specs included): the same command "
+            "reuses a finished run and resumes an interrupted one."
         ),
-        epilog="example: losslab train --dataset mnist1d --model cnn1d --label-noise 0.2 --seed 3 --json",
+        epilog="example: losslab train --dataset mnist1d --model cnn1d --label-noise 0.2 --seed 3 --json   |   yours: "
+               "losslab train --model mynets:make --data mydata.npz --loss token-cross-entropy",
     )
-    add_dataclass_args(p, DataConfig, title="data")
-    add_dataclass_args(p, ModelConfig, title="model")
-    add_dataclass_args(p, OptimConfig, title="optimization")
-    add_dataclass_args(p, SeedConfig, title="seeds (init, data order and labels derive from --seed unless given)")
+    add_data_model_args(p, training=True)
     add_dataclass_args(p, CheckpointConfig, title="trajectory")
     p.add_argument("--out", default="runs", help="parent directory of run directories (default: runs)")
     p.add_argument("--force", action="store_true", help="retrain even if a finished run exists")
@@ -34,6 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..train import train
 
+    from pathlib import Path
+
+    if args.dataset is not None and Path(args.dataset).exists():
+        args.dataset = str(Path(args.dataset).resolve())  # a file: the run finds it from any directory
     config = TrainConfig(
         data=dataclass_from_args(DataConfig, args),
         model=dataclass_from_args(ModelConfig, args),

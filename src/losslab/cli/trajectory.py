@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import LosslabError
 from ._common import emit
+from ._load import add_loss_args, evaluator_loss, loss_description, run_loss_defaults
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", action="store_true", help="write trajectory.png")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    add_loss_args(p)
     p.set_defaults(func=run)
 
 
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise LosslabError(f"{args.run_dir} has {len(traj)} checkpoints; PCA of a trajectory needs at least 3")
     model = run_.build_model()
     bundle = run_.bundle()
+    run_loss_defaults(args, run_.config)
     final = P.get_point(model)
     pca = pca_directions([pt for _, pt in traj], center=final, n_components=2)
     out = Path(args.out) if args.out else run_.path / "trajectory"
@@ -56,14 +59,15 @@ def run(args: argparse.Namespace) -> int:
         surf = plane(model, data, dx=pca.directions[0], dy=pca.directions[1],
                      x=np.linspace(lo[0] - pad[0], hi[0] + pad[0], args.grid),
                      y=np.linspace(lo[1] - pad[1], hi[1] + pad[1], args.grid),
-                     loss="cross_entropy" if bundle.num_classes > 0 else "mse",
+                     loss=evaluator_loss(args, bundle), bn=args.bn,
+                     **({"bn_data": bundle.train} if args.split == "test" else {}),
                      progress=not args.no_progress, checkpoint_path=out / "surface", resume_from=out / "surface")
     summary = {
         "run_dir": str(run_.path), "steps": [s for s, _ in traj],
         "explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio],
         "coords": np.asarray(pca.coords).tolist(), "residual": np.asarray(pca.residual).tolist(),
         "max_residual_over_path_length": float(np.max(pca.residual) / max(P.distance(traj[0][1], final), 1e-12)),
-        "out": str(out),
+        "out": str(out), **loss_description(args, bundle),
     }
     if args.plot:
         import matplotlib
@@ -79,6 +83,6 @@ def run(args: argparse.Namespace) -> int:
     ev = summary["explained_variance_ratio"]
     text = (f"{len(traj)} checkpoints; PCA plane explains {100 * sum(ev):.1f}% "
             f"(PC1 {100 * ev[0]:.1f}%, PC2 {100 * ev[1]:.1f}%); largest residual out of the plane "
-            f"{max(summary['residual']):.4g}\nsaved in {out}")
+            f"{max(summary['residual']):.4g}\nloss {summary['loss_fn']}, BatchNorm {args.bn}; saved in {out}")
     emit(args, summary, text)
     return 0

@@ -6,11 +6,10 @@ from typing import Any, Callable, Literal, Mapping, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import params as P
-from .._functional import model_then_data
+from .._functional import model_then_data, resolve_loss
 from ..errors import LosslabError
 from ..evaluate import Evaluator, _make_shell
 from .paths import _splits, as_point, xy
@@ -113,13 +112,8 @@ class ModelEnergy:
             raise LosslabError("ModelEnergy: training data is empty")
         self.batch_size = self.n if batch_size in (0, None) or batch_size >= self.n else int(batch_size)
         self.seed = int(seed)
-        if loss == "cross_entropy":
-            self._loss = F.cross_entropy
-        elif loss == "mse":
-            self._loss = lambda out, y: F.mse_loss(out.reshape(y.shape), y)
-        else:
-            raise LosslabError(f"unknown loss {loss!r}; use 'cross_entropy' or 'mse'")
-        self.loss_name = loss
+        self._loss = resolve_loss(loss)  # the library's one resolver: names, pkg.module:function, callables
+        self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
         self._shell = _make_shell(model)
         self._shell.train()
         self._buffers = {k: v.detach().clone().to(self.device) for k, v in model.named_buffers()}

@@ -54,14 +54,13 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..results import Result
 from .. import params as P
 from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
-from .._functional import Point, model_then_data
+from .._functional import Point, model_then_data, resolve_loss
 from .._functional import make_shell as _make_shell
 from ..results import jsonable
 from .paths import PathResult, _splits, as_point, evaluate_path, interp_keys, xy
@@ -247,13 +246,7 @@ class CurveResult(Result):
 
 # ------------------------------------------------------------------------------------- training
 def _loss_fn(loss: str | Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
-    if callable(loss):
-        return loss
-    if loss == "cross_entropy":
-        return F.cross_entropy
-    if loss == "mse":
-        return lambda out, y: F.mse_loss(out.reshape(y.shape), y)
-    raise LosslabError(f"unknown loss {loss!r}; use 'cross_entropy', 'mse' or a callable")
+    return resolve_loss(loss)  # the library's one resolver: names, pkg.module:function, callables
 
 
 @model_then_data

@@ -7,8 +7,9 @@ The algorithms (Lanczos, Hutchinson, SLQ) accept any of
 * any object with ``.shape == (n, n)`` and ``.matvec(v)`` taking a 1-D ``torch.Tensor`` (losslab's
   curvature operators, or your own).
 
-Internally they all see a :class:`_LinOp`: ``mv(v)`` maps a float64 vector on ``device`` to a float64
-vector on ``device``, and the number of products is counted.
+Internally they all see a :class:`_LinOp`: ``mv(v)`` maps a vector on ``device`` to a vector of the
+same dtype (float64 unless :func:`as_linop` is given another; Lanczos works in the operator's own
+dtype) on ``device``, and the number of products is counted.
 """
 from __future__ import annotations
 
@@ -47,12 +48,14 @@ def make_generator(seed: int | None, generator: torch.Generator | None) -> torch
 
 
 class _LinOp:
-    """A symmetric linear map on float64 vectors: ``mv``, dimension ``n``, ``device``, counter."""
+    """A symmetric linear map on vectors of ``dtype``: ``mv``, dimension ``n``, ``device``, counter."""
 
-    def __init__(self, n: int, mv: Callable[[Tensor], Tensor], device: torch.device, source: str) -> None:
+    def __init__(self, n: int, mv: Callable[[Tensor], Tensor], device: torch.device, source: str,
+                 dtype: torch.dtype = torch.float64) -> None:
         self.n = int(n)
         self._mv = mv
         self.device = device
+        self.dtype = dtype
         self.source = source
         self.num_matvecs = 0
 
@@ -76,18 +79,21 @@ def _square(shape: Any, what: str) -> int:
     return shape[0]
 
 
-def as_linop(A: MatrixLike) -> _LinOp:
-    """Wrap ``A`` (dense torch/numpy matrix, scipy operator or object with ``matvec``) as a :class:`_LinOp`."""
+def as_linop(A: MatrixLike, dtype: torch.dtype = torch.float64) -> _LinOp:
+    """Wrap ``A`` (dense torch/numpy matrix, scipy operator or object with ``matvec``) as a :class:`_LinOp`.
+
+    Its products take and return vectors of ``dtype`` (an existing :class:`_LinOp` is returned as is).
+    """
     if isinstance(A, _LinOp):
         return A
     if isinstance(A, Tensor):
         n = _square(A.shape, "matrix")
-        M = A.detach().to(torch.float64)
-        return _LinOp(n, lambda v: M @ v, M.device, "dense torch matrix")
+        M = A.detach().to(dtype)
+        return _LinOp(n, lambda v: M @ v, M.device, "dense torch matrix", dtype)
     if isinstance(A, np.ndarray):
         n = _square(A.shape, "matrix")
-        M = torch.from_numpy(np.ascontiguousarray(A, dtype=np.float64))
-        return _LinOp(n, lambda v: M @ v, M.device, "dense numpy matrix")
+        M = torch.from_numpy(np.ascontiguousarray(A, dtype=np.float64)).to(dtype)
+        return _LinOp(n, lambda v: M @ v, M.device, "dense numpy matrix", dtype)
     try:
         import scipy.sparse as sp
         from scipy.sparse.linalg import LinearOperator
@@ -100,9 +106,9 @@ def as_linop(A: MatrixLike) -> _LinOp:
 
         def mv_np(v: Tensor) -> Tensor:
             out = np.asarray(apply(v.detach().cpu().numpy()), dtype=np.float64).reshape(-1)
-            return torch.from_numpy(out)
+            return torch.from_numpy(out).to(dtype)
 
-        return _LinOp(n, mv_np, torch.device("cpu"), type(A).__name__)
+        return _LinOp(n, mv_np, torch.device("cpu"), type(A).__name__, dtype)
     if hasattr(A, "matvec") and hasattr(A, "shape"):
         n = _square(A.shape, type(A).__name__)
         device = torch.device(getattr(A, "device", "cpu"))
@@ -111,9 +117,9 @@ def as_linop(A: MatrixLike) -> _LinOp:
             out = A.matvec(v)
             if isinstance(out, np.ndarray):
                 out = torch.from_numpy(out)
-            return torch.as_tensor(out).reshape(-1).to(device=device, dtype=torch.float64)
+            return torch.as_tensor(out).reshape(-1).to(device=device, dtype=dtype)
 
-        return _LinOp(n, mv_obj, device, type(A).__name__)
+        return _LinOp(n, mv_obj, device, type(A).__name__, dtype)
     raise LosslabError(
         f"cannot use {type(A).__name__} as a matrix: pass a square torch/numpy array, a scipy "
         "LinearOperator, or an object with .shape and .matvec"

@@ -3,8 +3,12 @@
 ``L(θ) = (1/N) Σ_i ℓ(f(x_i; θ), y_i)`` over the full dataset, evaluated in batches: ``loss_fn`` returns
 the *mean* loss of a batch, so batch ``b`` with ``n_b`` examples enters with weight ``n_b / N``; this is
 exact for uneven final batches. The model is evaluated with ``torch.func.functional_call`` at a private
-copy of its parameters and buffers, on a :func:`losslab._functional.make_shell` copy of its structure in
-the train/eval modes its modules had at construction, so the user's module is never modified.
+copy of its parameters and buffers, on a :func:`losslab._functional.make_shell` copy of its structure, so
+the user's module is never modified. BatchNorm follows the library's one policy (``bn``, see
+:data:`losslab._functional.BN_MODES`): ``"recompute"`` normalizes with the statistics of the problem's data
+at the point (differentiated through, so the Hessian is that of the function a surface evaluates), ``"eval"``
+with the stored running statistics; both with dropout off. ``bn=None`` keeps the modes the model's modules
+have at construction.
 """
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .._functional import LossFn, Point, as_xy, make_shell, unwrap_model
+from .._functional import LossFn, Point, as_xy, batchnorm_layers, batchnorm_recompute, make_shell, resolve_bn, unwrap_model
 from ..errors import LosslabError
 
 __all__ = ["DataLike", "LossFn", "Problem"]
@@ -71,6 +76,7 @@ class Problem:
         batches: resident ``(x, y)`` batches on the parameters' device.
         weights: ``n_b / N`` per batch.
         num_examples: ``N``.
+        bn: ``"recompute"``, ``"eval"`` or ``None`` (the modules' own modes).
     """
 
     def __init__(
@@ -84,6 +90,7 @@ class Problem:
         mode: str = "exact",
         point: Mapping[str, Tensor] | None = None,
         dtype: torch.dtype | None = None,
+        bn: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise LosslabError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -93,7 +100,10 @@ class Problem:
         if mode not in _MODES:
             raise LosslabError(f"mode must be one of {_MODES}, got {mode!r}")
         self.model = model
-        self.shell = make_shell(model, keep_mode=True)
+        self.bn: str | None = None if bn is None else resolve_bn(model, bn)
+        self.shell = make_shell(model, keep_mode=self.bn is None)
+        if self.bn == "recompute":
+            batchnorm_recompute(self.shell)
         self.loss_fn = loss_fn
         self.mode = mode
 
@@ -149,6 +159,9 @@ class Problem:
         batches = as_batches(data, batch_size)
         if mode == "minibatch":
             batches = batches[:1]
+        if self.bn == "recompute" and len(batches) > 1 and batchnorm_layers(model):
+            raise LosslabError(f"bn='recompute' takes the BatchNorm statistics over the whole data, which must be one "
+                               f"batch (got {len(batches)} batches): drop batch_size, or use bn='eval'")
         moved = []
         for x, y in batches:
             x = x.to(self.device)
@@ -171,7 +184,9 @@ class Problem:
         """The model's output on ``x`` at the selected parameters ``theta`` (the rest from :attr:`fixed`)."""
         merged = dict(self.fixed)
         merged.update(theta)
-        return torch.func.functional_call(self.shell, merged, (x,), strict=False)
+        # attention by the math kernel: the fused CPU/GPU kernels have no second derivative (Hessian products)
+        with sdpa_kernel(SDPBackend.MATH):
+            return torch.func.functional_call(self.shell, merged, (x,), strict=False)
 
     def loss_of_output(self, out: Tensor, y: Tensor) -> Tensor:
         loss = self.loss_fn(out, y)

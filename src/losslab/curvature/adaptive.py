@@ -108,6 +108,7 @@ def adaptive_sharpness(
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     point: Mapping[str, Tensor] | None = None,
+    bn: str | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
 ) -> AdaptiveSharpness:
@@ -119,7 +120,7 @@ def adaptive_sharpness(
     (in its current train/eval mode: call ``model.eval()`` for dropout/BatchNorm models).
 
     Args:
-        model, data, loss, params, batch_size, dtype, point: as for
+        model, data, loss, params, batch_size, dtype, point, bn: as for
             :class:`~losslab.curvature.HessianOperator`.
         rho: radius ρ of the ball in normalized coordinates (ASAM used 0.5-2 for ``p=2``, η=0.01).
         p: ``2`` or ``float("inf")``.
@@ -161,7 +162,7 @@ def adaptive_sharpness(
     if not alpha > 0:
         raise LosslabError(f"step_size must be > 0, got {step_size}")
 
-    prob = Problem(model, loss, data, params=params, batch_size=batch_size, point=point, dtype=dtype)
+    prob = Problem(model, loss, data, params=params, batch_size=batch_size, point=point, dtype=dtype, bn=bn)
     theta = prob.flat([prob.theta[k] for k in prob.names])
     T = theta.abs() + eta
     if not bool((T > 0).any()):

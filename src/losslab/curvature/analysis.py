@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .._functional import model_then_data
-from ..errors import LosslabError
+from ..errors import DamagedFile, LosslabError
 
 __all__ = ["ANALYSIS_PARTS", "ResultCache", "data_subset", "hessian_analysis"]
 
@@ -59,40 +60,52 @@ class ResultCache:
 
     def json(self, name: str, params: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """A JSON-able result: loaded from ``<stem>.json`` when its params match, else computed and saved."""
-        from .._io import atomic_write_json, read_json
+        from .._io import atomic_write_json
+        from ..results import read_sealed_json, seal
 
         path = self.stem(name, params).with_suffix(".json")
         self.files[name] = str(path)
         if path.is_file() and not self.force:
             try:
-                stored = read_json(path)
+                stored = read_sealed_json(path)  # a truncated or changed file is recomputed, with one line
                 if stored.get("params") == json.loads(json.dumps(params, default=str)):
                     self.hits[name] = True
                     return stored["result"]
+            except DamagedFile as exc:
+                print(exc.recomputing(), file=sys.stderr, flush=True)
             except (OSError, ValueError, KeyError):
                 pass
         t0 = time.perf_counter()
         result = compute()
         self.seconds[name] = round(time.perf_counter() - t0, 4)
-        atomic_write_json(path, {"name": name, "base": self.base, "params": params, "result": result})
+        atomic_write_json(path, seal({"name": name, "base": self.base, "params": params, "result": result}))
         self.hits[name] = False
         return result
 
     def obj(self, name: str, params: dict[str, Any], compute: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
         """A result object with ``save(path)``: ``load(<stem>.npz)`` when cached, else computed and saved."""
+        from .._io import atomic_write_json, read_json
+        from ..results import read_npz, read_sealed_json, seal
+
         stem = self.stem(name, params)
-        self.files[name] = str(stem.with_suffix(".npz"))
-        if stem.with_suffix(".npz").is_file() and stem.with_suffix(".json").is_file() and not self.force:
+        npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
+        self.files[name] = str(npz)
+        if npz.is_file() and js.is_file() and not self.force:
             try:
-                res = load(stem.with_suffix(".npz"))
+                read_sealed_json(js)
+                read_npz(npz)  # every member's CRC-32
+                res = load(npz)
                 self.hits[name] = True
                 return res
+            except DamagedFile as exc:
+                print(exc.recomputing(), file=sys.stderr, flush=True)
             except (OSError, ValueError, KeyError, LosslabError):
                 pass
         t0 = time.perf_counter()
         res = compute()
         self.seconds[name] = round(time.perf_counter() - t0, 4)
-        res.save(stem.with_suffix(".npz"))
+        res.save(npz)
+        atomic_write_json(js, seal(read_json(js)))  # the result's own sidecar, with a content hash
         self.hits[name] = False
         return res
 
@@ -145,6 +158,7 @@ def hessian_analysis(
     force: bool = False,
     header: Mapping[str, Any] | None = None,
     t_start: float | None = None,
+    bn: str | None = None,
 ) -> dict[str, Any]:
     """Curvature and sharpness of ``model`` on ``data``, each computation cached in ``out``.
 
@@ -157,7 +171,8 @@ def hessian_analysis(
             cache keys; with None, a cached result of other parameters could be reused.
         split, subset, seed: recorded in the cache keys; ``seed`` seeds every probe and direction.
         batch_size, dtype: of the curvature operators ("float32"/"float64"/None: the model's).
-        top_k, tol, max_iter, repeats: the Lanczos top-k (eigenvectors saved to the topk .npz).
+        top_k, tol, max_iter, repeats: the Lanczos top-k (eigenvectors saved to the topk .npz); ``tol`` and
+            ``max_iter`` govern every eigen computation, λmin (the negative-curvature ratio) included.
         probes: Hutchinson probes of the trace.
         density, density_probes, density_steps, sigma: the SLQ density and its PNG smoothing.
         epsilon, rho, ascent_steps: ε-sharpness and adaptive sharpness.
@@ -166,6 +181,9 @@ def hessian_analysis(
         force: recompute even when cached.
         header: entries put first in the summary (e.g. what was measured).
         t_start: a ``time.perf_counter()`` value the summary's ``seconds`` count from (default: now).
+        bn: the BatchNorm policy of every computation (``"recompute"``, ``"eval"``, ``"auto"``; see
+            :data:`losslab._functional.BN_MODES`); ``None`` keeps the model's module modes (and the basin's
+            evaluator ``"auto"``).
 
     Returns:
         The summary: loss, eigenvalues/residuals/eigen_converged/lambda_max, trace and Tr/||H||_F,
@@ -199,6 +217,8 @@ def hessian_analysis(
     out.mkdir(parents=True, exist_ok=True)
     base = {"point": dict(point) if point is not None else None, "split": split, "subset": subset, "seed": seed,
             "examples": int(len(x)), "batch_size": batch_size, "dtype": dtype}
+    if bn is not None:
+        base["bn"] = bn
     cache = ResultCache(out, base, force)
     skip = set(skip)
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -207,7 +227,7 @@ def hessian_analysis(
 
     def op() -> Any:
         if "H" not in op_holder:
-            op_holder["H"] = HessianOperator(model, (x, y), loss=loss, batch_size=batch_size, dtype=torch_dtype)
+            op_holder["H"] = HessianOperator(model, (x, y), loss=loss, batch_size=batch_size, dtype=torch_dtype, bn=bn)
         return op_holder["H"]
 
     summary: dict[str, Any] = {**dict(header or {}), "split": split, "examples": int(len(x)),
@@ -247,18 +267,18 @@ def hessian_analysis(
 
     if "negative" not in skip:
         def negative() -> dict[str, Any]:
-            r = negative_curvature_ratio(op(), seed=seed)
+            r = negative_curvature_ratio(op(), tol=tol, max_iter=max_iter, seed=seed)
             return {"lambda_min": r.lambda_min, "lambda_max": r.lambda_max, "ratio": r.ratio,
                     "converged": r.converged, "num_matvecs": r.num_matvecs}
 
-        nc = cache.json("negative", {"tol": 1e-3}, negative)
+        nc = cache.json("negative", {"tol": tol, "max_iter": max_iter}, negative)
         summary.update(lambda_min=nc["lambda_min"], negative_curvature_ratio=nc["ratio"],
                        negative_converged=nc["converged"])
 
     if "epsilon" not in skip:
         def eps() -> dict[str, Any]:
             r = epsilon_sharpness(model, (x, y), loss=loss, epsilon=epsilon, steps=ascent_steps,
-                                  batch_size=batch_size, dtype=torch_dtype)
+                                  batch_size=batch_size, dtype=torch_dtype, bn=bn)
             return {"sharpness": r.sharpness, "max_loss": r.max_loss, "base_loss": r.base_loss,
                     "num_gradients": r.num_gradients}
 
@@ -268,7 +288,7 @@ def hessian_analysis(
     if "adaptive" not in skip:
         def adaptive() -> dict[str, Any]:
             r = adaptive_sharpness(model, (x, y), loss=loss, rho=rho, steps=ascent_steps,
-                                   batch_size=batch_size, dtype=torch_dtype, seed=seed)
+                                   batch_size=batch_size, dtype=torch_dtype, seed=seed, bn=bn)
             return {"sharpness": r.sharpness, "first_step": r.first_step, "max_loss": r.max_loss,
                     "base_loss": r.base_loss, "num_gradients": r.num_gradients}
 
@@ -281,7 +301,7 @@ def hessian_analysis(
             "basin", b_params,
             lambda: basin_width(model, (x, y), loss=loss, num_directions=basin_directions,
                                 threshold=basin_threshold, threshold_kind=basin_kind, seed=seed,
-                                batch_size=batch_size),
+                                batch_size=batch_size, bn=bn or "auto"),
             BasinResult.load)
         summary["basin"] = bres.summary()
 

@@ -261,6 +261,8 @@ class HessianOperator(CurvatureOperator):
             fall back to the model's).
         memory_budget: bytes of autograd graph ``"auto"`` may keep for ``"reuse"`` (the estimate, from
             the first batch's saved tensors scaled to ``N`` examples, is kept in ``graph_bytes``).
+        bn: the BatchNorm policy (``"recompute"``, ``"eval"``, ``"auto"``: see
+            :data:`losslab._functional.BN_MODES`; dropout off); ``None`` keeps the model's module modes.
 
     Products are deterministic only for deterministic models: with dropout in train mode ``"reuse"``
     freezes one mask per batch while ``"fresh"``/``"jvp"`` draw new ones; call ``model.eval()`` first.
@@ -294,11 +296,13 @@ class HessianOperator(CurvatureOperator):
         dtype: torch.dtype | None = None,
         point: Mapping[str, Tensor] | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        bn: str | None = None,
     ) -> None:
         if backend not in _BACKENDS:
             raise LosslabError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         super().__init__(
-            Problem(model, loss, data, params=params, batch_size=batch_size, mode=mode, point=point, dtype=dtype)
+            Problem(model, loss, data, params=params, batch_size=batch_size, mode=mode, point=point, dtype=dtype,
+                    bn=bn)
         )
         self.requested_backend = backend
         self.memory_budget = int(memory_budget)
@@ -644,12 +648,13 @@ def gradient(
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     point: Mapping[str, Tensor] | None = None,
+    bn: str | None = None,
     return_loss: bool = False,
 ) -> Point | tuple[Point, float]:
     """The gradient :math:`∇L(θ) = \\sum_b \\frac{n_b}{N} ∇L_b(θ)` of the full-data risk, as a point dict.
 
     Args:
-        model, data, loss, params, batch_size, dtype, point: as for :class:`HessianOperator`.
+        model, data, loss, params, batch_size, dtype, point, bn: as for :class:`HessianOperator`.
         return_loss: also return :math:`L(θ)` (computed in the same pass).
 
     Returns:
@@ -665,7 +670,7 @@ def gradient(
         >>> sorted(g)
         ['weight']
     """
-    p = Problem(model, loss, data, params=params, batch_size=batch_size, point=point, dtype=dtype)
+    p = Problem(model, loss, data, params=params, batch_size=batch_size, point=point, dtype=dtype, bn=bn)
     loss, g = p.loss_and_grad()
     out = p.to_dict(g)
     return (out, loss) if return_loss else out

@@ -139,6 +139,7 @@ def epsilon_sharpness(
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     point: Mapping[str, Tensor] | None = None,
+    bn: str | None = None,
     random_start: bool = False,
     seed: int | None = None,
     generator: torch.Generator | None = None,
@@ -161,7 +162,7 @@ def epsilon_sharpness(
       iterations (Keskar et al. used 10), in float64.
 
     Args:
-        model, data, loss, params, batch_size, dtype, point: as for
+        model, data, loss, params, batch_size, dtype, point, bn: as for
             :class:`~losslab.curvature.HessianOperator`.
         epsilon: box size ε (Keskar et al.: 1e-3 and 5e-4).
         steps: ascent steps (gradient evaluations ≈ ``steps + 1``).
@@ -179,7 +180,7 @@ def epsilon_sharpness(
         raise LosslabError(f"steps must be >= 1, got {steps}")
     if method not in ("pgd", "lbfgsb"):
         raise LosslabError(f"method must be 'pgd' or 'lbfgsb', got {method!r}")
-    prob = Problem(model, loss, data, params=params, batch_size=batch_size, point=point, dtype=dtype)
+    prob = Problem(model, loss, data, params=params, batch_size=batch_size, point=point, dtype=dtype, bn=bn)
     theta = prob.flat([prob.theta[k] for k in prob.names])
     bound = epsilon * (theta.abs() + 1)
 

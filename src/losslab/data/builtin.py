@@ -57,7 +57,9 @@ def digits() -> Bundle:
     """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), bundled with scikit-learn.
 
     ``x`` is ``pixels / 16`` shaped ``(N, 1, 8, 8)``. The train/test split is fixed (stratified, 25% test,
-    scikit-learn ``random_state=0``) and independent of any seed: 1347 train, 450 test.
+    scikit-learn ``random_state=0``) and independent of any seed: 1347 train, 450 test. The pixels and
+    the split are cached in ``settings.cache_dir()/digits/<hash>.npz`` after first use (keyed by
+    scikit-learn's version), so later calls do not import scikit-learn.
 
     Returns:
         The ``Bundle`` (``input_shape == (1, 8, 8)``, ``num_classes == 10``).
@@ -68,21 +70,70 @@ def digits() -> Bundle:
         >>> (len(b.train), len(b.test), b.input_shape)
         (1347, 450, (1, 8, 8))
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = (np.asarray(d.images, dtype=np.float64) / 16.0)[:, None, :, :]
-    y = np.asarray(d.target, dtype=np.int64)
-    tr, te = train_test_split(
-        np.arange(len(y)), test_size=DIGITS_TEST_FRACTION, stratify=y, random_state=DIGITS_SPLIT_SEED
-    )
-    tr, te = np.sort(tr), np.sort(te)
+    a = _cached_arrays("digits", _digits_key(), ("images", "target", "train", "test"), _digits_generate)
+    x = (a["images"].astype(np.float64) / 16.0)[:, None, :, :]
+    y = a["target"]
+    tr, te = a["train"], a["test"]
     return _bundle(
         "digits", make_split(x[tr], y[tr]), make_split(x[te], y[te]), 10, (1, 8, 8),
         source_meta("digits", 0, {}),
         split={"test_fraction": DIGITS_TEST_FRACTION, "stratified": True, "split_seed": DIGITS_SPLIT_SEED},
     )
+
+
+_DIGITS_CACHE_FORMAT = 1
+
+
+def _digits_key() -> str:
+    """The cache key of the digits arrays: format, scikit-learn's version (read without importing it), split."""
+    return dumps_key({"format": _DIGITS_CACHE_FORMAT, "scikit-learn": _version("scikit-learn"),
+                      "test_fraction": DIGITS_TEST_FRACTION, "split_seed": DIGITS_SPLIT_SEED})
+
+
+def _digits_generate() -> dict[str, np.ndarray]:
+    """scikit-learn's digits (pixel values 0-16, exact in ``uint8``) and the sorted stratified split indices."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    y = np.asarray(d.target, dtype=np.int64)
+    tr, te = train_test_split(
+        np.arange(len(y)), test_size=DIGITS_TEST_FRACTION, stratify=y, random_state=DIGITS_SPLIT_SEED
+    )
+    images = np.asarray(d.images)
+    if not np.array_equal(images, np.round(images)) or images.min() < 0 or images.max() > 255:
+        raise LosslabError("scikit-learn's digits are not integer pixel values in [0, 255]")  # pragma: no cover
+    return {"images": images.astype(np.uint8), "target": y, "train": np.sort(tr).astype(np.int64),
+            "test": np.sort(te).astype(np.int64)}
+
+
+def _version(package: str) -> str:
+    """An installed distribution's version from its metadata (the package itself is not imported)."""
+    try:
+        from importlib.metadata import version
+
+        return version(package)
+    except Exception:  # pragma: no cover - metadata missing in odd installs
+        return "unknown"
+
+
+def _cached_arrays(kind: str, key: str, names: tuple[str, ...], make: Any) -> dict[str, np.ndarray]:
+    """Arrays ``names`` for ``key``: from ``cache_dir()/kind/<hash>.npz`` when present and valid, else
+    ``make()`` and cached (atomically; an unwritable cache only costs regeneration next time)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    path = cache_dir() / kind / f"{digest}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"][()]) == key:
+                return {k: np.array(z[k]) for k in names}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # missing or unreadable cache: regenerate below
+    arrays = make()
+    try:
+        atomic_savez(path, key=np.array(key), **arrays)
+    except OSError:
+        pass
+    return arrays
 
 
 # ------------------------------------------------------------------------------------------- mnist1d
@@ -106,13 +157,7 @@ def _mnist1d_args(generator_seed: int, overrides: dict[str, Any]) -> dict[str, A
 
 
 def _mnist1d_key(args: dict[str, Any]) -> str:
-    try:
-        from importlib.metadata import version
-
-        pkg = version("mnist1d")
-    except Exception:  # pragma: no cover - metadata missing in odd installs
-        pkg = "unknown"
-    return dumps_key({"format": _MNIST1D_CACHE_FORMAT, "mnist1d": pkg, "args": args})
+    return dumps_key({"format": _MNIST1D_CACHE_FORMAT, "mnist1d": _version("mnist1d"), "args": args})
 
 
 def _mnist1d_generate(args: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -142,22 +187,8 @@ def _mnist1d_generate(args: dict[str, Any]) -> dict[str, np.ndarray]:
 
 def _mnist1d_arrays(args: dict[str, Any]) -> dict[str, np.ndarray]:
     """Generated arrays for ``args``: from the cache when present and valid, else generated and cached."""
-    key = _mnist1d_key(args)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    path = cache_dir() / "mnist1d" / f"{digest}.npz"
-    names = ("x", "y", "x_test", "y_test")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"][()]) == key:
-                return {k: np.array(z[k]) for k in names}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        pass  # missing or unreadable cache: regenerate below
-    arrays = _mnist1d_generate(args)
-    try:
-        atomic_savez(path, key=np.array(key), **arrays)
-    except OSError:
-        pass  # an unwritable cache only costs regeneration next time
-    return arrays
+    return _cached_arrays("mnist1d", _mnist1d_key(args), ("x", "y", "x_test", "y_test"),
+                          lambda: _mnist1d_generate(args))
 
 
 @register("mnist1d", sampler=lambda n, *, seed, **kw: _mnist1d_sample(n, seed=seed, **kw))

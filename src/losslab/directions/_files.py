@@ -31,7 +31,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -174,10 +173,11 @@ def _load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # unpicklable, truncated, not a torch file: one line naming the file
             raise LosslabError(f"cannot read {path} as named tensors: {str(e).splitlines()[0][:200]}") from None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: torch.from_numpy(np.array(z[k])) for k in z.files}
-    except (OSError, ValueError) as e:
+    from ..results import read_npz
+
+    try:  # read whole (every member's CRC-32 checked): a truncated or changed file is one line naming it
+        return {k: torch.from_numpy(v) for k, v in read_npz(path).items()}
+    except OSError as e:
         raise LosslabError(f"cannot read {path} as an .npz of arrays: {str(e).splitlines()[0][:200]}") from None
 
 

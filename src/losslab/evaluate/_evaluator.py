@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import params as P
-from .._functional import LOSS_NAMES, LossFn, Point, as_xy, make_shell, model_then_data, unwrap_model
+from .._functional import LOSS_NAMES, LossFn, Point, as_xy, make_shell, model_then_data, resolve_loss, unwrap_model
 from ..errors import LosslabError
 from ._first_layer import _FirstCache, _FirstLayerMixin
 from ._memory import _MAX_POINTS_PER_CHUNK, DEFAULT_CACHE_MB, _MemoryMixin
@@ -72,7 +72,11 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         points_per_chunk: points evaluated together (vmap) / between callbacks; ``None`` = from
             the memory budget, at most 64.
         bn: ``"recompute"``, ``"eval"`` or ``"auto"`` (= ``"recompute"`` if the model has BatchNorm
-            layers tracking running stats, else ``"eval"``).
+            layers tracking running stats, else ``"eval"``); the library's one BatchNorm policy
+            (:data:`losslab._functional.BN_MODES`): ``"recompute"`` normalizes with the mean and biased
+            variance of ``bn_data`` at each point, as train-mode BatchNorm on ``bn_data`` as one batch
+            (exactly when ``bn_data`` fits one chunk of ``batch_size``; else the statistics are averaged
+            over its chunks).
         bn_data: data for recomputing BatchNorm statistics (default: ``data``). Pass the training
             split here when ``data`` is a test split.
         device: where to evaluate (default: the model's device).
@@ -165,6 +169,9 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
             if getattr(m, b, None) is not None
         }
         self.bn = ("recompute" if self._bn_modules else "eval") if bn == "auto" else bn
+        self._bn_per_row: dict[int, int] = {}  # values per channel and example, seen by the statistics pass
+        for m in self._bn_modules:
+            m.register_forward_pre_hook(self._record_bn_rows)
 
         self.x, self.y = self._resident(data, "data")
         self.n = int(self.x.shape[0])
@@ -178,9 +185,9 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
                 raise LosslabError("bn_data is empty")
 
         self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+        if isinstance(loss, str) and loss not in LOSS_NAMES:
+            loss = resolve_loss(loss)  # the other names and pkg.module:function specs: a callable
         if isinstance(loss, str):
-            if loss not in LOSS_NAMES:
-                raise LosslabError(f"unknown loss {loss!r}; use 'cross_entropy', 'mse' or a callable")
             self._loss_batched: Callable[[Tensor, Tensor], Tensor] | None = _BUILTIN_LOSSES[loss]
             self._loss_fn: LossFn | None = None
         elif callable(loss):
@@ -502,6 +509,21 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
             if momentum is not None:
                 m.momentum = momentum
 
+    def _record_bn_rows(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        if module.training and inputs and isinstance(inputs[0], Tensor) and inputs[0].dim() >= 2:
+            self._bn_per_row[id(module)] = int(np.prod(inputs[0].shape[2:], dtype=np.int64))
+
+    def _biased_bn_var(self, buffers: Point, bxs: Sequence[Tensor]) -> None:
+        """The statistics pass leaves the unbiased variance ``m/(m-1)·σ²`` (``m`` values per channel in a
+        chunk) in ``running_var``; scale it back to the biased ``σ²`` that train-mode BatchNorm normalizes
+        with, in place (the one definition of ``bn="recompute"``)."""
+        rows = sum(int(x.shape[0]) for x in bxs) / max(1, len(bxs))
+        for name, m in self._bn_buffers.items():
+            if name.endswith("running_var"):
+                count = rows * self._bn_per_row.get(id(m), 1)
+                if count > 1:
+                    buffers[name].mul_((count - 1) / count)
+
     def _fresh_bn(self, k: int | None) -> Point:
         """Reset running stats (as ``reset_running_stats``): mean 0, var 1, count 0; stacked if k."""
         out: Point = {}
@@ -574,6 +596,7 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
                         self._set_bn_mode(True, 1.0 / q)
                         self._forward_one(tensors, xc)
                     self._set_bn_mode(False)
+                    self._biased_bn_var(buffers, bxs)
                 tensors = self._merged(p, buffers)
                 acc = torch.zeros(len(self.metric_names), dtype=torch.float64, device=self.device)
                 if first is None:
@@ -628,6 +651,8 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
                 self._set_bn_mode(True, 1.0 / i)
                 fwd(stacked, buffers, xc)
             self._set_bn_mode(False)
+            if recompute:
+                self._biased_bn_var(buffers, bxs)
             acc = torch.zeros(k, len(self.metric_names), dtype=torch.float64, device=self.device)
             if first is None:
                 for xc, yc in zip(xs, ys):

@@ -66,6 +66,8 @@ def check_model_output(out: Any, y: Tensor, *, classification: bool) -> None:
     if classification and not y.is_floating_point() and y.numel():
         if out.dim() < 2:
             raise LosslabError(f"cross_entropy needs outputs (N, classes, ...), the model returns {tuple(out.shape)}")
-        top = int(y.max())
+        top, low = int(y.max()), int(y.min())
         if top >= out.shape[1]:
             raise LosslabError(f"the model outputs {out.shape[1]} classes but the labels go up to {top}")
+        if low < 0 and low != -100:  # -100: cross_entropy's ignore_index
+            raise LosslabError(f"labels must be class indices >= 0, got {low}")

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..results import Result
-from .._io import atomic_write_json, read_json
-from ..results import digest, json_default
-from ..errors import LosslabError
+from .._io import atomic_write_json
+from ..results import digest, json_default, read_sealed_json, seal
+from ..errors import DamagedFile, LosslabError
 from .criteria import format_number
 from ._verdict import (INCONCLUSIVE, NOT_REPRODUCED, PARTLY_REPRODUCED, REPRODUCED, VERDICTS, Check, Verdict,
                        jsonable, verdict_from_checks)
@@ -204,12 +204,14 @@ class ExperimentResult(Result):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the result as JSON atomically (temp file + rename)."""
-        return atomic_write_json(path, self.to_dict())
+        return atomic_write_json(path, seal(self.to_dict()))  # with its content hash, checked by load
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ExperimentResult":
         try:
-            return cls.from_dict(read_json(path))
+            return cls.from_dict(read_sealed_json(path))
+        except DamagedFile:
+            raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise LosslabError(f"cannot read experiment result {path}: {type(exc).__name__}: {exc}") from None
 
@@ -220,7 +222,9 @@ class ExperimentResult(Result):
 def config_dict(config: Any) -> dict[str, Any]:
     """A config dataclass (possibly nesting others, e.g. ``TrainConfig``) as a plain JSON dict."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return json.loads(json.dumps(dataclasses.asdict(config), sort_keys=True, default=json_default))
+        from ..config import to_keyed_dict  # asdict, less settings added later while at their defaults
+
+        return json.loads(json.dumps(to_keyed_dict(config), sort_keys=True, default=json_default))
     if isinstance(config, Mapping):
         return jsonable(dict(config))
     raise LosslabError(f"an experiment config must be a dataclass or a mapping, got {type(config).__name__}")

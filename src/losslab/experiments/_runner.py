@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from ..errors import LosslabError
+from ..errors import DamagedFile, LosslabError
 from ._base import ExperimentResult, now_iso, result_key
 from ._registry import EXPERIMENTS, get
 
@@ -110,11 +110,20 @@ def result_dir(out: str | os.PathLike, row_id: str, config: Any) -> Path:
 def load_saved(out: str | os.PathLike, row_id: str, profile: str, seed: int = 0) -> ExperimentResult | None:
     """The saved, successful result of a row for a profile's current config (and master seed), if any."""
     d = result_dir(out, row_id, config_for(row_id, profile, seed))
-    f = d / "result.json"
-    if not f.is_file():
+    return _saved_ok(d / "result.json")
+
+
+def _saved_ok(path: Path, progress: Callable[[str], None] | None = None) -> ExperimentResult | None:
+    """The successful result saved at ``path``, or None: absent, failed, unreadable or damaged (a
+    truncated file or one whose content hash does not match: ``progress`` is told, and it is recomputed)."""
+    if not path.is_file():
         return None
     try:
-        res = ExperimentResult.load(f)
+        res = ExperimentResult.load(path)
+    except DamagedFile as exc:
+        if progress is not None:
+            progress(f"saved result {exc.path} is damaged ({exc.reason}); recomputing it")
+        return None
     except LosslabError:
         return None
     return res if res.status == "ok" else None
@@ -175,12 +184,9 @@ def run_experiment(
     path = key_dir / "result.json"
     t0 = time.perf_counter()
     progress = make_progress(row_id, stream, t0)
-    if not force and path.is_file():
-        try:
-            saved = ExperimentResult.load(path)
-        except LosslabError:
-            saved = None
-        if saved is not None and saved.status == "ok":
+    if not force:
+        saved = _saved_ok(path, progress)
+        if saved is not None:
             progress(f"reusing saved result {key_dir.name} ({saved.verdict_status})")
             return Outcome(row_id, saved, True, time.perf_counter() - t0, path)
     key_dir.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,7 @@ from torch import Tensor, nn
 from ..results import Result, SummaryArraysFormat
 from .._functional import model_then_data
 from ..errors import LosslabError
+from .._functional import resolve_loss
 from ._common import (
     Functional, LossFn, Point, as_xy, check_chunk, default_loss, ensure_forward_ad, iter_chunks, to_numpy,
 )
@@ -554,10 +555,12 @@ def linearized_vs_full(
     momentum: float | None = None,
     seed: int = 0,
     n_train: int | None = None,
+    loss_fn: LossFn | None = None,
 ) -> LinearizationResult:
     """Train the network linearized at each checkpoint ``step`` and the full network from the same point.
 
-    Defaults come from the run's config (epochs, lr, batch size, momentum); the loop is always SGD
+    Defaults come from the run's config (epochs, lr, batch size, momentum, and the loss it was trained with
+    unless ``loss_fn`` is given); the loop is always SGD
     (an Adam/RMSprop run is continued with SGD at its LR: pass ``lr`` for a sensible one). ``steps`` default: the first checkpoint and the one
     nearest a quarter of training. ``n_train`` trains on a random subset (test error always on the full
     test split).
@@ -589,11 +592,16 @@ def linearized_vs_full(
     rows = []
     t0 = time.perf_counter()
     net = Functional(model)
+    if loss_fn is None:
+        o = run.config.optim
+        loss_fn = resolve_loss(o.loss or None, num_classes=bundle.num_classes, output_key=o.output_key or None)
     for s in steps:
         start = traj[s]
-        _, start_err = _evaluate(net, start, bundle.test.x, bundle.test.y, default_loss(bundle.test.y), 1024)
-        lin = train_linearized(model, (xtr, ytr), point=start, test_data=bundle.test, linear=True, **settings)
-        full = train_linearized(model, (xtr, ytr), point=start, test_data=bundle.test, linear=False, **settings)
+        _, start_err = _evaluate(net, start, bundle.test.x, bundle.test.y, loss_fn, 1024)
+        lin = train_linearized(model, (xtr, ytr), point=start, test_data=bundle.test, linear=True, loss=loss_fn,
+                               **settings)
+        full = train_linearized(model, (xtr, ytr), point=start, test_data=bundle.test, linear=False, loss=loss_fn,
+                                **settings)
         rows.append((s, lin, full, start_err))
     arr = lambda f: np.array([f(r) for r in rows], dtype=np.float64)  # noqa: E731
     lin_err = arr(lambda r: r[1].test_error)
