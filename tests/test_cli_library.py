@@ -267,6 +267,9 @@ def _samples():
     return {
         "LineDisplay": ((_line(),), {}),
         "ContourDisplay": ((_plane(),), {}),
+        "UncertaintyDisplay": ((SimpleNamespace(**vars(_plane()), arrays={
+            "stderr__loss": np.full((5, 7), 0.01), "exact": np.eye(5, 7, dtype=bool),
+            "interpolated": ~np.eye(5, 7, dtype=bool)}),), {}),
         "SurfaceDisplay": ((_plane(),), {}),
         "TrajectoryDisplay": ((pca, _plane()), {}),
         "SpectralDensityDisplay": ((slq,), {"top": [1.0]}),

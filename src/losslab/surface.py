@@ -51,9 +51,8 @@ import dataclasses
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import os
 
@@ -62,168 +61,19 @@ import torch
 from torch import Tensor, nn
 
 from ._functional import Point, model_then_data
-from .results import Result, load_arrays, result_paths, seal
 from .results import jsonable
 from . import params as P
-from ._io import atomic_savez, atomic_write_json
 from .errors import LosslabError
 from .evaluate import Evaluator
+from .surface_result import FORMAT, FORMAT_VERSION, BlockLog, SurfaceResult  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .precision import Precision
 
 __all__ = ["SurfaceResult", "line", "plane", "DirectionLike", "block_plan", "render", "bundle_settings"]
 
 DirectionLike = Any
 """A point (``dict[str, Tensor]``), a flat 1-D tensor, or an object with ``.vector`` (and ``.meta``)."""
-
-FORMAT = "losslab.surface"
-FORMAT_VERSION = 1
-
-
-# ---- result ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class SurfaceResult(Result):
-    """A (possibly partial) 1-D or 2-D surface.
-
-    Attributes:
-        kind: ``"line"`` or ``"plane"``.
-        x: coordinates along the first direction, shape ``(nx,)`` (the ``a`` values of a line).
-        y: coordinates along the second direction, shape ``(ny,)``, or ``None`` for a line.
-        metrics: ``{name: float64 array}`` shaped ``(nx,)`` (line) or ``(ny, nx)`` (plane; rows = y,
-            columns = x), NaN where not done (and where the value itself was non-finite).
-        done: boolean mask of the same shape: which points have been evaluated.
-        meta: JSON-serialisable description: directions' metadata, data, evaluator setup
-            (strategy, chunk sizes, timings), seeds, timing (seconds, points/s), versions,
-            fingerprint of the inputs (used to validate resumption).
-
-    Example:
-        >>> import numpy as np
-        >>> r = SurfaceResult.empty("line", np.linspace(0, 1, 3), None, ["loss"])
-        >>> r = r.with_values(np.array([1]), {"loss": np.array([0.5])})
-        >>> r.done.tolist(), r.n_done, r.complete
-        ([False, True, False], 1, False)
-    """
-
-    kind: Literal["line", "plane"]
-    x: np.ndarray
-    y: np.ndarray | None
-    metrics: dict[str, np.ndarray]
-    done: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("line", "plane"):
-            raise LosslabError(f"kind must be 'line' or 'plane', got {self.kind!r}")
-        if (self.kind == "plane") != (self.y is not None):
-            raise LosslabError("a plane needs y coordinates and a line must not have them")
-        shape = self.shape
-        if self.done.shape != shape or self.done.dtype != np.bool_:
-            raise LosslabError(f"done must be a bool array of shape {shape}, got {self.done.dtype} {self.done.shape}")
-        for k, v in self.metrics.items():
-            if v.shape != shape:
-                raise LosslabError(f"metric {k!r} has shape {v.shape}, expected {shape}")
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """``(nx,)`` for a line, ``(ny, nx)`` for a plane."""
-        return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
-
-    @property
-    def n_points(self) -> int:
-        return int(np.prod(self.shape))
-
-    @property
-    def n_done(self) -> int:
-        return int(self.done.sum())
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.done.all())
-
-    @classmethod
-    def empty(
-        cls,
-        kind: Literal["line", "plane"],
-        x: np.ndarray,
-        y: np.ndarray | None,
-        metric_names: Sequence[str],
-        meta: Mapping[str, Any] | None = None,
-    ) -> "SurfaceResult":
-        """A result with nothing done: metrics all NaN, ``done`` all False."""
-        x = np.asarray(x, dtype=np.float64)
-        y = None if y is None else np.asarray(y, dtype=np.float64)
-        shape = (len(x),) if y is None else (len(y), len(x))
-        return cls(kind, x, y, {m: np.full(shape, np.nan) for m in metric_names}, np.zeros(shape, bool), dict(meta or {}))
-
-    def with_values(self, flat_index: np.ndarray, values: Mapping[str, np.ndarray]) -> "SurfaceResult":
-        """A copy with ``values`` written at the flat (row-major) indices and those points marked done."""
-        idx = np.asarray(flat_index, dtype=np.int64)
-        metrics = {k: v.copy() for k, v in self.metrics.items()}
-        for k, v in values.items():
-            if k not in metrics:
-                raise LosslabError(f"unknown metric {k!r}; have {sorted(metrics)}")
-            metrics[k].reshape(-1)[idx] = v
-        done = self.done.copy()
-        done.reshape(-1)[idx] = True
-        return dataclasses.replace(self, metrics=metrics, done=done)
-
-    def with_meta(self, **updates: Any) -> "SurfaceResult":
-        """A copy with ``meta`` updated (shallow merge)."""
-        return dataclasses.replace(self, meta={**self.meta, **updates})
-
-    # ---- I/O --------------------------------------------------------------------------------
-
-    @staticmethod
-    def paths(path: str | Path) -> tuple[Path, Path]:
-        """``(npz, json)`` for ``path`` given with or without ``.npz``/``.json`` (:func:`losslab.results.result_paths`)."""
-        return result_paths(path)
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``<path>.npz`` (arrays) and ``<path>.json`` (description), each atomically.
-
-        The files need only numpy and json to read: the npz holds ``x``, ``y`` (planes),
-        ``done`` and one ``metric__<name>`` array per metric (no pickles); the JSON holds
-        ``kind``, ``metrics`` (names), ``shape``, the layout note and ``meta``.
-
-        Returns:
-            The ``.npz`` path.
-        """
-        npz, js = self.paths(path)
-        arrays: dict[str, np.ndarray] = {"x": self.x, "done": self.done}
-        if self.y is not None:
-            arrays["y"] = self.y
-        for k, v in self.metrics.items():
-            arrays[f"metric__{k}"] = v
-        atomic_savez(npz, **arrays)
-        atomic_write_json(
-            js,
-            seal({
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "kind": self.kind,
-                "metrics": list(self.metrics),
-                "shape": list(self.shape),
-                "layout": "metric[j, i] is at (x[i], y[j]) (rows = y)" if self.kind == "plane" else "metric[i] at x[i]",
-                "n_done": self.n_done,
-                "meta": _jsonable(self.meta),
-            }),  # with its content hash, checked by load (so is the npz's CRC-32)
-        )
-        return npz
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SurfaceResult":
-        """Read a result written by :meth:`save`."""
-        arrays, desc = load_arrays(path, FORMAT, what="surface")
-        metrics = {m: arrays[f"metric__{m}"].astype(np.float64) for m in desc["metrics"]}
-        return cls(
-            desc["kind"],
-            arrays["x"].astype(np.float64),
-            arrays["y"].astype(np.float64) if "y" in arrays else None,
-            metrics,
-            arrays["done"].astype(bool),
-            desc.get("meta", {}),
-        )
-
 
 # ---- public functions -------------------------------------------------------------------------------
 
@@ -248,6 +98,7 @@ def line(
     max_points: int | None = None,
     callback: Callable[[SurfaceResult], None] | None = None,
     meta: Mapping[str, Any] | None = None,
+    precision: "Precision | None" = None,
     **evaluator_kwargs: Any,
 ) -> SurfaceResult:
     """Metrics along a line in parameter space.
@@ -275,6 +126,7 @@ def line(
         progress: show a tqdm bar (only when stderr is a terminal).
         resume_from, checkpoint_path, checkpoint_every, max_points, callback: as in :func:`plane`.
         meta: extra JSON-serialisable metadata (seeds, notes) stored under ``meta["user"]``.
+        precision: as in :func:`plane`.
         **evaluator_kwargs: passed to :class:`~losslab.evaluate.Evaluator` (``loss``, ``metrics``,
             ``batch_size``, ``bn``, ``strategy``, ``points_per_chunk``, ``device``, ...).
 
@@ -328,6 +180,7 @@ def line(
               "data_meta": getattr(data, "meta", None)},
         progress=progress, resume_from=resume_from, checkpoint_path=checkpoint_path,
         checkpoint_every=checkpoint_every, max_points=max_points, callback=callback, user_meta=meta,
+        precision=precision,
     )
 
 
@@ -353,6 +206,7 @@ def plane(
     max_points: int | None = None,
     callback: Callable[[SurfaceResult], None] | None = None,
     meta: Mapping[str, Any] | None = None,
+    precision: "Precision | None" = None,
     **evaluator_kwargs: Any,
 ) -> SurfaceResult:
     """Metrics on the grid :math:`\\theta_0 + x_i d_x + y_j d_y`, shaped ``(ny, nx)`` (rows = y).
@@ -376,6 +230,10 @@ def plane(
         callback: called with the partial result after each block (after checkpointing); an
             exception it raises stops the run.
         meta: extra JSON-serialisable metadata (seeds, notes) stored under ``meta["user"]``.
+        precision: ``None`` (default): every point on every example, exact. A
+            :class:`~losslab.precision.Precision`: adaptive precision (subsampled control-variate
+            estimates, coarse to fine), with ``stderr``, ``examples_used``, ``exact`` and
+            ``interpolated`` per point and the totals in ``meta["precision"]``.
         **evaluator_kwargs: passed to :class:`~losslab.evaluate.Evaluator`.
 
     Returns:
@@ -408,6 +266,7 @@ def plane(
               "data_meta": getattr(data, "meta", None)},
         progress=progress, resume_from=resume_from, checkpoint_path=checkpoint_path,
         checkpoint_every=checkpoint_every, max_points=max_points, callback=callback, user_meta=meta,
+        precision=precision,
     )
 
 
@@ -612,6 +471,7 @@ def _run(
     max_points: int | None,
     callback: Callable[[SurfaceResult], None] | None,
     user_meta: Mapping[str, Any] | None,
+    precision: "Precision | None" = None,
 ) -> SurfaceResult:
     if int(checkpoint_every) < 1:
         raise LosslabError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
@@ -621,6 +481,10 @@ def _run(
     for what, point in named:  # NaN in, NaN everywhere: refuse
         P.check_finite(point, what)
     fp = _fingerprint(kind, base, basis, ev)
+    if precision is not None:  # an adaptive surface never resumes an exact one, nor one of other settings
+        from .results import digest
+
+        fp = digest({"surface": fp, "precision": precision.describe()}, 64)
     prev = _load_resume(resume_from)
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -643,6 +507,12 @@ def _run(
     else:
         result = SurfaceResult.empty(kind, xs, ys, ev.metric_names, meta)
 
+    if precision is not None:
+        from .precision import run_adaptive
+
+        return run_adaptive(result, precision, ev, coeffs, base, basis, progress=progress,
+                            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+                            max_points=max_points, callback=callback, prior=(prior_s, prior_pts))
     metrics = {k: v.copy() for k, v in result.metrics.items()}
     done = result.done.copy()
     flat_done = done.reshape(-1)
@@ -661,8 +531,7 @@ def _run(
             result, metrics={k: v.copy() for k, v in metrics.items()}, done=done.copy(), meta=_jsonable(m)
         )
 
-    bar = _progress_bar(n, int(flat_done.sum()), progress, kind)
-    since_save = 0
+    log = BlockLog(snapshot, n, int(flat_done.sum()), progress, kind, checkpoint_path, checkpoint_every, callback)
     try:
         for idx in block_plan(flat_done, block, max_points):
             res = ev.evaluate_combinations(coeffs[idx], basis, base)
@@ -670,21 +539,10 @@ def _run(
                 flat_metrics[k][idx] = res[k]
             flat_done[idx] = True
             evaluated += int(idx.size)
-            since_save += 1
-            if bar is not None:
-                bar.update(int(idx.size))
-            if checkpoint_path is not None and since_save >= int(checkpoint_every):
-                snapshot().save(checkpoint_path)
-                since_save = 0
-            if callback is not None:
-                callback(snapshot())
+            log.block(int(idx.size))
     finally:
-        if bar is not None:
-            bar.close()
-    final = snapshot()
-    if checkpoint_path is not None:
-        final.save(checkpoint_path)
-    return final
+        log.close()
+    return log.final()
 
 
 def bundle_settings(bundle: Any, split: str = "train") -> dict[str, Any]:
@@ -763,6 +621,8 @@ def render(
       ``png_trajectory``.
     * ``html``: ``surface.html``, offline interactive Plotly (plane only; key ``html``).
     * ``vtp``: ``surface.vtp`` for ParaView (plane only; key ``vtp``).
+    * an adaptive-precision plane (with ``stderr__loss``, see :mod:`losslab.precision`) adds
+      ``uncertainty.png`` with ``png`` (:class:`~losslab.plot.UncertaintyDisplay`; key ``png_uncertainty``).
 
     ``log`` log-scales the loss everywhere. Nothing is recomputed: figures re-render from the result.
 
@@ -779,7 +639,7 @@ def render(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from .plot import ContourDisplay, LineDisplay, SurfaceDisplay, TrajectoryDisplay
+        from .plot import ContourDisplay, LineDisplay, SurfaceDisplay, TrajectoryDisplay, UncertaintyDisplay
 
         def save(disp: Any, key: str, name: str) -> None:
             files[key] = str(disp.savefig(out / name, dpi=dpi, bbox_inches="tight"))
@@ -790,6 +650,8 @@ def render(
         else:
             save(ContourDisplay.from_result(result, kind="contourf", log=log), "png", "contour.png")
             save(SurfaceDisplay.from_result(result, log=log), "png_3d", "surface3d.png")
+            if "stderr__loss" in getattr(result, "arrays", {}):
+                save(UncertaintyDisplay.from_result(result, log=log), "png_uncertainty", "uncertainty.png")
             if pca is not None:
                 save(TrajectoryDisplay.from_result(pca, result, log=log), "png_trajectory", "trajectory.png")
     if html:

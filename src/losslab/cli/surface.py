@@ -49,6 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--first-layer", choices=("auto", "precompute", "compute"), default="auto",
                    help="precompute the first Linear/Conv layer's output per direction and combine it at each "
                         "point (exact to rounding; auto: where it pays, e.g. wide-input MLPs)")
+    p.add_argument("--rtol", type=float, default=None, metavar="R",
+                   help="adaptive precision: error tolerance relative to the surface's range (e.g. 0.01); "
+                        "subsampled estimates with error bars, coarse to fine (default: exact)")
+    p.add_argument("--atol", type=float, default=None, metavar="A",
+                   help="adaptive precision: absolute error tolerance of the loss (default: exact)")
     p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/surfaces/<name> or ./surfaces/<name>)")
     p.add_argument("--force", action="store_true",
                    help="start over: discard a saved (partial or finished) surface in the output directory")
@@ -103,7 +108,17 @@ def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
     keys = ("dim", "directions", "to", "normalization", "keep_1d", "orthogonalize", "seed", "grid", "range",
             "split", "bn")
     kind = args.directions if args.directions in KINDS else "file"
-    return f"{args.dim}d-{kind}-{settings_hash(args, keys, target=description)}"
+    name = f"{args.dim}d-{kind}-{settings_hash(args, keys, target=description)}"
+    return name if _precision(args) is None else f"{name}-adaptive-{settings_hash(args, ('rtol', 'atol'))}"
+
+
+def _precision(args: argparse.Namespace) -> Any:
+    """The :class:`~losslab.precision.Precision` ``--rtol``/``--atol`` ask for (seeded by ``--seed``), or None."""
+    if getattr(args, "rtol", None) is None and getattr(args, "atol", None) is None:
+        return None
+    from ..precision import Precision
+
+    return Precision(rtol=args.rtol or 0.0, atol=args.atol or 0.0, seed=args.seed)
 
 
 def output_dir(args: argparse.Namespace, t: Any) -> Path:
@@ -223,6 +238,8 @@ def _compute(args: argparse.Namespace, t: Any, data: Any, out: Path, nx: int, ny
             f.unlink(missing_ok=True)
     dirs, pca, xr = build_directions(args, t, data, out)
     kw = evaluation_kwargs(args, t, out)
+    if _precision(args) is not None:
+        kw["precision"] = _precision(args)
     if args.dim == 1:
         res = line(t.model, data, direction=dirs[0], alphas=np.linspace(xr[0], xr[1], nx), **kw)
     else:
@@ -231,9 +248,14 @@ def _compute(args: argparse.Namespace, t: Any, data: Any, out: Path, nx: int, ny
     files = {"result": str(out / "surface.npz")}
     files.update(_render(res, out, args, pca))
     summary = summarize(res, t, args, out, files)
+    prec = res.meta.get("precision")
+    if prec is not None:
+        summary["precision"] = prec  # tolerance, example_evaluations, exact_equivalent, savings, counts
     text = (f"{args.dim}-D surface, {res.n_done}/{res.n_points} points, loss {summary['loss_fn']}, BatchNorm "
             f"{args.bn} -> {out}\n"
             f"loss range [{summary['loss_min']}, {summary['loss_max']}]"
+            + ("" if prec is None else f"\nadaptive: {prec['example_evaluations']} example evaluations, "
+               f"{prec['savings']:.3g}x fewer than exact; {prec['points_interpolated']} points interpolated")
             + "".join(f"\n  {k}: {v}" for k, v in files.items()))
     emit(args, summary, text)
     return 0

@@ -142,6 +142,8 @@ def _split(kind: str, model: nn.Module, data: Any, kwargs: dict[str, Any]) -> tu
     fn = S.plane if kind == "plane" else S.line
     sig = inspect.signature(fn)
     sig.bind(model, data, **kwargs)
+    if kwargs.get("precision") is not None:
+        raise LosslabError("the distributed surface is exact: adaptive precision (precision=) runs in one process")
     params = sig.parameters
     geom = {k: v for k, v in kwargs.items() if k in params and k not in _RUN_OPTIONS}
     run = {k: kwargs.get(k, params[k].default) for k in _RUN_OPTIONS}

@@ -140,9 +140,11 @@ from __future__ import annotations
 from .._functional import LossFn, Point  # noqa: F401
 from .._functional import make_shell as _make_shell  # noqa: F401 (the old private name; connect.neb uses it)
 from ._evaluator import Evaluator, MetricFn, PointSource
+from ._examples import evaluate_examples
 from ._first_layer import FIRST_LAYER_MIN_RATIO, FIRST_LAYER_MIN_SHARE  # noqa: F401
 from ._memory import DEFAULT_CACHE_MB
 from ._metrics import accuracy, check_model_output, has_batchnorm  # noqa: F401
 from ._sources import _Combinations, _Source, _Stacked  # noqa: F401
 
-__all__ = ["Evaluator", "LossFn", "MetricFn", "PointSource", "has_batchnorm", "accuracy", "DEFAULT_CACHE_MB"]
+__all__ = ["Evaluator", "LossFn", "MetricFn", "PointSource", "has_batchnorm", "accuracy", "DEFAULT_CACHE_MB",
+           "evaluate_examples"]

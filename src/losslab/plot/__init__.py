@@ -8,6 +8,7 @@ Matplotlib displays in the scikit-learn style (``XDisplay.from_result(result, ..
 * :class:`ContourDisplay`: contour / filled contour / heatmap of a plane.
 * :class:`SurfaceDisplay`: 3-D surface of a plane.
 * :class:`TrajectoryDisplay`: a projected optimization path over a plane's contours.
+* :class:`UncertaintyDisplay`: an adaptive-precision plane beside its error bars (``z * stderr``).
 * :class:`SpectralDensityDisplay`: a Hessian's SLQ spectral density.
 * :class:`PathsDisplay`, :class:`InterpolationDisplay`, :class:`InstabilityDisplay`,
   :class:`NoiseScaleDisplay`, :class:`SharpnessTrajectoryDisplay`: the curves of ``losslab connect``,
@@ -48,6 +49,7 @@ from ._curves import (
 )
 from ._displays import ContourDisplay, LineDisplay, SurfaceDisplay, TrajectoryDisplay
 from ._export import export_vtp, plotly_surface_html
+from ._uncertainty import UncertaintyDisplay
 from ._spectral import SpectralDensityDisplay
 
 __all__ = [
@@ -63,4 +65,5 @@ __all__ = [
     "SharpnessTrajectoryDisplay",
     "plotly_surface_html",
     "export_vtp",
+    "UncertaintyDisplay",
 ]
