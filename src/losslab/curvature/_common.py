@@ -13,6 +13,8 @@ dtype) on ``device``, and the number of products is counted.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Callable, Union
 
 import numpy as np
@@ -20,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .._functional import ensure_forward_ad
+from .._io import read_json
 from ..errors import LosslabError
 
 __all__ = ["MatrixLike", "make_generator", "as_linop", "probe_vectors", "ensure_forward_ad"]
@@ -141,3 +144,20 @@ def probe_vectors(
     else:
         raise LosslabError(f"unknown probe distribution {dist!r}: use 'rademacher' or 'gaussian'")
     return z.to(device)
+
+
+def npz_path(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`~pathlib.Path` ending in ``.npz`` (the arrays of a saved result)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(".npz")
+    return path
+
+
+def read_saved(path: str | os.PathLike, fmt: str, what: str) -> tuple[Path, dict[str, Any]]:
+    """The ``.npz`` path of a saved result and its ``.json`` sidecar, checked to be of format ``fmt``."""
+    path = npz_path(path)
+    info = read_json(path.with_suffix(".json"))
+    if info.get("format") != fmt:
+        raise LosslabError(f"{path.with_suffix('.json')} is not {what} (format {info.get('format')!r})")
+    return path, info

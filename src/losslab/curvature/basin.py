@@ -50,9 +50,10 @@ from torch import Tensor, nn
 
 from .._functional import model_then_data
 from ..results import Result
-from .._io import atomic_savez, atomic_write_json, read_json
+from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
 from ..params import Point
+from ._common import npz_path, read_saved
 
 __all__ = ["BasinResult", "basin_width", "log_ball_volume"]
 
@@ -151,9 +152,7 @@ class BasinResult(Result):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``path`` (``.npz``: the arrays) and ``path.json`` (scalars and meta), atomically."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
+        path = npz_path(path)
         atomic_savez(path, radii=self.radii, euclidean_radii=self.euclidean_radii, censored=self.censored,
                      direction_norms=self.direction_norms)
         atomic_write_json(path.with_suffix(".json"), {
@@ -166,12 +165,7 @@ class BasinResult(Result):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BasinResult":
         """Read a result written by :meth:`save`."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
-        info = read_json(path.with_suffix(".json"))
-        if info.get("format") != _FORMAT:
-            raise LosslabError(f"{path.with_suffix('.json')} is not a basin result (format {info.get('format')!r})")
+        path, info = read_saved(path, _FORMAT, "a basin result")
         with np.load(path) as z:
             arrays = {k: np.array(z[k]) for k in ("radii", "euclidean_radii", "censored", "direction_norms")}
         return cls(**arrays, direction_seeds=[int(s) for s in info["direction_seeds"]],

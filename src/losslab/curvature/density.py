@@ -26,9 +26,9 @@ import torch
 from scipy.linalg import eigh_tridiagonal
 
 from ..results import Result
-from .._io import atomic_savez, atomic_write_json, read_json
+from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
-from ._common import MatrixLike, as_linop, make_generator, probe_vectors
+from ._common import MatrixLike, as_linop, make_generator, npz_path, probe_vectors, read_saved
 from .lanczos import _Basis, _check_step
 
 __all__ = ["SLQResult", "slq_density", "density_curve", "spectral_moments"]
@@ -73,9 +73,7 @@ class SLQResult(Result):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``path`` (``.npz``: nodes, weights) and ``path`` with suffix ``.json`` (metadata), atomically."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
+        path = npz_path(path)
         atomic_savez(path, nodes=self.nodes, weights=self.weights)
         atomic_write_json(path.with_suffix(".json"), {
             "format": _FORMAT, "dim": self.dim, "num_matvecs": self.num_matvecs,
@@ -86,12 +84,7 @@ class SLQResult(Result):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SLQResult":
         """Read a result written by :meth:`save`."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
-        info = read_json(path.with_suffix(".json"))
-        if info.get("format") != _FORMAT:
-            raise LosslabError(f"{path.with_suffix('.json')} is not an SLQ result (format {info.get('format')!r})")
+        path, info = read_saved(path, _FORMAT, "an SLQ result")
         with np.load(path) as z:
             nodes, weights = np.array(z["nodes"]), np.array(z["weights"])
         return cls(nodes=nodes, weights=weights, dim=int(info["dim"]), num_matvecs=int(info["num_matvecs"]),
