@@ -82,6 +82,15 @@ def _plane_extent(x: np.ndarray, y: np.ndarray, kind: str) -> tuple[float, float
     return float(xs[0] - hx0), float(xs[-1] + hx1), float(ys[0] - hy0), float(ys[-1] + hy1)
 
 
+def _grid(x: Any, y: Any, z: Any, log: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x``, ``y`` as float arrays and ``z`` (log10 when ``log``), checked to be shaped ``(ny, nx)``."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    z = transform(z, log)
+    if z.shape != (y.size, x.size):
+        raise LosslabError(f"z has shape {z.shape}, expected (ny, nx) = {(y.size, x.size)}")
+    return x, y, z
+
+
 def _draw_plane(
     ax: Any,
     x: np.ndarray,
@@ -380,10 +389,7 @@ class ContourDisplay(_PlaneDisplay):
             points: ``{label: (x, y)}`` markers, e.g. the models of :func:`~losslab.directions.plane_through`.
             **kwargs: passed to ``contour``/``contourf``/``imshow``.
         """
-        x, y = np.asarray(self.x, dtype=float), np.asarray(self.y, dtype=float)
-        z = transform(self.z, log)
-        if z.shape != (y.size, x.size):
-            raise LosslabError(f"z has shape {z.shape}, expected (ny, nx) = {(y.size, x.size)}")
+        x, y, z = _grid(self.x, self.y, self.z, log)
         fig, ax = _new_axes(ax)
         self.figure_, self.ax_ = fig, ax
         self.mappable_, self.colorbar_ = _draw_plane(
@@ -452,10 +458,7 @@ class SurfaceDisplay(_PlaneDisplay):
             elev, azim: view angles.
             **kwargs: passed to ``plot_surface``.
         """
-        x, y = np.asarray(self.x, dtype=float), np.asarray(self.y, dtype=float)
-        z = transform(self.z, log)
-        if z.shape != (y.size, x.size):
-            raise LosslabError(f"z has shape {z.shape}, expected (ny, nx) = {(y.size, x.size)}")
+        x, y, z = _grid(self.x, self.y, self.z, log)
         if x.size < 2 or y.size < 2:
             raise LosslabError(f"a surface needs at least a 2x2 grid, got {y.size}x{x.size}")
         if zmax is not None:
@@ -602,10 +605,7 @@ class TrajectoryDisplay(DisplayMixin):
         if self.z is not None:
             if self.x is None or self.y is None:
                 raise LosslabError("a plane needs x, y and z")
-            x, y = np.asarray(self.x, dtype=float), np.asarray(self.y, dtype=float)
-            z = transform(self.z, log)
-            if z.shape != (y.size, x.size):
-                raise LosslabError(f"z has shape {z.shape}, expected (ny, nx) = {(y.size, x.size)}")
+            x, y, z = _grid(self.x, self.y, self.z, log)
             self.mappable_, self.colorbar_ = _draw_plane(
                 ax, x, y, z, kind=kind, levels=levels, vmin=vmin, vmax=vmax, cmap=cmap, colorbar=colorbar,
                 colorbar_label=label(self.metric, log), clabel=clabel,
