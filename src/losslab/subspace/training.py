@@ -413,8 +413,15 @@ def train_subspace(
         "order_seed": int(seed if order_seed is None else order_seed), "theta0_norm": float(base.norm()),
         "final_norm": float(theta.norm()), "distance": float((theta - base).norm()), "data": _data_meta(data),
     }
+    return _result(fn, z, theta, d=d, D=D, seed=pseed, history=history, diverged=diverged, steps=steps, t0=t0,
+                   meta=meta, final=final)
+
+
+def _result(fn: Any, z: Tensor, theta: Tensor, *, d: int, D: int, seed: Any, history: list, diverged: bool,
+            steps: int, t0: float, meta: dict[str, Any], final: dict[str, Any]) -> SubspaceResult:
+    """The :class:`SubspaceResult` of a run ending at coordinates ``z`` (full parameters ``theta``)."""
     return SubspaceResult(
-        d=d, D=D, seed=pseed, history=history, theta_d=z.double().cpu().numpy(),
+        d=d, D=D, seed=seed, history=history, theta_d=z.double().cpu().numpy(),
         point={k: v.clone() for k, v in fn.point(theta).items()}, diverged=diverged, steps=steps,
         seconds=time.perf_counter() - t0, meta=meta, **final,
     )
@@ -464,11 +471,8 @@ def train_full(
     meta = {"projection": None, "origin": False, "optimizer": optimizer, "lr": float(lr), "epochs": epochs,
             "batch_size": batch_size, "order_seed": int(order_seed), "theta0_norm": float(base.norm()),
             "final_norm": float(z.norm()), "distance": float((z - base).norm()), "data": _data_meta(data)}
-    return SubspaceResult(
-        d=fn.D, D=fn.D, seed=None, history=history, theta_d=z.double().cpu().numpy(),
-        point={k: v.clone() for k, v in fn.point(z).items()}, diverged=diverged, steps=steps,
-        seconds=time.perf_counter() - t0, meta=meta, **final,
-    )
+    return _result(fn, z, z, d=fn.D, D=fn.D, seed=None, history=history, diverged=diverged, steps=steps, t0=t0,
+                   meta=meta, final=final)
 
 
 @model_then_data
