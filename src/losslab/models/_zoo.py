@@ -264,20 +264,9 @@ def cnn2d(
     With the defaults an 1x8x8 image keeps its resolution (32 x 8 x 8 = 2048 features; about 30k
     parameters for 10 classes).
 
-    Args:
-        input_shape: ``(H, W)`` (a channel of size 1 is added), ``(C, H, W)``, or ``(L,)`` (read as a
-            1 x 1 x L image).
-        num_classes: number of outputs.
-        channels: filters per conv layer.
-        depth: number of conv layers (>= 1).
-        kernel_size: conv kernel size.
-        stride: conv stride (every layer).
-        activation: one of ``relu, tanh, gelu, sigmoid, identity``.
-        norm: ``None``, ``"bn"`` (BatchNorm2d) or ``"ln"`` (GroupNorm(1, C)).
-        pool: ``"flatten"`` (keep positions) or ``"avg"`` (global average pooling).
-
-    Returns:
-        The network (children ``[reshape], conv0, [norm0], act0, ..., [pool], flatten, head``).
+    Args and return value are as for :func:`cnn1d`, in two dimensions: ``input_shape`` is ``(H, W)`` (a
+    channel of size 1 is added), ``(C, H, W)``, or ``(L,)`` (read as a 1 x 1 x L image), and ``norm="bn"``
+    is BatchNorm2d.
     """
     return _convnet("cnn2d", 2, input_shape, num_classes, channels, depth, kernel_size, stride,
                     activation, norm, pool)
