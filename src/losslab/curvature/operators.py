@@ -228,7 +228,28 @@ class _GraphMeter:
         self._ctx.__exit__(*exc)
 
 
-class HessianOperator(CurvatureOperator):
+class _BackendOperator(CurvatureOperator):
+    """An operator whose product backend is requested (``"auto"`` resolves on the first product)."""
+
+    def _init_backend(self, backend: str, memory_budget: int) -> None:
+        self.requested_backend = backend
+        self.memory_budget = int(memory_budget)
+        self._backend: str | None = None if backend == "auto" else backend
+
+    def _resolve(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def backend(self) -> str:
+        """The product backend in use (``"auto"`` resolves on the first product)."""
+        if self._backend is None:
+            with torch.enable_grad():
+                self._resolve()
+        assert self._backend is not None
+        return self._backend
+
+
+class HessianOperator(_BackendOperator):
     """The Hessian :math:`H = ∇²_θ L(θ)` of the full-data risk, as a linear operator.
 
     .. math:: H v = \\sum_b \\frac{n_b}{N} ∇_θ\\big(∇_θ L_b(θ)ᵀ v\\big), \\qquad L_b = \\text{mean loss of batch } b.
@@ -304,22 +325,11 @@ class HessianOperator(CurvatureOperator):
             Problem(model, loss, data, params=params, batch_size=batch_size, mode=mode, point=point, dtype=dtype,
                     bn=bn)
         )
-        self.requested_backend = backend
-        self.memory_budget = int(memory_budget)
-        self._backend: str | None = None if backend == "auto" else backend
+        self._init_backend(backend, memory_budget)
         self._leaves: list[Tensor] | None = None
         self._grads: list[Tensor] | None = None  # Σ_b w_b ∇L_b with its graph (reuse)
         self._loss: float | None = None
         self.graph_bytes: int | None = None  # measured / estimated bytes of the reused graph
-
-    @property
-    def backend(self) -> str:
-        """The HVP backend in use (``"auto"`` resolves on the first product)."""
-        if self._backend is None:
-            with torch.enable_grad():
-                self._resolve()
-        assert self._backend is not None
-        return self._backend
 
     # -- reuse machinery --------------------------------------------------------------------------
     def _build(self, batches: Sequence[int], leaves: dict[str, Tensor], acc: list[Tensor] | None,
@@ -436,7 +446,7 @@ class HessianOperator(CurvatureOperator):
 # ---------------------------------------------------------------------------------------------
 
 
-class GGNOperator(CurvatureOperator):
+class GGNOperator(_BackendOperator):
     """The generalized Gauss-Newton matrix :math:`G = \\sum_b w_b\\, J_bᵀ\\, H^{out}_b\\, J_b`.
 
     :math:`J_b = ∂f(x_b;θ)/∂θ` is the Jacobian of the batch outputs and
@@ -473,21 +483,11 @@ class GGNOperator(CurvatureOperator):
         super().__init__(
             Problem(model, loss, data, params=params, batch_size=batch_size, mode=mode, point=point, dtype=dtype)
         )
-        self.requested_backend = backend
-        self.memory_budget = int(memory_budget)
-        self._backend: str | None = None if backend == "auto" else backend
+        self._init_backend(backend, memory_budget)
         self._states: list[tuple] | None = None
         self.graph_bytes: int | None = None  # estimated bytes of the kept output graphs (auto)
 
-    @property
-    def backend(self) -> str:
-        if self._backend is None:
-            with torch.enable_grad():
-                self._choose_backend()
-        assert self._backend is not None
-        return self._backend
-
-    def _choose_backend(self) -> None:
+    def _resolve(self) -> None:
         with _GraphMeter() as meter:
             state = self._batch_state(0)
         estimate = meter.nbytes / max(1, self._p.batches[0][0].shape[0]) * self._p.num_examples
