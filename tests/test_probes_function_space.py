@@ -153,3 +153,42 @@ def test_diversity_on_tiny_runs(tmp_path):
     d = back.plot()
     assert d.savefig(tmp_path / "div.png").stat().st_size > 1000
     d.close()
+
+
+@pytest.mark.parametrize("bn", ["eval", "recompute"])
+def test_diversity_predicts_with_the_batchnorm_policy(tmp_path, bn):
+    """On BatchNorm runs the final accuracies are those of each run's final model under ``bn``: its running
+    statistics, or those recomputed on the training data at its parameters."""
+    from losslab._functional import as_xy, with_recomputed_batchnorm
+    from losslab.config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, SeedConfig, TrainConfig
+    from losslab.probes import diversity
+    from losslab.train import train
+
+    runs = [train(TrainConfig(data=DataConfig(subsample=300), model=ModelConfig(
+        model_kwargs={"width": 16, "depth": 1, "norm": "bn"}), optim=OptimConfig(epochs=2), seeds=SeedConfig(seed=s),
+        ckpt=CheckpointConfig("epoch:1")), out=tmp_path, progress=False) for s in (0, 1)]
+    res = diversity(runs, n_examples=60, embed=("pca",), seed=0, bn=bn)
+    assert res.meta["bn"] == bn
+    x, y = as_xy(runs[0].bundle(), "test")
+    idx = torch.sort(torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:60]).values
+    want = []
+    for r in runs:
+        m = r.build_model()
+        m.load_state_dict(r.state_dict())
+        m = with_recomputed_batchnorm(m, as_xy(r.bundle(), "train")[0]) if bn == "recompute" else m.eval()
+        with torch.no_grad():
+            want.append(float((m(x[idx]).argmax(1) == y[idx]).double().mean()))
+    np.testing.assert_allclose(res.final_accuracy, want, atol=1e-12)
+    # the probabilities themselves, and the two policies differ on this model
+    from losslab.probes.function_space import _bn_points
+
+    model = runs[0].build_model()
+    got = predictions(model, x[idx], points=_bn_points(model, bn, runs[0].bundle())([runs[0].state_dict()]))[0]
+    m = runs[0].build_model()
+    m.load_state_dict(runs[0].state_dict())
+    ev = m.eval()
+    rec = with_recomputed_batchnorm(m, as_xy(runs[0].bundle(), "train")[0])
+    with torch.no_grad():
+        p_eval, p_rec = (torch.softmax(net(x[idx]).double(), -1) for net in (ev, rec))
+    torch.testing.assert_close(got, p_rec if bn == "recompute" else p_eval, atol=1e-6, rtol=0)
+    assert (p_eval - p_rec).abs().max() > 1e-4

@@ -140,3 +140,34 @@ def test_train_linearized_vs_full_small():
     a = train_linearized(model, (x, y), lr=0.1, epochs=1, batch_size=0)
     b = train_linearized(model, (x, y), linear=False, lr=0.1, epochs=1, batch_size=0)
     torch.testing.assert_close(P.flatten(a.point), P.flatten(b.point), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("bn", ["eval", "recompute"])
+def test_run_kernel_velocity_takes_each_checkpoint_with_its_batchnorm_statistics(tmp_path, bn):
+    """On a BatchNorm run each checkpoint's kernel uses that checkpoint's statistics (its running ones, or
+    those recomputed on the training data at its parameters), not the final model's."""
+    from losslab._functional import with_recomputed_batchnorm
+    from losslab.config import CheckpointConfig, ModelConfig, OptimConfig, TrainConfig
+    from losslab.probes import run_kernel_velocity
+    from losslab.train import train
+
+    cfg = TrainConfig(model=ModelConfig(model_kwargs={"width": 16, "depth": 1, "norm": "bn"}),
+                      optim=OptimConfig(epochs=3), ckpt=CheckpointConfig("epoch:1"))
+    run = train(cfg, out=tmp_path, progress=False)
+    res = run_kernel_velocity(run, n_examples=12, split="test", seed=0, bn=bn)
+    assert res.meta["bn"] == bn
+    from losslab._functional import as_xy
+
+    x, _ = as_xy(run.bundle(), "test")
+    xs = x[np.asarray(res.meta["indices"])]
+    kernels = []
+    for step, _ in run.trajectory():
+        m = run.build_model()
+        m.load_state_dict(run.state_dict(step))
+        if bn == "recompute":
+            m = with_recomputed_batchnorm(m, as_xy(run.bundle(), "train")[0])
+        kernels.append(empirical_ntk(m.eval(), xs))
+    ref = [kernel_distance(a, b) for a, b in zip(kernels[:-1], kernels[1:])]
+    np.testing.assert_allclose(res.distance, ref, rtol=1e-6, atol=1e-9)
+    other = run_kernel_velocity(run, n_examples=12, split="test", seed=0, bn="eval" if bn == "recompute" else "recompute")
+    assert not np.allclose(other.distance, res.distance, rtol=1e-4)  # the two policies differ on this model

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import LosslabError
 from ._common import add_probe_output_args, emit, settings_hash
+from ._load import BN_HELP
 
 
 DESCRIPTION = (
@@ -36,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="accuracy tolerance of 'similar accuracy' checkpoints (default 0.01)")
     p.add_argument("--no-tsne", action="store_true", help="skip t-SNE (PCA only)")
     p.add_argument("--seed", type=int, default=0, help="seed of subsets, samples and t-SNE (default 0)")
+    p.add_argument("--bn", choices=("recompute", "eval"), default="recompute", help=BN_HELP)
     add_probe_output_args(p, "diversity", run_dir="FIRST_RUN_DIR")
     p.set_defaults(func=run)
 
@@ -43,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _name(args: argparse.Namespace) -> str:
     keys = ("split", "n_examples", "max_checkpoints", "ensemble_size", "tail", "sample_scale", "tolerance",
             "no_tsne", "seed")
-    return "diversity-" + settings_hash(args, keys, targets=[str(Path(t).resolve()) for t in args.targets])
+    extra = {"bn": args.bn} if getattr(args, "bn", "recompute") != "recompute" else {}  # the default keeps old names
+    return "diversity-" + settings_hash(args, keys, targets=[str(Path(t).resolve()) for t in args.targets], **extra)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     res = diversity(runs, split=args.split, n_examples=args.n_examples, max_checkpoints=args.max_checkpoints,
                     ensemble_size=args.ensemble_size, tail=args.tail, sample_scale=args.sample_scale,
                     accuracy_tolerance=args.tolerance, embed=("pca",) if args.no_tsne else ("tsne", "pca"),
-                    seed=args.seed)
+                    seed=args.seed, bn=args.bn)
     files: dict[str, str] = {"result": str(res.save(out / "diversity"))}
     if args.plot:
         import matplotlib
@@ -73,14 +76,14 @@ def run(args: argparse.Namespace) -> int:
         disp.close()
     s = res.summary
     summary: dict[str, Any] = {
-        "runs": res.meta["runs"], "out": str(out), "files": files, "split": args.split,
+        "runs": res.meta["runs"], "out": str(out), "files": files, "split": args.split, "bn": res.meta["bn"],
         "n_examples": res.meta["n_examples"], "final_accuracy": res.final_accuracy.tolist(),
         "disagreement": res.disagreement.tolist(), "js": res.js.tolist(), "kl": res.kl.tolist(),
         "weight_cosine": res.weight_cosine.tolist(), **s, "seconds": res.meta["seconds"],
     }
     ens = s["ensemble_accuracy"]
     fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
-    text = (f"{len(runs)} runs, {res.meta['n_examples']} {args.split} examples -> {out}\n"
+    text = (f"{len(runs)} runs, {res.meta['n_examples']} {args.split} examples, BatchNorm {res.meta['bn']} -> {out}\n"
             f"disagreement across runs {fmt(s['across_run_disagreement'])}, within trajectory (similar accuracy) "
             f"{fmt(s['within_trajectory_disagreement'])}\n"
             f"ensemble accuracy: single {fmt(ens['single_mean'])}, independent {fmt(ens['independent'])}, "

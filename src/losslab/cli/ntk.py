@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-train", type=int, default=None, help="train the linearized models on a random subset")
     p.add_argument("--seed", type=int, default=0, help="seed of the data subsets and the SGD order (default 0)")
     add_probe_output_args(p, "ntk")
-    add_loss_args(p, bn=False)  # the loss of --linearize's training (default: the run's)
+    add_loss_args(p, bn=True)  # --bn for the kernels; the loss of --linearize's training (default: the run's)
     p.set_defaults(func=run)
 
 
@@ -49,6 +49,8 @@ def _name(args: argparse.Namespace) -> str:
     keys = ("n_examples", "split", "mode", "method", "max_checkpoints", "linearize", "linearize_at", "linear_epochs",
             "linear_lr", "n_train", "seed")
     loss = {k: getattr(args, k) for k in ("loss", "output_key") if getattr(args, k, None)}  # names kept when unset
+    if getattr(args, "bn", "recompute") != "recompute":
+        loss["bn"] = args.bn  # the default keeps the names of before
     return "ntk-" + settings_hash(args, keys, **loss)
 
 
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     vel = run_kernel_velocity(r, n_examples=args.n_examples, split=args.split, seed=args.seed,
                               max_checkpoints=args.max_checkpoints, mode=args.mode, method=args.method,
-                              chunk_size=args.chunk_size)
+                              chunk_size=args.chunk_size, bn=args.bn)
     files: dict[str, str] = {"velocity": str(vel.save(out / "kernel_velocity"))}
     lin = None
     if args.linearize or args.linearize_at:
@@ -87,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
         disp.close()
     summary: dict[str, Any] = {
         "run_dir": str(path), "out": str(out), "files": files, "mode": args.mode, "method": args.method,
-        "n_examples": vel.meta["n_examples"], "split": args.split, "steps": vel.steps.tolist(),
+        "n_examples": vel.meta["n_examples"], "split": args.split, "bn": vel.meta["bn"], "steps": vel.steps.tolist(),
         "distance": vel.distance.tolist(), "velocity_step": vel.velocity_step.tolist(),
         "velocity_logstep": vel.velocity_logstep.tolist(), "distance_from_init": vel.distance_from_init.tolist(),
         **vel.summary, "seconds": vel.meta["seconds"],
     }
-    text = (f"NTK ({args.mode}) on {vel.meta['n_examples']} {args.split} examples at {len(vel.steps)} checkpoints -> {out}\n"
+    text = (f"NTK ({args.mode}) on {vel.meta['n_examples']} {args.split} examples at {len(vel.steps)} checkpoints, "
+            f"BatchNorm {vel.meta['bn']} -> {out}\n"
             f"kernel distance init -> final: {vel.summary['distance_init_to_final']:.4f}\n"
             f"velocity per step: early {vel.summary['velocity_step_early']:.3g}, late {vel.summary['velocity_step_late']:.3g}")
     if lin is not None:

@@ -35,16 +35,17 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..results import SummaryArraysFormat
-from .._functional import model_then_data
+from .._functional import model_then_data, resolve_bn
 from .. import params as P
 from ..errors import LosslabError
 from ._common import Functional, Point, as_xy, check_chunk, iter_chunks, to_numpy
@@ -308,6 +309,26 @@ def _mean_offdiag(M: np.ndarray) -> float:
     return float(M[~np.eye(m, dtype=bool)].mean())
 
 
+def _bn_points(model: nn.Module, bn: str, bundle: Any) -> Callable[[Sequence[Point]], list[Point]]:
+    """``points -> points`` carrying the BatchNorm statistics ``bn`` measures with: under ``"recompute"``,
+    each point gains the statistics of the training data at its parameters; otherwise unchanged."""
+    from .._functional import batchnorm_layers, with_recomputed_batchnorm
+
+    if resolve_bn(model, bn) != "recompute" or not batchnorm_layers(model):
+        return list
+    train_x = as_xy(bundle, "train")[0]
+
+    def measured(points: Sequence[Point]) -> list[Point]:
+        out = []
+        for p in points:
+            twin = copy.deepcopy(model)
+            twin.load_state_dict({**twin.state_dict(), **dict(p)})
+            out.append(with_recomputed_batchnorm(twin, train_x).state_dict())
+        return out
+
+    return measured
+
+
 def diversity(
     runs: Sequence[Any],
     *,
@@ -321,6 +342,7 @@ def diversity(
     accuracy_tolerance: float = 0.01,
     embed: Sequence[str] = ("tsne", "pca"),
     seed: int = 0,
+    bn: Literal["auto", "recompute", "eval"] = "auto",
 ) -> DiversityResult:
     """Compare independent runs with points of one trajectory and with samples around one solution.
 
@@ -339,6 +361,9 @@ def diversity(
             run's final accuracy (used for the within-trajectory disagreement).
         embed: embeddings to compute (``"tsne"``, ``"pca"``).
         seed: seed of the subset, the samples and t-SNE.
+        bn: the BatchNorm statistics every prediction is made with (the policy of every measurement):
+            ``"recompute"`` (``"auto"`` on a BatchNorm model): those of the training data at that point's
+            parameters; ``"eval"``: the checkpoint's running statistics (samples: the final model's).
 
     Returns:
         A :class:`DiversityResult`; ``summary["checks"]`` holds Fort et al.'s two comparisons.
@@ -361,6 +386,7 @@ def diversity(
     yn = to_numpy(y)
 
     model = runs[0].build_model()
+    measured = _bn_points(model, bn, bundle)
     finals, inits, probs_final = [], [], []
     traj_rows: list[tuple[int, int]] = []
     traj_probs: list[np.ndarray] = []
@@ -374,7 +400,7 @@ def diversity(
         if max_checkpoints is not None and len(traj) > max_checkpoints:
             keep = sorted(set(np.round(np.linspace(0, len(traj) - 1, max(2, max_checkpoints))).astype(int).tolist()))
         states = [run.state_dict(traj[i][0]) for i in keep]
-        pr = to_numpy(predictions(model, x, points=states)).astype(np.float64)
+        pr = to_numpy(predictions(model, x, points=measured(states))).astype(np.float64)
         traj_probs.extend(list(pr))
         traj_rows.extend((r, int(traj[i][0])) for i in keep)
         finals.append(traj[-1][1])
@@ -422,7 +448,7 @@ def diversity(
     ens["independent"] = ensemble_accuracy(PF, yn) if R > 1 else float("nan")
     ens["independent_size"] = R
     t0_states = [runs[0].state_dict(s) for s, _ in traj_pts[0][-m:]]
-    traj_ens = to_numpy(predictions(model, x, points=t0_states)).astype(np.float64)
+    traj_ens = to_numpy(predictions(model, x, points=measured(t0_states))).astype(np.float64)
     ens["trajectory"] = ensemble_accuracy(traj_ens, yn)
     ens["trajectory_size"] = len(t0_states)
     tail_pts = [p for _, p in traj_pts[0][-max(2, tail):]]
@@ -430,7 +456,7 @@ def diversity(
     if len(tail_pts) >= 2:
         for i, kind in enumerate(sample_kinds):
             pts = subspace_samples(finals[0], tail_pts, kind, m, scale=sample_scale, seed=seed + 1000 * (i + 1))
-            sp = to_numpy(predictions(model, x, points=pts)).astype(np.float64)
+            sp = to_numpy(predictions(model, x, points=measured(pts))).astype(np.float64)
             ens[kind] = ensemble_accuracy(sp, yn)
             samples[kind] = {
                 "member_accuracy_mean": float(np.mean([_accuracy(p, yn) for p in sp])),
@@ -458,6 +484,6 @@ def diversity(
     }
     meta = {"runs": [str(r.path) for r in runs], "split": split, "n_examples": int(len(x)), "seed": seed,
             "tail": tail, "sample_scale": sample_scale, "accuracy_tolerance": accuracy_tolerance,
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "bn": resolve_bn(model, bn), "seconds": round(time.perf_counter() - t0, 3)}
     return DiversityResult(acc_final, dis, kl, js, W, tr_run, tr_step, tr_acc, tr_dis, tr_js, tr_cos, tsne, pca,
                            summary=summary, meta=meta)

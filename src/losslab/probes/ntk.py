@@ -297,6 +297,7 @@ def kernel_velocity(
     chunk_size: int | None = 64,
     params: Sequence[str] | None = None,
     meta: Mapping[str, Any] | None = None,
+    models: Sequence[nn.Module] | None = None,
 ) -> KernelVelocityResult:
     """NTK on ``x`` at each ``(step, point)`` of a trajectory, with distances and velocities.
 
@@ -306,15 +307,20 @@ def kernel_velocity(
         trajectory: ``[(step, point), ...]`` in increasing step order (e.g. ``run.trajectory()``).
         mode, method, chunk_size, params: as :func:`empirical_ntk`.
         meta: extra description stored with the result.
+        models: one template per trajectory entry, used instead of ``model`` for that entry: its buffers
+            (BatchNorm statistics) are those of that checkpoint.
     """
+    if models is not None and len(models) != len(trajectory):
+        raise LosslabError(f"models has {len(models)} entries for a trajectory of {len(trajectory)}")
     if len(trajectory) < 2:
         raise LosslabError("kernel velocity needs a trajectory of at least 2 checkpoints")
     steps = np.asarray([int(s) for s, _ in trajectory], dtype=np.int64)
     if np.any(np.diff(steps) <= 0):
         raise LosslabError(f"trajectory steps must increase strictly, got {steps.tolist()}")
     t0 = time.perf_counter()
-    kernels = [to_numpy(empirical_ntk(model, x, point=p, mode=mode, method=method, chunk_size=chunk_size,
-                                      params=params)).astype(np.float64) for _, p in trajectory]
+    templates = list(models) if models is not None else [model] * len(trajectory)
+    kernels = [to_numpy(empirical_ntk(m, x, point=p, mode=mode, method=method, chunk_size=chunk_size,
+                                      params=params)).astype(np.float64) for m, (_, p) in zip(templates, trajectory)]
     K = np.stack(kernels)
     d = np.array([kernel_distance(K[i], K[i + 1]) for i in range(len(K) - 1)])
     dt = np.diff(steps).astype(np.float64)
@@ -359,6 +365,7 @@ def run_kernel_velocity(
     mode: NTKMode = "trace",
     method: Literal["jacobian", "ntvp"] = "jacobian",
     chunk_size: int | None = 64,
+    bn: Literal["auto", "recompute", "eval"] = "auto",
 ) -> KernelVelocityResult:
     """:func:`kernel_velocity` along a :class:`losslab.runs.Run`'s saved checkpoints.
 
@@ -366,7 +373,14 @@ def run_kernel_velocity(
         run: a finished or partial run (``run.trajectory()`` supplies the checkpoints).
         n_examples: random examples of ``split`` the kernel is computed on.
         max_checkpoints: keep at most this many checkpoints, evenly spaced in index (first and last kept).
+        bn: the BatchNorm statistics each checkpoint's kernel is taken with (the policy of every
+            measurement): ``"recompute"`` (``"auto"`` on a BatchNorm model): those of the training data
+            at that checkpoint's parameters, as :func:`~losslab._functional.with_recomputed_batchnorm`;
+            ``"eval"``: the checkpoint's own running statistics. Either way they are held fixed while
+            differentiating. Models without BatchNorm are unaffected.
     """
+    from .._functional import batchnorm_layers, resolve_bn, with_recomputed_batchnorm
+
     traj = run.trajectory()
     if max_checkpoints is not None and len(traj) > max_checkpoints:
         if max_checkpoints < 2:
@@ -376,9 +390,18 @@ def run_kernel_velocity(
     x, y = as_xy(run.bundle(), split)
     xs, _, idx = _subset(x, y, n_examples, seed)
     model = run.build_model()
-    return kernel_velocity(model, xs, trajectory=traj, mode=mode, method=method, chunk_size=chunk_size,
+    mode_bn = resolve_bn(model, bn)
+    models = None
+    if batchnorm_layers(model):  # each checkpoint with its own BatchNorm statistics, not the final model's
+        train_x = as_xy(run.bundle(), "train")[0] if mode_bn == "recompute" else None
+        models = []
+        for step, _ in traj:
+            twin = run.build_model()
+            twin.load_state_dict(run.state_dict(step))
+            models.append(with_recomputed_batchnorm(twin, train_x) if train_x is not None else twin.eval())
+    return kernel_velocity(model, xs, trajectory=traj, mode=mode, method=method, chunk_size=chunk_size, models=models,
                            meta={"run_dir": str(run.path), "split": split, "seed": seed,
-                                 "indices": idx.tolist()})
+                                 "indices": idx.tolist(), "bn": mode_bn})
 
 
 # ---- linearized training ---------------------------------------------------------------------------
