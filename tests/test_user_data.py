@@ -145,3 +145,32 @@ def test_token_targets_are_class_labels_per_position():
         data.from_tensors(x, y, x_test=x[:2], y_test=y[:2, :5], x_dtype=None)
     with pytest.raises(LosslabError, match="labels go up to 39 but num_classes=10"):
         data.from_tensors(x, y, num_classes=10, x_dtype=None)
+
+
+def test_train_on_a_file_hashes_its_content(tmp_path, capsys):
+    """The run's hash covers the data file's content: another file at the same path trains another run, and
+    the old run, whose file changed, says so in one line instead of measuring other data."""
+    import json
+
+    from losslab.cli.main import main
+
+    g = np.random.default_rng(0)
+    f = tmp_path / "d.npz"
+
+    def write(shift):
+        x = g.normal(size=(60, 5)).astype("float32") + shift
+        np.savez(f, x=x, y=(x[:, 0] > shift).astype("int64"))
+
+    write(0.0)
+    argv = ["train", "--data", str(f), "--epochs", "1", "--out", str(tmp_path / "runs"), "--json", "--no-progress"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)["run_dir"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["reused"] is True  # same content: the same run
+    write(1.0)
+    assert main(argv) == 0
+    second = json.loads(capsys.readouterr().out)["run_dir"]
+    assert second != first
+    assert main(["evaluate", first, "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has changed since the run was configured" in err[0]

@@ -25,10 +25,12 @@ HASH_LEN = 12
 INTRINSIC_DIMS = (10, 20, 50, 100, 200, 500, 1000)
 
 
-def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING, *, keyed_if_set: bool = False) -> Any:
+def _help(text: str, default: Any = MISSING, default_factory: Any = MISSING, *, keyed_if_set: bool = False,
+          derived: bool = False) -> Any:
     """A field with help text; ``keyed_if_set``: a setting added later, left out of :func:`to_keyed_dict` (and so
-    of the keys of saved results) while it has its default, so that adding it changed no existing key."""
-    kw: dict[str, Any] = {"metadata": {"help": text, "keyed_if_set": keyed_if_set}}
+    of the keys of saved results) while it has its default, so that adding it changed no existing key;
+    ``derived``: set by the program (e.g. a data file's hash), never a command-line flag."""
+    kw: dict[str, Any] = {"metadata": {"help": text, "keyed_if_set": keyed_if_set, "derived": derived}}
     if default is not MISSING:
         kw["default"] = default
     if default_factory is not MISSING:
@@ -48,6 +50,9 @@ class DataConfig:
     label_noise_mode: str = _help("'uniform' (Zhang et al.: random class, may equal the true one) or 'other'", "uniform")
     poison: int = _help("number of extra same-distribution training samples with wrong labels (Huang et al.)", 0)
     subsample: int = _help("keep only this many training examples (0: all)", 0)
+    dataset_sha256: str = _help("sha256 of the dataset file ('' for built-ins, folders and functions): part of the "
+                                "run's hash, so a changed file trains a new run; checked when the data is loaded",
+                                "", keyed_if_set=True, derived=True)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,12 @@ def build_bundle(config: TrainConfig):
 
     d = config.data
     seeds = config.seeds.resolved()
+    if d.dataset_sha256:
+        digest = file_sha256(d.dataset) if Path(d.dataset).is_file() else None
+        if digest != d.dataset_sha256:
+            what = "is missing" if digest is None else "has changed"
+            raise LosslabError(f"data file {d.dataset} {what} since the run was configured (sha256 "
+                               f"{d.dataset_sha256[:12]}...); train again on the new file to get its own run")
     bundle = data.resolve(d.dataset, **d.dataset_kwargs)  # a name, a file, a folder or pkg.module:function
     if d.label_noise > 0:
         bundle = data.corrupt_labels(bundle, d.label_noise, seed=seeds["label"], mode=d.label_noise_mode)

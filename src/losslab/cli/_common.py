@@ -28,7 +28,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, *, skip: tupl
     group = parser.add_argument_group(title or (cls.__doc__ or cls.__name__).strip().splitlines()[0])
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if f.name in skip or f.metadata.get("derived"):  # derived settings (a file's hash) are not flags
             continue
         tp = hints[f.name]
         help_text = f.metadata.get("help", "")

@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dataset is not None and Path(args.dataset).exists():
         args.dataset = str(Path(args.dataset).resolve())  # a file: the run finds it from any directory
+        if Path(args.dataset).is_file():  # its content is part of the run's hash
+            from .._io import file_sha256
+
+            args.dataset_sha256 = file_sha256(args.dataset)
     config = TrainConfig(
         data=dataclass_from_args(DataConfig, args),
         model=dataclass_from_args(ModelConfig, args),
