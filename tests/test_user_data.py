@@ -174,3 +174,39 @@ def test_train_on_a_file_hashes_its_content(tmp_path, capsys):
     assert main(["evaluate", first, "--json"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has changed since the run was configured" in err[0]
+
+
+def test_train_a_user_factory_on_real_valued_targets(tmp_path, monkeypatch, capsys):
+    """Regression: a user factory sizes its own outputs; train with --loss mse, and evaluate's loss is the
+    mean squared error of the saved model on the file's data. A zoo model asks for class labels in one line."""
+    import json
+
+    import torch
+
+    from losslab.cli.main import main
+
+    (tmp_path / "regnet.py").write_text(
+        "from torch import nn\n"
+        "def net():\n"
+        "    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 1))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    g = np.random.default_rng(1)
+    x = g.normal(size=(50, 5)).astype("float32")
+    y = (2 * x[:, :1]).astype("float32")
+    np.savez(tmp_path / "r.npz", x=x, y=y)
+    out = tmp_path / "runs"
+    assert main(["train", "--model", "regnet:net", "--data", str(tmp_path / "r.npz"), "--loss", "mse", "--epochs", "2",
+                 "--out", str(out), "--json", "--no-progress"]) == 0
+    run_dir = json.loads(capsys.readouterr().out)["run_dir"]
+    assert main(["evaluate", run_dir, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["train_loss"]
+    from losslab.runs import Run
+
+    model = Run.open(run_dir).build_model()
+    with torch.no_grad():
+        want = float(torch.nn.functional.mse_loss(model(torch.from_numpy(x)), torch.from_numpy(y)))
+    assert got == pytest.approx(want, rel=1e-6)
+    assert main(["train", "--model", "mlp", "--data", str(tmp_path / "r.npz"), "--epochs", "1",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs class labels" in err[0]

@@ -127,7 +127,7 @@ def build(
         name: a registered name (see :func:`available`) or a ``"pkg.module:factory"`` spec (see
             :func:`load_factory`; ``input_shape``/``num_classes`` are passed only if it accepts them).
         input_shape: shape of one example, e.g. ``(1, 8, 8)`` for digits or ``(40,)`` for MNIST-1D.
-        num_classes: number of outputs.
+        num_classes: number of outputs (``0``: real-valued targets, for a ``"pkg.module:factory"`` only).
         seed: init seed.
         generator: CPU generator for the init (advanced); alternative to ``seed``.
         **kwargs: model options (see :func:`defaults`).
@@ -146,8 +146,11 @@ def build(
     """
     factory = _factory(name)
     shape = _check_shape(input_shape)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise LosslabError(f"num_classes must be a positive int, got {num_classes!r}")
+    if num_classes == 0 and ":" not in name:  # regression targets: a user factory sizes its own outputs
+        raise LosslabError(f"model {name!r} needs class labels (num_classes >= 1); for real-valued targets "
+                           "give your own --model pkg.module:factory")
     opts, var_kw = _options(factory)
     unknown = sorted(set(kwargs) - set(opts))
     if unknown and not var_kw:
