@@ -31,9 +31,15 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(bytes(b[: len(b) // 2]))
         return
     if path.suffix == ".json":
-        i = next(i for i in range(len(b) // 2, len(b)) if chr(b[i]).isdigit())
-        b[i] ^= 0x01
-        json.loads(bytes(b))  # still valid JSON: the parser alone would not notice
+        for i in (i for i in range(len(b) // 2, len(b)) if chr(b[i]).isdigit()):
+            b[i] ^= 0x01
+            try:
+                json.loads(bytes(b))  # still valid JSON (a flip to a leading zero is not): only the hash notices
+                break
+            except ValueError:
+                b[i] ^= 0x01
+        else:
+            raise AssertionError(f"no digit of {path} flips into valid JSON")
     else:
         b[len(b) // 2] ^= 0x01
     path.write_bytes(bytes(b))

@@ -113,7 +113,11 @@ def test_a_resnet_and_an_npz_through_every_command(lab, capsys):
     s = _train(capsys)
     run = Run.open(s["run_dir"])
     # the run's name is the hash of the model, data and loss specs
-    cfg = TrainConfig(data=DataConfig(dataset=str(lab / "imgs.npz")), model=ModelConfig(model="labnets:resnet"),
+    from losslab._io import file_sha256
+
+    # ... and of the data file's content
+    cfg = TrainConfig(data=DataConfig(dataset=str(lab / "imgs.npz"), dataset_sha256=file_sha256(lab / "imgs.npz")),
+                      model=ModelConfig(model="labnets:resnet"),
                       optim=OptimConfig(epochs=2, batch_size=16), ckpt=CheckpointConfig(checkpoints="none"))
     assert Path(s["run_dir"]).name == f"train-{config_hash(cfg)}"
     other = TrainConfig(data=cfg.data, model=cfg.model, ckpt=cfg.ckpt,
