@@ -11,7 +11,7 @@ from losslab.config import CheckpointConfig, DataConfig, ModelConfig, OptimConfi
 from losslab.connect import InstabilityConfig, InstabilityResult, instability
 from losslab.connect.instability import child_order_seed, train_child, train_parent
 from losslab.errors import LosslabError
-from losslab.runs import load_state
+from losslab.runs import load_resume_state as load_state  # snapshots are sealed (issue 16)
 from losslab.train import train
 
 

@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json
     from ..probes import gradient_noise
-    from ..results import jsonable
+    from ..results import jsonable, seal
 
     if args.examples < 0 or args.examples == 1:
         raise LosslabError(f"--examples must be 0 (all) or >= 2, got {args.examples}")
@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
         r = gradient_noise(model, data, n_examples=args.examples or None, k=args.top_k, seed=args.seed,
                            chunk_size=args.chunk_size, loss=target_loss(args, t.bundle))
         records.append({"step": step, **r.summary(), "n_params": r.meta["n_params"]})
-    files = {"result": str(atomic_write_json(out / "noise.json", jsonable(
-        {"target": t.description, "split": args.split, "seed": args.seed, "records": records})))}
+    files = {"result": str(atomic_write_json(out / "noise.json", seal(jsonable(  # with its content hash
+        {"target": t.description, "split": args.split, "seed": args.seed, "records": records}))))}
     if args.plot:
         files["png"] = str(_plot(records, out / "noise.png"))
     last = records[-1]

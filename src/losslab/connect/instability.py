@@ -43,7 +43,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
@@ -58,10 +57,10 @@ from torch import nn
 from ..results import Result
 from .._io import atomic_torch_save, atomic_write_json
 from ..config import TrainConfig, config_hash, non_default, to_dict
-from ..errors import LosslabError
-from ..runs import environment, load_state
+from ..errors import DamagedFile, LosslabError
+from ..runs import environment, load_resume_state, seal_resume_state
 from ..settings import set_threads
-from ..results import jsonable
+from ..results import jsonable, read_sealed_json, seal
 from .paths import PathResult, linear_path
 
 __all__ = [
@@ -269,15 +268,16 @@ def train_parent(config: TrainConfig, steps: Sequence[int], out_dir: str | os.Pa
     if want and want[-1] > data.total:
         raise LosslabError(f"spawn step {want[-1]} is beyond the end of training ({data.total} steps)")
     paths = {k: out / f"step_{k:08d}.pt" for k in want}
-    missing = [k for k in want if not paths[k].is_file()]
+    missing = [k for k in want if not _intact(paths[k])]
     if not missing:
         return paths
     model = build_model(config, data.bundle).to(dev)
     opt = make_optimizer(config, model)
     order_gen = torch.Generator().manual_seed(config.seeds.resolved()["order"])
 
-    def save(step: int) -> None:
-        atomic_torch_save(paths[step], {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step})
+    def save(step: int) -> None:  # sealed: a changed byte is detected on reuse (torch.load would not notice)
+        atomic_torch_save(paths[step], seal_resume_state({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                          "step": step}))
 
     if 0 in missing:
         save(0)
@@ -289,6 +289,26 @@ def train_parent(config: TrainConfig, steps: Sequence[int], out_dir: str | os.Pa
 
     _run_steps(config, model, opt, data, 0, max(missing), order_gen, on_step=on_step)
     return paths
+
+
+def _load_intact(path: Path) -> dict[str, Any] | None:
+    """The state saved at ``path``; ``None`` when there is none, or when it is damaged (then said in one
+    line on stderr and removed, so that it is recomputed)."""
+    import sys
+
+    if not path.is_file():
+        return None
+    try:
+        return load_resume_state(path)
+    except DamagedFile as exc:
+        print(exc.recomputing(), file=sys.stderr)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _intact(path: Path) -> bool:
+    """Whether ``path`` holds an intact saved state (see :func:`_load_intact`)."""
+    return _load_intact(path) is not None
 
 
 def train_child(config: TrainConfig, snapshot: str | os.PathLike | dict[str, Any], order_seed: int, *,
@@ -307,7 +327,7 @@ def train_child(config: TrainConfig, snapshot: str | os.PathLike | dict[str, Any
 
     dev = torch.device(device)
     d = data if isinstance(data, _Data) else _Data(config, dev)
-    st = load_state(snapshot) if not isinstance(snapshot, dict) else snapshot
+    st = load_resume_state(snapshot) if not isinstance(snapshot, dict) else snapshot
     model = build_model(config, d.bundle).to(dev)
     model.load_state_dict(st["model"])
     opt = make_optimizer(config, model)
@@ -368,10 +388,13 @@ def instability(
     result_file = run_dir / "result.json"
     ks = list(icfg.spawn_steps)
     if result_file.is_file() and not force:
-        return _load(run_dir, threshold)
-    atomic_write_json(run_dir / "config.json", {"config": jsonable(to_dict(icfg), keep_nonfinite=True),
-                                                "non_default": jsonable(non_default(icfg), keep_nonfinite=True),
-                                                "hash": config_hash(icfg)})
+        try:
+            return _load(run_dir, threshold)
+        except DamagedFile as exc:  # a damaged sweep file: say so, and recompute what is damaged
+            print(exc.recomputing(), file=sys.stderr)
+    atomic_write_json(run_dir / "config.json", seal({"config": jsonable(to_dict(icfg), keep_nonfinite=True),
+                                                     "non_default": jsonable(non_default(icfg), keep_nonfinite=True),
+                                                     "hash": config_hash(icfg)}))
     t0 = time.perf_counter()
     if force:
         for f in list((run_dir / "parent").glob("step_*.pt")) + list(run_dir.glob("k_*/*")):
@@ -386,17 +409,19 @@ def instability(
         kd = run_dir / f"k_{k:08d}"
         pf = kd / "path"
         if PathResult.paths(pf)[1].is_file():
-            paths.append(PathResult.load(pf))
-            continue
+            try:
+                paths.append(PathResult.load(pf))
+                continue
+            except DamagedFile as exc:
+                print(exc.recomputing(), file=sys.stderr)
         tk = time.perf_counter()
         children = []
         for j, c in enumerate(icfg.child_seeds):
             cf = kd / f"child_{j}.pt"
-            if cf.is_file():
-                sd = load_state(cf)
-            else:
+            sd = _load_intact(cf)
+            if sd is None:
                 sd = train_child(config, snaps[k], child_order_seed(config, c), device=dev, data=data).state_dict()
-                atomic_torch_save(cf, sd)
+                atomic_torch_save(cf, seal_resume_state(sd))  # sealed like the parent's snapshots
             children.append(sd)
         names = [n for n, _ in template.named_parameters()] + [n for n, _ in template.named_buffers()]
         pa = {n: children[0][n] for n in names}
@@ -420,13 +445,12 @@ def instability(
 
 def _write_result(run_dir: Path, ks: list[int], total_steps: int, meta: dict[str, Any], summary: dict[str, Any]) -> Path:
     """``run_dir/result.json``: what marks a sweep finished (read by :func:`_load`)."""
-    return atomic_write_json(run_dir / "result.json", {"spawn_steps": ks, "total_steps": total_steps, "meta": meta,
-                                                       "summary": summary})
+    return atomic_write_json(run_dir / "result.json", seal({"spawn_steps": ks, "total_steps": total_steps,
+                                                            "meta": meta, "summary": summary}))
 
 
 def _load(run_dir: Path, threshold: float) -> InstabilityResult:
-    with open(run_dir / "result.json") as fh:
-        desc = json.load(fh)
+    desc = read_sealed_json(run_dir / "result.json")  # a changed or truncated file is a DamagedFile
     ks = [int(k) for k in desc["spawn_steps"]]
     paths = [PathResult.load(run_dir / f"k_{k:08d}" / "path") for k in ks]
     meta = dict(desc.get("meta", {}))

@@ -331,5 +331,7 @@ def hessian_analysis(
     summary["files"] = dict(cache.files)
     summary["compute_seconds"] = dict(cache.seconds)
     summary["seconds"] = round(time.perf_counter() - t_start, 3)
-    atomic_write_json(out / "hessian.json", summary)
+    from ..results import seal
+
+    atomic_write_json(out / "hessian.json", seal(summary))  # with its content hash, like every result file
     return summary

@@ -48,8 +48,9 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from .._io import atomic_write_json, read_json
+from .._io import atomic_write_json
 from ..errors import LosslabError
+from ..results import read_sealed_json, seal
 from .lanczos import lanczos_eigs
 from .operators import GradientCovarianceOperator, HessianOperator
 from .trace import hutchinson_trace
@@ -206,11 +207,14 @@ class CurvatureTracker:
         self._path = Path(state.run_dir) / self.filename
         self.records = []
         if state.step > 0 and self._path.is_file():  # resumed run: keep the earlier records
+            # a damaged file (its content hash) is a one-line DamagedFile: its earlier records cannot be
+            # measured again from a resumed run, so it is not silently dropped
+            old = read_sealed_json(self._path)
             try:
-                old = read_json(self._path)
                 self.records = [r for r in old.get("records", []) if int(r["step"]) <= state.step]
-            except (OSError, ValueError, KeyError, TypeError):
-                self.records = []
+            except (AttributeError, KeyError, TypeError, ValueError):
+                raise LosslabError(f"{self._path} is not a curvature-tracking file; delete it or rerun with "
+                                   "--force") from None
         if state.step == 0 and self.at_start:
             lr = self._first_lr(state)
             self.measure(state.model, step=0, epoch=state.epoch, lr=lr, batch_loss=math.nan)
@@ -295,8 +299,8 @@ class CurvatureTracker:
         target = Path(path) if path is not None else self._path
         if target is None:
             return None
-        atomic_write_json(target, {"format": _FORMAT, "settings": self.settings(),
-                                   "subset_indices": self.subset_indices, "records": self.records})
+        atomic_write_json(target, seal({"format": _FORMAT, "settings": self.settings(),  # with its content hash
+                                        "subset_indices": self.subset_indices, "records": self.records}))
         return target
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
@@ -312,7 +316,7 @@ def load_curvature_records(source: str | os.PathLike) -> list[dict[str, Any]]:
         path = path / "curvature.json"
     if not path.is_file():
         raise LosslabError(f"{path} does not exist (train with a CurvatureTracker callback to record it)")
-    data = read_json(path)
+    data = read_sealed_json(path)  # a truncated or changed file is a one-line DamagedFile
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         raise LosslabError(f"{path} is not a curvature-tracking file")
     return list(data["records"])

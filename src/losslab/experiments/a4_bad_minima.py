@@ -192,6 +192,7 @@ class _WarmStart:
         import torch
 
         from .._io import atomic_torch_save, atomic_write_json
+        from ..results import seal
 
         if state.step != 0:
             return
@@ -202,7 +203,7 @@ class _WarmStart:
                     own[k].copy_(v)
         run_dir = Path(state.run_dir)
         atomic_torch_save(run_dir / "checkpoints" / "step_00000000.pt", state.model.state_dict())
-        atomic_write_json(run_dir / "warm_start.json", self.source)
+        atomic_write_json(run_dir / "warm_start.json", seal(self.source))  # a record, with its content hash
 
 
 class TrustRegion:

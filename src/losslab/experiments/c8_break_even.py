@@ -132,6 +132,7 @@ def train_tracked(config: TrainConfig, tracker_kwargs: Mapping[str, Any], *, cac
     ``cache_dir/tracked/`` always has the records of exactly these settings. Returns ``(run, records)``.
     """
     from ..curvature import CurvatureTracker, load_curvature_records
+    from ..errors import DamagedFile
     from ..runs import Run, run_dir_for
     from ..train import train
 
@@ -139,16 +140,30 @@ def train_tracked(config: TrainConfig, tracker_kwargs: Mapping[str, Any], *, cac
     tracker = CurvatureTracker(**dict(tracker_kwargs))
     rdir = run_dir_for(config, out, [tracker])
 
-    def finished() -> bool:
-        return Run(rdir).done and (rdir / "curvature.json").is_file()
+    def finished() -> list[dict[str, Any]] | None:
+        """The records of a finished tracked run; ``None`` when it must be (re)trained: unfinished, or its
+        ``curvature.json`` is missing or damaged (said in one line)."""
+        if not (Run(rdir).done and (rdir / "curvature.json").is_file()):
+            return None
+        try:
+            return load_curvature_records(rdir)
+        except DamagedFile as exc:
+            if progress and not said:  # once, though it is checked again under the lock
+                progress(exc.recomputing())
+            said.append(exc.path)
+            return None
 
-    if finished():
+    said: list[str] = []
+
+    records = finished()
+    if records is not None:
         if progress:
             progress(f"reusing tracked run {rdir.name} (lr {config.optim.lr:g})")
-        return Run(rdir), load_curvature_records(rdir)
+        return Run(rdir), records
     with run_lock(out / ".locks" / f"{rdir.name}.lock"):
-        if finished():
-            return Run(rdir), load_curvature_records(rdir)
+        records = finished()
+        if records is not None:
+            return Run(rdir), records
         if progress:
             progress(f"training {rdir.name} with curvature tracking: sgd lr {config.optim.lr:g}, "
                      f"{config.optim.epochs} epochs, seeds {config.seeds.resolved()}")

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..results import Result, load_arrays
+from ..results import Result, load_arrays, seal
 from .._io import atomic_savez, atomic_write_json
 from .._functional import ensure_forward_ad, model_then_data
 from ..errors import LosslabError
@@ -234,9 +234,9 @@ class GoldilocksResult(Result):
                   "eigenvalues": self.eigenvalues, "done": self.done}
         arrays.update({f"metric__{k}": v for k, v in self.metrics.items()})
         atomic_savez(npz, **arrays)
-        atomic_write_json(js, {"format": FORMAT, "format_version": FORMAT_VERSION, "d": self.d,
-                               "relative": self.relative, "metrics": list(self.metrics),
-                               "summary": self.summary(), "meta": jsonable(self.meta)})
+        atomic_write_json(js, seal({"format": FORMAT, "format_version": FORMAT_VERSION, "d": self.d,  # checked by load
+                                    "relative": self.relative, "metrics": list(self.metrics),
+                                    "summary": self.summary(), "meta": jsonable(self.meta)}))
         return npz
 
     @classmethod

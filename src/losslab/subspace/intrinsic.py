@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..results import Result, load_arrays
+from ..results import Result, load_arrays, seal
 from .. import params as PR
 from .._functional import model_then_data
 from .._io import atomic_savez, atomic_write_json
@@ -299,12 +299,12 @@ class IntrinsicDimResult(Result):
         for k, v in self.baseline_metrics.items():
             arrays[f"baseline__{k}"] = v
         atomic_savez(npz, **arrays)
-        atomic_write_json(js, {
+        atomic_write_json(js, seal({  # with its content hash, checked by load_arrays
             "format": FORMAT, "format_version": FORMAT_VERSION, "metric": self.metric,
             "threshold": self.threshold, "baseline_value": self.baseline_value,
             "metrics": list(self.metrics), "layout": "metric__X[i, j] is dims[i], seeds[j]",
             "summary": self.summary(), "meta": jsonable(self.meta),
-        })
+        }))
         return npz
 
     @classmethod
