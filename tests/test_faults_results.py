@@ -135,3 +135,30 @@ def test_intrinsic_and_goldilocks_results_are_sealed(tmp_path):
                 with pytest.raises(DamagedFile, match=stem + suffix):
                     cls.load(tmp_path / stem)
                 p.write_bytes(good)
+
+
+def test_a_damaged_curve_is_one_line(tmp_path):
+    """A saved Bezier curve: its control points (npz) and sidecar (sealed JSON) are checked on load."""
+    from losslab import params
+    from losslab.connect import CurveResult, train_curve
+
+    from cases import zoo_mlp
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 6, generator=g, dtype=torch.float64)
+    y = (x @ torch.randn(6, 3, generator=g, dtype=torch.float64)).argmax(1)
+    a, b = (params.get_point(zoo_mlp(s, input_dim=6, num_classes=3, width=8, depth=2, dtype=torch.float64))
+            for s in (0, 1))
+    model = zoo_mlp(0, input_dim=6, num_classes=3, width=8, depth=2, dtype=torch.float64)
+    c = train_curve(model, (x, y), point_a=a, point_b=b, epochs=1, lr=0.1, batch_size=16, seed=0, num=3)
+    c.save(tmp_path / "curve")
+    assert torch.equal(CurveResult.load(tmp_path / "curve").control_points[1]["fc0.weight"],
+                       c.control_points[1]["fc0.weight"])
+    for name in ("curve.json", "curve.npz", "curve.path.json"):
+        for how in DAMAGE:
+            p = tmp_path / name
+            good = p.read_bytes()
+            damage(p, how)
+            with pytest.raises(DamagedFile, match=name.replace(".", r"\.")):
+                CurveResult.load(tmp_path / "curve")
+            p.write_bytes(good)

@@ -44,7 +44,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -58,11 +57,10 @@ from torch import Tensor, nn
 
 from ..results import Result
 from .. import params as P
-from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
 from .._functional import Point, model_then_data, resolve_loss
 from .._functional import make_shell as _make_shell
-from ..results import jsonable
+from ..results import jsonable, load_arrays, save_arrays
 from .paths import PathResult, _splits, as_point, evaluate_path, interp_keys, xy
 
 __all__ = [
@@ -212,16 +210,12 @@ class CurveResult(Result):
                   for name, v in cp.items()}
         if self.plane_coords is not None:
             arrays["plane_coords"] = np.asarray(self.plane_coords)
-        npz = p.with_name(p.name + ".npz")
-        atomic_savez(npz, **arrays)
         self.path.save(p.with_name(p.name + ".path"))
-        atomic_write_json(p.with_name(p.name + ".json"), {
-            "format": FORMAT, "kind": self.kind, "num_bends": self.num_bends,
-            "keys": list(self.control_points[0]), "history": self.history,
-            "meta": jsonable(self.meta, keep_nonfinite=True),
-            "path": p.name + ".path",
-        })
-        return npz
+        # the results layer: atomic npz + sealed JSON sidecar (checked, with the npz's CRC-32s, by load)
+        return save_arrays(p, FORMAT, arrays, {
+            "kind": self.kind, "num_bends": self.num_bends, "keys": list(self.control_points[0]),
+            "history": self.history, "meta": jsonable(self.meta, keep_nonfinite=True), "path": p.name + ".path",
+        }, keep_nonfinite=True)
 
     @classmethod
     def load(cls, path: str | Path) -> "CurveResult":
@@ -229,15 +223,7 @@ class CurveResult(Result):
         p = Path(path)
         if p.suffix in (".npz", ".json"):
             p = p.with_suffix("")
-        js = p.with_name(p.name + ".json")
-        if not js.is_file():
-            raise LosslabError(f"no saved curve at {js}")
-        with open(js) as fh:
-            desc = json.load(fh)
-        if desc.get("format") != FORMAT:
-            raise LosslabError(f"{js} is not a losslab curve")
-        with np.load(p.with_name(p.name + ".npz"), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays, desc = load_arrays(p, FORMAT, what="curve")
         m = int(desc["num_bends"]) + 2
         cps = [{name: torch.from_numpy(arrays[f"cp{k}/{name}"]) for name in desc["keys"]} for k in range(m)]
         return cls(desc["kind"], int(desc["num_bends"]), cps, PathResult.load(p.with_name(p.name + ".path")),
