@@ -23,6 +23,7 @@ from torch import nn  # noqa: E402
 from losslab import directions as D  # noqa: E402
 from losslab import params as P  # noqa: E402
 from losslab.errors import LosslabError  # noqa: E402
+from losslab.results import check_seal  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "losslab"
 
@@ -185,7 +186,9 @@ def test_hessian_analysis_values_and_cache(tmp_path):
     assert list(s)[:3] == ["model", "split", "examples"] and s["examples"] == 30
     assert s["cached"] == {"loss": False, "topk": False, "trace": False, "slq": False} and not s["all_cached"]
     assert Path(s["density"]["png"]).is_file() and Path(s["files"]["eigenvectors"]).is_file()
-    assert json.loads((tmp_path / "hessian.json").read_text()) == json.loads(json.dumps(s))
+    saved = json.loads((tmp_path / "hessian.json").read_text())  # the summary, sealed with its content hash
+    check_seal(saved, "hessian.json")
+    assert {k: v for k, v in saved.items() if k != "sha256"} == json.loads(json.dumps(s))
     again = hessian_analysis(model, (x, y), loss=loss_fn_for(3), **kw)
     assert again["all_cached"] and again["eigenvalues"] == s["eigenvalues"] and again["trace"] == s["trace"]
     other = hessian_analysis(model, (x, y), loss=loss_fn_for(3), **{**kw, "point": {"id": "other"}})

@@ -12,7 +12,8 @@ import torch
 from losslab import directions as D
 from losslab import params as P
 from losslab.cli.main import main
-from losslab.errors import LosslabError
+from losslab.errors import DamagedFile, LosslabError
+from losslab.results import seal
 from losslab.surface import SurfaceResult, bundle_settings, line, plane
 
 from cases import tiny_cnn, train_digits, zoo_mlp
@@ -76,8 +77,12 @@ def test_recipes_refuse_other_weights_and_need_weights(tmp_path):
     with pytest.raises(LosslabError, match="other weights"):
         D.load_direction(tmp_path / "d", weights=other)
     header = json.loads((tmp_path / "d.json").read_text())
-    header["recipe"]["seed"] = 2  # another seed: the regenerated vector no longer matches its digest
+    header["recipe"]["seed"] = 2  # another seed: the content hash no longer matches
     (tmp_path / "d.json").write_text(json.dumps(header))
+    with pytest.raises(DamagedFile, match="d.json is damaged"):
+        D.load_direction(tmp_path / "d", weights=w)
+    # resealed, the regenerated vector still does not match its recorded digest
+    (tmp_path / "d.json").write_text(json.dumps(seal(header)))
     with pytest.raises(LosslabError, match="differs from the one recorded"):
         D.load_direction(tmp_path / "d", weights=w)
 

@@ -162,3 +162,25 @@ def test_a_damaged_curve_is_one_line(tmp_path):
             with pytest.raises(DamagedFile, match=name.replace(".", r"\.")):
                 CurveResult.load(tmp_path / "curve")
             p.write_bytes(good)
+
+
+def test_damaged_direction_headers_are_one_line(tmp_path):
+    """Saved direction vectors (npz + sealed header) and recipes (a sealed header only)."""
+    from losslab import directions as D
+
+    w = {"a": torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
+         "b": torch.zeros(3, dtype=torch.float64)}
+    d = D.random_direction(w, seed=1)
+    D.save_direction(d, tmp_path / "v", weights=w, vectors=True)
+    D.save_direction(d, tmp_path / "r", weights=w)
+    assert not (tmp_path / "r.npz").exists()
+    for stem, name in (("v", "v.json"), ("v", "v.npz"), ("r", "r.json")):
+        for how in DAMAGE:
+            p = tmp_path / name
+            good = p.read_bytes()
+            damage(p, how)
+            with pytest.raises(DamagedFile, match=name.replace(".", r"\.")):
+                D.load_direction(tmp_path / stem, weights=w)
+            p.write_bytes(good)
+        back = D.load_direction(tmp_path / stem, weights=w).vector
+        assert back.keys() == d.vector.keys() and all(torch.equal(back[k], d.vector[k]) for k in back)

@@ -13,8 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from .. import params
-from .._io import atomic_savez, atomic_write_json, read_json
-from ..errors import LosslabError
+from .._io import atomic_savez, atomic_write_json
+from ..errors import DamagedFile, LosslabError
+from ..results import read_npz, read_sealed_json, seal
 from ..params import Point
 
 
@@ -168,7 +169,7 @@ def _save_bundle(
     except TypeError as e:
         raise LosslabError(f"{kind}.meta must be JSON-serializable: {e}") from None
     atomic_savez(npz_path, **members)
-    atomic_write_json(json_path, header)
+    atomic_write_json(json_path, seal(header))  # with its content hash, checked on load
     return json_path
 
 
@@ -182,7 +183,7 @@ def _load_bundle(
     path: str | Path, kind: str, device: torch.device | str | None
 ) -> tuple[dict[str, Point], dict[str, np.ndarray], dict[str, Any]]:
     npz_path, json_path = _bundle_paths(path)
-    header = read_json(json_path) if json_path.exists() else {}
+    header = read_sealed_json(json_path) if json_path.exists() else {}  # a damaged file: DamagedFile
     if header.get("format") == "losslab.DirectionRecipe":
         raise LosslabError(f"{json_path} is a direction recipe, not vectors: read it with "
                            "losslab.directions.load_direction(path, weights=...)")
@@ -194,11 +195,15 @@ def _load_bundle(
         raise LosslabError(f"{json_path} has format_version {header['format_version']}, newer than this losslab")
     groups: dict[str, Point] = {}
     arrays: dict[str, np.ndarray] = {}
-    with np.load(npz_path, allow_pickle=False) as z:
-        for group, entries in header["tensors"].items():
-            groups[group] = {e["key"]: _numpy_to_tensor(z[e["member"]], e["dtype"], device) for e in entries}
-        for name, member in header["arrays"].items():
-            arrays[name] = np.array(z[member])
+    z = read_npz(npz_path)  # every member read whole (CRC-32s checked): a damaged file is a DamagedFile
+    listed = {e["member"] for es in header["tensors"].values() for e in es} | set(header["arrays"].values())
+    missing = sorted(listed - set(z))
+    if missing:
+        raise DamagedFile(npz_path, f"members {missing[:3]} listed in {json_path.name} are missing")
+    for group, entries in header["tensors"].items():
+        groups[group] = {e["key"]: _numpy_to_tensor(z[e["member"]], e["dtype"], device) for e in entries}
+    for name, member in header["arrays"].items():
+        arrays[name] = np.array(z[member])
     return groups, arrays, header["meta"]
 
 

@@ -35,10 +35,10 @@ import torch
 from torch import Tensor
 
 from .. import params
-from .._io import atomic_write_json, read_json
+from .._io import atomic_write_json
 from ..errors import LosslabError
 from ..params import Point
-from ..results import Fingerprint
+from ..results import Fingerprint, read_sealed_json, seal
 from ._core import Direction, PointLike, _as_point, _bundle_paths
 from ._random import random_direction, random_plane
 
@@ -110,7 +110,7 @@ def save_direction(direction: Direction, path: str | Path, *, weights: PointLike
     header = {"format": RECIPE_FORMAT, "format_version": RECIPE_VERSION, "recipe": recipe,
               "weights_sha256": _digest(w), "vector_sha256": _digest(direction.vector),
               "meta": direction.meta}
-    atomic_write_json(json_path, header)
+    atomic_write_json(json_path, seal(header))  # with its content hash, checked on load
     npz_path.unlink(missing_ok=True)
     return json_path
 
@@ -123,7 +123,7 @@ def load_direction(path: str | Path, *, weights: PointLike | None = None,
     and the regenerated vector must hash to the recorded digest, else :class:`LosslabError`.
     """
     _, json_path = _bundle_paths(path)
-    header = read_json(json_path) if json_path.exists() else {}
+    header = read_sealed_json(json_path) if json_path.exists() else {}  # a damaged file: DamagedFile
     if header.get("format") != RECIPE_FORMAT:
         return Direction.load(path, device=device)
     if header.get("format_version", 0) > RECIPE_VERSION:
