@@ -235,3 +235,32 @@ def test_generic_result_refuses_another_type(tmp_path: Path) -> None:
     with pytest.raises(LosslabError, match="not a losslab.result.TraceResult"):
         TraceResult.load(tmp_path / "g")
     assert GradientNoiseResult.load(tmp_path / "g.json").n == 64
+
+
+@pytest.mark.parametrize("name", sorted(_discover()))
+def test_every_saved_result_file_is_checked_on_load(name: str, tmp_path: Path) -> None:
+    """Issue 16: each file a result writes (JSON sidecars sealed with a content hash, npz read whole) is
+    checked when it is loaded: a changed digit in any JSON file, or a truncated file, is a DamagedFile."""
+    from losslab.errors import DamagedFile
+    from test_faults_files import damage
+
+    cls = getattr(importlib.import_module(_discover()[name]), name)
+    obj = FACTORIES[name]()
+    if name == "InstabilityResult":
+        obj = dataclasses.replace(obj, run_dir=str(tmp_path / "r"))
+    obj.save(tmp_path / "r")
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert written
+    for f in written:
+        for how in ("flip", "truncate"):
+            if how == "flip" and f.suffix == ".npz":
+                continue  # a flipped npz byte: covered by the zip CRC-32 tests in test_faults_files
+            good = f.read_bytes()
+            try:
+                damage(f, how)
+            except AssertionError:  # no digit in the second half of a tiny JSON file: nothing to flip
+                continue
+            with pytest.raises(DamagedFile):
+                cls.load(tmp_path / "r")
+            f.write_bytes(good)
+    assert_same(obj, cls.load(tmp_path / "r"), name)

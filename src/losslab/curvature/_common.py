@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 from .._functional import ensure_forward_ad
-from .._io import read_json
 from ..errors import LosslabError
 
 __all__ = ["MatrixLike", "make_generator", "as_linop", "probe_vectors", "ensure_forward_ad"]
@@ -156,8 +155,10 @@ def npz_path(path: str | os.PathLike) -> Path:
 
 def read_saved(path: str | os.PathLike, fmt: str, what: str) -> tuple[Path, dict[str, Any]]:
     """The ``.npz`` path of a saved result and its ``.json`` sidecar, checked to be of format ``fmt``."""
+    from ..results import read_sealed_json
+
     path = npz_path(path)
-    info = read_json(path.with_suffix(".json"))
+    info = read_sealed_json(path.with_suffix(".json"))  # a truncated or changed sidecar is a DamagedFile
     if info.get("format") != fmt:
         raise LosslabError(f"{path.with_suffix('.json')} is not {what} (format {info.get('format')!r})")
     return path, info

@@ -84,8 +84,7 @@ class ResultCache:
 
     def obj(self, name: str, params: dict[str, Any], compute: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
         """A result object with ``save(path)``: ``load(<stem>.npz)`` when cached, else computed and saved."""
-        from .._io import atomic_write_json, read_json
-        from ..results import read_npz, read_sealed_json, seal
+        from ..results import read_npz, read_sealed_json
 
         stem = self.stem(name, params)
         npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
@@ -104,8 +103,7 @@ class ResultCache:
         t0 = time.perf_counter()
         res = compute()
         self.seconds[name] = round(time.perf_counter() - t0, 4)
-        res.save(npz)
-        atomic_write_json(js, seal(read_json(js)))  # the result's own sidecar, with a content hash
+        res.save(npz)  # every cached result type seals its own sidecar
         self.hits[name] = False
         return res
 

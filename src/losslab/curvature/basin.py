@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._functional import model_then_data
-from ..results import Result
+from ..results import Result, read_npz, seal
 from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
 from ..params import Point
@@ -155,19 +155,19 @@ class BasinResult(Result):
         path = npz_path(path)
         atomic_savez(path, radii=self.radii, euclidean_radii=self.euclidean_radii, censored=self.censored,
                      direction_norms=self.direction_norms)
-        atomic_write_json(path.with_suffix(".json"), {
+        atomic_write_json(path.with_suffix(".json"), seal({  # with its content hash, checked by load
             "format": _FORMAT, "direction_seeds": [int(s) for s in self.direction_seeds],
             "base_loss": self.base_loss, "threshold_loss": self.threshold_loss, "dim": self.dim,
             "num_evaluations": self.num_evaluations, "meta": self.meta, "summary": self.summary(),
-        })
+        }))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BasinResult":
         """Read a result written by :meth:`save`."""
         path, info = read_saved(path, _FORMAT, "a basin result")
-        with np.load(path) as z:
-            arrays = {k: np.array(z[k]) for k in ("radii", "euclidean_radii", "censored", "direction_norms")}
+        z = read_npz(path)  # read whole: CRC-32s checked
+        arrays = {k: z[k] for k in ("radii", "euclidean_radii", "censored", "direction_norms")}
         return cls(**arrays, direction_seeds=[int(s) for s in info["direction_seeds"]],
                    base_loss=float(info["base_loss"]), threshold_loss=float(info["threshold_loss"]),
                    dim=int(info["dim"]), num_evaluations=int(info["num_evaluations"]), meta=dict(info["meta"]))

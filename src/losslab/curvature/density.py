@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 
-from ..results import Result
+from ..results import Result, read_npz, seal
 from .._io import atomic_savez, atomic_write_json
 from ..errors import LosslabError
 from ._common import MatrixLike, as_linop, make_generator, npz_path, probe_vectors, read_saved
@@ -75,18 +75,18 @@ class SLQResult(Result):
         """Write ``path`` (``.npz``: nodes, weights) and ``path`` with suffix ``.json`` (metadata), atomically."""
         path = npz_path(path)
         atomic_savez(path, nodes=self.nodes, weights=self.weights)
-        atomic_write_json(path.with_suffix(".json"), {
+        atomic_write_json(path.with_suffix(".json"), seal({  # with its content hash, checked by load
             "format": _FORMAT, "dim": self.dim, "num_matvecs": self.num_matvecs,
             "num_probes": self.num_probes, "lanczos_steps": self.lanczos_steps, "meta": self.meta,
-        })
+        }))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SLQResult":
         """Read a result written by :meth:`save`."""
         path, info = read_saved(path, _FORMAT, "an SLQ result")
-        with np.load(path) as z:
-            nodes, weights = np.array(z["nodes"]), np.array(z["weights"])
+        z = read_npz(path)  # read whole: CRC-32s checked
+        nodes, weights = z["nodes"], z["weights"]
         return cls(nodes=nodes, weights=weights, dim=int(info["dim"]), num_matvecs=int(info["num_matvecs"]),
                    meta=dict(info.get("meta", {})))
 
