@@ -668,8 +668,9 @@ def render(
 def resumed_evaluator_kwargs(model: nn.Module, kwargs: Mapping[str, Any], rec: Mapping[str, Any]) -> dict[str, Any]:
     """Evaluator settings for resuming a surface: ``kwargs`` with the settings the user left at
     their defaults taken from the interrupted run's record (``meta["evaluator"]``): points per
-    chunk, strategy, batch size, first-layer mode, and the cache target when the device type is
-    the same, so that the resumed grid is computed exactly as the uninterrupted one would be."""
+    chunk, strategy, batch size, first-layer mode, memory layout (``contiguous`` for a record that
+    predates the choice), and the cache target when the device type is the same, so that the
+    resumed grid is computed exactly as the uninterrupted one would be."""
     kwargs = dict(kwargs)
     if kwargs.get("points_per_chunk") is None and rec.get("points_per_chunk"):
         kwargs["points_per_chunk"] = int(rec["points_per_chunk"])
@@ -679,6 +680,9 @@ def resumed_evaluator_kwargs(model: nn.Module, kwargs: Mapping[str, Any], rec: M
         kwargs["batch_size"] = int(rec["batch_size"])
     if "cache_mb" not in kwargs and "cache_mb" in rec and _device_type(model, kwargs) == _device_type(None, rec):
         kwargs["cache_mb"] = rec["cache_mb"]  # the same evaluation chunks
+    if rec and kwargs.get("memory_format", "auto") == "auto":  # the same layout (recorded since 2026-12-05)
+        mf = rec.get("memory_format")
+        kwargs["memory_format"] = mf.get("used", "contiguous") if isinstance(mf, dict) else "contiguous"
     fl = rec.get("first_layer")
     if kwargs.get("first_layer", "auto") == "auto" and isinstance(fl, dict) and fl.get("requested") in ("precompute", "compute"):
         kwargs["first_layer"] = fl["requested"]

@@ -25,6 +25,7 @@ from .. import params as P
 from .._functional import LOSS_NAMES, LossFn, Point, as_xy, make_shell, model_then_data, resolve_loss, unwrap_model
 from ..errors import LosslabError
 from ._first_layer import _FirstCache, _FirstLayerMixin
+from ._layout import channels_last, choose_layout
 from ._memory import _MAX_POINTS_PER_CHUNK, DEFAULT_CACHE_MB, _MemoryMixin, _positive_number
 from ._metrics import _BUILTIN_LOSSES, _acc_per_example, _ce_per_example, _is_bn, check_model_output
 from ._sources import _combination_key, _Combinations, _Source, _Stacked
@@ -84,6 +85,9 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
             layer qualifies, the outputs fit in half the memory budget, the layer's fan-in is
             at least :data:`FIRST_LAYER_MIN_RATIO` times the number of terms and it does at least
             :data:`FIRST_LAYER_MIN_SHARE` of the forward's multiply-adds.
+        memory_format: ``"auto"`` (default: channels-last for ``nn.Conv2d`` nets on 4-D float32 inputs
+            on a CPU, when a check forward agrees), ``"contiguous"`` or ``"channels_last"``; see
+            :mod:`losslab.evaluate._layout`. Layouts agree to float32 rounding.
 
     Attributes:
         info: description of the setup (chunk sizes, bytes per example, bn mode, cache target,
@@ -124,6 +128,7 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         dtype: torch.dtype | None = None,
         cache_mb: float | Literal["auto"] | None = "auto",
         first_layer: Literal["auto", "precompute", "compute"] = "auto",
+        memory_format: Literal["auto", "contiguous", "channels_last"] = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise LosslabError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -198,6 +203,13 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         self.memory_budget_mb = float(memory_budget_mb)
         budget = self.memory_budget_mb * 2**20
         self.bytes_per_example, self.max_activation_bytes = self._probe_activation_bytes()
+        self.memory_format, layout_reason = choose_layout(
+            memory_format, shell=self._shell, x=self.x, device=self.device, dtype=self.dtype,
+            base=self._merged({}, self._base_buffers), forward=self._forward_one)
+        if self.memory_format == "channels_last":  # stored once: chunks are views, points follow in prepare
+            x_is_bn, self.x = self.bn_x is self.x, channels_last(self.x)
+            self.bn_x = self.x if x_is_bn else channels_last(self.bn_x)
+            self._base = self.prepare(self._base)
         self.point_bytes = sum(v.numel() * v.element_size() for v in self._base.values())
         fit = max(1, int(budget // self.bytes_per_example))
         self.batch_size = int(batch_size) if batch_size is not None else min(self.n, fit)
@@ -246,6 +258,7 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
             "vmap_points_per_call": self.vmap_points_per_call,
             "allocator_warmup_bytes": self.allocator_warmup_bytes,
             "chunking": chunking,
+            "memory_format": {"requested": memory_format, "used": self.memory_format, "reason": layout_reason},
             "first_layer": {
                 "requested": first_layer,
                 "layer": None if self._first is None else self._first.name,
@@ -282,7 +295,10 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         extra = [k for k in point if k not in known]
         if extra:
             raise LosslabError(f"point has keys the model lacks: {sorted(extra)[:5]}")
-        return {k: self._cast(v.detach()) for k, v in point.items()}
+        out = {k: self._cast(v.detach()) for k, v in point.items()}
+        if getattr(self, "memory_format", None) == "channels_last":  # 4-D weights as the inputs (see _layout)
+            out = {k: channels_last(v) if v.dim() == 4 and k in self._base else v for k, v in out.items()}
+        return out
 
     def base_point(self) -> Point:
         """The model's parameters as the evaluator sees them (device/dtype converted; shared storage)."""

@@ -31,6 +31,13 @@ def _combination_key(basis: Sequence[Mapping[str, Tensor]], base: Mapping[str, T
     return tuple(key)
 
 
+def _layout_of(t: Tensor) -> torch.memory_format:
+    """Channels-last for a 4-D tensor stored so (the evaluator's layout, see ``_layout``), else contiguous."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class _Source:
     """K points, available stacked (a group, for vmap) or one at a time (for the loop)."""
 
@@ -124,7 +131,7 @@ class _Combinations(_Source):
     def _fill(self, row: Sequence[float]) -> Point:
         if self._point is None:  # one buffer per moved key, reused for every point
             self._point = dict(self.fixed)
-            for key, _, dirs in self.terms:
-                self._point[key] = torch.empty_like(dirs[0][1], memory_format=torch.contiguous_format)
+            for key, b, dirs in self.terms:
+                self._point[key] = torch.empty_like(dirs[0][1], memory_format=_layout_of(b if b is not None else dirs[0][1]))
         self._write(self._point, row)
         return self._point
