@@ -7,7 +7,8 @@ each step as the trainer does, and a parameter that only gets a gradient on even
 ``torch.equal`` and at the end that the state dicts are equal, tensor for tensor and key for key
 (their ``torch.save`` bytes included). State dicts move both ways mid-run (torch -> ours, ours ->
 torch, through ``torch.save``/``torch.load(weights_only=True)``) and training continues bit-identically.
-Whether ``torch._dynamo`` stays unimported is checked in a subprocess in ``tests/test_startup.py``.
+The trainer gives the same run with either implementation and resumes across them; whether
+``torch._dynamo`` stays unimported is checked in a subprocess in ``tests/test_startup.py``.
 """
 from __future__ import annotations
 
@@ -202,3 +203,43 @@ def test_build_picks_by_device():
     assert type(optim.build("rmsprop", meta, lr=0.1)) is torch.optim.RMSprop
     with pytest.raises(Exception, match="unknown optimizer"):
         optim.build("lbfgs", cpu)
+
+
+def _torch_build(name, params, **kw):
+    """What the trainer built before losslab.optim: torch.optim's class."""
+    return {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}[name](params, **kw)
+
+
+@pytest.mark.parametrize("name,kw", [("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}),
+                                     ("adam", {"lr": 3e-3, "weight_decay": 1e-3}),
+                                     ("rmsprop", {"lr": 1e-3, "momentum": 0.5, "weight_decay": 1e-3})])
+def test_trainer_runs_and_resumes_across_implementations(tmp_path, monkeypatch, name, kw):
+    """The trainer with losslab.optim gives the run torch.optim gave (weights and sealed resume state, byte
+    for byte); a run time-boxed with torch.optim (saved before this module existed) resumes with ours to
+    the same end, and one time-boxed with ours resumes with torch's."""
+    import losslab.train as T
+    from losslab.config import ModelConfig, OptimConfig, TrainConfig
+    from losslab.runs import load_resume_state
+
+    cfg = TrainConfig(model=ModelConfig(model="mlp", model_kwargs={"width": 16, "depth": 1}),
+                      optim=OptimConfig(optimizer=name, epochs=3, **{"lr": 0.05, **kw}))
+    ours_build = T.build_optimizer
+
+    def run(out, impl, **extra):
+        monkeypatch.setattr(T, "build_optimizer", impl)
+        return T.train(cfg, out=tmp_path / out, progress=False, **extra)
+
+    ref = run("torch", _torch_build)
+    assert isinstance(T.make_optimizer(cfg, ref.build_model()), torch.optim.Optimizer)
+    ours = run("ours", ours_build)
+    assert type(T.make_optimizer(cfg, ours.build_model())).__module__ == "losslab.optim"
+    sealed = [torch.load(r.path / "state.pt", weights_only=True)["sha256"] for r in (ref, ours)]
+    assert sealed[0] == sealed[1]
+    _same_state_dict(load_resume_state(ours.path / "state.pt")["optimizer"],
+                     load_resume_state(ref.path / "state.pt")["optimizer"])
+    for first, then, out in ((_torch_build, ours_build, "t2o"), (ours_build, _torch_build, "o2t")):
+        assert not run(out, first, max_epochs=1).done
+        resumed = run(out, then)
+        assert resumed.done and resumed.info["resumed_from_epoch"] == 1
+        for k, v in ref.state_dict().items():
+            assert torch.equal(v, resumed.state_dict()[k]), (out, k)
