@@ -222,7 +222,7 @@ LAYERS = {
     # foundation ("results" and "_functional" are the homes issue 17 gives the results layer and the core)
     "": 0, "errors": 0, "settings": 0, "_io": 0, "results": 0, "_imports": 0,
     "data": 1, "models": 1,                                   # data, models
-    "params": 2, "evaluate": 2, "_functional": 2,             # the functional core
+    "params": 2, "evaluate": 2, "_functional": 2, "optim": 2,  # the functional core (optim: SGD/Adam/RMSprop)
     "config": 3, "runs": 3, "train": 3,                       # the recording trainer
     "directions": 4, "surface": 4, "interpolation": 4, "plot": 4,  # analyses
     "surface_result": 4, "precision": 4,

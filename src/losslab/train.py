@@ -33,6 +33,7 @@ from ._io import _json_default, atomic_torch_save, atomic_write_json, file_lock,
 from .config import TrainConfig, parse_checkpoint_schedule
 from .errors import DamagedFile, LosslabError
 from ._functional import resolve_loss
+from .optim import OptimizerLike, build as build_optimizer
 from .results import seal
 from .runs import (Run, build_bundle, build_model, callback_keys, environment, load_resume_state, run_dir_for,
                    seal_resume_state, write_config)
@@ -83,15 +84,18 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_class
     return {"loss": total / n, "error": wrong / n if scored else float("nan")}
 
 
-def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainConfig, model: nn.Module) -> OptimizerLike:
+    """The run's optimizer (``config.optim``) over ``model``'s trainable parameters: :mod:`losslab.optim`'s
+    for CPU parameters (torch's arithmetic, without importing ``torch._dynamo``), ``torch.optim``'s on
+    other devices; the two are bit-identical on CPU and share the state dict format."""
     o = config.optim
     ps = [p for p in model.parameters() if p.requires_grad]
     if o.optimizer == "sgd":
-        return torch.optim.SGD(ps, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+        return build_optimizer("sgd", ps, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
                                weight_decay=o.weight_decay)
     if o.optimizer == "adam":
-        return torch.optim.Adam(ps, lr=o.lr, weight_decay=o.weight_decay)
-    return torch.optim.RMSprop(ps, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        return build_optimizer("adam", ps, lr=o.lr, weight_decay=o.weight_decay)
+    return build_optimizer("rmsprop", ps, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
 def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -132,7 +136,7 @@ class TrainState:
 
     config: TrainConfig
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: OptimizerLike
     bundle: Any
     run_dir: Path
     epoch: int = 0

@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from ..results import Result
 from .. import params as P
 from ..errors import LosslabError
+from ..optim import build as build_optimizer
 from .._functional import Point, model_then_data, resolve_loss
 from .._functional import make_shell as _make_shell
 from ..results import jsonable, load_arrays, save_arrays
@@ -320,7 +321,7 @@ def train_curve(
         s = j / (m - 1)
         bends.append({k: ((1 - s) * pa[k] + s * pb[k]).clone().requires_grad_(True) for k in keys})
     trainable = [v for b in bends for v in b.values()]
-    opt = torch.optim.SGD(trainable, lr=lr, momentum=momentum)
+    opt = build_optimizer("sgd", trainable, lr=lr, momentum=momentum)  # losslab.optim's on CPU: no torch._dynamo
 
     shell = _make_shell(model)
     shell.train()

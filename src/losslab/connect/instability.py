@@ -58,6 +58,7 @@ from ..results import Result
 from .._io import atomic_torch_save, atomic_write_json
 from ..config import TrainConfig, config_hash, non_default, to_dict
 from ..errors import DamagedFile, LosslabError
+from ..optim import OptimizerLike
 from ..runs import environment, load_resume_state, seal_resume_state
 from ..settings import set_threads
 from ..results import jsonable, read_sealed_json, seal
@@ -212,7 +213,7 @@ class _Data:
         self.device = device
 
 
-def _run_steps(config: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, data: _Data, start: int,
+def _run_steps(config: TrainConfig, model: nn.Module, opt: OptimizerLike, data: _Data, start: int,
                stop: int, order_gen: torch.Generator, *, on_step: Any = None, fresh_at_start: bool = False) -> None:
     """Optimizer steps ``start .. stop-1`` (global numbering), the batches of :func:`losslab.train.train`.
 

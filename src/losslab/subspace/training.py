@@ -54,6 +54,7 @@ from .. import params as PR
 from ..errors import LosslabError
 from .._functional import LossLike, as_xy, make_shell, model_then_data, resolve_loss
 from ..evaluate import Evaluator
+from ..optim import OptimizerLike, build as build_optimizer
 from .projections import AugmentedProjection, Projection, make_projection
 
 __all__ = ["SubspaceResult", "train_subspace", "train_full", "radial_profile", "LossLike"]
@@ -191,13 +192,14 @@ def _size(split: Any) -> int:
     return 0 if split is None else int(_xy(split)[0].shape[0])
 
 
-def _make_optimizer(name: str, ps: list[Tensor], lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+def _make_optimizer(name: str, ps: list[Tensor], lr: float, momentum: float, weight_decay: float) -> OptimizerLike:
+    """The optimizer of ``z``: :mod:`losslab.optim`'s on CPU (no ``torch._dynamo`` import), torch's elsewhere."""
     if name == "adam":
-        return torch.optim.Adam(ps, lr=lr, weight_decay=weight_decay)
+        return build_optimizer("adam", ps, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(ps, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return build_optimizer("sgd", ps, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "rmsprop":
-        return torch.optim.RMSprop(ps, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return build_optimizer("rmsprop", ps, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise LosslabError(f"unknown optimizer {name!r}; choose {', '.join(OPTIMIZERS)}")
 
 
