@@ -203,6 +203,23 @@ def test_trained_curve_evaluated_adaptively(pair):
     assert res.path.meta["precision"]["savings"] > 1 and res.path.meta["kind"] == "bezier"
 
 
+def test_neb_test_split_adaptive_train_exact(pair):
+    """AutoNEB: the train split is the last cycle's exact evaluation, the test split is adaptive."""
+    from losslab.connect.neb import NEBCycle, neb_path
+
+    a, b, data, test = pair
+    kw = dict(point_a=a, point_b=b, test_data=test, batch_size=0, cycles=[NEBCycle(5, 0.01, 2, "equal")])
+    exact = neb_path(a, data, **kw).path
+    res = neb_path(a, data, precision=Precision(rtol=0.05, coarse=4), **kw).path
+    p = res.meta["precision"]
+    assert list(res.arrays) == ["test"] and list(p["splits"]) == ["test"] and "last cycle" in p["train"]
+    assert p["exact_equivalent"] == res.alphas.size * 400 and p["savings"] > 1
+    assert np.array_equal(res.metrics["train"]["loss"], exact.metrics["train"]["loss"]) and res.exact["train"].all()
+    ex = exact.metrics["test"]["loss"]
+    assert res.exact["test"][[0, -1]].all()
+    assert np.abs(res.metrics["test"]["loss"] - ex).max() <= 0.05 * (ex.max() - ex.min())
+
+
 # ---- the command line ---------------------------------------------------------------------------
 
 
@@ -254,14 +271,14 @@ def test_cli_interpolate_rtol(checkpoints, tmp_path, capsys):
 
 def test_cli_connect_rtol(checkpoints, tmp_path, capsys):
     a, b = str(checkpoints / "0.pt"), str(checkpoints / "1.pt")
-    code, out, err = _cli(capsys, "connect", a, b, *MODEL, "--method", "linear", "bezier", "--num", "17",
-                          "--curve-epochs", "1", "--curve-points", "17", "--rtol", "0.05", "--save", str(tmp_path / "res"),
-                          "--json")
+    code, out, err = _cli(capsys, "connect", a, b, *MODEL, "--method", "linear", "bezier", "neb", "--num", "17",
+                          "--curve-epochs", "1", "--curve-points", "17", "--neb-steps", "3", "--neb-cycles", "1",
+                          "--rtol", "0.05", "--save", str(tmp_path / "res"), "--json")
     assert code == 0, err
     s = json.loads(out)
     p = s["precision"]
-    assert p["paths"] == 2 and p["rtol"] == 0.05 and p["seed"] == 0
-    per = [s["methods"][m]["precision"] for m in ("linear", "bezier")]
+    assert p["paths"] == 3 and p["rtol"] == 0.05 and p["seed"] == 0
+    per = [s["methods"][m]["precision"] for m in ("linear", "bezier", "neb")]
     assert p["example_evaluations"] == sum(q["example_evaluations"] for q in per) < p["exact_equivalent"]
     assert p["exact_equivalent"] == sum(q["exact_equivalent"] for q in per)
     saved = PathResult.load(tmp_path / "res" / "linear")
