@@ -32,7 +32,8 @@ Defaults follow the reference code's ``train.py``: SGD, momentum 0.9, weight dec
     0.01 & e/E > 0.9 \end{cases}, \qquad e = 1, \dots, E,
 
 bends initialised on the segment :math:`\theta_k = (1 - k/(m-1))\,\theta_A + k/(m-1)\,\theta_B`
-(their ``init_linear``), and evaluation at 61 points of :math:`t` with BatchNorm statistics recomputed.
+(their ``init_linear``), and evaluation at 61 points of :math:`t` with BatchNorm statistics recomputed
+(with ``precision=``, adaptive precision along :math:`t`: :mod:`losslab.precision`).
 
 Example:
     >>> import torch
