@@ -246,7 +246,8 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
 MODEL = ("--model", "mlp", "--model-kwargs", "width=8", "depth=1")
 
 
-def test_cli_interpolate_rtol(checkpoints, tmp_path, capsys):
+def test_cli_interpolate_rtol(checkpoints, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a bare checkpoint's default output directory is ./interpolations/<name>
     a, b = str(checkpoints / "0.pt"), str(checkpoints / "1.pt")
     base = ["interpolate", a, b, *MODEL, "--num", "33", "--no-progress", "--json"]
     code, out, err = _cli(capsys, *base, "--out", str(tmp_path / "exact"))
