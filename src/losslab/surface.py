@@ -126,7 +126,8 @@ def line(
         progress: show a tqdm bar (only when stderr is a terminal).
         resume_from, checkpoint_path, checkpoint_every, max_points, callback: as in :func:`plane`.
         meta: extra JSON-serialisable metadata (seeds, notes) stored under ``meta["user"]``.
-        precision: as in :func:`plane`.
+        precision: as in :func:`plane`; between ``start`` and ``end``, ``a = 0`` and ``a = 1``
+            (the endpoints) are always on the exact lattice.
         **evaluator_kwargs: passed to :class:`~losslab.evaluate.Evaluator` (``loss``, ``metrics``,
             ``batch_size``, ``bn``, ``strategy``, ``points_per_chunk``, ``device``, ...).
 
@@ -167,6 +168,7 @@ def line(
             {"name": "end", "source": "model" if end is None else _describe_source(end), "norm": P.norm(b)},
         ]
         mode = "interpolation"
+        anchors = np.flatnonzero((xs == 0.0) | (xs == 1.0))  # the endpoints: exact under precision too
     else:
         d, m = _as_direction(direction, ev, "direction")
         base = _origin(origin, [d], ev)
@@ -174,13 +176,14 @@ def line(
         coeffs = xs[:, None]
         dmeta = [{"name": "direction", "norm": P.norm(d), "numel": P.numel(d), "meta": m}]
         mode = "direction"
+        anchors = np.zeros(0, dtype=np.int64)
     return _run(
         "line", xs, None, coeffs, base, basis, ev,
         info={"mode": mode, "directions": dmeta, "origin": _origin_meta(origin, base),
               "data_meta": getattr(data, "meta", None)},
         progress=progress, resume_from=resume_from, checkpoint_path=checkpoint_path,
         checkpoint_every=checkpoint_every, max_points=max_points, callback=callback, user_meta=meta,
-        precision=precision,
+        precision=precision, anchors=anchors,
     )
 
 
@@ -472,6 +475,7 @@ def _run(
     callback: Callable[[SurfaceResult], None] | None,
     user_meta: Mapping[str, Any] | None,
     precision: "Precision | None" = None,
+    anchors: np.ndarray | Sequence[int] = (),
 ) -> SurfaceResult:
     if int(checkpoint_every) < 1:
         raise LosslabError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
@@ -512,7 +516,7 @@ def _run(
 
         return run_adaptive(result, precision, ev, coeffs, base, basis, progress=progress,
                             checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-                            max_points=max_points, callback=callback, prior=(prior_s, prior_pts))
+                            max_points=max_points, callback=callback, prior=(prior_s, prior_pts), anchors=anchors)
     metrics = {k: v.copy() for k, v in result.metrics.items()}
     done = result.done.copy()
     flat_done = done.reshape(-1)

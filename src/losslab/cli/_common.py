@@ -173,6 +173,35 @@ def add_data_model_args(parser: argparse.ArgumentParser, *, training: bool = Fal
         add_dataclass_args(parser, SeedConfig, title="seeds (init, data order and labels derive from --seed unless given)")
 
 
+def add_precision_args(parser: argparse.ArgumentParser, over: str = "the surface's range", note: str = "") -> None:
+    """``--rtol``/``--atol``: adaptive precision (:mod:`losslab.precision`), exact when neither is given;
+    ``over`` names what ``--rtol`` is relative to, ``note`` adds to its help."""
+    parser.add_argument("--rtol", type=float, default=None, metavar="R",
+                        help=f"adaptive precision: error tolerance relative to {over} (e.g. 0.01); "
+                             f"subsampled estimates with error bars, coarse to fine{note} (default: exact)")
+    parser.add_argument("--atol", type=float, default=None, metavar="A",
+                        help="adaptive precision: absolute error tolerance of the loss (default: exact)")
+
+
+def precision_from_args(args: argparse.Namespace, seed: int = 0) -> Any:
+    """The :class:`~losslab.precision.Precision` ``--rtol``/``--atol`` ask for (draws seeded by ``seed``),
+    or ``None`` (exact) when neither is given; a bad value is a one-line :class:`LosslabError`."""
+    if getattr(args, "rtol", None) is None and getattr(args, "atol", None) is None:
+        return None
+    from ..precision import Precision
+
+    return Precision(rtol=args.rtol or 0.0, atol=args.atol or 0.0, seed=seed)
+
+
+def check_precision_bn(args: argparse.Namespace, model: Any, precision: Any) -> None:
+    """Refuse ``--rtol``/``--atol`` with recomputed BatchNorm statistics in one line naming ``--bn eval``."""
+    from ..evaluate import has_batchnorm
+
+    if precision is not None and getattr(args, "bn", "recompute") != "eval" and has_batchnorm(model):
+        raise LosslabError("--rtol/--atol (adaptive precision) need --bn eval on a model with BatchNorm: statistics "
+                           "recomputed at every point couple all the examples")
+
+
 def fail(message: str, code: int = 2) -> "typing.NoReturn":
     print(f"losslab: error: {message}", file=sys.stderr)
     raise SystemExit(code)

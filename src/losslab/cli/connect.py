@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit, save_figure
+from ._common import add_precision_args, check_precision_bn, emit, precision_from_args, save_figure
 from ._load import add_target_args, evaluator_loss, loss_description, resolve
 
 METHODS = ("linear", "bezier", "polychain", "neb")
@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --align: a JSON permutation spec {group: [[tensor_name, axis(, block)], ...]} for "
                         "models whose spec cannot be derived from their forward pass")
     p.add_argument("--num", type=int, default=25, help="points on the linear path (default 25)")
+    add_precision_args(p, over="the loss's range along each path",
+                       note="; endpoints always exact; draws seeded by --seed; for neb the test split only (train is "
+                            "its last cycle's exact evaluation)")
     g = p.add_argument_group("trained curves (bezier, polychain)")
     g.add_argument("--num-bends", type=int, default=1, help="trainable bends (default 1)")
     g.add_argument("--curve-epochs", type=int, default=20, help="curve training epochs (default 20)")
@@ -67,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num < 2 or args.curve_points < 2:
         raise LosslabError("--num and --curve-points must be >= 2")
+    precision = precision_from_args(args, seed=args.seed)  # a bad --rtol/--atol fails before anything is loaded
     ta, tb = resolve(args.targets[0], args), resolve(args.targets[1], args)
     model, bundle = ta.model, ta.bundle
+    check_precision_bn(args, model, precision)
     pa = P.get_point(ta.model, buffers=True)
     pb = P.get_point(tb.model, buffers=True)
     names = [n for n, _ in model.named_parameters()]
@@ -77,12 +82,15 @@ def run(args: argparse.Namespace) -> int:
         raise LosslabError(f"models A and B have different architectures: B lacks {missing[:5]}")
     P.check_compatible({k: pa[k] for k in names}, {k: pb[k] for k in names}, "models A and B")
     ev: dict[str, Any] = {"bn": args.bn, "loss": evaluator_loss(args, bundle)}  # every path: the same function
+    if precision is not None:
+        ev["precision"] = precision  # every path adaptive (with --align, both linear paths too)
     summary: dict[str, Any] = {"a": ta.description, "b": tb.description, "dataset": bundle.name,
                                **loss_description(args, bundle),
                                "distance": P.distance({k: pa[k] for k in names}, {k: pb[k] for k in names}),
                                "methods": {}}
     lines = [f"A: {args.targets[0]}", f"B: {args.targets[1]}", f"loss {summary['loss_fn']}, BatchNorm {args.bn}"]
     results: dict[str, Any] = {}
+    aside: list[Any] = []  # paths computed but not reported as a method (counted in the precision totals)
     if args.spec is not None and not args.align:
         raise LosslabError("--spec is a permutation spec for --align; add --align")
     if args.align:
@@ -113,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         }
         if "linear" in args.method:
             results["linear"] = after
+        else:
+            aside.append(after)
         a = summary["align"]
         lines.append(f"aligned B to A: outputs verified (max |diff| {a['max_abs_output_diff']:.2e}); linear {split} "
                      f"error barrier {a['linear_error_barrier_before']:.4f} -> {a['linear_error_barrier_after']:.4f}, "
@@ -154,11 +164,25 @@ def run(args: argparse.Namespace) -> int:
         err = f"error barrier {path.barrier('error', split=split):.4f} (interp {path.barrier('error', split=split, kind='interp'):.4f}), " \
             if "error" in path.metrics[split] else ""
         lines.append(f"{method:9s} {split} {err}loss barrier {path.barrier('loss', split=split):.4f}")
+    if precision is not None:
+        summary["precision"] = _totals(precision, [*results.values(), *aside])
+        p = summary["precision"]
+        lines.append(f"adaptive: {p['example_evaluations']} example evaluations over {p['paths']} paths, "
+                     f"{p['savings']:.3g}x fewer than exact")
     if args.plot:
         summary["plot"] = str(plot_paths(results, args.plot))
         lines.append(f"plot: {summary['plot']}")
     emit(args, summary, "\n".join(lines))
     return 0
+
+
+def _totals(precision: Any, paths: list[Any]) -> dict[str, Any]:
+    """The settings and the example evaluations of every path together (each path's own are under
+    ``methods``): ``example_evaluations``, ``exact_equivalent``, ``savings`` and the number of ``paths``."""
+    from ..connect.paths import precision_totals
+
+    per = {str(i): r.meta["precision"] for i, r in enumerate(paths) if "precision" in r.meta}
+    return {**precision_totals(precision, per, by=None), "paths": len(per)}
 
 
 def plot_paths(results: dict[str, Any], path: str | Path) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LosslabError
-from ._common import emit, result_dir, save_figure, settings_hash
+from ._common import add_precision_args, check_precision_bn, emit, precision_from_args, result_dir, save_figure, settings_hash
 from ._load import add_target_args, evaluator_loss, loss_description, resolve
 
 
@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="a-range, may extend beyond [0, 1] (default 0 1)")
     p.add_argument("--tol", type=float, default=0.0, help="a rise must exceed this to count as non-monotone")
+    add_precision_args(p, over="the loss's range along the path",
+                       note="; a = 0 and 1 always exact; monotonicity is judged on the estimates (see --tol)")
     p.add_argument("--out", default=None, help="output directory (default: A's RUN_DIR/interpolations/<pair>-<hash>,"
                    " or ./interpolations/<pair>-<hash> for a checkpoint)")
     p.add_argument("--plot", action="store_true", help="write a PNG of loss and error along the path")
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..interpolation import monotonicity
     from ..surface import line
 
+    precision = precision_from_args(args)  # a bad --rtol/--atol fails before anything is loaded
     ta = resolve(args.a, args)
     if args.b is None:
         if ta.run is None:
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         label = "A -> B"
     pa, pb = P.get_point(start.model), P.get_point(end.model)
     P.check_compatible(pa, pb, "the two models' parameters")
+    check_precision_bn(args, end.model, precision)
     lo, hi = args.range if args.range else (0.0, 1.0)
     if lo >= hi:
         raise LosslabError(f"--range needs LO < HI, got {lo} {hi}")
@@ -70,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     loss = evaluator_loss(args, bundle)
     tag = label.replace(" -> ", "_to_").replace(" ", "")
     # its own directory per pair of models and settings: another pair or --range never overwrites it
-    out = result_dir(args, ta, "interpolations",
-                     f"{tag}-{settings_hash(args, ('num', 'range', 'bn', 'loss', 'output_key'), a=start.description, b=end.description)}")
+    name = f"{tag}-{settings_hash(args, ('num', 'range', 'bn', 'loss', 'output_key'), a=start.description, b=end.description)}"
+    if precision is not None:  # never the exact result's directory
+        name += f"-adaptive-{settings_hash(args, ('rtol', 'atol'))}"
+    out = result_dir(args, ta, "interpolations", name)
     res = {}
     for split in ("train", "test"):
         data = getattr(bundle, split)
@@ -79,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         kw = {"bn_data": bundle.train} if split == "test" else {}
         res[split] = line(end.model, data, start=pa, end=pb, alphas=alphas, loss=loss, bn=args.bn,
-                          progress=not args.no_progress, meta={"label": label, "split": split}, **kw)
+                          progress=not args.no_progress, meta={"label": label, "split": split}, precision=precision,
+                          **kw)
     out.mkdir(parents=True, exist_ok=True)
     for split, r in res.items():
         r.save(out / f"{tag}_{split}")
@@ -93,6 +100,15 @@ def run(args: argparse.Namespace) -> int:
         summary[f"{split}_loss"] = r.metrics["loss"].tolist()
         if "accuracy" in r.metrics:
             summary[f"{split}_error"] = (1.0 - r.metrics["accuracy"]).tolist()
+        if precision is not None:  # error bars per point (the error's are the accuracy's)
+            summary[f"{split}_loss_stderr"] = r.stderr["loss"].tolist()
+            if "accuracy" in r.metrics:
+                summary[f"{split}_error_stderr"] = r.stderr["accuracy"].tolist()
+            summary[f"{split}_examples_used"] = r.examples_used.tolist()
+    if precision is not None:
+        from ..connect.paths import precision_totals
+
+        summary["precision"] = precision_totals(precision, {s: r.meta["precision"] for s, r in res.items()})
     if args.plot:
         summary["plot"] = str(_plot(alphas, res, out / f"{tag}.png", label))
     text = (f"{label}: distance {_g(summary['distance'])}, {len(alphas)} points, loss {summary['loss_fn']}, "
@@ -102,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
             f"bump height {_g(mono['bump_height'], 3)}\nsaved in {out}")
     if mono["monotone"] is None:
         text += "\nmonotonicity undecided: the train loss is NaN/inf somewhere on the path"
+    if precision is not None:
+        pr = summary["precision"]
+        text += (f"\nadaptive: {pr['example_evaluations']} example evaluations, {pr['savings']:.3g}x fewer than exact"
+                 if pr["savings"] else "")
     emit(args, summary, text)
     return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DamagedFile, LosslabError
-from ._common import emit, result_dir, settings_hash
+from ._common import add_precision_args, emit, precision_from_args, result_dir, settings_hash
 from ._load import add_target_args, evaluator_loss, resolve, target_loss
 
 
@@ -49,11 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--first-layer", choices=("auto", "precompute", "compute"), default="auto",
                    help="precompute the first Linear/Conv layer's output per direction and combine it at each "
                         "point (exact to rounding; auto: where it pays, e.g. wide-input MLPs)")
-    p.add_argument("--rtol", type=float, default=None, metavar="R",
-                   help="adaptive precision: error tolerance relative to the surface's range (e.g. 0.01); "
-                        "subsampled estimates with error bars, coarse to fine (default: exact)")
-    p.add_argument("--atol", type=float, default=None, metavar="A",
-                   help="adaptive precision: absolute error tolerance of the loss (default: exact)")
+    add_precision_args(p)
     p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/surfaces/<name> or ./surfaces/<name>)")
     p.add_argument("--force", action="store_true",
                    help="start over: discard a saved (partial or finished) surface in the output directory")
@@ -114,11 +110,7 @@ def _name(args: argparse.Namespace, description: dict[str, Any]) -> str:
 
 def _precision(args: argparse.Namespace) -> Any:
     """The :class:`~losslab.precision.Precision` ``--rtol``/``--atol`` ask for (seeded by ``--seed``), or None."""
-    if getattr(args, "rtol", None) is None and getattr(args, "atol", None) is None:
-        return None
-    from ..precision import Precision
-
-    return Precision(rtol=args.rtol or 0.0, atol=args.atol or 0.0, seed=args.seed)
+    return precision_from_args(args, seed=args.seed)
 
 
 def output_dir(args: argparse.Namespace, t: Any) -> Path:

@@ -32,7 +32,8 @@ Defaults follow the reference code's ``train.py``: SGD, momentum 0.9, weight dec
     0.01 & e/E > 0.9 \end{cases}, \qquad e = 1, \dots, E,
 
 bends initialised on the segment :math:`\theta_k = (1 - k/(m-1))\,\theta_A + k/(m-1)\,\theta_B`
-(their ``init_linear``), and evaluation at 61 points of :math:`t` with BatchNorm statistics recomputed.
+(their ``init_linear``), and evaluation at 61 points of :math:`t` with BatchNorm statistics recomputed
+(with ``precision=``, adaptive precision along :math:`t`: :mod:`losslab.precision`).
 
 Example:
     >>> import torch
@@ -49,7 +50,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +64,9 @@ from .._functional import Point, model_then_data, resolve_loss
 from .._functional import make_shell as _make_shell
 from ..results import jsonable, load_arrays, save_arrays
 from .paths import PathResult, _splits, as_point, evaluate_path, interp_keys, xy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..precision import Precision
 
 __all__ = [
     "CurveResult",
@@ -258,6 +262,7 @@ def train_curve(
     loss: str | Callable[[Tensor, Tensor], Tensor] = "cross_entropy",
     device: torch.device | str | None = None,
     progress: bool | None = False,
+    precision: "Precision | None" = None,
 ) -> CurveResult:
     r"""Train a Bezier curve or polygonal chain between two solutions and evaluate it.
 
@@ -282,6 +287,11 @@ def train_curve(
         loss: ``"cross_entropy"``, ``"mse"`` or ``loss(output, target) -> mean``.
         device: where to train (default: the endpoints' device).
         progress: show a progress bar.
+        precision: ``None`` (exact, default) or a :class:`~losslab.precision.Precision`: the
+            trained curve is evaluated along ``t`` with adaptive precision
+            (:func:`~losslab.connect.paths.evaluate_path`: the endpoints and every ``coarse``-th
+            ``t`` exact, the others estimated with error bars). Training is unchanged. Needs
+            ``bn="eval"`` for a model with BatchNorm (checked before training).
 
     Returns:
         A :class:`CurveResult`.
@@ -298,6 +308,10 @@ def train_curve(
         raise LosslabError(f"need epochs >= 0, lr > 0, batch_size >= 1, num >= 2 (got {epochs}, {lr}, {batch_size}, {num})")
     if schedule not in ("garipov", "constant"):
         raise LosslabError(f"schedule must be 'garipov' or 'constant', got {schedule!r}")
+    if precision is not None:  # fail before training, not after
+        from ..precision import require_fixed_bn
+
+        require_fixed_bn(model, bn)
     pa, pb = as_point(point_a, "point_a"), as_point(point_b, "point_b")
     keys, _ = interp_keys(model, pa, pb, "recompute")
     ref = pa[keys[0]]
@@ -378,7 +392,7 @@ def train_curve(
         return curve_points(control, c, keys)
 
     path = evaluate_path(model, data, make=make, alphas=ts, test_data=test_data, bn=bn, loss=loss, device=dev,
-                         meta={"kind": kind, "num_bends": nb})
+                         meta={"kind": kind, "num_bends": nb}, precision=precision)
     control_cpu = [{k: v.detach().cpu() for k, v in cp.items()} for cp in control]
     plane, coords = _plane(control_cpu, make, ts)
     meta = {

@@ -66,7 +66,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -77,6 +77,9 @@ from ..errors import LosslabError
 from .paths import PathResult, _splits, as_point, evaluate_path, interp_keys
 from ._energy import Energy, FunctionEnergy, ModelEnergy, _unflatten_stacked
 from .._functional import model_then_data
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..precision import Precision
 
 __all__ = [
     "Energy",
@@ -467,6 +470,7 @@ def neb_path(
     bn: Literal["auto", "recompute", "eval"] = "auto",
     loss: Literal["cross_entropy", "mse"] = "cross_entropy",
     device: torch.device | str | None = None,
+    precision: "Precision | None" = None,
 ) -> NEBResult:
     """AutoNEB between two model points on the training loss; metrics along the final dense path.
 
@@ -482,7 +486,15 @@ def neb_path(
         batch_size: mini-batch size of the band updates (0: full batch).
         seed: seed of the mini-batch draws.
         momentum, spring, sub_pivots: see :func:`auto_neb`.
+        precision: ``None`` (exact, default) or a :class:`~losslab.precision.Precision`: the test
+            split is evaluated along the final path with adaptive precision
+            (:func:`~losslab.connect.paths.evaluate_path`); the train split stays the last cycle's
+            exact evaluation (it costs nothing more). Needs ``bn="eval"`` with BatchNorm.
     """
+    if precision is not None:  # fail before the band is optimised, not after
+        from ..precision import require_fixed_bn
+
+        require_fixed_bn(model, bn)
     pa, pb = as_point(point_a, "point_a"), as_point(point_b, "point_b")
     interp_keys(model, pa, pb, "recompute")
     energy = ModelEnergy(model, data, batch_size=batch_size, seed=seed, loss=loss, bn=bn, device=device)
@@ -502,12 +514,15 @@ def neb_path(
         metrics = {"train": train_m}
         if test is not None:
             tp = evaluate_path(model, data, make=_maker(pts, pos, energy.like), alphas=pos, test_data=test_data, bn=bn, loss=loss,
-                               device=energy.device, splits=("test",))
+                               device=energy.device, splits=("test",), precision=precision)
             metrics["test"] = tp.metrics["test"]
-        path = PathResult.from_metrics(pos, metrics, {**meta, "bn": energy._evaluator.bn})
+            if precision is not None:
+                meta["precision"] = {**tp.meta["precision"], "train": "exact: the last cycle's evaluation"}
+        path = PathResult.from_metrics(pos, metrics, {**meta, "bn": energy._evaluator.bn},
+                                       tp.arrays if test is not None else None)
     else:  # pragma: no cover - auto_neb always ends with the final dense evaluation
         path = evaluate_path(model, data, make=_maker(pts, pos, energy.like), alphas=pos, test_data=test_data, bn=bn, loss=loss,
-                             device=energy.device, meta=meta)
+                             device=energy.device, meta=meta, precision=precision)
     return replace(res, path=path, meta={**res.meta, "batch_size": batch_size, "seed": seed})
 
 

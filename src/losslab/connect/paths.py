@@ -23,6 +23,13 @@ BatchNorm: with ``bn="auto"`` (default) the running statistics are recomputed at
 path with one pass over the *training* data (Garipov et al.'s ``update_bn``), also when evaluating
 on the test split; see :class:`losslab.evaluate.Evaluator`.
 
+Adaptive precision: with ``precision=Precision(rtol=...)`` (:mod:`losslab.precision`) a path costs
+what its precision needs. The endpoints and every ``coarse``-th point are evaluated exactly; every
+other point is estimated from a seeded, class-stratified subsample with those points' per-example
+losses as a control variate, with more examples (up to all) while its error bar is too large. The
+result carries per-point ``stderr``, ``examples_used``, ``exact`` and ``interpolated`` and the totals
+in ``meta["precision"]``; BatchNorm must then be in eval mode (``bn="eval"``).
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -42,7 +49,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +60,9 @@ from ..results import Result, load_arrays, result_paths, save_arrays
 from .. import params as P
 from ..errors import LosslabError
 from ..evaluate import Evaluator, has_batchnorm
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..precision import Precision
 
 __all__ = [
     "PathResult",
@@ -141,11 +151,17 @@ class PathResult(Result):
             metrics ``"loss"`` and, for classification, ``"error"`` (= 1 − accuracy).
         barriers: ``{split: {metric: barriers(...)}}`` (see :func:`barriers`).
         meta: JSON-serialisable description (``kind``, number of points, BN mode, evaluator setup,
-            timings, endpoint distance...).
+            timings, endpoint distance...); ``meta["precision"]`` for an adaptive path (settings,
+            ``example_evaluations``, ``exact_equivalent``, ``savings``, and per split the tolerance
+            and counts).
+        arrays: per split, the per-point arrays of an adaptive-precision path (``stderr__<metric>``,
+            ``examples_used``, ``exact``, ``interpolated``; see :mod:`losslab.precision`); empty for
+            an exact one. Read them through :attr:`stderr`, :attr:`examples_used`, :attr:`exact` and
+            :attr:`interpolated`, which also answer for an exact path.
 
-    ``save(path)`` writes ``<path>.npz`` (``alphas`` and one ``<split>__<metric>`` array each) and
-    ``<path>.json`` (format, splits, metrics, barriers, meta): plain numpy + JSON, readable without
-    losslab, each written atomically.
+    ``save(path)`` writes ``<path>.npz`` (``alphas`` and one ``<split>__<metric>`` array each, plus
+    ``<split>__adaptive__<name>`` for ``arrays``) and ``<path>.json`` (format, splits, metrics,
+    barriers, meta): plain numpy + JSON, readable without losslab, each written atomically.
 
     Example:
         >>> import numpy as np
@@ -159,6 +175,7 @@ class PathResult(Result):
     metrics: dict[str, dict[str, np.ndarray]]
     barriers: dict[str, dict[str, dict[str, float]]]
     meta: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         a = np.asarray(self.alphas, dtype=np.float64)
@@ -167,11 +184,19 @@ class PathResult(Result):
             for name, v in ms.items():
                 if np.shape(v) != a.shape:
                     raise LosslabError(f"metric {split}/{name} has shape {np.shape(v)}, expected {a.shape}")
+        for split, arrs in self.arrays.items():
+            if split not in self.metrics:
+                raise LosslabError(f"arrays for split {split!r}, which has no metrics")
+            for name, v in arrs.items():
+                if np.shape(v) != a.shape:
+                    raise LosslabError(f"array {split}/{name} has shape {np.shape(v)}, expected {a.shape}")
 
     @classmethod
     def from_metrics(cls, alphas: np.ndarray, metrics: Mapping[str, Mapping[str, np.ndarray]],
-                     meta: Mapping[str, Any] | None = None) -> "PathResult":
-        """Build a result and compute its barriers from raw metric arrays.
+                     meta: Mapping[str, Any] | None = None,
+                     arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> "PathResult":
+        """Build a result and compute its barriers from raw metric arrays (and, for an adaptive path,
+        its per-point ``arrays``).
 
         When the alphas extend beyond [0, 1] but include both 0 and 1 (a line extrapolated past the
         endpoints), the barriers are computed on the part in [0, 1]; otherwise between the first and
@@ -183,11 +208,36 @@ class PathResult(Result):
         if (a[0] < 0 or a[-1] > 1) and np.any(a == 0.0) and np.any(a == 1.0):
             sel = (a >= 0.0) & (a <= 1.0)
         bs = {s: {k: barriers(v[sel], a[sel]) for k, v in m.items()} for s, m in ms.items()}
-        return cls(a, ms, bs, dict(meta or {}))
+        arrs = {s: {k: np.asarray(v) for k, v in m.items()} for s, m in (arrays or {}).items()}
+        return cls(a, ms, bs, dict(meta or {}), arrs)
 
     @property
     def splits(self) -> list[str]:
         return list(self.metrics)
+
+    @property
+    def stderr(self) -> dict[str, dict[str, np.ndarray]]:
+        """``{split: {metric: standard error per point}}``: 0 where evaluated on every example."""
+        zero = np.zeros(self.alphas.shape)
+        return {s: {m: self.arrays.get(s, {}).get(f"stderr__{m}", zero).copy() for m in ms}
+                for s, ms in self.metrics.items()}
+
+    @property
+    def examples_used(self) -> dict[str, np.ndarray]:
+        """``{split: examples evaluated per point}`` (every example of an exact path, 0 where interpolated)."""
+        n = {s: int(self.meta.get("evaluator", {}).get(s, {}).get("n", 0)) for s in self.metrics}
+        return {s: self.arrays.get(s, {}).get("examples_used", np.full(self.alphas.shape, n[s], np.int64))
+                for s in self.metrics}
+
+    @property
+    def exact(self) -> dict[str, np.ndarray]:
+        """``{split: which points were evaluated on every example}``."""
+        return {s: self.arrays.get(s, {}).get("exact", np.ones(self.alphas.shape, bool)) for s in self.metrics}
+
+    @property
+    def interpolated(self) -> dict[str, np.ndarray]:
+        """``{split: which points were filled by interpolation (never evaluated)}``."""
+        return {s: self.arrays.get(s, {}).get("interpolated", np.zeros(self.alphas.shape, bool)) for s in self.metrics}
 
     def barrier(self, metric: str = "error", *, split: str = "test", kind: Literal["mean", "interp"] = "mean") -> float:
         """One barrier value: ``barriers[split][metric][kind]``."""
@@ -200,7 +250,8 @@ class PathResult(Result):
         return float(self.barriers[split][metric][kind])
 
     def summary(self) -> dict[str, Any]:
-        """Barriers (both kinds) and endpoint values per split and metric, JSON-ready."""
+        """Barriers (both kinds) and endpoint values per split and metric, JSON-ready (and
+        ``precision``, ``meta["precision"]``, for an adaptive path)."""
         out: dict[str, Any] = {}
         for s, ms in self.barriers.items():
             for m, b in ms.items():
@@ -208,6 +259,8 @@ class PathResult(Result):
                 out[f"{s}_{m}_barrier_interp"] = b["interp"]
                 out[f"{s}_{m}_endpoints"] = [b["start"], b["end"]]
                 out[f"{s}_{m}_max"] = b["max"]
+        if "precision" in self.meta:  # an adaptive path: its totals and savings
+            out["precision"] = self.meta["precision"]
         return out
 
     # ---- I/O -----------------------------------------------------------------------------------
@@ -225,12 +278,17 @@ class PathResult(Result):
                 if "__" in s or "__" in m:
                     raise LosslabError(f"split/metric names must not contain '__': {s}/{m}")
                 arrays[f"{s}__{m}"] = np.asarray(v, dtype=np.float64)
-        desc = {"splits": {s: list(ms) for s, ms in self.metrics.items()}, "n": int(self.alphas.size),
+        for s, arrs in self.arrays.items():
+            for name, v in arrs.items():
+                arrays[f"{s}__adaptive__{name}"] = np.asarray(v)
+        desc: dict[str, Any] = {"splits": {s: list(ms) for s, ms in self.metrics.items()}, "n": int(self.alphas.size),
                 "layout": "npz: alphas (n,), <split>__<metric> (n,) at alphas",
                 "barrier_definitions": {
                     "mean": "max_a L(a) - (L(0) + L(1)) / 2",
                     "interp": "max_a [L(a) - ((1 - a) L(0) + a L(1))] (a normalised to [0, 1])"},
                 "barriers": self.barriers, "meta": self.meta}
+        if self.arrays:  # an adaptive path (an exact one's files are as before)
+            desc["adaptive_arrays"] = {s: list(arrs) for s, arrs in self.arrays.items()}
         return save_arrays(path, FORMAT, arrays, desc, keep_nonfinite=True, format_version=FORMAT_VERSION)
 
     @classmethod
@@ -238,7 +296,8 @@ class PathResult(Result):
         """Read a result written by :meth:`save`."""
         arrays, desc = load_arrays(path, FORMAT, what="path")
         metrics = {s: {m: arrays[f"{s}__{m}"].astype(np.float64) for m in ms} for s, ms in desc["splits"].items()}
-        return cls(arrays["alphas"].astype(np.float64), metrics, desc["barriers"], desc.get("meta", {}))
+        extra = {s: {n: arrays[f"{s}__adaptive__{n}"] for n in names} for s, names in desc.get("adaptive_arrays", {}).items()}
+        return cls(arrays["alphas"].astype(np.float64), metrics, desc["barriers"], desc.get("meta", {}), extra)
 
 
 # ------------------------------------------------------------------------------------ points/data
@@ -331,6 +390,7 @@ def evaluate_path(
     device: torch.device | str | None = None,
     splits: Sequence[str] = ("train", "test"),
     meta: Mapping[str, Any] | None = None,
+    precision: "Precision | None" = None,
 ) -> PathResult:
     """Loss and error at the points ``make(alphas[idx])`` of any path, on train (and test) data.
 
@@ -346,6 +406,13 @@ def evaluate_path(
         splits: which of ``"train"``, ``"test"`` to evaluate (BatchNorm statistics always come from
             the training split).
         meta: extra description stored in the result.
+        precision: ``None`` (default): every point on every example, exact. A
+            :class:`~losslab.precision.Precision`: adaptive precision on each split
+            (:func:`losslab.precision.adaptive_path`): the first and last points, ``alpha`` 0 and 1
+            and every ``coarse``-th point are exact and are the control variate's references; the
+            others are estimated (or interpolated where the path is flat) with error bars in
+            ``arrays`` and the totals in ``meta["precision"]``. Its ``metric`` may be ``"loss"`` or
+            ``"error"``. Needs ``bn="eval"`` for a model with BatchNorm.
     """
     a = np.asarray(alphas, dtype=np.float64).reshape(-1)
     if a.size < 2 or not np.all(np.diff(a) > 0):
@@ -356,8 +423,14 @@ def evaluate_path(
         raise LosslabError(f"splits must be a non-empty subset of ('train', 'test'), got {list(splits)}")
     if "train" not in splits and test is None:
         raise LosslabError("only the test split was asked for, but there is no test data")
+    if precision is not None:
+        from ..precision import require_fixed_bn
+
+        require_fixed_bn(model, bn)
     t0 = time.perf_counter()
     metrics: dict[str, dict[str, np.ndarray]] = {}
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    grids: dict[str, Any] = {}
     infos: dict[str, Any] = {}
     for name, split in (("train", train), ("test", test)):
         if split is None or name not in splits:
@@ -368,7 +441,10 @@ def evaluate_path(
         def src(idx: np.ndarray) -> Mapping[str, Tensor]:
             return make(a[idx])
 
-        res = ev.evaluate_many(src, n=a.size)
+        if precision is None:
+            res = ev.evaluate_many(src, n=a.size)
+        else:
+            res, arrays[name], grids[name] = _adaptive(precision, ev, a, make)
         m = {"loss": res["loss"]}
         if "accuracy" in res:
             m["error"] = 1.0 - res["accuracy"]
@@ -376,8 +452,48 @@ def evaluate_path(
         infos[name] = ev.info
     md = {"n": int(a.size), "seconds": round(time.perf_counter() - t0, 4), "evaluator": infos,
           "bn": next(iter(infos.values()))["bn"]}
+    if precision is not None:
+        md["precision"] = precision_totals(precision, {k: g.summary() for k, g in grids.items()})
     md.update(dict(meta or {}))
-    return PathResult.from_metrics(a, metrics, md)
+    return PathResult.from_metrics(a, metrics, md, arrays)
+
+
+def _adaptive(precision: "Precision", ev: Evaluator, a: np.ndarray, make: Callable[[np.ndarray], Mapping[str, Tensor]]
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], Any]:
+    """One split of an adaptive path: ``(metrics, per-point arrays, the finished AdaptiveGrid)``; the
+    error's standard error is the accuracy's."""
+    import dataclasses
+
+    from ..precision import adaptive_path
+
+    if precision.metric == "error" and "accuracy" in ev.metric_names:  # the same tolerance and error bars
+        precision = dataclasses.replace(precision, metric="accuracy")
+    anchors = np.flatnonzero((a == 0.0) | (a == 1.0))  # the endpoints, also on an extended line
+
+    def point_at(k: int) -> Mapping[str, Tensor]:
+        return {key: v[0] for key, v in make(a[k : k + 1]).items()}
+
+    grid = adaptive_path(precision, ev, a, point_at, anchors=anchors)
+    res = {n: grid.value[:, j].copy() for j, n in enumerate(ev.metric_names)}
+    out = {f"stderr__{'error' if n == 'accuracy' else n}": grid.se[:, j].copy() for j, n in enumerate(ev.metric_names)
+           if n in ("loss", "accuracy")}
+    out.update(examples_used=grid.used.copy(), exact=grid.exact.copy(), interpolated=grid.interpolated.copy())
+    return res, out, grid
+
+
+def precision_totals(precision: "Precision", parts: Mapping[str, Mapping[str, Any]], by: str | None = "splits"
+                     ) -> dict[str, Any]:
+    """``meta["precision"]`` of an adaptive path: the settings, ``example_evaluations`` and
+    ``exact_equivalent`` summed over the ``parts`` (each split's
+    :meth:`~losslab.precision.AdaptiveGrid.summary`, or several paths' totals), ``savings`` (their
+    ratio) and, under ``by`` (unless ``None``), each part less the settings."""
+    settings = precision.describe()
+    used = sum(int(s["example_evaluations"]) for s in parts.values())
+    equiv = sum(int(s["exact_equivalent"]) for s in parts.values())
+    out = {**settings, "example_evaluations": used, "exact_equivalent": equiv, "savings": (equiv / used) if used else None}
+    if by is not None:
+        out[by] = {k: {n: v for n, v in s.items() if n not in settings} for k, s in parts.items()}
+    return out
 
 
 @model_then_data
@@ -396,6 +512,7 @@ def linear_path(
     strategy: Literal["auto", "loop", "vmap"] = "auto",
     device: torch.device | str | None = None,
     splits: Sequence[str] = ("train", "test"),
+    precision: "Precision | None" = None,
 ) -> PathResult:
     r"""Loss and error along :math:`\theta(\alpha) = (1-\alpha)\theta_A + \alpha\theta_B` on train and test.
 
@@ -411,6 +528,9 @@ def linear_path(
             present in both points are interpolated like parameters.
         loss, batch_size, strategy, device: see :class:`~losslab.evaluate.Evaluator`.
         splits: which splits to evaluate (default both; BatchNorm statistics come from train).
+        precision: ``None`` (exact, default) or a :class:`~losslab.precision.Precision`: adaptive
+            precision, as in :func:`evaluate_path` (``point_a`` and ``point_b``, ``alpha`` 0 and 1,
+            are always evaluated exactly). Needs ``bn="eval"`` for a model with BatchNorm.
 
     Returns:
         A :class:`PathResult` (``meta["kind"] == "linear"``) with both barrier definitions for loss and
@@ -434,4 +554,5 @@ def linear_path(
 
     dist = P.distance({k: pa[k] for k, _ in model.named_parameters()}, {k: pb[k] for k, _ in model.named_parameters()})
     return evaluate_path(model, data, make=make, alphas=al, test_data=test_data, bn=bn, loss=loss, batch_size=batch_size,
-                         strategy=strategy, device=device, splits=splits, meta={"kind": "linear", "distance": dist})
+                         strategy=strategy, device=device, splits=splits, meta={"kind": "linear", "distance": dist},
+                         precision=precision)
