@@ -524,7 +524,7 @@ def run_arch_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s_per_point_range": {k: C.summarize(v) for k, v in cpu.items()},
         "losslab_over_loop": ratios,
         "peak_rss_mb": rss,
-        "evaluator": {bn: {k: v.get(k) for k in ("strategy", "batch_size", "loop_batch_size", "points_per_chunk",
+        "evaluator": {bn: {k: v.get(k) for k in ("strategy", "batch_size", "loop_batch_size", "points_per_chunk", "memory_format",
                                                  "first_layer", "timing", "chunking") if k in v}
                       for bn, v in ev_info.items()},
     }

@@ -85,9 +85,8 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
             layer qualifies, the outputs fit in half the memory budget, the layer's fan-in is
             at least :data:`FIRST_LAYER_MIN_RATIO` times the number of terms and it does at least
             :data:`FIRST_LAYER_MIN_SHARE` of the forward's multiply-adds.
-        memory_format: ``"auto"`` (default: channels-last for ``nn.Conv2d`` nets on 4-D float32 inputs
-            on a CPU, when a check forward agrees), ``"contiguous"`` or ``"channels_last"``; see
-            :mod:`losslab.evaluate._layout`. Layouts agree to float32 rounding.
+        memory_format: ``"auto"`` (channels-last for Conv2d nets on 4-D float32 inputs on a CPU, when a
+            check forward agrees; see :mod:`._layout`), ``"contiguous"`` or ``"channels_last"``.
 
     Attributes:
         info: description of the setup (chunk sizes, bytes per example, bn mode, cache target,
@@ -295,10 +294,9 @@ class Evaluator(_MemoryMixin, _FirstLayerMixin):
         extra = [k for k in point if k not in known]
         if extra:
             raise LosslabError(f"point has keys the model lacks: {sorted(extra)[:5]}")
-        out = {k: self._cast(v.detach()) for k, v in point.items()}
-        if getattr(self, "memory_format", None) == "channels_last":  # 4-D weights as the inputs (see _layout)
-            out = {k: channels_last(v) if v.dim() == 4 and k in self._base else v for k, v in out.items()}
-        return out
+        cl = getattr(self, "memory_format", None) == "channels_last"  # 4-D weights as the inputs (_layout)
+        return {k: channels_last(self._cast(v.detach())) if cl and k in self._base else self._cast(v.detach())
+                for k, v in point.items()}
 
     def base_point(self) -> Point:
         """The model's parameters as the evaluator sees them (device/dtype converted; shared storage)."""
