@@ -42,8 +42,8 @@ from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
 from .common import (
-    describe_data, evaluator, interval_bar, interval_text, label_axes, new_figure, row_result, RowConfig, same_seeds,
-    save_figure, spread, Timer, train_run,
+    describe_data, evaluator, example_subset, interval_bar, interval_text, label_axes, new_figure, row_result, RowConfig,
+    same_seeds, save_figure, spread, Timer, train_run,
 )
 
 ID = "A5"
@@ -149,18 +149,12 @@ def _measure_point(model: Any, data: Any, point: Any, config: Config, probe_seed
 
 def _measure_seed(config: Config, seed: int, cache_dir: Path, progress: Callable[[str], None],
                   timer: Timer) -> tuple[dict[str, Any], Any]:
-    import torch
-
     with timer("train"):
         r = train_run(recipes.with_seed(config.train, seed), cache_dir, progress)
     bundle = r.bundle()
     model = r.build_model()
     traj = r.trajectory()
-    x, y = bundle.train.x, bundle.train.y
-    if 0 < config.hessian_examples < len(x):
-        g = torch.Generator().manual_seed(int(seed))
-        idx = torch.sort(torch.randperm(len(x), generator=g)[: config.hessian_examples]).values
-        x, y = x[idx], y[idx]
+    x, y = example_subset(bundle.train, config.hessian_examples, seed)
     ev = evaluator(model, (x, y))
     (s0, p0), (sT, pT) = traj[0], traj[-1]
     with timer("measure"):

@@ -45,8 +45,8 @@ from ..data import Bundle, register
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import (
-    describe_data, evaluator, interval_text, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
-    spread, Timer, train_run,
+    describe_data, evaluator, example_subset, interval_text, label_axes, new_figure, row_result, RowConfig, same_seeds,
+    save_figure, spread, Timer, train_run,
 )
 from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
 
@@ -203,11 +203,7 @@ def _measure_run(cfg: TrainConfig, seed: int, config: Config, C: int, cache_dir:
     bundle = r.bundle()
     model = r.build_model()
     k = config.k_factor * C
-    x, y = bundle.train.x, bundle.train.y
-    if 0 < config.hessian_examples < len(x):
-        g = torch.Generator().manual_seed(int(seed))
-        idx = torch.sort(torch.randperm(len(x), generator=g)[: config.hessian_examples]).values
-        x, y = x[idx], y[idx]
+    x, y = example_subset(bundle.train, config.hessian_examples, seed)
     ev = evaluator(model, (x, y))
     traj = r.trajectory()
     losses = [ev.evaluate(pt)["loss"] for _, pt in traj]
