@@ -37,7 +37,7 @@ from .common import (
     describe_data, describe_model, fit_epoch, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
     Timer, train_run,
 )
-from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval
+from .criteria import Control, Criteria, Criterion, over_parameterized, SEED_PLAN_2026_12_04, t_interval
 
 ID = "A3"
 VERSION = 2
@@ -48,9 +48,8 @@ __all__ = ["ID", "VERSION", "COST", "CRITERIA", "Config", "run", "judge", "memor
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("over-parameterized", "parameters / training examples", ">", 1.0,
-                  "Zhang et al. 2016 study nets with more parameters than examples (their Theorem 1: 2n + d "
-                  "weights suffice to fit any labels of n points)", precondition=True),
+        over_parameterized("Zhang et al. 2016 study nets with more parameters than examples (their Theorem 1: "
+                           "2n + d weights suffice to fit any labels of n points)"),
     ),
     claims=(
         Criterion("p=1 fitted", "final train error at p=1 (on the random labels trained on)", "<=", 0.01,

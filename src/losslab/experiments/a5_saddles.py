@@ -40,7 +40,9 @@ import numpy as np
 from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
+from .criteria import (
+    Control, Criteria, Criterion, lanczos_converged, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum,
+)
 from .common import (
     describe_data, evaluator, example_subset, interval_bar, interval_text, label_axes, new_figure, row_result, RowConfig,
     same_seeds, save_figure, spread, Timer, train_run,
@@ -56,8 +58,8 @@ CRITERIA = Criteria(
     preconditions=(
         trained_to_minimum("final train error",
                            "the late end of the path must be a minimum: train error <= 1% (issue 14, like with like)"),
-        Criterion("Lanczos converged", "Lanczos runs (start and end of the path) that did not converge", "<", 0.5,
-                  "an unconverged λmin is not a measurement", precondition=True),
+        lanczos_converged("Lanczos runs (start and end of the path) that did not converge",
+                          "an unconverged λmin is not a measurement"),
     ),
     claims=(
         Criterion("|λmin| shrinks", "log10(|λmin(θ_T)| / |λmin(θ_0)|)", "<", _HALF,

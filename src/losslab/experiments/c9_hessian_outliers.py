@@ -48,7 +48,9 @@ from .common import (
     describe_data, evaluator, example_subset, interval_text, label_axes, new_figure, row_result, RowConfig, same_seeds,
     save_figure, spread, Timer, train_run,
 )
-from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
+from .criteria import (
+    Control, Criteria, Criterion, lanczos_converged, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum,
+)
 
 ID = "C9"
 VERSION = 3  # 3: Lanczos keeps a bounded float32 basis with thick restarts (issue 18)
@@ -83,8 +85,7 @@ CRITERIA = Criteria(
             "final train error",
             "the outliers are a property of trained networks (Sagun et al. 2017, Papyan 2019 measure at the "
             "end of training): train error <= 1% (issue 14, like with like)"),
-        Criterion("Lanczos converged", "Lanczos runs that did not converge", "<", 0.5,
-                  "an unconverged top-k is not a measurement", precondition=True),
+        lanczos_converged("Lanczos runs that did not converge", "an unconverged top-k is not a measurement"),
     ),
     claims=(
         Criterion("about C outliers", "median n_out over the post-early checkpoints − C (C = 10)", "equiv", 2.5,

@@ -41,7 +41,7 @@ from ..errors import LosslabError
 __all__ = [
     "Interval", "t_interval", "tost", "Criterion", "Criteria", "Control", "apply_control",
     "per_seed", "CONFIDENCE", "SEED_PLAN_2026_12_04", "MINIMA_SOURCE", "trained_to_minimum", "run_trained",
-    "error_drop",
+    "error_drop", "over_parameterized", "lanczos_converged",
 ]
 
 CONFIDENCE = 0.95
@@ -289,6 +289,23 @@ def run_trained(statistic: str, source: str) -> Criterion:
     """The precondition "run trained": ``statistic`` (a drop in train error) ``>= 0.1`` on every seed
     (rows about what training does need a run that learned its training set)."""
     return Criterion("run trained", statistic, ">=", 0.1, source, precondition=True)
+
+
+def over_parameterized(source: str) -> Criterion:
+    """The precondition "over-parameterized": parameters / training examples ``> 1`` on every seed (rows
+    whose claim is about nets with more parameters than training examples; ``source`` says whose).
+
+    Example:
+        >>> over_parameterized("Zhang et al. 2016").text()[:85]
+        '[precondition] over-parameterized: parameters / training examples > 1 (every seed); t'
+    """
+    return Criterion("over-parameterized", "parameters / training examples", ">", 1.0, source, precondition=True)
+
+
+def lanczos_converged(statistic: str, source: str) -> Criterion:
+    """The precondition "Lanczos converged": ``statistic`` (a count of Lanczos runs that did not converge)
+    ``< 0.5``, i.e. none, on every seed (an unconverged eigenvalue is not a measurement)."""
+    return Criterion("Lanczos converged", statistic, "<", 0.5, source, precondition=True)
 
 
 #: The seed-plan change of 2026-12-04, listed in the ``changes`` of every row it touched.
