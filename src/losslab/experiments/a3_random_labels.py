@@ -332,13 +332,12 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     :data:`CRITERIA`, with ``m["chance"]``. The control is judged by calling this on
     ``{**m, "runs": m["control"]}``."""
     st = per_seed_statistics(m["runs"], float(m["chance"]))
-    seeds = st["seeds"]
-    return verdict_from_checks([
-        CRITERIA["over-parameterized"].judge(st["params_per_example"], seeds=seeds),
-        CRITERIA["p=1 fitted"].judge(st["fit_hi"], seeds=seeds),
-        CRITERIA["p=1 test error at chance"].judge(st["chance_diff"], seeds=seeds),
-        CRITERIA["steps to fit grow with p"].judge(st["slope"], seeds=seeds),
-        CRITERIA["steps ratio p=1 / p=0"].judge(st["ratio"], seeds=seeds),
-        CRITERIA["rank correlation"].judge(st["spearman"], seeds=seeds),
-        CRITERIA["p=0 test error off chance"].judge(st["p0_diff"], seeds=seeds),
-    ])
+    return verdict_from_checks(CRITERIA.judge_each({
+        "over-parameterized": st["params_per_example"],
+        "p=1 fitted": st["fit_hi"],
+        "p=1 test error at chance": st["chance_diff"],
+        "steps to fit grow with p": st["slope"],
+        "steps ratio p=1 / p=0": st["ratio"],
+        "rank correlation": st["spearman"],
+        "p=0 test error off chance": st["p0_diff"],
+    }, st["seeds"]))

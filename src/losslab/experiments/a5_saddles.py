@@ -39,10 +39,8 @@ import numpy as np
 
 from ..config import TrainConfig
 from . import recipes
-from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .criteria import (
-    Control, Criteria, Criterion, lanczos_converged, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum,
-)
+from ._base import ExperimentResult, Verdict
+from .criteria import Control, Criteria, Criterion, lanczos_converged, SEED_PLAN_2026_12_04, trained_to_minimum
 from .common import (
     describe_data, evaluator, example_subset, interval_bar, interval_text, label_axes, new_figure, row_result, RowConfig,
     same_seeds, save_figure, spread, Timer, train_run,
@@ -295,18 +293,17 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     Lanczos tolerance (the floor of |λmin|). The control is judged by calling this on
     :func:`control_measurements` of the same ``m``."""
     runs = list(m["runs"])
-    seeds = [r["seed"] for r in runs]
     st = statistics(m)
     unconv = [sum(not bool(r[k]["converged"]) for k in ("start", "end")) for r in runs]
-    return verdict_from_checks([
-        CRITERIA["trained to a minimum"].judge(per_seed(runs, "train_error"), seeds=seeds),
-        CRITERIA["Lanczos converged"].judge(unconv, seeds=seeds),
-        CRITERIA["|λmin| shrinks"].judge(st["lambda_min"], seeds=seeds),
-        CRITERIA["negative mass shrinks"].judge(st["neg_mass"], seeds=seeds),
-        CRITERIA["λmax grows"].judge(st["lambda_max"], seeds=seeds),
-        CRITERIA["positive mass shrinks"].judge(st["pos_mass"], seeds=seeds),
-        CRITERIA["ratio shrinks"].judge(st["ratio"], seeds=seeds),
-    ])
+    return CRITERIA.judge_records(runs, {
+        "trained to a minimum": "train_error",
+        "Lanczos converged": unconv,
+        "|λmin| shrinks": st["lambda_min"],
+        "negative mass shrinks": st["neg_mass"],
+        "λmax grows": st["lambda_max"],
+        "positive mass shrinks": st["pos_mass"],
+        "ratio shrinks": st["ratio"],
+    })
 
 
 def _figure(recs: Sequence[Mapping[str, Any]], st: Mapping[str, list[float]], cst: Mapping[str, list[float]],

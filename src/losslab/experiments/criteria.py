@@ -376,14 +376,18 @@ class Criteria:
 
         ``values`` maps a criterion's name to the record key holding its per-seed statistic
         (:func:`per_seed`) or to the per-seed values themselves; each is judged, in that order, by
-        :meth:`Criterion.judge` over the records' seeds (:func:`~losslab.experiments.verdict_from_checks`).
+        :meth:`judge_each` over the records' seeds (:func:`~losslab.experiments.verdict_from_checks`).
         """
         from ._verdict import verdict_from_checks
 
         seeds = [r["seed"] for r in records]
-        return verdict_from_checks([
-            self[name].judge(per_seed(records, v) if isinstance(v, str) else v, seeds=seeds)
-            for name, v in values.items()])
+        return verdict_from_checks(self.judge_each(
+            {name: per_seed(records, v) if isinstance(v, str) else v for name, v in values.items()}, seeds))
+
+    def judge_each(self, values: Mapping[str, Sequence[float]], seeds: Sequence[Any]) -> list[Any]:
+        """The :class:`~losslab.experiments.Check` of each criterion named in ``values``, in that order: its
+        per-seed values (one per seed of ``seeds``) judged by :meth:`Criterion.judge`."""
+        return [self[name].judge(v, seeds=seeds) for name, v in values.items()]
 
 
 @dataclass(frozen=True)
