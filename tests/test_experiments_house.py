@@ -220,12 +220,17 @@ def test_row_result_is_experiment_result_create():
 def test_shared_criteria_and_recipes_are_the_old_ones():
     from losslab.experiments import a3_random_labels as A3
     from losslab.experiments import recipes
-    from losslab.experiments.criteria import Criterion, run_trained, trained_to_minimum
+    from losslab.experiments.criteria import (
+        Criterion, lanczos_converged, over_parameterized, run_trained, trained_to_minimum,
+    )
 
     assert trained_to_minimum("final train error") == Criterion(
         "trained to a minimum", "final train error", "<=", 0.01,
         "a claim about solutions needs minima: train error <= 1% (issue 14, like with like)", precondition=True)
     assert run_trained("s", "why") == Criterion("run trained", "s", ">=", 0.1, "why", precondition=True)
+    assert over_parameterized("why") == Criterion("over-parameterized", "parameters / training examples", ">", 1.0,
+                                                  "why", precondition=True)
+    assert lanczos_converged("s", "why") == Criterion("Lanczos converged", "s", "<", 0.5, "why", precondition=True)
     quick = recipes.random_labels_mlp(0.5)
     assert quick.data.subsample == 1000 and quick.data.label_noise == 0.5
     assert recipes.random_labels_mlp(0.5, "full") == recipes.memorization_mlp(0.5, "full")

@@ -27,7 +27,7 @@ from .common import (
     describe_data, describe_model, fit_epoch, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
     Timer, train_run,
 )
-from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, t_interval
+from .criteria import Control, Criteria, Criterion, over_parameterized, per_seed, SEED_PLAN_2026_12_04, t_interval
 
 ID = "A2"
 VERSION = 2
@@ -37,9 +37,8 @@ __all__ = ["ID", "VERSION", "COST", "CRITERIA", "Config", "run", "judge"]
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("over-parameterized", "parameters / training examples", ">", 1.0,
-                  "the claim is about over-parameterized nets (Zhang et al. 2016; Du et al. 2019: width large "
-                  "relative to the number of examples)", precondition=True),
+        over_parameterized("the claim is about over-parameterized nets (Zhang et al. 2016; Du et al. 2019: width "
+                           "large relative to the number of examples)"),
     ),
     claims=(
         Criterion("train error ~0", "final train error on clean labels", "<=", 0.01,

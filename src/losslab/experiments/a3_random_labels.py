@@ -37,7 +37,7 @@ from .common import (
     describe_data, describe_model, fit_epoch, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
     Timer, train_run,
 )
-from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval
+from .criteria import Control, Criteria, Criterion, over_parameterized, SEED_PLAN_2026_12_04, t_interval
 
 ID = "A3"
 VERSION = 2
@@ -48,9 +48,8 @@ __all__ = ["ID", "VERSION", "COST", "CRITERIA", "Config", "run", "judge", "memor
 
 CRITERIA = Criteria(
     preconditions=(
-        Criterion("over-parameterized", "parameters / training examples", ">", 1.0,
-                  "Zhang et al. 2016 study nets with more parameters than examples (their Theorem 1: 2n + d "
-                  "weights suffice to fit any labels of n points)", precondition=True),
+        over_parameterized("Zhang et al. 2016 study nets with more parameters than examples (their Theorem 1: "
+                           "2n + d weights suffice to fit any labels of n points)"),
     ),
     claims=(
         Criterion("p=1 fitted", "final train error at p=1 (on the random labels trained on)", "<=", 0.01,
@@ -333,13 +332,12 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     :data:`CRITERIA`, with ``m["chance"]``. The control is judged by calling this on
     ``{**m, "runs": m["control"]}``."""
     st = per_seed_statistics(m["runs"], float(m["chance"]))
-    seeds = st["seeds"]
-    return verdict_from_checks([
-        CRITERIA["over-parameterized"].judge(st["params_per_example"], seeds=seeds),
-        CRITERIA["p=1 fitted"].judge(st["fit_hi"], seeds=seeds),
-        CRITERIA["p=1 test error at chance"].judge(st["chance_diff"], seeds=seeds),
-        CRITERIA["steps to fit grow with p"].judge(st["slope"], seeds=seeds),
-        CRITERIA["steps ratio p=1 / p=0"].judge(st["ratio"], seeds=seeds),
-        CRITERIA["rank correlation"].judge(st["spearman"], seeds=seeds),
-        CRITERIA["p=0 test error off chance"].judge(st["p0_diff"], seeds=seeds),
-    ])
+    return verdict_from_checks(CRITERIA.judge_each({
+        "over-parameterized": st["params_per_example"],
+        "p=1 fitted": st["fit_hi"],
+        "p=1 test error at chance": st["chance_diff"],
+        "steps to fit grow with p": st["slope"],
+        "steps ratio p=1 / p=0": st["ratio"],
+        "rank correlation": st["spearman"],
+        "p=0 test error off chance": st["p0_diff"],
+    }, st["seeds"]))

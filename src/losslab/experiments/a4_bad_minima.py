@@ -52,8 +52,8 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import (
-    describe_data, evaluator, label_axes, new_figure, ratio_panel, row_result, RowConfig, run_lock, same_seeds,
-    save_figure, Timer, train_run,
+    describe_data, evaluator, example_subset, label_axes, new_figure, ratio_panel, row_result, RowConfig, run_lock,
+    same_seeds, save_figure, Timer, train_run,
 )
 from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
@@ -364,15 +364,6 @@ def sharpness_of(model: Any, point: Mapping[str, Any], data: tuple[Any, Any], *,
     return out
 
 
-def _subset(x: Any, y: Any, n: int, seed: int) -> tuple[Any, Any]:
-    import torch
-
-    if n <= 0 or n >= len(x):
-        return x, y
-    idx = torch.sort(torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]).values
-    return x[idx], y[idx]
-
-
 # ---- the verdict's statistics -------------------------------------------------------------------------
 
 
@@ -578,7 +569,7 @@ def _measure_seed(config: Config, seed: int, runs: tuple[Any, Any, Any], cache_d
     theta_p, theta_n = _trajectory(rp, names)[-1][1], _trajectory(rn, names)[-1][1]
     d0c = params.distance(theta0, theta_c)
     probe = _Probe(model, clean_bundle, pois_bundle)
-    xs, ys = _subset(clean_bundle.train.x, clean_bundle.train.y, config.sharpness_examples, config.seed + seed)
+    xs, ys = example_subset(clean_bundle.train, config.sharpness_examples, config.seed + seed)
 
     def sharp(pt: Mapping[str, Any]) -> dict[str, Any]:
         with timer("sharpness"):

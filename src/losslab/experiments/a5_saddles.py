@@ -39,11 +39,11 @@ import numpy as np
 
 from ..config import TrainConfig
 from . import recipes
-from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
+from ._base import ExperimentResult, Verdict
+from .criteria import Control, Criteria, Criterion, lanczos_converged, SEED_PLAN_2026_12_04, trained_to_minimum
 from .common import (
-    describe_data, evaluator, interval_bar, interval_text, label_axes, new_figure, row_result, RowConfig, same_seeds,
-    save_figure, spread, Timer, train_run,
+    describe_data, evaluator, example_subset, interval_bar, interval_text, label_axes, new_figure, row_result, RowConfig,
+    same_seeds, save_figure, spread, Timer, train_run,
 )
 
 ID = "A5"
@@ -56,8 +56,8 @@ CRITERIA = Criteria(
     preconditions=(
         trained_to_minimum("final train error",
                            "the late end of the path must be a minimum: train error <= 1% (issue 14, like with like)"),
-        Criterion("Lanczos converged", "Lanczos runs (start and end of the path) that did not converge", "<", 0.5,
-                  "an unconverged λmin is not a measurement", precondition=True),
+        lanczos_converged("Lanczos runs (start and end of the path) that did not converge",
+                          "an unconverged λmin is not a measurement"),
     ),
     claims=(
         Criterion("|λmin| shrinks", "log10(|λmin(θ_T)| / |λmin(θ_0)|)", "<", _HALF,
@@ -149,18 +149,12 @@ def _measure_point(model: Any, data: Any, point: Any, config: Config, probe_seed
 
 def _measure_seed(config: Config, seed: int, cache_dir: Path, progress: Callable[[str], None],
                   timer: Timer) -> tuple[dict[str, Any], Any]:
-    import torch
-
     with timer("train"):
         r = train_run(recipes.with_seed(config.train, seed), cache_dir, progress)
     bundle = r.bundle()
     model = r.build_model()
     traj = r.trajectory()
-    x, y = bundle.train.x, bundle.train.y
-    if 0 < config.hessian_examples < len(x):
-        g = torch.Generator().manual_seed(int(seed))
-        idx = torch.sort(torch.randperm(len(x), generator=g)[: config.hessian_examples]).values
-        x, y = x[idx], y[idx]
+    x, y = example_subset(bundle.train, config.hessian_examples, seed)
     ev = evaluator(model, (x, y))
     (s0, p0), (sT, pT) = traj[0], traj[-1]
     with timer("measure"):
@@ -299,18 +293,17 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     Lanczos tolerance (the floor of |λmin|). The control is judged by calling this on
     :func:`control_measurements` of the same ``m``."""
     runs = list(m["runs"])
-    seeds = [r["seed"] for r in runs]
     st = statistics(m)
     unconv = [sum(not bool(r[k]["converged"]) for k in ("start", "end")) for r in runs]
-    return verdict_from_checks([
-        CRITERIA["trained to a minimum"].judge(per_seed(runs, "train_error"), seeds=seeds),
-        CRITERIA["Lanczos converged"].judge(unconv, seeds=seeds),
-        CRITERIA["|λmin| shrinks"].judge(st["lambda_min"], seeds=seeds),
-        CRITERIA["negative mass shrinks"].judge(st["neg_mass"], seeds=seeds),
-        CRITERIA["λmax grows"].judge(st["lambda_max"], seeds=seeds),
-        CRITERIA["positive mass shrinks"].judge(st["pos_mass"], seeds=seeds),
-        CRITERIA["ratio shrinks"].judge(st["ratio"], seeds=seeds),
-    ])
+    return CRITERIA.judge_records(runs, {
+        "trained to a minimum": "train_error",
+        "Lanczos converged": unconv,
+        "|λmin| shrinks": st["lambda_min"],
+        "negative mass shrinks": st["neg_mass"],
+        "λmax grows": st["lambda_max"],
+        "positive mass shrinks": st["pos_mass"],
+        "ratio shrinks": st["ratio"],
+    })
 
 
 def _figure(recs: Sequence[Mapping[str, Any]], st: Mapping[str, list[float]], cst: Mapping[str, list[float]],

@@ -462,15 +462,15 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     al.'s caveat. The control is judged by calling this on ``{**m, "pairs": m["control"]}``."""
     st = paired_statistics(m["pairs"])
     seeds = st["seeds"]
-    checks = [
-        CRITERIA["both trained to a minimum"].judge(st["fit"], seeds=seeds),
-        CRITERIA["losses matched"].judge(st["match"], seeds=seeds),
-        CRITERIA["LB sharper (λmax)"].judge(st["lam_log"], seeds=seeds),
-        CRITERIA["LB sharper (ε-sharpness)"].judge(st["eps_log"], seeds=seeds),
-        CRITERIA["LB generalizes worse"].judge(st["gap"], seeds=seeds),
-        CRITERIA["λmax ratio"].judge(st["lam_ratio"], seeds=seeds),
-        CRITERIA["ε-sharpness ratio"].judge(st["eps_ratio"], seeds=seeds),
-    ]
+    checks = CRITERIA.judge_each({
+        "both trained to a minimum": st["fit"],
+        "losses matched": st["match"],
+        "LB sharper (λmax)": st["lam_log"],
+        "LB sharper (ε-sharpness)": st["eps_log"],
+        "LB generalizes worse": st["gap"],
+        "λmax ratio": st["lam_ratio"],
+        "ε-sharpness ratio": st["eps_ratio"],
+    }, seeds)
     d = m.get("dinh")
     if d:
         fac = max(d["lambda_max_rescaled"] / d["lambda_max"], d["lambda_max"] / d["lambda_max_rescaled"])

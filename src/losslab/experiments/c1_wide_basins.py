@@ -225,13 +225,13 @@ def judge(m: Mapping[str, Any]) -> Verdict:
     pairs = list(m["pairs"])
     seeds = [r.get("seed") for r in pairs]
     st = _stats(pairs)
-    return verdict_from_checks([
-        CRITERIA["clean solution fits"].judge([r["clean"]["train_error"] for r in pairs], seeds=seeds),
-        CRITERIA["poisoned solution fits"].judge([r["poisoned"]["train_error"] for r in pairs], seeds=seeds),
-        CRITERIA["wider (mean radius)"].judge(st["radius"], seeds=seeds),
-        CRITERIA["larger (volume)"].judge(st["volume"], seeds=seeds),
-        CRITERIA["rays wider"].judge(st["rays"], seeds=seeds),
-    ])
+    return verdict_from_checks(CRITERIA.judge_each({
+        "clean solution fits": [r["clean"]["train_error"] for r in pairs],
+        "poisoned solution fits": [r["poisoned"]["train_error"] for r in pairs],
+        "wider (mean radius)": st["radius"],
+        "larger (volume)": st["volume"],
+        "rays wider": st["rays"],
+    }, seeds))
 
 
 def _iv(vals: Sequence[float]) -> str:

@@ -23,18 +23,16 @@ the endpoints (0 curve epochs), which is the straight line itself; judged by the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import (
-    describe_data, evaluator, label_axes, new_figure, pairs_of, row_result, RowConfig, save_figure, seed_panel, Timer,
-    train_run,
+    describe_data, evaluator, label_axes, new_figure, pairs_of, row_result, save_figure, seed_panel, Timer,
 )
 from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
@@ -77,12 +75,11 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config(RowConfig):
-    """C2 settings.
+class Config(recipes.PairedRuns):
+    """C2 settings: ``train`` and ``seeds`` are the endpoints, as :class:`recipes.PairedRuns` (the shared
+    :func:`recipes.mnist1d_mlp` runs of A1 and C4).
 
     Attributes:
-        train: the recipe of every endpoint (:func:`recipes.mnist1d_mlp`, shared with A1, C4).
-        seeds: endpoint seeds (init and data order), taken in disjoint consecutive pairs; an even number.
         num_points: points of ``a`` / ``t`` on [0, 1] for the line, the curve and the control.
         curve_epochs, curve_lr, curve_batch_size: curve training (Garipov schedule, momentum 0.9,
             weight decay 1e-4 on the curve's weights).
@@ -91,8 +88,6 @@ class Config(RowConfig):
             first pair (figure only; 0 skips it).
     """
 
-    train: TrainConfig = field(default_factory=lambda: recipes.mnist1d_mlp("quick"))
-    seeds: tuple[int, ...] = tuple(range(10))
     num_points: int = 31
     curve_epochs: int = 10
     curve_lr: float = 0.05
@@ -132,10 +127,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     timer = Timer()
     recs: list[dict[str, Any]] = []
     bundle = model = first_curve = None
-    for k, (sa, sb) in enumerate(pairs_of(config.seeds)):
-        with timer("train"):
-            ra = train_run(recipes.with_seed(config.train, sa), cache_dir, progress)
-            rb = train_run(recipes.with_seed(config.train, sb), cache_dir, progress)
+    for k, (sa, sb, ra, rb) in enumerate(recipes.train_pairs(config, cache_dir, progress, timer)):
         model = ra.build_model()
         bundle = ra.bundle()
         pa = params.get_point(model)

@@ -26,18 +26,16 @@ of weight matching (also verified exact), judged by the same checks.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import (
-    describe_data, evaluator, interpolate, label_axes, new_figure, pairs_of, row_result, RowConfig, save_figure,
-    seed_panel, Timer, train_run,
+    describe_data, evaluator, interpolate, label_axes, new_figure, pairs_of, row_result, save_figure, seed_panel, Timer,
 )
 from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
@@ -92,18 +90,15 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config(RowConfig):
-    """C4 settings.
+class Config(recipes.PairedRuns):
+    """C4 settings: ``train`` and ``seeds`` are the runs, as :class:`recipes.PairedRuns` (the shared
+    :func:`recipes.mnist1d_mlp` runs of A1 and C2).
 
     Attributes:
-        train: the recipe of every run (:func:`recipes.mnist1d_mlp`, shared with A1, C2).
-        seeds: run seeds (init and data order), taken in disjoint consecutive pairs; an even number.
         num_points: points on [0, 1] of each linear path.
         perm_seed: the control's random permutation of pair ``k`` is drawn with ``perm_seed + k``.
     """
 
-    train: TrainConfig = field(default_factory=lambda: recipes.mnist1d_mlp("quick"))
-    seeds: tuple[int, ...] = tuple(range(10))
     num_points: int = 25
     perm_seed: int = 0
 
@@ -165,10 +160,7 @@ def run(config: Config, *, cache_dir: Path, work_dir: Path, progress: Callable[[
     alphas = np.linspace(0.0, 1.0, config.num_points)
     recs = []
     bundle = None
-    for k, (sa, sb) in enumerate(pairs_of(config.seeds)):
-        with timer("train"):
-            ra = train_run(recipes.with_seed(config.train, sa), cache_dir, progress)
-            rb = train_run(recipes.with_seed(config.train, sb), cache_dir, progress)
+    for k, (sa, sb, ra, rb) in enumerate(recipes.train_pairs(config, cache_dir, progress, timer)):
         model = ra.build_model()
         bundle = ra.bundle()
         pa = params.get_point(model, buffers=True)

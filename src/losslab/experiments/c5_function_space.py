@@ -36,7 +36,7 @@ from ..config import TrainConfig
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import (
-    describe_data, label_axes, pairs_of, row_result, RowConfig, save_figure, seed_panel, Timer, train_run,
+    describe_data, label_axes, pairs_of, row_result, save_figure, seed_panel, Timer, train_run,
 )
 from .criteria import Control, Criteria, Criterion, SEED_PLAN_2026_12_04, t_interval, trained_to_minimum
 
@@ -102,18 +102,16 @@ def converged_mlp(profile: str = "quick") -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class Config(RowConfig):
-    """C5 settings.
+class Config(recipes.PairedRuns):
+    """C5 settings: ``train`` and ``seeds`` are the runs, as :class:`recipes.PairedRuns`.
 
     Attributes:
         train: the recipe of every run (:func:`converged_mlp`).
-        seeds: run seeds (init and data order), taken in disjoint consecutive pairs; an even number.
         seed: seed of the t-SNE embedding (figure only).
         tsne: embed the checkpoints' predictions with t-SNE (else PCA) for the figure.
     """
 
     train: TrainConfig = field(default_factory=lambda: converged_mlp("quick"))
-    seeds: tuple[int, ...] = tuple(range(10))
     seed: int = 0
     tsne: bool = True
 

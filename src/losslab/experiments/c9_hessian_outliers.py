@@ -45,10 +45,12 @@ from ..data import Bundle, register
 from . import recipes
 from ._base import ExperimentResult, Verdict, verdict_from_checks
 from .common import (
-    describe_data, evaluator, interval_text, label_axes, new_figure, row_result, RowConfig, same_seeds, save_figure,
-    spread, Timer, train_run,
+    describe_data, evaluator, example_subset, interval_text, label_axes, new_figure, row_result, RowConfig, same_seeds,
+    save_figure, spread, Timer, train_run,
 )
-from .criteria import Control, Criteria, Criterion, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum
+from .criteria import (
+    Control, Criteria, Criterion, lanczos_converged, per_seed, SEED_PLAN_2026_12_04, trained_to_minimum,
+)
 
 ID = "C9"
 VERSION = 3  # 3: Lanczos keeps a bounded float32 basis with thick restarts (issue 18)
@@ -83,8 +85,7 @@ CRITERIA = Criteria(
             "final train error",
             "the outliers are a property of trained networks (Sagun et al. 2017, Papyan 2019 measure at the "
             "end of training): train error <= 1% (issue 14, like with like)"),
-        Criterion("Lanczos converged", "Lanczos runs that did not converge", "<", 0.5,
-                  "an unconverged top-k is not a measurement", precondition=True),
+        lanczos_converged("Lanczos runs that did not converge", "an unconverged top-k is not a measurement"),
     ),
     claims=(
         Criterion("about C outliers", "median n_out over the post-early checkpoints − C (C = 10)", "equiv", 2.5,
@@ -203,11 +204,7 @@ def _measure_run(cfg: TrainConfig, seed: int, config: Config, C: int, cache_dir:
     bundle = r.bundle()
     model = r.build_model()
     k = config.k_factor * C
-    x, y = bundle.train.x, bundle.train.y
-    if 0 < config.hessian_examples < len(x):
-        g = torch.Generator().manual_seed(int(seed))
-        idx = torch.sort(torch.randperm(len(x), generator=g)[: config.hessian_examples]).values
-        x, y = x[idx], y[idx]
+    x, y = example_subset(bundle.train, config.hessian_examples, seed)
     ev = evaluator(model, (x, y))
     traj = r.trajectory()
     losses = [ev.evaluate(pt)["loss"] for _, pt in traj]

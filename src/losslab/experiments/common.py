@@ -13,6 +13,8 @@
 * :class:`RowConfig` (every row's ``Config``: ``quick()`` is its defaults), :func:`row_result` (the
   :class:`~losslab.experiments.ExperimentResult` of a row) and :func:`same_seeds` (the seeds record
   of a row whose control reuses its seeds): the boilerplate every row shares.
+* :func:`example_subset`: the fixed random subset of training examples a row measures on (e.g. its
+  Hessian's).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ __all__ = [
     "RowConfig", "row_result", "same_seeds", "train_run", "run_lock", "Timer", "describe_data", "evaluator",
     "interpolate", "spread", "interval_text", "fit_epoch", "describe_model", "new_figure", "save_figure",
     "label_axes", "interval_bar", "ratio_panel", "train_config", "seed_panel", "pairs_of",
+    "example_subset",
 ]
 
 
@@ -160,6 +163,15 @@ def describe_data(bundle: Any) -> str:
                    ("" if "n_extra" not in w else f" n={w['n_extra']}") for w in d.get("wrappers", []))
     return (f"{d['name']}: {d['n_train']} train / {d['n_test']} test, {d['num_classes']} classes, "
             f"input {tuple(d['input_shape'])}" + (f"; {wr}" if wr else ""))
+
+
+def example_subset(split: Any, n: int, seed: int) -> tuple[Any, Any]:
+    """``(x, y)`` of ``split`` (a Split or an ``(x, y)`` pair), or ``n`` of its examples drawn with ``seed``
+    (in their order; ``n <= 0`` or ``n >= `` the size: all): :func:`losslab.curvature.analysis.data_subset`
+    with 0 meaning all, as the rows' settings have it."""
+    from ..curvature.analysis import data_subset
+
+    return data_subset(split, int(n) if n > 0 else None, int(seed))
 
 
 class Timer:

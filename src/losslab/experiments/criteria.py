@@ -41,7 +41,7 @@ from ..errors import LosslabError
 __all__ = [
     "Interval", "t_interval", "tost", "Criterion", "Criteria", "Control", "apply_control",
     "per_seed", "CONFIDENCE", "SEED_PLAN_2026_12_04", "MINIMA_SOURCE", "trained_to_minimum", "run_trained",
-    "error_drop",
+    "error_drop", "over_parameterized", "lanczos_converged",
 ]
 
 CONFIDENCE = 0.95
@@ -291,6 +291,23 @@ def run_trained(statistic: str, source: str) -> Criterion:
     return Criterion("run trained", statistic, ">=", 0.1, source, precondition=True)
 
 
+def over_parameterized(source: str) -> Criterion:
+    """The precondition "over-parameterized": parameters / training examples ``> 1`` on every seed (rows
+    whose claim is about nets with more parameters than training examples; ``source`` says whose).
+
+    Example:
+        >>> over_parameterized("Zhang et al. 2016").text()[:85]
+        '[precondition] over-parameterized: parameters / training examples > 1 (every seed); t'
+    """
+    return Criterion("over-parameterized", "parameters / training examples", ">", 1.0, source, precondition=True)
+
+
+def lanczos_converged(statistic: str, source: str) -> Criterion:
+    """The precondition "Lanczos converged": ``statistic`` (a count of Lanczos runs that did not converge)
+    ``< 0.5``, i.e. none, on every seed (an unconverged eigenvalue is not a measurement)."""
+    return Criterion("Lanczos converged", statistic, "<", 0.5, source, precondition=True)
+
+
 #: The seed-plan change of 2026-12-04, listed in the ``changes`` of every row it touched.
 SEED_PLAN_2026_12_04 = (
     "criterion changed on 2026-12-04 because issue 14's stability target was missed with 3 seeds in quick: two "
@@ -359,14 +376,18 @@ class Criteria:
 
         ``values`` maps a criterion's name to the record key holding its per-seed statistic
         (:func:`per_seed`) or to the per-seed values themselves; each is judged, in that order, by
-        :meth:`Criterion.judge` over the records' seeds (:func:`~losslab.experiments.verdict_from_checks`).
+        :meth:`judge_each` over the records' seeds (:func:`~losslab.experiments.verdict_from_checks`).
         """
         from ._verdict import verdict_from_checks
 
         seeds = [r["seed"] for r in records]
-        return verdict_from_checks([
-            self[name].judge(per_seed(records, v) if isinstance(v, str) else v, seeds=seeds)
-            for name, v in values.items()])
+        return verdict_from_checks(self.judge_each(
+            {name: per_seed(records, v) if isinstance(v, str) else v for name, v in values.items()}, seeds))
+
+    def judge_each(self, values: Mapping[str, Sequence[float]], seeds: Sequence[Any]) -> list[Any]:
+        """The :class:`~losslab.experiments.Check` of each criterion named in ``values``, in that order: its
+        per-seed values (one per seed of ``seeds``) judged by :meth:`Criterion.judge`."""
+        return [self[name].judge(v, seeds=seeds) for name, v in values.items()]
 
 
 @dataclass(frozen=True)

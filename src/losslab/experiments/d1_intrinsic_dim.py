@@ -120,6 +120,24 @@ def load_data(dataset: str, dataset_kwargs: Mapping[str, Any] | None = None, sub
     return b
 
 
+@dataclass(frozen=True)
+class MLPTask(RowConfig):
+    """The first settings of the ``Config`` of a subspace row (D1, D2): the data and the zoo MLP.
+
+    Attributes:
+        dataset, dataset_kwargs, subsample: the data (:func:`load_data`; subsample: keep this many training
+            examples, 0 all).
+        width, depth: the MLP (zoo ``mlp``, PyTorch default init, :func:`mlp_factory`; 64-64-10 on digits has
+            D = 4810).
+    """
+
+    dataset: str = "digits"
+    dataset_kwargs: dict = field(default_factory=dict)
+    subsample: int = 0
+    width: int = 64
+    depth: int = 1
+
+
 def mlp_factory(bundle: Any, width: int, depth: int, activation: str = "relu") -> Callable[[int], Any]:
     """``seed -> fresh zoo MLP`` (PyTorch default init) for ``bundle``."""
     from .. import models
@@ -184,12 +202,10 @@ def fmt_d(crossing: Mapping[str, Any], dims: Sequence[float]) -> str:
 
 
 @dataclass(frozen=True)
-class Config(RowConfig):
-    """D1 settings.
+class Config(MLPTask):
+    """D1 settings: the data and the MLP as :class:`MLPTask`.
 
     Attributes:
-        dataset, dataset_kwargs, subsample: the data (subsample: keep this many training examples, 0 all).
-        width, depth: the MLP (zoo ``mlp``; 64-64-10 has D = 4810).
         projection: projection of the clean sweep (``dense``, ``sparse``, ``fastfood``).
         extra_projections: further projections measured for context (full profile).
         dims, seeds, epochs, lr, batch_size, baseline_lr: the clean sweep (Adam on theta_d).
@@ -203,11 +219,6 @@ class Config(RowConfig):
         control_subset_seed: seed of the independently drawn subset of the null pair (negative control).
     """
 
-    dataset: str = "digits"
-    dataset_kwargs: dict = field(default_factory=dict)
-    subsample: int = 0
-    width: int = 64
-    depth: int = 1
     projection: str = "dense"
     extra_projections: tuple[str, ...] = ()
     dims: tuple[int, ...] = (25, 50, 100, 200, 400, 800)

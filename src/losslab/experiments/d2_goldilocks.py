@@ -33,16 +33,16 @@ radii of that seed) and the data order of training; the control uses the same se
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ._base import ExperimentResult, Verdict, verdict_from_checks
-from .common import describe_data, interval_text, new_figure, row_result, RowConfig, same_seeds, save_figure, Timer
+from .common import describe_data, interval_text, new_figure, row_result, same_seeds, save_figure, Timer
 from .criteria import Control, Criteria, Criterion
-from .d1_intrinsic_dim import load_data, log_ticks, mlp_factory, nanmean_rows, undecided_as_inf
+from .d1_intrinsic_dim import load_data, log_ticks, mlp_factory, MLPTask, nanmean_rows, undecided_as_inf
 
 ID = "D2"
 VERSION = 2
@@ -105,12 +105,11 @@ CRITERIA = Criteria(
 
 
 @dataclass(frozen=True)
-class Config(RowConfig):
-    """D2 settings.
+class Config(MLPTask):
+    """D2 settings: the data and the MLP as :class:`~losslab.experiments.d1_intrinsic_dim.MLPTask`.
 
     Attributes:
-        dataset, dataset_kwargs, subsample: the data.
-        width, depth, activation: the MLP (zoo ``mlp``, PyTorch default init).
+        activation: the MLP's activation.
         control_depth: hidden layers of the negative-control model (0: linear softmax, convex loss).
         radii: multiples of each seed's init norm.
         d: subspace dimension (Hessian and training).
@@ -120,11 +119,6 @@ class Config(RowConfig):
         epochs, lr, momentum, batch_size: subspace training (SGD on z).
     """
 
-    dataset: str = "digits"
-    dataset_kwargs: dict = field(default_factory=dict)
-    subsample: int = 0
-    width: int = 64
-    depth: int = 1
     activation: str = "tanh"
     control_depth: int = 0
     radii: tuple[float, ...] = (0.05, 0.15, 0.4, 1.0, 2.5, 6.0, 15.0, 40.0)

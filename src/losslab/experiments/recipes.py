@@ -3,7 +3,9 @@ so experiments that use a recipe share its trained runs through the run cache (`
 
 Use these in an experiment's ``Config`` when a SURVEY row measures the same kind of model as
 another row; vary the seed with :func:`with_seed`. Each recipe has a ``"quick"`` profile sized for
-one CPU core in seconds (SURVEY pilot regimes) and a ``"full"`` one.
+one CPU core in seconds (SURVEY pilot regimes) and a ``"full"`` one. :class:`PairedRuns` (with
+:func:`train_pairs`) is the ``Config`` base of the rows that compare runs of a recipe in disjoint pairs
+of seeds (C2, C4, C5).
 
 ==============================  ==========================================  =======================
 recipe                          what                                        used by
@@ -20,13 +22,17 @@ recipe                          what                                        used
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
+from ..config import TrainConfig
 from ..errors import LosslabError
-from .common import train_config
+from .common import pairs_of, RowConfig, Timer, train_config, train_run
 
 __all__ = ["with_seed", "with_label_noise", "mnist1d_mlp", "mnist1d_mlp_large_lr", "memorization_mlp",
-           "random_labels_mlp", "deep_linear_mlp", "poison_pair", "skip_resnet", "digits_mlp"]
+           "random_labels_mlp", "deep_linear_mlp", "poison_pair", "skip_resnet", "digits_mlp", "PairedRuns",
+           "train_pairs"]
 
 
 def _profile(profile: str) -> str:
@@ -60,6 +66,33 @@ def mnist1d_mlp(profile: str = "quick") -> Any:
                             optimizer="sgd", lr=0.05, momentum=0.9, epochs=40)
     return train_config(dataset="mnist1d", model="mlp", model_kwargs={"width": 512, "depth": 2},
                         optimizer="sgd", lr=0.05, momentum=0.9, epochs=60)
+
+
+@dataclass(frozen=True)
+class PairedRuns(RowConfig):
+    """Base of the ``Config`` of a row that compares independently trained runs in disjoint pairs (C2, C4, C5).
+
+    Attributes:
+        train: the recipe of every run (default :func:`mnist1d_mlp`, the runs A1, C2 and C4 share); seed ``s``
+            gives its init and data order (:func:`with_seed`).
+        seeds: the run seeds, taken in disjoint consecutive pairs (:func:`~losslab.experiments.common.pairs_of`);
+            an even number.
+    """
+
+    train: TrainConfig = field(default_factory=lambda: mnist1d_mlp("quick"))
+    seeds: tuple[int, ...] = tuple(range(10))
+
+
+def train_pairs(config: PairedRuns, cache_dir: str | os.PathLike, progress: Callable[[str], None] | None,
+                timer: Timer) -> Iterator[tuple[int, int, Any, Any]]:
+    """For each pair ``(sa, sb)`` of ``pairs_of(config.seeds)``: ``(sa, sb, run_a, run_b)``, the two runs of
+    ``config.train`` with those seeds trained (or reused, :func:`~losslab.experiments.common.train_run`) under
+    ``timer("train")``."""
+    for sa, sb in pairs_of(config.seeds):
+        with timer("train"):
+            ra = train_run(with_seed(config.train, sa), cache_dir, progress)
+            rb = train_run(with_seed(config.train, sb), cache_dir, progress)
+        yield sa, sb, ra, rb
 
 
 def mnist1d_mlp_large_lr(profile: str = "quick") -> Any:

@@ -125,6 +125,29 @@ def _head(dim_features: int, num_classes: int) -> nn.Linear:
     return nn.Linear(dim_features, num_classes)
 
 
+def _conv_layer(i: int, dim: int, cin: int, cout: int, kernel_size: int, stride: int, activation: str,
+                norm: str | None) -> list[tuple[str, nn.Module]]:
+    """``conv{i} -> [norm{i}] -> act{i}`` (the conv has no bias when BatchNorm follows), built in that order."""
+    layers: list[tuple[str, nn.Module]] = [(f"conv{i}", _conv(dim, cin, cout, kernel_size, stride, bias=norm != "bn"))]
+    if norm is not None:
+        layers.append((f"norm{i}", _conv_norm(dim, norm, cout)))
+    layers.append((f"act{i}", _activation(activation)))
+    return layers
+
+
+def _pooled_head(dim: int, pool: str, channels: int, spatial: Sequence[int], num_classes: int
+                 ) -> list[tuple[str, nn.Module]]:
+    """``[pool], flatten, head`` after conv layers with ``channels`` x ``spatial`` outputs (``pool="avg"``:
+    global average pooling first, so the head sees ``channels`` features)."""
+    layers: list[tuple[str, nn.Module]] = []
+    if pool == "avg":
+        layers.append(("pool", nn.AdaptiveAvgPool1d(1) if dim == 1 else nn.AdaptiveAvgPool2d(1)))
+        spatial = [1] * dim
+    layers.append(("flatten", nn.Flatten()))
+    layers.append(("head", _head(channels * math.prod(spatial), num_classes)))
+    return layers
+
+
 # ------------------------------------------------------------------------------------------------ MLP
 @register("mlp")
 def mlp(
@@ -193,18 +216,10 @@ def _convnet(
     _choice("pool", pool, POOLS)
     layers, cin, spatial = _conv_input(name, input_shape, dim, lenient=True)
     for i in range(depth):
-        layers.append((f"conv{i}", _conv(dim, cin, channels, kernel_size, stride, bias=norm != "bn")))
-        if norm is not None:
-            layers.append((f"norm{i}", _conv_norm(dim, norm, channels)))
-        layers.append((f"act{i}", _activation(activation)))
+        layers += _conv_layer(i, dim, cin, channels, kernel_size, stride, activation, norm)
         spatial = [_out_size(n, kernel_size, stride) for n in spatial]
         cin = channels
-    if pool == "avg":
-        layers.append(("pool", nn.AdaptiveAvgPool1d(1) if dim == 1 else nn.AdaptiveAvgPool2d(1)))
-        spatial = [1] * dim
-    layers.append(("flatten", nn.Flatten()))
-    layers.append(("head", _head(channels * math.prod(spatial), num_classes)))
-    return _sequential(layers)
+    return _sequential(layers + _pooled_head(dim, pool, channels, spatial, num_classes))
 
 
 @register("cnn1d")
@@ -374,10 +389,7 @@ def resnet(
     else:
         raise LosslabError(f"resnet expects input_shape (L,), (C, L) or (C, H, W), got {input_shape}")
     layers, cin, spatial = _conv_input("resnet", input_shape, dim)
-    layers.append(("conv0", _conv(dim, cin, width, kernel_size, 1, bias=norm != "bn")))
-    if norm is not None:
-        layers.append(("norm0", _conv_norm(dim, norm, width)))
-    layers.append(("act0", _activation(activation)))
+    layers += _conv_layer(0, dim, cin, width, kernel_size, 1, activation, norm)
     per_stage = [depth // stages + (1 if s < depth % stages else 0) for s in range(stages)]
     cin, j = width, 0
     for s, n_blocks in enumerate(per_stage):
@@ -388,9 +400,4 @@ def resnet(
                                                       activation=activation, norm=norm, skip=skip)))
             spatial = [_out_size(n, kernel_size, stride) for n in spatial]
             cin, j = cout, j + 1
-    if pool == "avg":
-        layers.append(("pool", nn.AdaptiveAvgPool1d(1) if dim == 1 else nn.AdaptiveAvgPool2d(1)))
-        spatial = [1] * dim
-    layers.append(("flatten", nn.Flatten()))
-    layers.append(("head", _head(cin * math.prod(spatial), num_classes)))
-    return _sequential(layers)
+    return _sequential(layers + _pooled_head(dim, pool, cin, spatial, num_classes))
