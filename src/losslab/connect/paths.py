@@ -12,7 +12,7 @@ the endpoints. Trained curves (:mod:`losslab.connect.curves`) and AutoNEB paths
 (:mod:`losslab.connect.neb`) produce :class:`PathResult` objects of the same shape.
 
 Barriers (:func:`barriers`) of a metric :math:`L` sampled along a path, both reported for loss and
-error (Frankle et al. 2020; Ainsworth et al. 2023; see ``SURVEY.md`` "Definitions")::
+error (Frankle et al. 2020; Ainsworth et al. 2023; the definitions every survey row uses)::
 
     mean   = max_α L(α) − (L(0) + L(1)) / 2
     interp = max_α [ L(α) − ((1 − α) L(0) + α L(1)) ]

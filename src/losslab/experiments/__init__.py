@@ -1,4 +1,4 @@
-"""The executable survey: one experiment module per SURVEY.md row, run by ``losslab reproduce``.
+"""The executable survey: one experiment module per survey row (docs/findings.md), run by ``losslab reproduce``.
 
 Adding a row (say C2) is one new module ``c2_<slug>.py`` in this package; it is discovered
 automatically (:data:`EXPERIMENTS`) and appears in the report in place of "not yet implemented"::

@@ -1,6 +1,6 @@
-"""The survey's rows (SURVEY.md): id, finding, reference and the check ``losslab reproduce`` prints.
+"""The survey's rows (listed in docs/findings.md): id, finding, reference and the check ``losslab reproduce`` prints.
 
-Kept in the package (not read from SURVEY.md at run time) so that an installed losslab can list every
+Kept in the package (not read from a document at run time) so that an installed losslab can list every
 row, including those whose experiment module has not landed ("not yet implemented" in the report).
 """
 from __future__ import annotations

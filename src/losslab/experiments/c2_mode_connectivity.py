@@ -13,7 +13,7 @@ pairs are independent replicates (no model appears in two pairs). Each pair is j
   code's schedule (:func:`losslab.connect.train_curve`).
 
 Both are evaluated on the full train and test sets at ``num_points`` positions; both barrier
-definitions of SURVEY.md are reported for loss and error.
+definitions of :mod:`losslab.connect.paths` are reported for loss and error.
 
 Pre-registered criteria (:data:`CRITERIA`): every endpoint trained to a minimum (train error <= 1%)
 and every line with a test-error barrier > 0.02 (preconditions); decisive: the ratio curve / line of

@@ -11,7 +11,7 @@ evaluated before and after the alignment,
     \\theta(a) = (1 - a)\\,\\theta_A + a\\,\\theta_B \\quad\\text{vs}\\quad
     \\theta(a) = (1 - a)\\,\\theta_A + a\\,\\pi(\\theta_B),
 
-on train and test data; both barriers of SURVEY.md are reported for loss and error
+on train and test data; both barrier definitions are reported for loss and error
 (:func:`losslab.connect.paths.barriers`: ``mean`` and ``interp``, stored as ``_mean`` and ``_linear``).
 Every permutation applied (weight matching and the control's) is verified, in float64, to leave B's
 outputs unchanged on the training inputs used for alignment and on the full test set (in float32 a

@@ -4,8 +4,8 @@
   experiments running in parallel processes that need the same run train it once.
 * :class:`Timer` collects per-phase seconds for :attr:`ExperimentResult.timings`.
 * :func:`evaluator`, :func:`interpolate` (the linear path :math:`(1-a)\\theta_A + a\\theta_B` through
-  :func:`losslab.surface.line`): the numbers several rows need, defined once (SURVEY.md "Definitions to
-  hold fixed"); barriers and monotonicity are the library's (:func:`losslab.connect.paths.barriers`,
+  :func:`losslab.surface.line`): the numbers several rows need, defined once (the survey's definitions,
+  held fixed across rows); barriers and monotonicity are the library's (:func:`losslab.connect.paths.barriers`,
   :func:`losslab.interpolation.monotonicity`).
 * :func:`new_figure` / :func:`save_figure`: matplotlib figures without pyplot, written atomically as
   PNG into the experiment's ``work_dir`` and returned as a :class:`FigureRef`; :func:`label_axes`,
