@@ -18,12 +18,25 @@ def cli(*args, cwd=None):
 TINY = ["--model-kwargs", "width=32", "depth=1", "--epochs", "3", "--no-progress"]
 
 
+def test_train_states_the_batchnorm_mode_of_its_metrics(tmp_path, capsys):
+    args = ["train", "--dataset", "digits", "--model", "mlp", "--model-kwargs", "width=8", "depth=1", "norm=bn",
+            "--epochs", "1", "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert "BatchNorm: metrics use the running statistics" in capsys.readouterr().out
+    assert main([*args, "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["bn"] == "eval" and s["reused"] is True
+    ev = cli("evaluate", s["run_dir"], "--bn", "eval", "--json")  # the same numbers as evaluate in that mode
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["train_loss"] == pytest.approx(s["train_loss"], rel=1e-6)
+
+
 def test_train_json_and_reuse(tmp_path):
     r = cli("train", "--dataset", "digits", "--model", "mlp", *TINY, "--out", str(tmp_path), "--json")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert set(s) >= {"run_dir", "train_loss", "train_error", "test_loss", "test_error", "checkpoints"}
-    assert s["reused"] is False and s["checkpoints"] >= 2
+    assert s["reused"] is False and s["checkpoints"] >= 2 and s["bn"] is None  # no BatchNorm: no mode to state
     r2 = cli("train", "--dataset", "digits", "--model", "mlp", *TINY, "--out", str(tmp_path), "--json")
     s2 = json.loads(r2.stdout)
     assert s2["reused"] is True and s2["run_dir"] == s["run_dir"]

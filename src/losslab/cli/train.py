@@ -55,13 +55,18 @@ def run(args: argparse.Namespace) -> int:
     already = Run(run_dir_for(config, args.out)).done and not args.force
     run = train(config, out=args.out, force=args.force, device=args.device, threads=args.threads,
                 progress=False if args.no_progress else None)
+    from ..evaluate._metrics import has_batchnorm
+
     s = dict(run.summary)
     s["reused"] = already
+    # the trainer's metrics are eval-mode: BatchNorm with its running statistics (`evaluate --bn eval`)
+    s["bn"] = "eval" if has_batchnorm(run.build_model()) else None
     text = (
         f"run {s['run_dir']}{' (reused)' if already else ''}\n"
         f"train loss {s['train_loss']:.4f}  error {s['train_error']:.4f}\n"
         f"test  loss {s['test_loss']:.4f}  error {s['test_error']:.4f}\n"
         f"{s['epochs']} epochs, {s['steps']} steps, {s['checkpoints']} checkpoints"
+        + ("\nBatchNorm: metrics use the running statistics (as `losslab evaluate --bn eval`)" if s["bn"] else "")
     )
     emit(args, s, text)
     return 0
