@@ -16,18 +16,7 @@ from losslab.errors import LosslabError
 from losslab.precision import Precision
 
 
-def mlp(seed: int, bn: bool = False) -> nn.Module:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = [nn.Linear(6, 16)] + ([nn.BatchNorm1d(16)] if bn else []) + [nn.Tanh(), nn.Linear(16, 3)]
-    return nn.Sequential(*layers).double()
-
-
-def dataset(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 6, generator=g, dtype=torch.float64)
-    w = torch.randn(6, 3, generator=g, dtype=torch.float64)
-    y = (x @ w + 0.5 * torch.randn(n, 3, generator=g, dtype=torch.float64)).argmax(1)
-    return x, y
+from test_adaptive import dataset, mlp  # the same tiny float64 MLP and data as the surface tests
 
 
 INIT: dict[str, torch.Tensor] = {}
