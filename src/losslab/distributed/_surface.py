@@ -46,6 +46,7 @@ from .._functional import model_then_data
 from ..errors import LosslabError
 from ..evaluate import Evaluator
 from ..surface import SurfaceResult
+from ._adaptive import run_sharded
 from ._runtime import (
     DEFAULT_TIMEOUT,
     DistContext,
@@ -142,8 +143,6 @@ def _split(kind: str, model: nn.Module, data: Any, kwargs: dict[str, Any]) -> tu
     fn = S.plane if kind == "plane" else S.line
     sig = inspect.signature(fn)
     sig.bind(model, data, **kwargs)
-    if kwargs.get("precision") is not None:
-        raise LosslabError("the distributed surface is exact: adaptive precision (precision=) runs in one process")
     params = sig.parameters
     geom = {k: v for k, v in kwargs.items() if k in params and k not in _RUN_OPTIONS}
     run = {k: kwargs.get(k, params[k].default) for k in _RUN_OPTIONS}
@@ -277,14 +276,19 @@ def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeou
 
     # 2. every rank sets up; rank 0 checks that they agree and publishes the blocks
     setup_error: BaseException | None = None
+    fn = S.plane if kind == "plane" else S.line
+    adaptive = geom.get("precision") is not None  # the waves set the blocks (the evaluator is kept)
     try:
         # a private copy: the block size and the settled strategy change it, never the caller's evaluator
         # the evaluator surface.plane would build (a resumed run's chunking/strategy reused)
         ev = _derived(S._evaluator(model, data, evaluator, evaluator_kwargs, prev))
-        fn = S.plane if kind == "plane" else S.line
+        if adaptive:  # refused before any work rather than at the first point (on whichever rank)
+            from ..precision import require_fixed_bn
+
+            require_fixed_bn(model, ev.bn)
         template = fn(model, data, evaluator=ev, progress=False, resume_from=prev,
                       max_points=0, meta=meta, **geom)
-        if evaluator is None and evaluator_kwargs.get("points_per_chunk") is None and not (
+        if not adaptive and evaluator is None and evaluator_kwargs.get("points_per_chunk") is None and not (
                 prev is not None and prev.meta.get("evaluator", {}).get("points_per_chunk")):
             target = _balanced_block(ev, template, max_points, ctx.world_size)
             if target is not None:
@@ -303,6 +307,8 @@ def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeou
         except DistributedError:
             job.ack()
             raise
+        if go.get("adaptive"):
+            return run_sharded(job, ctx, fn, model, data, geom, ev, prev, opts, timeout)
         return _worker(job, ctx, kind, model, geom, ev, template, go)
     try:
         readies = job.collect("ready", ctx.world_size - 1)
@@ -328,6 +334,9 @@ def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeou
         if setup_error is not None:
             raise setup_error
         raise DistributedError("ranks disagree or failed during setup: " + "; ".join(problems))
+    if adaptive:
+        job.publish("go", {"adaptive": True})
+        return run_sharded(job, ctx, fn, model, data, geom, ev, prev, opts, timeout)
     blocks = S.block_plan(template.done, ev.points_per_chunk, max_points)
     job.publish("go", {"blocks": blocks, "strategy": ev.strategy})
     return _root(job, ctx, kind, model, geom, ev, template, blocks, progress=progress,
