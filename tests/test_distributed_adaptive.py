@@ -170,6 +170,7 @@ def test_two_rank_adaptive_plane_and_line_equal_one_process(job):
     assert saved.complete and saved.meta["distributed"]["world_size"] == 2
     per_rank = saved.meta["distributed"]["per_rank"]
     assert sum(p["points"] for p in per_rank) == ref.meta["precision"]["points_evaluated"]  # each point once
+    assert all(p["points"] > 0 for p in per_rank)  # both ranks evaluated points
     np.testing.assert_array_equal(saved.metrics["loss"], ref.metrics["loss"])
     np.testing.assert_array_equal(saved.arrays["stderr__loss"], ref.arrays["stderr__loss"])
     model, data, dx, _ = problem()

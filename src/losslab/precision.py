@@ -642,15 +642,6 @@ class AdaptiveGrid:
 # ---- shared by the drivers -------------------------------------------------------------------------
 
 
-def __getattr__(name: str) -> Any:
-    """``run_adaptive`` lives in :mod:`losslab._adaptive` (which imports this module): found lazily."""
-    if name == "run_adaptive":
-        from ._adaptive import run_adaptive
-
-        return run_adaptive
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _labels(ev: Any) -> np.ndarray | None:
     """The strata of an evaluator's data: its class labels, or ``None`` (one stratum) for other targets."""
     return ev.y.cpu().numpy() if (ev.y.dim() == 1 and not ev.y.is_floating_point()) else None

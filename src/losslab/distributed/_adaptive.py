@@ -3,7 +3,7 @@
 :func:`losslab.distributed.distributed_plane`/``distributed_line`` with ``precision=`` come here
 after the common setup (rank 0 reads ``resume_from``; every rank builds its evaluator; the inputs
 are compared across ranks). Every rank then calls :func:`losslab.surface.plane`/``line`` itself
-with :data:`losslab._adaptive.WAVE_DRIVER` set to a :class:`WaveSharing`, so the points, the
+with :data:`losslab._adaptive_surface.WAVE_DRIVER` set to a :class:`WaveSharing`, so the points, the
 resumption and the result are the single-process code, and each rank keeps a replica of the
 :class:`~losslab.precision.AdaptiveGrid`. Per wave:
 
@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .._adaptive import WAVE_DRIVER
+from .._adaptive_surface import WAVE_DRIVER
 from ..precision import AdaptiveGrid
 from ._runtime import DistContext, DistributedError, _collect, _error_text, _Job, _WorkerFailed
 

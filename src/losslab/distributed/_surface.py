@@ -26,6 +26,12 @@ Rerunning with the same arguments resumes from the checkpoint.
 Each block is evaluated by calling :func:`losslab.surface.plane` / ``line`` itself with a
 ``resume_from`` result in which only that block's points are not done (and the evaluator built
 once), so the point construction, fingerprint and evaluation are the single-process code.
+
+With ``precision=`` (adaptive precision) steps 2 and 3 go by waves instead
+(:mod:`losslab.distributed._adaptive`): every rank runs ``plane``/``line`` itself with a replica of
+the :class:`~losslab.precision.AdaptiveGrid`, each wave's points are claimed in blocks, rank 0
+merges the rows, checkpoints, calls ``callback`` and publishes them; the result is bit for bit the
+single-process adaptive surface's.
 """
 from __future__ import annotations
 
@@ -90,7 +96,8 @@ def distributed_plane(model: nn.Module, data: Any = None, *, timeout: float = DE
             result) before raising :class:`~losslab.distributed.DistributedError`.
 
     Returns:
-        The :class:`~losslab.surface.SurfaceResult`, on every rank. ``meta["distributed"]`` records
+        The :class:`~losslab.surface.SurfaceResult`, on every rank (with ``precision=``: bit for bit the
+        single-process adaptive surface, its waves shared over the ranks). ``meta["distributed"]`` records
         the world size, the blocks and points each rank evaluated and its busy seconds;
         ``meta["timing"]`` the wall time on rank 0.
 
