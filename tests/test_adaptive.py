@@ -294,8 +294,9 @@ def test_cli_rtol_atol(tmp_path, capsys):
     assert "losslab: error: precision rtol" in capsys.readouterr().err
 
 
-def test_distributed_surface_stays_exact():
-    """One process: distributed_plane is plane (adaptive too); shared over ranks it refuses precision."""
+def test_distributed_surface_passes_precision_on():
+    """One process: distributed_plane is plane (adaptive too); shared over ranks precision goes to plane
+    (the 2-rank runs are tests/test_distributed_adaptive.py)."""
     from losslab.distributed import distributed_plane
     from losslab.distributed._surface import _split
 
@@ -305,5 +306,5 @@ def test_distributed_surface_stays_exact():
     kw = dict(dx=d, dy=d, nx=5, ny=5, progress=False, precision=Precision(rtol=0.1, coarse=2))
     a, b = distributed_plane(m, (x, y), **kw), plane(m, (x, y), **kw)
     assert np.array_equal(a.metrics["loss"], b.metrics["loss"]) and a.meta["precision"] == b.meta["precision"]
-    with pytest.raises(LosslabError, match="distributed surface is exact"):
-        _split("plane", m, (x, y), kw)
+    geom, _, _ = _split("plane", m, (x, y), kw)
+    assert geom["precision"] == kw["precision"]

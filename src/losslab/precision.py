@@ -101,7 +101,7 @@ import numpy as np
 
 from .errors import LosslabError
 
-__all__ = ["Precision", "Strata", "stratified_mean", "AdaptiveGrid", "ARRAY_NAMES", "run_adaptive", "adaptive_path",
+__all__ = ["Precision", "Strata", "stratified_mean", "AdaptiveGrid", "ARRAY_NAMES", "adaptive_path",
            "require_fixed_bn"]
 
 ARRAY_NAMES = ("examples_used", "exact", "interpolated")
@@ -474,26 +474,60 @@ class AdaptiveGrid:
     def evaluate(self, points: Sequence[int], values: Callable[[int, np.ndarray | None], np.ndarray]) -> None:
         """Evaluate ``points`` (flat indices): lattice points exactly (keeping their per-example values),
         others by the control-variate estimator. ``values(k, index)`` gives the per-example metric
-        values ``(len(index), M)`` at point ``k`` (``index=None``: all examples, in order)."""
+        values ``(len(index), M)`` at point ``k`` (``index=None``: all examples, in order).
+        The same as :meth:`apply` of :meth:`compute`."""
+        self.apply(self.compute(points, values))
+
+    def compute(self, points: Sequence[int], values: Callable[[int, np.ndarray | None], np.ndarray]
+                ) -> dict[str, np.ndarray]:
+        """The rows of ``points`` (one wave's points, or some of them), leaving the state as it is.
+
+        Points of one wave of :meth:`plan` are independent (an estimate reads only the lattice's
+        per-example values, the tolerance, the seed and its own index), so any split of a wave into
+        parts computed anywhere, applied in any order, gives the same state as :meth:`evaluate`.
+
+        Returns:
+            ``points`` (P,), ``value``/``se`` (P, M), ``used`` (P,), ``exact`` (P,) and, for the
+            lattice points among them, ``ref_rows`` (their lattice rows) and ``ref`` (their
+            per-example values, ``(len(ref_rows), N, M)`` float64).
+        """
         lat_pos = {int(k): r for r, k in enumerate(self.lattice)}
-        for k in points:
-            k = int(k)
+        pts = np.asarray(points, dtype=np.int64).reshape(-1)
+        m = len(self.names)
+        out = {"points": pts, "value": np.full((pts.size, m), np.nan), "se": np.full((pts.size, m), np.nan),
+               "used": np.zeros(pts.size, np.int64), "exact": np.zeros(pts.size, bool)}
+        rows, refs = [], []
+        for r, k in enumerate(pts.tolist()):
             if k in lat_pos:
-                if self.ref is None:
-                    self.ref = np.full((self.lattice.size, self.n, len(self.names)), np.nan)
                 v = values(k, None)
-                self.ref[lat_pos[k]] = v
-                self.value[k], self.se[k] = v.mean(0), 0.0
-                self.used[k], self.exact[k] = self.n, True
+                rows.append(lat_pos[k])
+                refs.append(np.array(v, dtype=np.float64))
+                out["value"][r], out["se"][r], out["used"][r], out["exact"][r] = v.mean(0), 0.0, self.n, True
             else:
-                self._estimate(k, values)
-            self.evaluated[k] = True
+                out["value"][r], out["se"][r], out["used"][r], out["exact"][r] = self._estimate(k, values)
+        out["ref_rows"] = np.asarray(rows, dtype=np.int64)
+        out["ref"] = np.stack(refs) if refs else np.zeros((0, self.n, m))
+        return out
+
+    def apply(self, rows: dict[str, np.ndarray]) -> None:
+        """Write rows of :meth:`compute` into the state (points evaluated; the tolerance once the
+        lattice is complete)."""
+        pts = rows["points"]
+        if len(rows["ref_rows"]):
+            if self.ref is None:
+                self.ref = np.full((self.lattice.size, self.n, len(self.names)), np.nan)
+            self.ref[rows["ref_rows"]] = rows["ref"]
+        self.value[pts], self.se[pts] = rows["value"], rows["se"]
+        self.used[pts], self.exact[pts] = rows["used"], rows["exact"]
+        self.evaluated[pts] = True
         if self.tol is None and self.evaluated[self.lattice].all():
             assert self.ref is not None
             self.ref_mean = self.ref.mean(1)
             self.tol = self._tolerance()
 
-    def _estimate(self, k: int, values: Callable[[int, np.ndarray | None], np.ndarray]) -> None:
+    def _estimate(self, k: int, values: Callable[[int, np.ndarray | None], np.ndarray]
+                  ) -> tuple[np.ndarray, Any, int, bool]:
+        """``(value, se, used, exact)`` of point ``k`` by the control-variate estimator."""
         assert self.ref is not None and self.ref_mean is not None and self.tol is not None
         j, i = divmod(k, self.nx)
         wts = self._control(i, j)
@@ -517,16 +551,13 @@ class AdaptiveGrid:
                     off += part.size
             taken = alloc
             if (alloc == self.strata.sizes).all():  # every example: exact
-                self.value[k] = stratified_mean([np.concatenate(a) for a in vals], self.strata.sizes)[0]
-                self.se[k], self.exact[k] = 0.0, True
-                break
+                value = stratified_mean([np.concatenate(a) for a in vals], self.strata.sizes)[0]
+                return value, 0.0, int(taken.sum()), True
             resid = [np.concatenate(a) - np.concatenate(b) for a, b in zip(vals, ctrl)]
             mean, se = stratified_mean(resid, self.strata.sizes)
-            self.value[k], self.se[k] = ctrl_mean + mean, se
             if self.z_stop * se[self.g] <= self.tol:
-                break
+                return ctrl_mean + mean, se, int(taken.sum()), False
             n *= 2
-        self.used[k] = int(taken.sum())
 
     def _control(self, i: int, j: int) -> list[tuple[int, float]]:
         """``(lattice row, weight)`` of the control at ``(i, j)``: tensor Lagrange interpolation over
@@ -606,85 +637,6 @@ class AdaptiveGrid:
                 "savings": (equiv / used) if used else None, "points_evaluated": int(self.evaluated.sum()),
                 "points_exact": int(self.exact.sum()), "points_interpolated": int(self.interpolated.sum()),
                 "lattice": [int(self.lat_x.size), int(self.lat_y.size)]}
-
-
-# ---- the driver used by losslab.surface ------------------------------------------------------------
-
-
-def run_adaptive(result: Any, precision: Precision, ev: Any, coeffs: np.ndarray, base: dict[str, Any] | None,
-                 basis: Sequence[dict[str, Any]], *, progress: bool, checkpoint_path: Any, checkpoint_every: int,
-                 max_points: int | None, callback: Callable[[Any], None] | None, prior: tuple[float, int],
-                 anchors: Sequence[int] = ()) -> Any:
-    """Run (or resume) an adaptive surface: what :func:`losslab.surface.plane`/``line`` do with ``precision``.
-
-    Args:
-        result: the (empty or partial) ``SurfaceResult`` to continue; its ``metrics``/``done``/
-            ``arrays`` are the saved state.
-        precision: the settings.
-        ev: the :class:`~losslab.evaluate.Evaluator`.
-        coeffs, base, basis: point ``k`` is ``base + sum_j coeffs[k, j] * basis[j]``.
-        progress, checkpoint_path, checkpoint_every, max_points, callback: as in ``plane``; a
-            block is up to ``ev.points_per_chunk`` points of one wave.
-        prior: ``(seconds, points)`` already spent by earlier calls.
-        anchors: indices along x added to the exact lattice (:class:`AdaptiveGrid`).
-
-    Returns:
-        The ``SurfaceResult``, complete unless ``max_points`` stopped it (then resumable).
-    """
-    import dataclasses
-    import time
-
-    from .results import jsonable
-    from .surface_result import BlockLog
-
-    grid = AdaptiveGrid(precision, result.x, result.y, ev.metric_names, _labels(ev), ev.n, metrics=result.metrics,
-                        done=result.done, arrays=result.arrays, anchors=anchors)
-    keys = list(dict.fromkeys([*(base or {}), *(k for d in basis for k in d)]))
-    shape = result.shape
-
-    def point_at(k: int) -> dict[str, Any]:  # point k: ((base + c_1 d_1) + c_2 d_2) + ...
-        pt = {}
-        for key in keys:
-            v = None if base is None else base.get(key)
-            for j, d in enumerate(basis):
-                if key in d:
-                    t = d[key] * float(coeffs[k, j])
-                    v = t if v is None else v + t
-            pt[key] = v
-        return pt
-
-    values = _point_values(ev, point_at)
-    t0, evaluated = time.perf_counter(), 0
-
-    def snapshot() -> Any:
-        secs, pts = prior[0] + (time.perf_counter() - t0), prior[1] + evaluated
-        timing = {"seconds": secs, "points_evaluated": pts, "points_per_s": (pts / secs) if secs > 0 else None}
-        meta = {**result.meta, "timing": timing, "evaluator": dict(ev.info), "precision": grid.summary()}
-        return dataclasses.replace(result, metrics=grid.metrics(shape), done=grid.done(shape),
-                                   arrays=grid.arrays(shape, keep_reference=not grid.complete),
-                                   meta=jsonable(meta, max_array_size=64))
-
-    budget = _BIG if max_points is None else int(max_points)
-    block = max(1, int(ev.points_per_chunk))
-    log = BlockLog(snapshot, int(np.prod(shape)), int(grid.evaluated.sum()), progress, "adaptive", checkpoint_path,
-                   checkpoint_every, callback)
-    try:
-        while evaluated < budget:
-            wave = grid.plan()
-            if not wave:
-                break
-            for s in range(0, len(wave), block):
-                idx = wave[s : s + min(block, budget - evaluated)]
-                if not idx:
-                    break
-                grid.evaluate(idx, values)
-                evaluated += len(idx)
-                log.block(len(idx))
-        if not grid.plan():
-            grid.finish()
-    finally:
-        log.close()
-    return log.final()
 
 
 # ---- shared by the drivers -------------------------------------------------------------------------

@@ -512,7 +512,7 @@ def _run(
         result = SurfaceResult.empty(kind, xs, ys, ev.metric_names, meta)
 
     if precision is not None:
-        from .precision import run_adaptive
+        from ._adaptive_surface import run_adaptive
 
         return run_adaptive(result, precision, ev, coeffs, base, basis, progress=progress,
                             checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,

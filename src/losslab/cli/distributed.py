@@ -56,7 +56,7 @@ def run_surface(args: argparse.Namespace) -> int:
     from ..distributed import distributed_line, distributed_plane, init_distributed, shutdown
     from ._common import emit
     from ._load import resolve
-    from .surface import _grid, _render, build_directions, evaluation_kwargs, output_dir, summarize
+    from .surface import _grid, _precision, _render, build_directions, evaluation_kwargs, output_dir, summarize
 
     ctx = init_distributed(args.backend, timeout=args.timeout, device=args.device, threads=args.threads)
     try:
@@ -72,6 +72,8 @@ def run_surface(args: argparse.Namespace) -> int:
         dirs, pca, xr = build_directions(args, t, data, out, write=ctx.is_root)
         kw = evaluation_kwargs(args, t, out)
         kw.update(device=ctx.device, timeout=args.timeout, max_points=args.max_points)
+        if _precision(args) is not None:  # --rtol/--atol: adaptive precision, its waves shared over the ranks
+            kw["precision"] = _precision(args)
         if args.dim == 1:
             res = distributed_line(t.model, data, direction=dirs[0], alphas=np.linspace(xr[0], xr[1], nx), **kw)
         else:
@@ -87,8 +89,13 @@ def run_surface(args: argparse.Namespace) -> int:
             "world_size": ctx.world_size, "backend": ctx.backend, "device": str(ctx.device),
             "points_per_rank": [r.get("points") for r in dmeta.get("per_rank", [])] or None,
         }
+        prec = res.meta.get("precision")
+        if prec is not None:
+            summary["precision"] = prec  # tolerance, example_evaluations, exact_equivalent, savings, counts
         text = (f"{args.dim}-D surface on {ctx.world_size} rank(s), {res.n_done}/{res.n_points} points -> {out}\n"
                 f"loss range [{summary['loss_min']}, {summary['loss_max']}]"
+                + ("" if prec is None else f"\nadaptive: {prec['example_evaluations']} example evaluations, "
+                   f"{prec['savings']:.3g}x fewer than exact; {prec['points_interpolated']} points interpolated")
                 + "".join(f"\n  {k}: {v}" for k, v in files.items()))
         emit(args, summary, text)
         return 0

@@ -6,7 +6,8 @@ the same script, calls :func:`init_distributed` and then the same losslab calls:
 * :func:`distributed_plane` / :func:`distributed_line`: the arguments of
   :func:`losslab.surface.plane` / ``line``; grid blocks are handed out dynamically (an atomic counter
   in the job's c10d store), rank 0 merges, checkpoints (alone, atomically) and resumes; the values
-  equal the single-process surface's.
+  equal the single-process surface's. With ``precision=`` (adaptive precision) each wave's points
+  are handed out the same way and the result is bit for bit the single-process adaptive surface.
 * :class:`DistributedOperator`: wraps a curvature operator built on this rank's :func:`shard` of the
   data; products are size-weighted all-reduces, so :func:`~losslab.curvature.lanczos_eigs`,
   :func:`~losslab.curvature.hutchinson_trace` and :func:`~losslab.curvature.slq_density` run

@@ -258,6 +258,7 @@ class _Job:
         self._sent = 0
         self._next = {r: 0 for r in range(1, self.world)}
         self._published: list[str] = []
+        self._counters: set[str] = {"next"}
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -346,9 +347,10 @@ class _Job:
         return got
 
     # -- work items -----------------------------------------------------------------------------
-    def claim(self) -> int:
-        """The next work-item number from the shared counter: 1, 2, ... (0 is never handed out)."""
-        return int(self.store.add(self.key("next"), 1))
+    def claim(self, counter: str = "next") -> int:
+        """The next work-item number from the shared counter ``counter``: 1, 2, ... (0 is never handed out)."""
+        self._counters.add(counter)
+        return int(self.store.add(self.key(counter), 1))
 
     # -- endings --------------------------------------------------------------------------------
     def ack(self) -> None:
@@ -371,7 +373,7 @@ class _Job:
             if time.monotonic() - t0 >= limit:
                 return
             poll.sleep()
-        for name in [*self._published, "next", "acks"]:
+        for name in [*self._published, *sorted(self._counters), "acks"]:
             try:
                 self.store.delete_key(self.key(name))
             except Exception:  # noqa: BLE001

@@ -26,6 +26,12 @@ Rerunning with the same arguments resumes from the checkpoint.
 Each block is evaluated by calling :func:`losslab.surface.plane` / ``line`` itself with a
 ``resume_from`` result in which only that block's points are not done (and the evaluator built
 once), so the point construction, fingerprint and evaluation are the single-process code.
+
+With ``precision=`` (adaptive precision) steps 2 and 3 go by waves instead
+(:mod:`losslab.distributed._adaptive`): every rank runs ``plane``/``line`` itself with a replica of
+the :class:`~losslab.precision.AdaptiveGrid`, each wave's points are claimed in blocks, rank 0
+merges the rows, checkpoints, calls ``callback`` and publishes them; the result is bit for bit the
+single-process adaptive surface's.
 """
 from __future__ import annotations
 
@@ -46,6 +52,7 @@ from .._functional import model_then_data
 from ..errors import LosslabError
 from ..evaluate import Evaluator
 from ..surface import SurfaceResult
+from ._adaptive import run_sharded
 from ._runtime import (
     DEFAULT_TIMEOUT,
     DistContext,
@@ -89,7 +96,8 @@ def distributed_plane(model: nn.Module, data: Any = None, *, timeout: float = DE
             result) before raising :class:`~losslab.distributed.DistributedError`.
 
     Returns:
-        The :class:`~losslab.surface.SurfaceResult`, on every rank. ``meta["distributed"]`` records
+        The :class:`~losslab.surface.SurfaceResult`, on every rank (with ``precision=``: bit for bit the
+        single-process adaptive surface, its waves shared over the ranks). ``meta["distributed"]`` records
         the world size, the blocks and points each rank evaluated and its busy seconds;
         ``meta["timing"]`` the wall time on rank 0.
 
@@ -142,8 +150,6 @@ def _split(kind: str, model: nn.Module, data: Any, kwargs: dict[str, Any]) -> tu
     fn = S.plane if kind == "plane" else S.line
     sig = inspect.signature(fn)
     sig.bind(model, data, **kwargs)
-    if kwargs.get("precision") is not None:
-        raise LosslabError("the distributed surface is exact: adaptive precision (precision=) runs in one process")
     params = sig.parameters
     geom = {k: v for k, v in kwargs.items() if k in params and k not in _RUN_OPTIONS}
     run = {k: kwargs.get(k, params[k].default) for k in _RUN_OPTIONS}
@@ -277,14 +283,19 @@ def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeou
 
     # 2. every rank sets up; rank 0 checks that they agree and publishes the blocks
     setup_error: BaseException | None = None
+    fn = S.plane if kind == "plane" else S.line
+    adaptive = geom.get("precision") is not None  # the waves set the blocks (the evaluator is kept)
     try:
         # a private copy: the block size and the settled strategy change it, never the caller's evaluator
         # the evaluator surface.plane would build (a resumed run's chunking/strategy reused)
         ev = _derived(S._evaluator(model, data, evaluator, evaluator_kwargs, prev))
-        fn = S.plane if kind == "plane" else S.line
+        if adaptive:  # refused before any work rather than at the first point (on whichever rank)
+            from ..precision import require_fixed_bn
+
+            require_fixed_bn(model, ev.bn)
         template = fn(model, data, evaluator=ev, progress=False, resume_from=prev,
                       max_points=0, meta=meta, **geom)
-        if evaluator is None and evaluator_kwargs.get("points_per_chunk") is None and not (
+        if not adaptive and evaluator is None and evaluator_kwargs.get("points_per_chunk") is None and not (
                 prev is not None and prev.meta.get("evaluator", {}).get("points_per_chunk")):
             target = _balanced_block(ev, template, max_points, ctx.world_size)
             if target is not None:
@@ -303,6 +314,8 @@ def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeou
         except DistributedError:
             job.ack()
             raise
+        if go.get("adaptive"):
+            return run_sharded(job, ctx, fn, model, data, geom, ev, prev, opts, timeout)
         return _worker(job, ctx, kind, model, geom, ev, template, go)
     try:
         readies = job.collect("ready", ctx.world_size - 1)
@@ -328,6 +341,9 @@ def _sharded(kind: Literal["line", "plane"], model: nn.Module, data: Any, timeou
         if setup_error is not None:
             raise setup_error
         raise DistributedError("ranks disagree or failed during setup: " + "; ".join(problems))
+    if adaptive:
+        job.publish("go", {"adaptive": True})
+        return run_sharded(job, ctx, fn, model, data, geom, ev, prev, opts, timeout)
     blocks = S.block_plan(template.done, ev.points_per_chunk, max_points)
     job.publish("go", {"blocks": blocks, "strategy": ev.strategy})
     return _root(job, ctx, kind, model, geom, ev, template, blocks, progress=progress,
