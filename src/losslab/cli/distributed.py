@@ -51,12 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_surface(args: argparse.Namespace) -> int:
     """``surface`` under torchrun: every rank evaluates its share of the grid; rank 0 writes and reports."""
-    import numpy as np
 
     from ..distributed import distributed_line, distributed_plane, init_distributed, shutdown
     from ._common import emit
     from ._load import resolve
-    from .surface import _grid, _precision, _render, build_directions, evaluation_kwargs, output_dir, summarize
+    from .surface import _grid, _render, build_directions, compute_surface, evaluation_kwargs, output_dir, summarize
 
     ctx = init_distributed(args.backend, timeout=args.timeout, device=args.device, threads=args.threads)
     try:
@@ -72,13 +71,8 @@ def run_surface(args: argparse.Namespace) -> int:
         dirs, pca, xr = build_directions(args, t, data, out, write=ctx.is_root)
         kw = evaluation_kwargs(args, t, out)
         kw.update(device=ctx.device, timeout=args.timeout, max_points=args.max_points)
-        if _precision(args) is not None:  # --rtol/--atol: adaptive precision, its waves shared over the ranks
-            kw["precision"] = _precision(args)
-        if args.dim == 1:
-            res = distributed_line(t.model, data, direction=dirs[0], alphas=np.linspace(xr[0], xr[1], nx), **kw)
-        else:
-            res = distributed_plane(t.model, data, dx=dirs[0], dy=dirs[1], x=np.linspace(xr[0], xr[1], nx),
-                                    y=np.linspace(xr[2], xr[3], ny), **kw)
+        # --rtol/--atol: adaptive precision, its waves shared over the ranks
+        res = compute_surface(args, t.model, data, dirs, xr, (nx, ny), kw, distributed_line, distributed_plane)
         if not ctx.is_root:
             return 0
         files = {"result": str(out / "surface.npz")}

@@ -215,7 +215,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _compute(args: argparse.Namespace, t: Any, data: Any, out: Path, nx: int, ny: int) -> int:
     """The body of :func:`run` once the flags are checked and ``out`` exists."""
-    import numpy as np
 
     from ..surface import SurfaceResult, line, plane
 
@@ -229,14 +228,7 @@ def _compute(args: argparse.Namespace, t: Any, data: Any, out: Path, nx: int, ny
         for f in SurfaceResult.paths(out / "surface"):
             f.unlink(missing_ok=True)
     dirs, pca, xr = build_directions(args, t, data, out)
-    kw = evaluation_kwargs(args, t, out)
-    if _precision(args) is not None:
-        kw["precision"] = _precision(args)
-    if args.dim == 1:
-        res = line(t.model, data, direction=dirs[0], alphas=np.linspace(xr[0], xr[1], nx), **kw)
-    else:
-        res = plane(t.model, data, dx=dirs[0], dy=dirs[1], x=np.linspace(xr[0], xr[1], nx),
-                    y=np.linspace(xr[2], xr[3], ny), **kw)
+    res = compute_surface(args, t.model, data, dirs, xr, (nx, ny), evaluation_kwargs(args, t, out), line, plane)
     files = {"result": str(out / "surface.npz")}
     files.update(_render(res, out, args, pca))
     summary = summarize(res, t, args, out, files)
@@ -251,6 +243,21 @@ def _compute(args: argparse.Namespace, t: Any, data: Any, out: Path, nx: int, ny
             + "".join(f"\n  {k}: {v}" for k, v in files.items()))
     emit(args, summary, text)
     return 0
+
+
+def compute_surface(args: argparse.Namespace, model: Any, data: Any, dirs: Any, xr: Any, grid: tuple[int, int],
+                    kw: dict[str, Any], line_fn: Any, plane_fn: Any) -> Any:
+    """The line (``--dim 1``) or plane the arguments ask for over the ranges ``xr``, with ``--rtol/--atol``
+    passed on; ``line_fn``/``plane_fn`` are :func:`losslab.surface.line`/``plane`` or their sharded forms."""
+    import numpy as np
+
+    nx, ny = grid
+    if _precision(args) is not None:
+        kw = {**kw, "precision": _precision(args)}
+    if args.dim == 1:
+        return line_fn(model, data, direction=dirs[0], alphas=np.linspace(xr[0], xr[1], nx), **kw)
+    return plane_fn(model, data, dx=dirs[0], dy=dirs[1], x=np.linspace(xr[0], xr[1], nx),
+                    y=np.linspace(xr[2], xr[3], ny), **kw)
 
 
 def _at_origin(res: Any) -> float | None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -41,6 +41,18 @@ __all__ = ["WaveSharing", "BLOCKS_PER_RANK", "run_sharded"]
 
 #: Each wave is cut into about this many blocks per rank (at most the evaluator's ``points_per_chunk``).
 BLOCKS_PER_RANK = 4
+
+
+def waves(grid: AdaptiveGrid, budget: int, block: int, world: int) -> Iterator[list[list[int]]]:
+    """The blocks (:func:`wave_blocks`) of each wave the run evaluates: ``grid.plan()`` after the
+    previous wave was applied, cut to what is left of ``budget`` points; stops when the plan is empty."""
+    done = 0
+    while done < budget:
+        todo = grid.plan()[: budget - done]
+        if not todo:
+            return
+        yield wave_blocks(todo, block, world)
+        done += len(todo)
 
 
 def wave_blocks(todo: list[int], block: int, world: int) -> list[list[int]]:
@@ -90,12 +102,7 @@ class WaveSharing:
     def _worker(self, grid: AdaptiveGrid, values: Callable[..., np.ndarray], budget: int, block: int) -> None:
         job = self.job
         try:
-            done = 0
-            while done < budget:
-                todo = grid.plan()[: budget - done]
-                if not todo:
-                    break
-                blocks = wave_blocks(todo, block, self.ctx.world_size)
+            for blocks in waves(grid, budget, block, self.ctx.world_size):
                 while True:
                     msg = job.aborted()
                     if msg is not None:
@@ -105,7 +112,6 @@ class WaveSharing:
                         break
                     job.send("rows", (self.waves, j, self._compute(grid, blocks[j], values)))
                 grid.apply(job.wait_for(f"wave/{self.waves}"))
-                done += len(todo)
                 self.waves += 1
             job.send("fin", self.mine())
             self.final = job.wait_for("done")
@@ -149,12 +155,8 @@ class WaveSharing:
 
         try:
             try:
-                done = 0
-                while done < budget:
-                    todo = grid.plan()[: budget - done]
-                    if not todo:
-                        break
-                    blocks[:] = wave_blocks(todo, block, world)
+                for wave in waves(grid, budget, block, world):
+                    blocks[:] = wave
                     got.clear()
                     self.total_blocks += len(blocks)
                     while True:
@@ -165,7 +167,6 @@ class WaveSharing:
                         handle(job.receive())
                     _collect(job, handle, lambda: len(got) >= len(blocks), self.timeout, silence)
                     job.publish(f"wave/{self.waves}", _concat([got[j] for j in range(len(blocks))]))
-                    done += len(todo)
                     self.waves += 1
                 blocks.clear()
                 _collect(job, handle, lambda: len(self.stats) >= world - 1, self.timeout, silence)
