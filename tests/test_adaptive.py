@@ -15,6 +15,7 @@ from torch import nn
 from losslab import params
 from losslab.errors import LosslabError
 from losslab.evaluate import Evaluator, evaluate_examples
+from losslab._certainty import take_all_count, take_all_set
 from losslab.precision import Precision, Strata, stratified_mean
 from losslab.surface import SurfaceResult, line, plane
 
@@ -112,6 +113,45 @@ def test_stratified_se_against_enumeration_of_every_sample():
     assert abs(float(m) - truth) < 1e-12 and float(se) == 0.0
 
 
+def test_take_all_stratum_against_enumeration_of_every_sample():
+    """With a take-all stratum T (its exact sum added, weights W_h = N_h / N over all N examples, the
+    class strata holding the others): E[estimate] = population mean and E[SE^2] = Var[estimate]."""
+    g = np.random.default_rng(4)
+    labels = np.array([0] * 6 + [1] * 5 + [2] * 4)
+    y = g.standard_exponential(labels.size) ** 3  # skewed
+    take = np.array([1, 7, 12])
+    st = Strata(labels, labels.size, exclude=take)
+    assert st.total == 12 and st.sizes.tolist() == [5, 4, 3] and np.allclose(st.weights, st.sizes / 15)
+    assert not np.isin(np.concatenate(st.groups), take).any()
+    pops = [y[grp] for grp in st.groups]
+    for n_h in [(2, 2, 2), (3, 2, 3), (4, 3, 2)]:
+        means, variances = [], []
+        for picks in itertools.product(*[itertools.combinations(range(s), k) for s, k in zip(st.sizes, n_h)]):
+            m, se = stratified_mean([p[list(c)] for p, c in zip(pops, picks)], st.sizes, labels.size)
+            means.append(float(m) + y[take].sum() / labels.size)
+            variances.append(float(se) ** 2)
+        means_a = np.array(means)
+        assert abs(means_a.mean() - y.mean()) < 1e-12
+        assert abs(np.mean(variances) - means_a.var()) < 1e-12 * max(1.0, means_a.var())
+    # a class wholly in T leaves no stratum behind
+    assert Strata(labels, labels.size, exclude=np.arange(11, 15)).sizes.tolist() == [6, 5]
+
+
+def test_take_all_set_is_the_largest_spread():
+    g = np.random.default_rng(0)
+    ref = g.normal(size=(3 * 4, 200)) * 0.01  # a 3 x 4 lattice
+    ref[5, [17, 3]] += [5.0, 2.0]  # large node-to-node changes: along both axes
+    ref[:, 40] += np.arange(12)  # a steady change between every pair of neighbours (spread 1 or 4)
+    t = take_all_set(ref, (3, 4), 0.015, 128)
+    assert t.tolist() == [3, 17, 40] and take_all_count(200, 0.015, 128) == 3
+    assert take_all_set(ref, (3, 4), 0.015, 2).tolist() == [17, 40]  # at most ``initial``: spreads 5 and 4, not 2
+    assert take_all_set(ref, (3, 4), 0.0, 128).size == 0 and take_all_count(200, 0.0, 128) == 0
+    assert take_all_count(5, 0.5, 128) == 3 and take_all_count(1, 0.5, 128) == 0
+    flat = np.zeros((3, 10))  # ties: the lowest indices
+    assert take_all_set(flat, (1, 3), 0.2, 128).tolist() == [0, 1]
+    assert np.array_equal(take_all_set(ref, (3, 4), 0.1, 128), take_all_set(ref.copy(), (3, 4), 0.1, 128))
+
+
 def test_strata_allocation_is_nested_and_draws_are_seeded():
     labels = np.array([0] * 50 + [1] * 30 + [2] * 3)
     st = Strata(labels, labels.size)
@@ -137,6 +177,10 @@ def test_precision_settings_are_checked():
     p = Precision(rtol=0.1)
     assert abs(p.z - 1.959964) < 1e-6 and abs(p.z_stop(1) - p.z) < 1e-12 and p.z_stop(1000) > p.z_stop(10) > p.z
     assert Precision(rtol=0.1, simultaneous=False).z_stop(1000) == p.z
+    for bad in (-0.1, 1.0, "a"):
+        with pytest.raises(LosslabError, match="take_all"):
+            Precision(rtol=0.1, take_all=bad)
+    assert p.take_all == 0.1 and p.describe()["take_all"] == 0.1
 
 
 # ---- surfaces ------------------------------------------------------------------------------------
@@ -221,6 +265,8 @@ def test_same_seed_same_surface_and_resume(setup, tmp_path):
             np.array_equal(r.arrays[k], s.arrays[k]) for k in r.arrays) and r.arrays.keys() == s.arrays.keys()
 
     assert same(a, b) and not same(a, c)
+    assert a.meta["precision"]["take_all_examples"] == 120  # 10% of the 1200 examples, evaluated at every estimate
+    assert (a.examples_used[~a.exact & ~a.interpolated] >= 120 + 128).all()
     assert "reference" not in a.arrays  # a finished surface drops the lattice's per-example values
     # interrupted after 30 points (saved), then resumed from the file: the same surface, bit for bit
     path = tmp_path / "s"
@@ -235,6 +281,12 @@ def test_same_seed_same_surface_and_resume(setup, tmp_path):
         plane(model, data, precision=Precision(rtol=0.05, seed=3, coarse=4), resume_from=path, **kw)
     with pytest.raises(LosslabError, match="fingerprint"):
         plane(model, data, resume_from=path, **kw)
+    with pytest.raises(LosslabError, match="fingerprint"):  # nor without the take-all stratum
+        plane(model, data, precision=Precision(rtol=0.02, seed=3, coarse=4, take_all=0), resume_from=path, **kw)
+    # without it: another estimator (no example taken with certainty), as reproducible
+    d = plane(model, data, precision=Precision(rtol=0.02, seed=3, coarse=4, take_all=0), **kw)
+    assert not same(a, d) and d.meta["precision"]["take_all_examples"] == 0 and "take_all_rule" not in d.meta["precision"]
+    assert same(d, plane(model, data, precision=Precision(rtol=0.02, seed=3, coarse=4, take_all=0), **kw))
 
 
 def test_adaptive_line_both_modes(setup):

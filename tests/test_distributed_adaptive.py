@@ -148,6 +148,7 @@ def assert_same(got: dict, ref) -> None:
     assert sorted(k[2:] for k in got if k.startswith("a_")) == sorted(ref.arrays)
     np.testing.assert_array_equal(got["done"], ref.done)
     assert got["precision"] == ref.meta["precision"]
+    assert got["precision"]["take_all_examples"] == 16  # the take-all stratum (min(10% of N, initial)) on every rank
 
 
 def ref_plane(**kw):

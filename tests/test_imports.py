@@ -225,7 +225,7 @@ LAYERS = {
     "params": 2, "evaluate": 2, "_functional": 2, "optim": 2,  # the functional core (optim: SGD/Adam/RMSprop)
     "config": 3, "runs": 3, "train": 3,                       # the recording trainer
     "directions": 4, "surface": 4, "interpolation": 4, "plot": 4,  # analyses
-    "surface_result": 4, "precision": 4, "_adaptive_surface": 4,
+    "surface_result": 4, "precision": 4, "_certainty": 4, "_adaptive_surface": 4,
     "curvature": 4, "connect": 4, "probes": 4, "subspace": 4,
     "distributed": 5,
     "experiments": 6,
