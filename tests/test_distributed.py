@@ -184,23 +184,29 @@ CLI_FLAGS = ["--model", "mlp", "--model-kwargs", "width=16", "depth=1", "--datas
              "--points-per-chunk", "3", "--json", "--no-progress"]
 
 
-def _scenario_cli(ctx, out: Path) -> None:
-    """``python -m losslab.distributed surface ...`` run in-process on each rank (exactly the ``-m`` module)."""
+def run_cli_module(argv: list[str]) -> tuple[object, str]:
+    """``python -m losslab.distributed <argv>`` run in this process (exactly the ``-m`` module):
+    ``(exit code or None, stdout)``."""
     import contextlib
     import io
     import runpy
 
-    argv, buf = sys.argv, io.StringIO()
-    sys.argv = ["losslab.distributed", "surface", str(out / "model.pt"), *CLI_FLAGS, "--out", str(out / "cli")]
-    code = None
+    saved, buf, code = sys.argv, io.StringIO(), None
+    sys.argv = ["losslab.distributed", *argv]
     try:
         with contextlib.redirect_stdout(buf):
             runpy.run_module("losslab.distributed", run_name="__main__", alter_sys=True)
     except SystemExit as e:
         code = e.code
     finally:
-        sys.argv = argv
-    _save(out, f"cli_rank{ctx.rank}", {"code": code, "stdout": buf.getvalue()})
+        sys.argv = saved
+    return code, buf.getvalue()
+
+
+def _scenario_cli(ctx, out: Path) -> None:
+    """``python -m losslab.distributed surface ...`` run in-process on each rank."""
+    code, stdout = run_cli_module(["surface", str(out / "model.pt"), *CLI_FLAGS, "--out", str(out / "cli")])
+    _save(out, f"cli_rank{ctx.rank}", {"code": code, "stdout": stdout})
 
 
 def _scenario_fail(ctx, out: Path) -> None:

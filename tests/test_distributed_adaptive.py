@@ -7,11 +7,8 @@ stopped by ``max_points`` then resumed, a worker that fails mid-run, and the tor
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import runpy
 import sys
 from pathlib import Path
 
@@ -98,16 +95,10 @@ def worker_main(out: Path) -> int:
         except Exception as e:  # noqa: BLE001
             err = f"{type(e).__name__}: {e}"
         _save(out, f"fail{r}", error=err)
-        argv, buf, code = sys.argv, io.StringIO(), None
-        sys.argv = ["losslab.distributed", "surface", str(out / "model.pt"), *CLI_FLAGS, "--out", str(out / "cli")]
-        try:
-            with contextlib.redirect_stdout(buf):
-                runpy.run_module("losslab.distributed", run_name="__main__", alter_sys=True)
-        except SystemExit as e:
-            code = e.code
-        finally:
-            sys.argv = argv
-        _save(out, f"cli{r}", code=code, stdout=buf.getvalue())
+        from test_distributed import run_cli_module
+
+        code, stdout = run_cli_module(["surface", str(out / "model.pt"), *CLI_FLAGS, "--out", str(out / "cli")])
+        _save(out, f"cli{r}", code=code, stdout=stdout)
         return 0
     finally:
         D.shutdown(ctx)

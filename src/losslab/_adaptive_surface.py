@@ -9,13 +9,13 @@ ranks instead; the point construction, resumption and results are this module's 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from .precision import _BIG, AdaptiveGrid, Precision, _labels, _point_values
 
-__all__ = ["run_adaptive", "local_waves", "WAVE_DRIVER", "WaveDriver"]
+__all__ = ["run_adaptive", "local_waves", "planned_waves", "WAVE_DRIVER", "WaveDriver"]
 
 Values = Callable[[int, "np.ndarray | None"], np.ndarray]
 
@@ -34,20 +34,25 @@ WAVE_DRIVER: ContextVar[WaveDriver | None] = ContextVar("losslab_wave_driver", d
 is merged into every snapshot's metadata."""
 
 
+def planned_waves(grid: AdaptiveGrid, budget: int) -> Iterator[list[int]]:
+    """The waves a run evaluates, for every driver: ``grid.plan()`` (taken after the previous wave was
+    applied), cut to what is left of ``budget`` points; ends when the plan is empty or the budget spent."""
+    done = 0
+    while done < budget:
+        todo = grid.plan()[: budget - done]
+        if not todo:
+            return
+        yield todo
+        done += len(todo)
+
+
 def local_waves(grid: AdaptiveGrid, values: Values, step: Callable[[int], None], budget: int, block: int) -> None:
-    """Evaluate wave after wave of ``grid`` in blocks of ``block`` points (``step(points)`` after each),
-    at most ``budget`` points: each wave's first ones, as many as the budget leaves."""
-    evaluated = 0
-    while evaluated < budget:
-        wave = grid.plan()
-        if not wave:
-            break
-        for s in range(0, len(wave), block):
-            idx = wave[s : s + min(block, budget - evaluated)]
-            if not idx:
-                break
+    """Evaluate wave after wave of ``grid`` (:func:`planned_waves`) in blocks of ``block`` points,
+    ``step(points)`` after each."""
+    for todo in planned_waves(grid, budget):
+        for s in range(0, len(todo), block):
+            idx = todo[s : s + block]
             grid.evaluate(idx, values)
-            evaluated += len(idx)
             step(len(idx))
 
 

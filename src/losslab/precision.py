@@ -597,7 +597,7 @@ class AdaptiveGrid:
             alloc = st.allocation(n)
             parts = [perm[t:a] for perm, t, a in zip(perms, taken, alloc)]
             first = bool(take.size) and not taken.any()  # the take-all examples come with the first draw
-            idx = np.concatenate([take] * bool(first) + parts + [np.zeros(0, np.int64)])
+            idx = np.concatenate(([take] if first else []) + parts)
             if idx.size:
                 v = values(k, idx)
                 g = sum(w * self.ref[r][idx] for r, w in wts)

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .._adaptive_surface import WAVE_DRIVER
+from .._adaptive_surface import WAVE_DRIVER, planned_waves
 from ..precision import AdaptiveGrid
 from ._runtime import DistContext, DistributedError, _collect, _error_text, _Job, _WorkerFailed
 
@@ -44,15 +44,9 @@ BLOCKS_PER_RANK = 4
 
 
 def waves(grid: AdaptiveGrid, budget: int, block: int, world: int) -> Iterator[list[list[int]]]:
-    """The blocks (:func:`wave_blocks`) of each wave the run evaluates: ``grid.plan()`` after the
-    previous wave was applied, cut to what is left of ``budget`` points; stops when the plan is empty."""
-    done = 0
-    while done < budget:
-        todo = grid.plan()[: budget - done]
-        if not todo:
-            return
-        yield wave_blocks(todo, block, world)
-        done += len(todo)
+    """The blocks (:func:`wave_blocks`) of each wave of :func:`~losslab._adaptive_surface.planned_waves`:
+    the waves a single process evaluates, so both take the same points."""
+    return (wave_blocks(todo, block, world) for todo in planned_waves(grid, budget))
 
 
 def wave_blocks(todo: list[int], block: int, world: int) -> list[list[int]]:
