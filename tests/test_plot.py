@@ -215,6 +215,24 @@ def test_trajectory_display_with_pca_and_plane(tmp_path):
     assert disp.savefig(tmp_path / "traj.pdf").read_bytes()[:4] == b"%PDF"
 
 
+def test_trajectory_display_draws_the_plane_as_contour_display_does():
+    """The plane under a path is ContourDisplay's drawing: the same keywords give the same mappable, colour
+    range and (for a heatmap, whose cells extend half a step beyond the grid) the same extent."""
+    x = np.linspace(-1.0, 1.0, 5)
+    y = np.linspace(-0.5, 0.5, 3)
+    z = 0.1 + x[None, :] ** 2 + y[:, None] ** 2
+    coords = np.array([[0.0, 0.0], [0.2, 0.1]])  # inside the plane: the limits are the plane's
+    kw = {"kind": "imshow", "log": True, "vmin": -1.0, "cmap": "magma", "colorbar": False}
+    traj = TrajectoryDisplay(coords, x=x, y=y, z=z).plot(**kw)
+    ref = ContourDisplay(x, y, z).plot(**kw)
+    assert type(traj.mappable_) is type(ref.mappable_) and traj.colorbar_ is None
+    assert traj.mappable_.get_clim() == ref.mappable_.get_clim()
+    assert traj.mappable_.get_cmap().name == "magma"
+    np.testing.assert_allclose(traj.ax_.get_xlim(), ref.ax_.get_xlim())
+    np.testing.assert_allclose(traj.ax_.get_ylim(), ref.ax_.get_ylim())
+    np.testing.assert_allclose(traj.ax_.get_xlim(), (-1.25, 1.25))
+
+
 def test_trajectory_display_path_only():
     coords = np.array([[3.0, 1.0], [1.0, 0.5], [0.2, -0.1], [0.0, 0.0]])
     disp = TrajectoryDisplay(coords).plot()

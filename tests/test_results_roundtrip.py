@@ -21,7 +21,20 @@ from losslab.results import Result
 SRC = Path(__file__).resolve().parents[1] / "src" / "losslab"
 
 
-def _discover() -> dict[str, str]:
+# Dataclasses that public functions return but that are not measurements: inputs, settings, handles and
+# the experiments' parts (saved inside an ExperimentResult).  Everything else they return is a result.
+NOT_RESULTS = {
+    "Bundle", "Split",                      # data: built from the user's data, never saved as a result
+    "Direction", "BuiltDirections",         # directions: Direction has its own file format (direction .npz)
+    "PermutationSpec", "NEBCycle", "InstabilityConfig", "TrainConfig", "Config",  # settings
+    "DistContext",                          # a process group handle
+    # parts of an ExperimentResult (criteria, checks, their intervals, figures) and the runner's bookkeeping
+    "Criterion", "Control", "Check", "Interval", "Verdict", "FigureRef", "Outcome",
+    "RowView", "BrowserCheck",              # the HTML report's view models
+}
+
+
+def _grep_results() -> dict[str, str]:
     """``{ClassName: module}`` for every ``class <X>Result`` defined in src/losslab."""
     found: dict[str, str] = {}
     for f in sorted(SRC.rglob("*.py")):
@@ -29,6 +42,44 @@ def _discover() -> dict[str, str]:
             mod = "losslab." + ".".join(f.relative_to(SRC).with_suffix("").parts)
             found[m.group(1)] = mod
     return found
+
+
+def _returned_dataclasses() -> dict[str, str]:
+    """``{ClassName: module}`` for every losslab dataclass that a public function or method returns (by its
+    return annotation), over the ``__all__`` of every public module."""
+    import inspect
+    import pkgutil
+    import typing
+
+    import losslab
+
+    found: dict[str, str] = {}
+    for info in pkgutil.walk_packages(losslab.__path__, "losslab."):
+        if any(part.startswith("_") for part in info.name.split(".")[1:]) or ".cli" in info.name:
+            continue
+        mod = importlib.import_module(info.name)
+        for name in getattr(mod, "__all__", ()):
+            obj = getattr(mod, name, None)
+            funcs = [obj] if inspect.isfunction(obj) else []
+            if inspect.isclass(obj):
+                funcs = [getattr(v, "__func__", v) for k, v in vars(obj).items() if not k.startswith("_")]
+            for fn in funcs:
+                if not inspect.isfunction(fn):
+                    continue
+                try:
+                    ret = typing.get_type_hints(fn).get("return")
+                except Exception:  # an annotation naming an optional dependency's type
+                    continue
+                for cls in (ret, *typing.get_args(ret)):
+                    if (inspect.isclass(cls) and dataclasses.is_dataclass(cls)
+                            and cls.__module__.startswith("losslab.") and cls.__name__ not in NOT_RESULTS):
+                        found[cls.__name__] = cls.__module__
+    return found
+
+
+def _discover() -> dict[str, str]:
+    """Every result type: the ``*Result`` classes and every other dataclass a public function returns."""
+    return {**_returned_dataclasses(), **_grep_results()}
 
 
 def _rng() -> np.random.Generator:
@@ -94,6 +145,27 @@ def _eig() -> Any:
     return lanczos_eigs(a + a.T, 2, seed=0, compute_residuals=True)
 
 
+def _sharpness(kind: str) -> Any:
+    from losslab.curvature import adaptive_sharpness, epsilon_sharpness
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(16, 3, generator=g, dtype=torch.float64)
+    y = X @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=torch.float64)
+    model = torch.nn.Linear(3, 1).double()
+    fn = adaptive_sharpness if kind == "adaptive" else epsilon_sharpness
+    return fn(model, (X, y), loss=torch.nn.MSELoss(), steps=3)
+
+
+def _graph() -> Any:
+    from losslab.connect.neb import ConnectionGraph
+
+    nan = float("nan")
+    lin = np.array([[nan, 1.2], [1.2, nan]])
+    return ConnectionGraph(minima_values=np.array([0.1, 0.2]), linear_saddles=lin, saddles=lin * 0.5,
+                           refined=np.array([[False, True], [True, False]]), mst=[(0, 1, 0.6)], minimax=lin * 0.5,
+                           results={(0, 1): _neb()}, rounds=1)
+
+
 def _trace() -> Any:
     from losslab.curvature.trace import hutchinson_trace
 
@@ -154,6 +226,14 @@ FACTORIES: dict[str, Callable[[], Any]] = {
         eigenvalues=_f64(2, 2, 4),
         done=np.ones((2, 2), bool), meta={"format": "x", "settings": {"d": 4}}),
     "TraceResult": _trace,
+    "AdaptiveSharpness": lambda: _sharpness("adaptive"),
+    "EpsilonSharpness": lambda: _sharpness("epsilon"),
+    "NegativeCurvature": lambda: __import__("losslab.curvature", fromlist=["x"]).negative_curvature_ratio(
+        torch.diag(torch.tensor([4.0, 1.0, -1.0], dtype=torch.float64)), seed=0),
+    "CovarianceSpectrum": lambda: __import__("losslab.probes", fromlist=["x"]).covariance_spectrum(
+        torch.tensor(_f64(6, 4)), k=2, eigenvectors=True),
+    "WeightMatchingInfo": lambda: _align().info,
+    "ConnectionGraph": _graph,
     "SLQResult": lambda: __import__("losslab.curvature.density", fromlist=["x"]).SLQResult(
         nodes=_f64(3, 5), weights=np.abs(_f64(3, 5)), dim=40, num_matvecs=15, meta={"seed": 0}),
     "EigResult": _eig,

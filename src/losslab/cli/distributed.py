@@ -53,9 +53,9 @@ def run_surface(args: argparse.Namespace) -> int:
     """``surface`` under torchrun: every rank evaluates its share of the grid; rank 0 writes and reports."""
 
     from ..distributed import distributed_line, distributed_plane, init_distributed, shutdown
-    from ._common import emit
     from ._load import resolve
-    from .surface import _grid, _render, build_directions, compute_surface, evaluation_kwargs, output_dir, summarize
+    from .surface import (_grid, _render, build_directions, compute_surface, emit_surface, evaluation_kwargs,
+                          output_dir, summarize)
 
     ctx = init_distributed(args.backend, timeout=args.timeout, device=args.device, threads=args.threads)
     try:
@@ -83,16 +83,8 @@ def run_surface(args: argparse.Namespace) -> int:
             "world_size": ctx.world_size, "backend": ctx.backend, "device": str(ctx.device),
             "points_per_rank": [r.get("points") for r in dmeta.get("per_rank", [])] or None,
         }
-        prec = res.meta.get("precision")
-        if prec is not None:
-            summary["precision"] = prec  # tolerance, example_evaluations, exact_equivalent, savings, counts
-        text = (f"{args.dim}-D surface on {ctx.world_size} rank(s), {res.n_done}/{res.n_points} points -> {out}\n"
-                f"loss range [{summary['loss_min']}, {summary['loss_max']}]"
-                + ("" if prec is None else f"\nadaptive: {prec['example_evaluations']} example evaluations, "
-                   f"{prec['savings']:.3g}x fewer than exact; {prec['points_interpolated']} points interpolated")
-                + "".join(f"\n  {k}: {v}" for k, v in files.items()))
-        emit(args, summary, text)
-        return 0
+        return emit_surface(args, res, summary, files, f"{args.dim}-D surface on {ctx.world_size} rank(s), "
+                            f"{res.n_done}/{res.n_points} points -> {out}")
     finally:
         shutdown(ctx)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -232,12 +233,19 @@ def _compute(args: argparse.Namespace, t: Any, data: Any, out: Path, nx: int, ny
     files = {"result": str(out / "surface.npz")}
     files.update(_render(res, out, args, pca))
     summary = summarize(res, t, args, out, files)
+    return emit_surface(args, res, summary, files, f"{args.dim}-D surface, {res.n_done}/{res.n_points} points, "
+                        f"loss {summary['loss_fn']}, BatchNorm {args.bn} -> {out}")
+
+
+def emit_surface(args: argparse.Namespace, res: Any, summary: dict[str, Any], files: Mapping[str, str],
+                 headline: str) -> int:
+    """Print a computed surface's summary (``--json``) or its text lines, the adaptive-precision record
+    (tolerance, example evaluations, exact equivalent, savings, counts) added when the run was adaptive.
+    Shared by ``losslab surface`` and its torchrun form."""
     prec = res.meta.get("precision")
     if prec is not None:
-        summary["precision"] = prec  # tolerance, example_evaluations, exact_equivalent, savings, counts
-    text = (f"{args.dim}-D surface, {res.n_done}/{res.n_points} points, loss {summary['loss_fn']}, BatchNorm "
-            f"{args.bn} -> {out}\n"
-            f"loss range [{summary['loss_min']}, {summary['loss_max']}]"
+        summary["precision"] = prec
+    text = (f"{headline}\nloss range [{summary['loss_min']}, {summary['loss_max']}]"
             + ("" if prec is None else f"\nadaptive: {prec['example_evaluations']} example evaluations, "
                f"{prec['savings']:.3g}x fewer than exact; {prec['points_interpolated']} points interpolated")
             + "".join(f"\n  {k}: {v}" for k, v in files.items()))

@@ -565,7 +565,7 @@ def minimum_spanning_tree(weights: np.ndarray) -> list[tuple[int, int, float]]:
 
 
 @dataclass(frozen=True, eq=False)
-class ConnectionGraph:
+class ConnectionGraph(Result):
     """Minima connected by AutoNEB along a minimum spanning tree of saddle energies.
 
     Attributes:

@@ -176,7 +176,7 @@ def invert_permutation(perm: Mapping[str, Tensor]) -> Permutation:
 
 # ------------------------------------------------------------------------------- weight matching
 @dataclass(frozen=True)
-class WeightMatchingInfo:
+class WeightMatchingInfo(Result):
     r"""Diagnostics of :func:`weight_matching`.
 
     Attributes:

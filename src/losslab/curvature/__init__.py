@@ -45,6 +45,7 @@ from .operators import (
     gradient,
 )
 from .sharpness import (
+    AscentSharpness,
     EpsilonSharpness,
     NegativeCurvature,
     epsilon_sharpness,
@@ -75,6 +76,7 @@ __all__ = [
     "lambda_max",
     "NegativeCurvature",
     "negative_curvature_ratio",
+    "AscentSharpness",
     "EpsilonSharpness",
     "epsilon_sharpness",
     "AdaptiveSharpness",

@@ -45,35 +45,26 @@ from ..errors import LosslabError
 from ..params import Point
 from ._common import make_generator
 from ._problem import DataLike, LossFn, Problem
+from .sharpness import AscentSharpness
 
 __all__ = ["AdaptiveSharpness", "adaptive_sharpness"]
 
 
 @dataclass(frozen=True, eq=False)
-class AdaptiveSharpness:
-    """Result of :func:`adaptive_sharpness`.
+class AdaptiveSharpness(AscentSharpness):
+    """Result of :func:`adaptive_sharpness`: an :class:`~losslab.curvature.AscentSharpness` with
+    ``sharpness`` :math:`= \\max_{\\|T_θ^{-1}δ\\|_p ≤ ρ} L(θ+δ) - L(θ)` (best value found; a lower bound) and
+    ``delta`` :math:`= δ^* = T_θ u^*`.
 
     Attributes:
-        sharpness: :math:`\\max_{\\|T_θ^{-1}δ\\|_p ≤ ρ} L(θ+δ) - L(θ)` (best value found; a lower bound).
-        base_loss: :math:`L(θ)`.
-        max_loss: the largest loss found, :math:`L(θ + δ^*)`.
-        delta: the maximizing perturbation :math:`δ^* = T_θ u^*`, keyed like the selected parameters.
         rho, p, eta: the radius, norm and offset of :math:`T_θ`.
         first_step: the value after the first ascent step (ASAM's one-step estimate for ``p=2``).
-        num_gradients: full-data gradient evaluations used.
-        losses: the loss after each ascent step (float64 array).
     """
 
-    sharpness: float
-    base_loss: float
-    max_loss: float
-    delta: Point
     rho: float
     p: float
     eta: float
     first_step: float
-    num_gradients: int
-    losses: np.ndarray
 
 
 def _project(u: Tensor, rho: float, p: float) -> Tensor:

@@ -12,11 +12,15 @@ from torch import Tensor, nn
 from .._functional import model_then_data
 from ..errors import LosslabError
 from ..params import Point
+from ..results import Result
 from ._common import MatrixLike, make_generator
 from ._problem import DataLike, LossFn, Problem
 from .lanczos import lanczos_eigs
 
-__all__ = ["lambda_max", "NegativeCurvature", "negative_curvature_ratio", "EpsilonSharpness", "epsilon_sharpness"]
+__all__ = [
+    "lambda_max", "NegativeCurvature", "negative_curvature_ratio", "AscentSharpness", "EpsilonSharpness",
+    "epsilon_sharpness",
+]
 
 
 def lambda_max(
@@ -55,7 +59,7 @@ def lambda_max(
 
 
 @dataclass(frozen=True)
-class NegativeCurvature:
+class NegativeCurvature(Result):
     """Both ends of the spectrum and the ratio :math:`\\max(0, -λ_{min}) / λ_{max}`.
 
     Attributes:
@@ -103,15 +107,15 @@ def negative_curvature_ratio(
 
 
 @dataclass(frozen=True, eq=False)
-class EpsilonSharpness:
-    """Result of :func:`epsilon_sharpness`.
+class AscentSharpness(Result):
+    """What a worst-case perturbation search finds: the fields shared by :class:`EpsilonSharpness` and
+    :class:`~losslab.curvature.AdaptiveSharpness` (each adds its neighbourhood's parameters).
 
     Attributes:
-        sharpness: :math:`100\\,(\\max_{δ∈C_ε} L(θ+δ) - L(θ)) / (1 + L(θ))`.
+        sharpness: the sharpness value (its definition is the subclass's).
         base_loss: :math:`L(θ)`.
-        max_loss: the largest loss found in the box.
-        delta: the maximizing perturbation, keyed like the selected parameters.
-        epsilon: the box size.
+        max_loss: the largest loss found in the neighbourhood, :math:`L(θ + δ^*)`.
+        delta: the maximizing perturbation :math:`δ^*`, keyed like the selected parameters.
         num_gradients: full-data gradient evaluations used.
         losses: the loss after each ascent step (float64 array).
     """
@@ -120,9 +124,20 @@ class EpsilonSharpness:
     base_loss: float
     max_loss: float
     delta: Point
-    epsilon: float
     num_gradients: int
     losses: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class EpsilonSharpness(AscentSharpness):
+    """Result of :func:`epsilon_sharpness`: an :class:`AscentSharpness` with
+    ``sharpness`` :math:`= 100\\,(\\max_{δ∈C_ε} L(θ+δ) - L(θ)) / (1 + L(θ))` and
+
+    Attributes:
+        epsilon: the box size.
+    """
+
+    epsilon: float
 
 
 @model_then_data

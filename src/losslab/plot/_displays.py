@@ -577,19 +577,18 @@ class TrajectoryDisplay(DisplayMixin):
         self,
         ax: Any = None,
         *,
-        kind: PlaneKind = "contour",
-        levels: int | Sequence[float] | None = None,
-        log: bool = False,
-        vmin: float | None = None,
-        vmax: float | None = None,
-        cmap: Any = "viridis",
-        colorbar: bool = True,
-        clabel: bool = False,
         path_kw: Mapping[str, Any] | None = None,
+        **plane_kw: Any,
     ) -> "TrajectoryDisplay":
         """Draw the plane (if any) then the path, start marked "o" and end "*".
 
         The axes limits cover both the plane's extent and every checkpoint.
+
+        Args:
+            ax: axes to draw on (new figure when None).
+            path_kw: line properties of the path (default: colour ``C3``, ``.`` markers).
+            **plane_kw: how the plane is drawn, as for :meth:`ContourDisplay.plot` (``kind``, ``levels``,
+                ``log``, ``vmin``/``vmax``, ``cmap``, ``colorbar``, ``clabel``, ...); unused without a plane.
         """
         c = np.asarray(self.coords, dtype=float)
         if c.ndim != 2 or c.shape[1] < 2 or c.shape[0] < 1:
@@ -605,12 +604,9 @@ class TrajectoryDisplay(DisplayMixin):
         if self.z is not None:
             if self.x is None or self.y is None:
                 raise LosslabError("a plane needs x, y and z")
-            x, y, z = _grid(self.x, self.y, self.z, log)
-            self.mappable_, self.colorbar_ = _draw_plane(
-                ax, x, y, z, kind=kind, levels=levels, vmin=vmin, vmax=vmax, cmap=cmap, colorbar=colorbar,
-                colorbar_label=label(self.metric, log), clabel=clabel,
-            )
-            x0, x1, y0, y1 = _plane_extent(x, y, kind)
+            plane = ContourDisplay(self.x, self.y, self.z, metric=self.metric).plot(ax=ax, **plane_kw)
+            self.mappable_, self.colorbar_ = plane.mappable_, plane.colorbar_
+            (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()  # the plane's extent
             lo_x, hi_x, lo_y, hi_y = min(lo_x, x0), max(hi_x, x1), min(lo_y, y0), max(hi_y, y1)
         kw = {"color": "C3", "marker": ".", "linewidth": 1.5, "label": "trajectory", **dict(path_kw or {})}
         (self.path_,) = ax.plot(c[:, 0], c[:, 1], **kw)

@@ -46,7 +46,7 @@ __all__ = ["CovarianceSpectrum", "GradientNoiseResult", "covariance_spectrum", "
 
 
 @dataclass(frozen=True)
-class CovarianceSpectrum:
+class CovarianceSpectrum(Result):
     """Top eigenpairs of the gradient covariance.
 
     Attributes:
