@@ -216,8 +216,10 @@ def test_sigkill_to_reproduce_jobs_2_leaves_no_process_and_the_rerun_gives_the_s
 def test_sigterm_to_train_exits_143_with_one_line_and_the_rerun_resumes(tmp_path):
     from losslab.cli.main import main
 
+    # long enough (about 6 s on a quiet 2-core machine) that a resume state is saved (every 2 s,
+    # train.SAVE_EVERY_S) well before the end: with 60 epochs the first state.pt was the last one
     argv = ["train", "--dataset", "moons", "--dataset-kwargs", "n_train=4096", "n_test=64", "--model", "mlp",
-            "--model-kwargs", "width=32", "depth=1", "--epochs", "60", "--batch-size", "16", "--no-progress"]
+            "--model-kwargs", "width=32", "depth=1", "--epochs", "300", "--batch-size", "16", "--no-progress"]
     out = tmp_path / "k"
     proc = subprocess.Popen([sys.executable, "-m", "losslab", *argv, "--out", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env())
