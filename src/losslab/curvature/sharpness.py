@@ -130,8 +130,8 @@ class AscentSharpness(Result):
 
 @dataclass(frozen=True, eq=False)
 class EpsilonSharpness(AscentSharpness):
-    """Result of :func:`epsilon_sharpness`: an :class:`AscentSharpness` with
-    ``sharpness`` :math:`= 100\\,(\\max_{δ∈C_ε} L(θ+δ) - L(θ)) / (1 + L(θ))` and
+    """Result of :func:`epsilon_sharpness`: an :class:`AscentSharpness` whose ``sharpness`` is
+    :math:`100\\,(\\max_{δ∈C_ε} L(θ+δ) - L(θ)) / (1 + L(θ))`, the maximum taken over the box.
 
     Attributes:
         epsilon: the box size.
